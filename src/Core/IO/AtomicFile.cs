@@ -1,0 +1,85 @@
+namespace OnnxLora.Core.IO;
+
+/// <summary>
+/// A file written under a temporary name in its destination folder and renamed to its final name
+/// only by <see cref="Commit"/>, after its data is flushed to disk. Disposing without committing
+/// deletes the temporary file, so a failed or interrupted write never leaves a partial file under
+/// the final name.
+/// </summary>
+public sealed class AtomicFile : IDisposable
+{
+    private readonly bool _overwrite;
+    private bool _committed;
+
+    private AtomicFile(string finalPath, string tempPath, FileStream stream, bool overwrite)
+    {
+        FinalPath = finalPath;
+        TempPath = tempPath;
+        Stream = stream;
+        _overwrite = overwrite;
+    }
+
+    /// <summary>Where the file will be once committed.</summary>
+    public string FinalPath { get; }
+
+    /// <summary>Where it is written meanwhile (same folder, hidden name).</summary>
+    public string TempPath { get; }
+
+    /// <summary>The stream to write to.</summary>
+    public FileStream Stream { get; }
+
+    /// <summary>Starts writing <paramref name="finalPath"/>.</summary>
+    /// <exception cref="IOException"><paramref name="finalPath"/> exists and <paramref name="overwrite"/> is false.</exception>
+    public static AtomicFile Create(string finalPath, bool overwrite = false)
+    {
+        finalPath = System.IO.Path.GetFullPath(finalPath);
+        if (!overwrite && (File.Exists(finalPath) || Directory.Exists(finalPath)))
+        {
+            throw new IOException($"{finalPath}: output exists; pass --force (overwrite) to replace it.");
+        }
+        string dir = System.IO.Path.GetDirectoryName(finalPath)!;
+        Directory.CreateDirectory(dir);
+        string temp = TempNameBeside(finalPath);
+        var stream = new FileStream(temp, FileMode.CreateNew, FileAccess.ReadWrite, FileShare.None, 1 << 16);
+        return new AtomicFile(finalPath, temp, stream, overwrite);
+    }
+
+    /// <summary>A fresh hidden name in the same folder as <paramref name="finalPath"/>.</summary>
+    public static string TempNameBeside(string finalPath)
+    {
+        string dir = System.IO.Path.GetDirectoryName(System.IO.Path.GetFullPath(finalPath))!;
+        return System.IO.Path.Combine(dir, $".{System.IO.Path.GetFileName(finalPath)}.{Guid.NewGuid():N}.partial");
+    }
+
+    /// <summary>Flushes to disk, closes and renames to the final name.</summary>
+    public void Commit()
+    {
+        ObjectDisposedException.ThrowIf(_committed, this);
+        Stream.Flush(flushToDisk: true);
+        Stream.Dispose();
+        if (!_overwrite && (File.Exists(FinalPath) || Directory.Exists(FinalPath)))
+        {
+            File.Delete(TempPath);
+            throw new IOException($"{FinalPath}: output appeared while writing; pass --force (overwrite) to replace it.");
+        }
+        File.Move(TempPath, FinalPath, overwrite: true);
+        _committed = true;
+    }
+
+    public void Dispose()
+    {
+        if (_committed)
+        {
+            return;
+        }
+        Stream.Dispose();
+        try
+        {
+            File.Delete(TempPath);
+        }
+        catch (IOException)
+        {
+            // Best effort: a leftover hidden .partial file is harmless and never has the final name.
+        }
+    }
+}

@@ -1,0 +1,6 @@
+namespace OnnxLora.MergeExport;
+
+internal static class Program
+{
+    private static int Main(string[] args) => Cli.Run(args, Console.Out, Console.Error);
+}
