@@ -1,0 +1,12 @@
+using System.CommandLine;
+
+namespace OnnxLora.MergeExport.Commands;
+
+/// <summary>Every verb of the tool, in help order.</summary>
+internal static class CommandCatalog
+{
+    public static IEnumerable<Command> Create(CliContext context)
+    {
+        yield return new InspectCommand(context);
+    }
+}
