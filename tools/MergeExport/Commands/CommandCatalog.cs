@@ -7,6 +7,7 @@ internal static class CommandCatalog
 {
     public static IEnumerable<Command> Create(CliContext context)
     {
+        yield return new ValidateCommand(context);
         yield return new InspectCommand(context);
     }
 }
