@@ -42,7 +42,8 @@ internal abstract class CliCommand : Command
     protected abstract int Execute(ParseResult parse);
 
     internal static bool IsUserError(Exception e) => e is InvalidDataException or ArgumentException or IOException
-        or UnauthorizedAccessException or KeyNotFoundException or NotSupportedException or FormatException;
+        or UnauthorizedAccessException or KeyNotFoundException or NotSupportedException or FormatException
+        or OnnxLora.Validate.ExecutionProviderException;
 
     private static string OneLine(string message) => message.ReplaceLineEndings(" ").Trim();
 }

@@ -56,7 +56,7 @@ internal sealed class ValidateCommand : CliCommand
 internal sealed class ValidationOptionSet
 {
     public Option<string> Device { get; } = new Option<string>("--device") { Description = "Where to run: auto (CUDA, else CPU), cuda or cpu.", DefaultValueFactory = _ => "auto" }
-        .AcceptOnlyFromAmong("auto", "cuda", "cpu");
+        .OneOf("auto", "cuda", "cpu");
 
     public Option<int> DeviceId { get; } = new Option<int>("--device-id") { Description = "CUDA device ordinal." }.AtLeast(0);
 
@@ -67,7 +67,7 @@ internal sealed class ValidationOptionSet
     public Option<int> Seq { get; } = new Option<int>("--seq") { Description = "Sequence length of generated inputs.", DefaultValueFactory = _ => 32 }.AtLeast(1);
 
     public Option<string> Padding { get; } = new Option<string>("--padding") { Description = "Padding in generated attention masks: none, left or right.", DefaultValueFactory = _ => "none" }
-        .AcceptOnlyFromAmong("none", "left", "right");
+        .OneOf("none", "left", "right");
 
     public Option<string[]> Inputs { get; } = new("--inputs") { Description = "Input files instead of generated inputs (.json, or name=file.npy).", AllowMultipleArgumentsPerToken = true };
 

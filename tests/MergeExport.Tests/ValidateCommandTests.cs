@@ -1,0 +1,151 @@
+using System.Text.Json;
+using OnnxLora.Core;
+using OnnxLora.Core.Onnx;
+
+namespace OnnxLora.MergeExport.Tests;
+
+[TestClass]
+public sealed class ValidateCommandTests
+{
+    private const int Vocab = 11;
+    private const int Hidden = 4;
+
+    /// <summary>A tiny LM: logits = Gather(E, input_ids) · H, with attention_mask declared (and multiplied in).</summary>
+    internal static string TinyLm(string path, float headScale = 1f)
+    {
+        var b = new OnnxGraphBuilder(17);
+        string ids = b.AddInput("input_ids", DType.I64, "batch", "sequence");
+        string mask = b.AddInput("attention_mask", DType.I64, "batch", "sequence");
+        var rng = new Random(42);
+        float[] embed = Enumerable.Range(0, Vocab * Hidden).Select(_ => (float)(rng.NextDouble() - 0.5)).ToArray();
+        float[] head = Enumerable.Range(0, Hidden * Vocab).Select(_ => headScale * (float)(rng.NextDouble() - 0.5)).ToArray();
+        string e = b.AddInitializer("model.embed_tokens.weight", DType.F32, [Vocab, Hidden], embed);
+        string h = b.AddInitializer("lm_head.weight_T", DType.F32, [Hidden, Vocab], head);
+        string x = b.AddNode("Gather", [e, ids], "embed");
+        string m = b.AddNode("Cast", [mask], "mask_cast", OnnxAttributes.Int("to", (long)Onnx.TensorProto.Types.DataType.Float));
+        string m3 = b.AddNode("Unsqueeze", [m, b.AddConstant("axes", [1], [2L])], "mask_unsq");
+        string xm = b.AddNode("Mul", [x, m3], "masked");
+        b.AddNode("MatMul", [xm, h], ["logits"], "head");
+        b.AddOutput("logits", DType.F32, "batch", "sequence", Vocab);
+        OnnxFile.Save(b.Build(), path);
+        return path;
+    }
+
+    [TestMethod]
+    public void Validate_IdenticalModels_PassesAndWritesReports()
+    {
+        using var dir = new TempDir();
+        string merged = TinyLm(dir.File("merged.onnx"));
+        string unmerged = TinyLm(dir.File("unmerged.onnx"));
+        string report = dir.File("report");
+
+        var (code, json, err) = CliHarness.Run("validate", "--merged", merged, "--unmerged", unmerged, "--base", unmerged,
+            "--device", "cpu", "--runs", "4", "--warmup", "1", "--seq", "8", "--report", report, "--json");
+
+        Assert.AreEqual(0, code, err);
+        using var doc = JsonDocument.Parse(json);
+        Assert.AreEqual("passed", doc.RootElement.GetProperty("status").GetString());
+        Assert.AreEqual(0, doc.RootElement.GetProperty("failedGates").GetArrayLength());
+        foreach (string key in new[] { "reportJson", "reportMarkdown", "reportHtml" })
+        {
+            Assert.IsTrue(File.Exists(doc.RootElement.GetProperty("outputs").GetProperty(key).GetString()), key);
+        }
+    }
+
+    [TestMethod]
+    public void Validate_WrongMergedModel_ExitsOneNamingTheOutput()
+    {
+        using var dir = new TempDir();
+        string merged = TinyLm(dir.File("merged.onnx"), headScale: 2f);
+        string unmerged = TinyLm(dir.File("unmerged.onnx"));
+
+        var (code, json, _) = CliHarness.Run("validate", "--merged", merged, "--unmerged", unmerged, "--device", "cpu",
+            "--runs", "0", "--seq", "8", "--report", dir.File("report"), "--json");
+
+        Assert.AreEqual(1, code);
+        using var doc = JsonDocument.Parse(json);
+        Assert.AreEqual("gate-failed", doc.RootElement.GetProperty("status").GetString());
+        var gates = doc.RootElement.GetProperty("failedGates").EnumerateArray().ToList();
+        Assert.IsNotEmpty(gates);
+        Assert.IsTrue(gates.Any(g => g.GetProperty("output").GetString() == "logits"), json);
+    }
+
+    [TestMethod]
+    public void Validate_CudaWithoutGpu_FallsBackAndSaysWhy()
+    {
+        using var dir = new TempDir();
+        string m = TinyLm(dir.File("m.onnx"));
+        var (code, json, err) = CliHarness.Run("validate", "--merged", m, "--unmerged", m, "--device", "cuda",
+            "--runs", "0", "--seq", "4", "--report", dir.File("r"), "--json");
+        if (json.Contains("CUDAExecutionProvider\"", StringComparison.Ordinal))
+        {
+            Assert.Inconclusive("this machine has a working CUDA provider");
+        }
+        Assert.AreEqual(0, code, err);
+        using var doc = JsonDocument.Parse(json);
+        Assert.AreEqual("CPUExecutionProvider", doc.RootElement.GetProperty("details").GetProperty("provider").GetString());
+        Assert.IsFalse(string.IsNullOrWhiteSpace(doc.RootElement.GetProperty("details").GetProperty("fallbackReason").GetString()));
+    }
+
+    [TestMethod]
+    public void Validate_CudaWithoutGpuAndNoFallback_ExitsTwoWithClearMessage()
+    {
+        using var dir = new TempDir();
+        string m = TinyLm(dir.File("m.onnx"));
+        var (code, _, err) = CliHarness.Run("validate", "--merged", m, "--unmerged", m, "--device", "cuda", "--no-cpu-fallback",
+            "--runs", "0", "--seq", "4", "--report", dir.File("r"));
+        if (code == 0)
+        {
+            Assert.Inconclusive("this machine has a working CUDA provider");
+        }
+        Assert.AreEqual(2, code, err);
+        StringAssert.Contains(err, "CUDA");
+        Assert.IsFalse(Directory.Exists(dir.File("r")), "no report folder after a failed start");
+    }
+
+    [TestMethod]
+    [DataRow("--batch", "0")]
+    [DataRow("--seq", "-3")]
+    [DataRow("--min-top1", "1.5")]
+    [DataRow("--atol", "NaN")]
+    [DataRow("--device", "tpu")]
+    [DataRow("--padding", "middle")]
+    public void Validate_InvalidOptionValue_ExitsTwoNamingTheOption(string option, string value)
+    {
+        using var dir = new TempDir();
+        string m = TinyLm(dir.File("m.onnx"));
+        var (code, _, err) = CliHarness.Run("validate", "--merged", m, "--unmerged", m, option, value, "--report", dir.File("r"));
+        Assert.AreEqual(2, code, err);
+        StringAssert.Contains(err, option);
+        Assert.IsFalse(Directory.Exists(dir.File("r")));
+    }
+
+    [TestMethod]
+    public void Validate_ExistingReportWithoutForce_ExitsTwoAndKeepsIt()
+    {
+        using var dir = new TempDir();
+        string m = TinyLm(dir.File("m.onnx"));
+        string report = dir.File("r");
+        Directory.CreateDirectory(report);
+        File.WriteAllText(Path.Combine(report, "validation.json"), "{\"old\":true}");
+
+        var (code, _, err) = CliHarness.Run("validate", "--merged", m, "--unmerged", m, "--device", "cpu", "--runs", "0", "--seq", "4", "--report", report);
+
+        Assert.AreEqual(2, code, err);
+        StringAssert.Contains(err, "--force");
+        Assert.AreEqual("{\"old\":true}", File.ReadAllText(Path.Combine(report, "validation.json")));
+        Assert.AreEqual(0, CliHarness.Run("validate", "--merged", m, "--unmerged", m, "--device", "cpu", "--runs", "0", "--seq", "4", "--report", report, "--force").ExitCode);
+    }
+
+    [TestMethod]
+    public void Validate_MergedModelNotOnnx_ExitsTwo()
+    {
+        using var dir = new TempDir();
+        string notOnnx = dir.File("model.onnx");
+        File.WriteAllText(notOnnx, "this is a text file");
+        string m = TinyLm(dir.File("m.onnx"));
+        var (code, _, err) = CliHarness.Run("validate", "--merged", notOnnx, "--unmerged", m, "--device", "cpu", "--report", dir.File("r"));
+        Assert.AreEqual(2, code, err);
+        StringAssert.Contains(err, "model.onnx");
+    }
+}
