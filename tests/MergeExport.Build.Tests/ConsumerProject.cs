@@ -1,0 +1,168 @@
+using System.Diagnostics;
+using System.Text;
+
+namespace OnnxLora.MergeExport.Build.Tests;
+
+/// <summary>The outcome of one <c>dotnet build</c> of a consumer project.</summary>
+internal sealed record BuildOutcome(int ExitCode, string Log)
+{
+    public bool Succeeded => ExitCode == 0;
+
+    /// <summary>The log for assertion messages: without the compiler's (very long) command line.</summary>
+    public string Shown => string.Join('\n', Log.Split('\n').Where(line => !line.Contains("/reference:", StringComparison.Ordinal)));
+
+    public int Count(string text)
+    {
+        int count = 0;
+        for (int i = Log.IndexOf(text, StringComparison.Ordinal); i >= 0; i = Log.IndexOf(text, i + text.Length, StringComparison.Ordinal))
+        {
+            count++;
+        }
+        return count;
+    }
+}
+
+/// <summary>
+/// A throwaway SDK project in a temp folder that imports the repository's LoraMergeExport props and
+/// targets by path, with a tiny base/ model folder and an adapters/x/ adapter, built with the real
+/// <c>dotnet build</c> against the fake merge-export tool (FakeTool/). Each call of the tool is
+/// recorded in <see cref="InvocationLog"/>.
+/// </summary>
+internal sealed class ConsumerProject : IDisposable
+{
+    private static readonly string RepoRoot = FindRepoRoot();
+    private static readonly string TestBin = AppContext.BaseDirectory;
+
+    private ConsumerProject(string root)
+    {
+        Root = root;
+    }
+
+    public string Root { get; }
+
+    public string ProjectFile => Path.Combine(Root, "Consumer.csproj");
+
+    public string InvocationLog => Path.Combine(Root, "invocations.log");
+
+    public string OutputFile => Path.Combine(Root, "out", "x.onnx");
+
+    public string ReportFolder => Path.Combine(Root, "out", "x.onnx.report");
+
+    public string AdapterFolder => Path.Combine(Root, "adapters", "x");
+
+    public static string FakeToolDll => Path.Combine(TestBin, "fake-merge-export.dll");
+
+    /// <summary>The tool's recorded calls, one line of tab-separated arguments each.</summary>
+    public string[] Invocations => File.Exists(InvocationLog) ? File.ReadAllLines(InvocationLog) : [];
+
+    /// <summary>Creates the project with one LoraMergeExport item carrying <paramref name="itemAttributes"/>.</summary>
+    public static ConsumerProject Create(string itemAttributes = "Model=\"base/\" OutputFile=\"out/x.onnx\" MaxLatencyRatio=\"1.05\" Atol=\"1e-4\"")
+    {
+        string root = Path.Combine(Path.GetTempPath(), "olmx-build-tests", Guid.NewGuid().ToString("N"));
+        Directory.CreateDirectory(Path.Combine(root, "base"));
+        Directory.CreateDirectory(Path.Combine(root, "adapters", "x"));
+        File.WriteAllText(Path.Combine(root, "base", "config.json"), "{\"model_type\":\"llama\"}\n");
+        File.WriteAllText(Path.Combine(root, "base", "model.safetensors"), "base-weights");
+        File.WriteAllText(Path.Combine(root, "adapters", "x", "adapter_config.json"), "{\"r\":8}");
+        File.WriteAllText(Path.Combine(root, "adapters", "x", "adapter_model.safetensors"), "adapter-v1");
+        var project = new ConsumerProject(root);
+        project.SetItem(itemAttributes);
+        return project;
+    }
+
+    /// <summary>Rewrites the project file with a new LoraMergeExport item.</summary>
+    public void SetItem(string itemAttributes)
+    {
+        string build = Path.Combine(RepoRoot, "tools", "MergeExport.Build", "build");
+        File.WriteAllText(ProjectFile, $"""
+            <Project Sdk="Microsoft.NET.Sdk">
+              <PropertyGroup>
+                <TargetFramework>net10.0</TargetFramework>
+              </PropertyGroup>
+              <Import Project="{build}/OnnxLora.MergeExport.Build.props" />
+              <ItemGroup>
+                <LoraMergeExport Include="adapters/x" {itemAttributes} />
+              </ItemGroup>
+              <Import Project="{build}/OnnxLora.MergeExport.Build.targets" />
+            </Project>
+            """);
+    }
+
+    /// <summary>Selects what the fake tool does for this adapter: pass, gate-fail, error or garbage.</summary>
+    public void SetFakeMode(string mode) => File.WriteAllText(Path.Combine(AdapterFolder, "fake-mode"), mode);
+
+    /// <summary>
+    /// Runs <c>dotnet build</c> on the project with the fake tool (or <paramref name="toolPath"/>): the whole
+    /// build when <paramref name="wholeBuild"/>, else only the LoraMergeExport target (no compile: ~3x faster).
+    /// </summary>
+    public BuildOutcome Build(string? toolPath = null, bool wholeBuild = false)
+    {
+        var info = new ProcessStartInfo("dotnet")
+        {
+            WorkingDirectory = Root,
+            UseShellExecute = false,
+            RedirectStandardOutput = true,
+            RedirectStandardError = true,
+            RedirectStandardInput = true,
+        };
+        foreach (string arg in new[]
+        {
+            "build", ProjectFile, "-nologo", "-tl:off", "-v:n", "-nr:false",
+            "-p:UseSharedCompilation=false",
+            $"-p:OnnxLoraMergeExportTaskAssembly={Path.Combine(TestBin, "OnnxLora.MergeExport.Build.dll")}",
+            $"-p:MergeExportToolPath={toolPath ?? FakeToolDll}",
+        })
+        {
+            info.ArgumentList.Add(arg);
+        }
+        if (!wholeBuild)
+        {
+            info.ArgumentList.Add("-t:LoraMergeExport");
+        }
+        // The test host runs under `dotnet test`, whose MSBuild variables must not leak into this build.
+        foreach (string name in info.Environment.Keys.Where(k => k.StartsWith("MSBUILD", StringComparison.OrdinalIgnoreCase)).ToList())
+        {
+            info.Environment.Remove(name);
+        }
+        info.Environment["FAKE_MERGE_EXPORT_LOG"] = InvocationLog;
+        info.Environment["DOTNET_CLI_TELEMETRY_OPTOUT"] = "1";
+        info.Environment["DOTNET_NOLOGO"] = "1";
+
+        using var process = Process.Start(info)!;
+        process.StandardInput.Close();
+        var log = new StringBuilder();
+        Task<string> stdout = process.StandardOutput.ReadToEndAsync();
+        Task<string> stderr = process.StandardError.ReadToEndAsync();
+        if (!process.WaitForExit(TimeSpan.FromMinutes(4)))
+        {
+            process.Kill(entireProcessTree: true);
+            Assert.Fail($"dotnet build of {ProjectFile} did not finish in 4 minutes.");
+        }
+        log.Append(stdout.GetAwaiter().GetResult()).Append(stderr.GetAwaiter().GetResult());
+        return new BuildOutcome(process.ExitCode, log.ToString());
+    }
+
+    public void Dispose()
+    {
+        try
+        {
+            Directory.Delete(Root, recursive: true);
+        }
+        catch (IOException)
+        {
+            // Best effort: a leftover temp folder is harmless.
+        }
+    }
+
+    private static string FindRepoRoot()
+    {
+        for (var dir = new DirectoryInfo(AppContext.BaseDirectory); dir is not null; dir = dir.Parent)
+        {
+            if (File.Exists(Path.Combine(dir.FullName, "OnnxLora.sln")))
+            {
+                return dir.FullName;
+            }
+        }
+        throw new DirectoryNotFoundException($"OnnxLora.sln not found above {AppContext.BaseDirectory}.");
+    }
+}

@@ -1,0 +1,101 @@
+using OnnxLora.MergeExport.Build.Internals;
+
+namespace OnnxLora.MergeExport.Build.Tests;
+
+[TestClass]
+public sealed class ExportSettingsTests
+{
+    private static readonly ExportSettings Sample = new(
+        "adapters/x", "/p/adapters/x", "/p/base", "/p/out/x.onnx", "/p/out/x.onnx.report",
+        Validate: true, Atol: "1e-4", Rtol: null, MinTop1: null, MaxLatencyRatio: "1.05");
+
+    [TestMethod]
+    public void ToolArguments_PassesPathsJsonAndOnlyTheGatesThatAreSet()
+    {
+        string[] expected =
+        [
+            "run", "--model", "/p/base", "--adapter", "/p/adapters/x", "--out", "/w/out", "--json", "--force",
+            "--atol", "1e-4", "--max-latency-ratio", "1.05",
+        ];
+
+        CollectionAssert.AreEqual(expected, Sample.ToolArguments("/w/out").ToArray());
+    }
+
+    [TestMethod]
+    public void ToolArguments_WithValidateFalse_AddsNoValidate()
+    {
+        IReadOnlyList<string> args = (Sample with { Validate = false }).ToolArguments("/w/out");
+
+        CollectionAssert.Contains(args.ToArray(), "--no-validate");
+    }
+
+    [TestMethod]
+    public void StampText_ChangesWithEachSetting()
+    {
+        string stamp = Sample.StampText("merge-export");
+        ExportSettings[] changed =
+        [
+            Sample with { MaxLatencyRatio = "1.10" },
+            Sample with { Atol = null },
+            Sample with { Rtol = "1e-3" },
+            Sample with { MinTop1 = "0.99" },
+            Sample with { Validate = false },
+            Sample with { ModelPath = "/p/base2" },
+            Sample with { OutputPath = "/p/out/y.onnx" },
+            Sample with { ReportDirectory = "/p/reports" },
+        ];
+
+        foreach (ExportSettings settings in changed)
+        {
+            Assert.AreNotEqual(stamp, settings.StampText("merge-export"), settings.ToString());
+        }
+        Assert.AreNotEqual(stamp, Sample.StampText("/tools/merge-export.dll"));
+        Assert.AreEqual(stamp, Sample.StampText("merge-export"));
+    }
+
+    [TestMethod]
+    [DataRow("1e-4", "1e-4")]
+    [DataRow(" 0.5 ", "0.5")]
+    [DataRow("0", "0")]
+    [DataRow("", null)]
+    public void TryParseGate_AcceptsFiniteNumbersInRange(string text, string? expected)
+    {
+        Assert.IsTrue(ExportSettings.TryParseGate(text, 0, double.MaxValue, false, out string? value));
+        Assert.AreEqual(expected, value);
+    }
+
+    [TestMethod]
+    [DataRow("abc")]
+    [DataRow("-1")]
+    [DataRow("NaN")]
+    [DataRow("Infinity")]
+    [DataRow("1,05")]
+    public void TryParseGate_RejectsNonNumbersAndNegatives(string text)
+    {
+        Assert.IsFalse(ExportSettings.TryParseGate(text, 0, double.MaxValue, false, out _));
+    }
+
+    [TestMethod]
+    public void TryParseGate_HonoursBounds()
+    {
+        Assert.IsFalse(ExportSettings.TryParseGate("1.5", 0, 1, false, out _), "min-top1 above 1");
+        Assert.IsTrue(ExportSettings.TryParseGate("1", 0, 1, false, out _), "min-top1 of exactly 1");
+        Assert.IsFalse(ExportSettings.TryParseGate("0", 0, double.MaxValue, true, out _), "latency ratio 0 (exclusive minimum)");
+    }
+
+    [TestMethod]
+    [DataRow("", true)]
+    [DataRow("true", true)]
+    [DataRow("False", false)]
+    public void TryParseValidate_ReadsBooleansAndDefaultsToTrue(string text, bool expected)
+    {
+        Assert.IsTrue(ExportSettings.TryParseValidate(text, out bool value));
+        Assert.AreEqual(expected, value);
+    }
+
+    [TestMethod]
+    public void TryParseValidate_RejectsOtherText()
+    {
+        Assert.IsFalse(ExportSettings.TryParseValidate("yes", out _));
+    }
+}

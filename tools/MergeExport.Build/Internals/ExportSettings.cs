@@ -1,0 +1,116 @@
+using System.Globalization;
+using System.Text;
+
+namespace OnnxLora.MergeExport.Build.Internals;
+
+/// <summary>
+/// One LoraMergeExport item, resolved: full paths and validated gate settings, the
+/// <c>merge-export run</c> arguments it becomes, and the stamp text whose change forces a re-run.
+/// </summary>
+internal sealed record ExportSettings(
+    string Adapter,
+    string AdapterPath,
+    string ModelPath,
+    string OutputPath,
+    string ReportDirectory,
+    bool Validate,
+    string? Atol,
+    string? Rtol,
+    string? MinTop1,
+    string? MaxLatencyRatio)
+{
+    /// <summary>The item metadata names, as written in project files.</summary>
+    public static class Metadata
+    {
+        public const string Model = "Model";
+        /// <summary>Not "Output": MSBuild reserves that metadata name (MSB4118).</summary>
+        public const string OutputFile = "OutputFile";
+        public const string ReportDir = "ReportDir";
+        public const string Validate = "Validate";
+        public const string Atol = "Atol";
+        public const string Rtol = "Rtol";
+        public const string MinTop1 = "MinTop1";
+        public const string MaxLatencyRatio = "MaxLatencyRatio";
+    }
+
+    /// <summary>The arguments of <c>merge-export run</c> for this item, writing into <paramref name="outDirectory"/>.</summary>
+    public IReadOnlyList<string> ToolArguments(string outDirectory)
+    {
+        var args = new List<string>
+        {
+            "run", "--model", ModelPath, "--adapter", AdapterPath, "--out", outDirectory, "--json", "--force",
+        };
+        if (!Validate)
+        {
+            args.Add("--no-validate");
+        }
+        AddGate(args, "--atol", Atol);
+        AddGate(args, "--rtol", Rtol);
+        AddGate(args, "--min-top1", MinTop1);
+        AddGate(args, "--max-latency-ratio", MaxLatencyRatio);
+        return args;
+    }
+
+    /// <summary>
+    /// What the stamp file records: everything besides the input files' contents that changes the
+    /// result. A different text rewrites the stamp, which makes the item out of date.
+    /// </summary>
+    public string StampText(string tool)
+    {
+        var text = new StringBuilder();
+        text.Append("tool=").Append(tool).Append('\n');
+        text.Append("model=").Append(ModelPath).Append('\n');
+        text.Append("adapter=").Append(AdapterPath).Append('\n');
+        text.Append("output=").Append(OutputPath).Append('\n');
+        text.Append("reports=").Append(ReportDirectory).Append('\n');
+        text.Append("validate=").Append(Validate ? "true" : "false").Append('\n');
+        text.Append("atol=").Append(Atol).Append('\n');
+        text.Append("rtol=").Append(Rtol).Append('\n');
+        text.Append("min-top1=").Append(MinTop1).Append('\n');
+        text.Append("max-latency-ratio=").Append(MaxLatencyRatio).Append('\n');
+        return text.ToString();
+    }
+
+    /// <summary>Reads Validate: empty means true; otherwise true or false (any case).</summary>
+    public static bool TryParseValidate(string text, out bool value)
+    {
+        text = text.Trim();
+        if (text.Length == 0)
+        {
+            value = true;
+            return true;
+        }
+        return bool.TryParse(text, out value);
+    }
+
+    /// <summary>
+    /// Reads a gate setting: empty means not set (the tool's default); otherwise a finite number in
+    /// [<paramref name="min"/>, <paramref name="max"/>] (exclusive of min when <paramref name="minExclusive"/>),
+    /// kept as written so the tool sees exactly what the project says.
+    /// </summary>
+    public static bool TryParseGate(string text, double min, double max, bool minExclusive, out string? value)
+    {
+        text = text.Trim();
+        value = null;
+        if (text.Length == 0)
+        {
+            return true;
+        }
+        if (!double.TryParse(text, NumberStyles.Float, CultureInfo.InvariantCulture, out double number)
+            || !double.IsFinite(number) || number < min || number > max || (minExclusive && number == min))
+        {
+            return false;
+        }
+        value = text;
+        return true;
+    }
+
+    private static void AddGate(List<string> args, string option, string? value)
+    {
+        if (value is not null)
+        {
+            args.Add(option);
+            args.Add(value);
+        }
+    }
+}

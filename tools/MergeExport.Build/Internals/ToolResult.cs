@@ -1,0 +1,96 @@
+using System.Text.Json;
+
+namespace OnnxLora.MergeExport.Build.Internals;
+
+/// <summary>One failed validation gate as merge-export reports it.</summary>
+/// <param name="Gate">atol, rtol, min-top1 or max-latency-ratio.</param>
+/// <param name="Output">The model output the gate was measured on, or null for whole-model gates.</param>
+/// <param name="Value">The measured value, as the tool wrote it (JSON number text), or null.</param>
+/// <param name="Limit">The limit, as the tool wrote it, or null.</param>
+/// <param name="Message">The tool's own explanation, or null.</param>
+internal sealed record GateFailure(string Gate, string? Output, string? Value, string? Limit, string? Message)
+{
+    /// <summary>True for gates whose limit is a minimum (min-top1): they fail when the value is below it.</summary>
+    public bool IsLowerBound => Gate.StartsWith("min-", StringComparison.Ordinal);
+}
+
+/// <summary>The JSON object that <c>merge-export run --json</c> prints on stdout.</summary>
+internal sealed record ToolResult(
+    string Status,
+    string? Merged,
+    string? ReportMarkdown,
+    IReadOnlyList<GateFailure> FailedGates,
+    string? Error)
+{
+    public const string Passed = "passed";
+    public const string GateFailedStatus = "gate-failed";
+    public const string ErrorStatus = "error";
+
+    /// <summary>
+    /// Reads the tool's stdout; null when it is not one JSON object with a string "status" (the caller
+    /// reports that with the exit code and the last stderr line).
+    /// </summary>
+    public static ToolResult? TryParse(string stdout)
+    {
+        string text = stdout.Trim();
+        if (text.Length == 0 || text[0] != '{')
+        {
+            return null;
+        }
+        try
+        {
+            using var document = JsonDocument.Parse(text);
+            JsonElement root = document.RootElement;
+            if (root.ValueKind != JsonValueKind.Object || !root.TryGetProperty("status", out JsonElement status) || status.ValueKind != JsonValueKind.String)
+            {
+                return null;
+            }
+            string? merged = null;
+            string? reportMarkdown = null;
+            if (root.TryGetProperty("outputs", out JsonElement outputs) && outputs.ValueKind == JsonValueKind.Object)
+            {
+                merged = StringOrNull(outputs, "merged");
+                reportMarkdown = StringOrNull(outputs, "reportMarkdown");
+            }
+            var gates = new List<GateFailure>();
+            if (root.TryGetProperty("failedGates", out JsonElement failed) && failed.ValueKind == JsonValueKind.Array)
+            {
+                foreach (JsonElement gate in failed.EnumerateArray())
+                {
+                    if (gate.ValueKind != JsonValueKind.Object)
+                    {
+                        continue;
+                    }
+                    gates.Add(new GateFailure(
+                        StringOrNull(gate, "gate") ?? "(unnamed)",
+                        StringOrNull(gate, "output"),
+                        NumberText(gate, "value"),
+                        NumberText(gate, "limit"),
+                        StringOrNull(gate, "message")));
+                }
+            }
+            return new ToolResult(status.GetString()!, merged, reportMarkdown, gates, StringOrNull(root, "error"));
+        }
+        catch (JsonException)
+        {
+            return null;
+        }
+    }
+
+    private static string? StringOrNull(JsonElement obj, string name) =>
+        obj.TryGetProperty(name, out JsonElement value) && value.ValueKind == JsonValueKind.String ? value.GetString() : null;
+
+    private static string? NumberText(JsonElement obj, string name)
+    {
+        if (!obj.TryGetProperty(name, out JsonElement value))
+        {
+            return null;
+        }
+        return value.ValueKind switch
+        {
+            JsonValueKind.Number => value.GetRawText(),
+            JsonValueKind.String => value.GetString(),
+            _ => null,
+        };
+    }
+}
