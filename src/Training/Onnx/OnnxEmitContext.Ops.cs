@@ -52,11 +52,11 @@ public sealed partial class OnnxEmitContext
     /// </summary>
     public string RmsNorm(string input, Tensor weight, double eps)
     {
-        string x = CastTo(input, DType.F32);
+        string x = ToFloat32(input);
         string squared = Op("Pow", x, Scalar(2f, DType.F32));
         string mean = ReduceMean(squared, -1);
         string std = Op("Sqrt", Op("Add", mean, Scalar((float)eps, DType.F32)));
-        string normed = CastTo(Op("Div", x, std), ComputeType);
+        string normed = FromFloat32(Op("Div", x, std));
         return Op("Mul", ParameterInitializer(ParameterName("weight"), weight), normed);
     }
 
@@ -86,8 +86,11 @@ public sealed partial class OnnxEmitContext
     public string Cast(string input, DType dtype) =>
         Op("Cast", [input], OnnxAttributes.Int("to", (long)dtype.ToOnnx()));
 
-    /// <summary>Casts a compute-type value to <paramref name="dtype"/>, or returns it when the types match.</summary>
-    public string CastTo(string computeValue, DType dtype) => dtype == ComputeType ? computeValue : Cast(computeValue, dtype);
+    /// <summary>A compute-type value as fp32 (a Cast only in an fp16 graph).</summary>
+    public string ToFloat32(string computeValue) => ComputeType == DType.F32 ? computeValue : Cast(computeValue, DType.F32);
+
+    /// <summary>An fp32 value in the compute type (a Cast only in an fp16 graph).</summary>
+    public string FromFloat32(string value) => ComputeType == DType.F32 ? value : Cast(value, ComputeType);
 
     /// <summary>Reshape to <paramref name="shape"/> (0 copies the input's size, −1 infers).</summary>
     public string Reshape(string input, params long[] shape) => Op("Reshape", input, Int64s(shape));
@@ -120,12 +123,12 @@ public sealed partial class OnnxEmitContext
     public string Attention(string q, string k, string v, string? additiveMaskF32, double scale)
     {
         string scores = Op("Mul", Op("MatMul", q, Transpose(k, 0, 1, 3, 2)), Scalar((float)scale));
-        scores = CastTo(scores, DType.F32);
+        scores = ToFloat32(scores);
         if (additiveMaskF32 is not null)
         {
             scores = Op("Add", scores, additiveMaskF32);
         }
-        string probs = CastTo(Softmax(scores), ComputeType);
+        string probs = FromFloat32(Softmax(scores));
         return Op("MatMul", probs, v);
     }
 

@@ -107,11 +107,16 @@ public sealed partial class OnnxEmitContext
         return value;
     }
 
-    /// <summary>LoRA modules seen during emission (for export metadata).</summary>
-    public IReadOnlyList<(string Path, nn.Module Module)> AdapterModules => _shared.Adapters;
-
-    /// <summary>Records a LoRA module at this path (the LoRA layers call it).</summary>
-    public void RecordAdapter(nn.Module module) => _shared.Adapters.Add((Path, module));
+    /// <summary>
+    /// The merged weight W' of the LoRA module <paramref name="module"/> from
+    /// <see cref="OnnxEmitOptions.MergedWeight"/>; the caller disposes it.
+    /// </summary>
+    /// <exception cref="InvalidOperationException">No provider was given.</exception>
+    public Tensor MergedWeight(nn.Module module)
+    {
+        var provider = Options.MergedWeight ?? throw OnnxEmitThrow.NoMergedWeights(Path);
+        return provider(module);
+    }
 
     private sealed class SharedState(OnnxGraphBuilder builder, OnnxEmitOptions options)
     {
@@ -123,8 +128,6 @@ public sealed partial class OnnxEmitContext
 
         /// <summary>Initializers made from model parameters, by (tensor handle, transposed).</summary>
         public Dictionary<(IntPtr Handle, bool Transposed), string> Weights { get; } = [];
-
-        public List<(string Path, nn.Module Module)> Adapters { get; } = [];
     }
 
 }
