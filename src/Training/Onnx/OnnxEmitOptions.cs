@@ -18,6 +18,12 @@ public sealed record OnnxEmitOptions
     public bool PositionIdsInput { get; init; }
 
     /// <summary>
+    /// Encoders: declare a <c>token_type_ids</c> input (int64 [batch, sequence]) instead of treating
+    /// every token as type 0 (default false).
+    /// </summary>
+    public bool TokenTypeIdsInput { get; init; }
+
+    /// <summary>
     /// For <see cref="OnnxExportMode.Merged"/>: gives the folded weight W' (fp32, the base weight's
     /// shape) of a LoRA module. The emitter disposes the tensor it returns.
     /// </summary>
