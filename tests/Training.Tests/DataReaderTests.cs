@@ -10,7 +10,7 @@ public sealed class DataReaderTests
     [TestMethod]
     public void Read_InputIdsLines_KeepsIdsSkipsBlankLinesAndTruncates()
     {
-        using var dir = new TempDir();
+        using var dir = new TrainerTempDir();
         string path = dir.File("d.jsonl");
         File.WriteAllText(path, "{\"input_ids\": [1, 2, 3]}\n\n   \n{\"input_ids\": [4, 5, 6, 7, 8, 9], \"extra\": \"ignored\"}\n");
         var data = JsonlDataset.Read(path, TrainingTask.CausalLanguageModeling, null, vocabSize: 10, maxLength: 4);
@@ -25,7 +25,7 @@ public sealed class DataReaderTests
     [TestMethod]
     public void Read_TextLines_TokenizeWithTheCheckpointTokenizer()
     {
-        using var dir = new TempDir();
+        using var dir = new TrainerTempDir();
         var merges = BpeTrainer.Train(["the cat sees the dog", "the dog sees the cat"], 20);
         File.WriteAllBytes(dir.File("tokenizer.json"), SampleTokenizerFiles.TokenizerJson(merges));
         var tok = CheckpointTokenizer.Load(dir.Path);
@@ -51,7 +51,7 @@ public sealed class DataReaderTests
     [DataRow("{\"text\": \"hello\"}", "needs the checkpoint's tokenizer.json")]
     public void Read_MalformedLine_ThrowsNamingFileAndLine(string badLine, string expectedFragment)
     {
-        using var dir = new TempDir();
+        using var dir = new TrainerTempDir();
         string path = dir.File("bad.jsonl");
         File.WriteAllText(path, "{\"input_ids\": [1, 2]}\n" + badLine + "\n{\"input_ids\": [1, 2]}\n");
         var e = Assert.ThrowsExactly<InvalidDataException>(() =>
@@ -66,7 +66,7 @@ public sealed class DataReaderTests
     [DataRow("{\"input_ids\": [1, 2], \"label\": \"pos\"}", "\"label\": found \"pos\"")]
     public void Read_ClassificationLineWithBadLabel_ThrowsNamingFileAndLine(string badLine, string expectedFragment)
     {
-        using var dir = new TempDir();
+        using var dir = new TrainerTempDir();
         string path = dir.File("bad.jsonl");
         File.WriteAllText(path, badLine + "\n");
         var e = Assert.ThrowsExactly<InvalidDataException>(() =>
@@ -78,7 +78,7 @@ public sealed class DataReaderTests
     [TestMethod]
     public void Read_EmptyFile_ThrowsNamingTheFile()
     {
-        using var dir = new TempDir();
+        using var dir = new TrainerTempDir();
         string path = dir.File("empty.jsonl");
         File.WriteAllText(path, "\n\n");
         var e = Assert.ThrowsExactly<InvalidDataException>(() =>
@@ -90,7 +90,7 @@ public sealed class DataReaderTests
     [TestMethod]
     public void Read_MissingFile_ThrowsFileNotFound()
     {
-        using var dir = new TempDir();
+        using var dir = new TrainerTempDir();
         Assert.ThrowsExactly<FileNotFoundException>(() =>
             JsonlDataset.Read(dir.File("nope.jsonl"), TrainingTask.CausalLanguageModeling, null, 10, 8));
     }

@@ -22,7 +22,7 @@ public sealed class DataTokenizerTests
     [TestMethod]
     public void Load_ByteLevelBpe_EncodesLikeAnIndependentMergeByRankEncoder()
     {
-        using var dir = new TempDir();
+        using var dir = new TrainerTempDir();
         var merges = BpeTrainer.Train(Corpus, 60);
         File.WriteAllBytes(dir.File("tokenizer.json"), SampleTokenizerFiles.TokenizerJson(merges));
         var tok = CheckpointTokenizer.Load(dir.Path);
@@ -40,7 +40,7 @@ public sealed class DataTokenizerTests
     [TestMethod]
     public void Encode_WithTemplate_PutsBosFirstAndCutsTextToMaxLength()
     {
-        using var dir = new TempDir();
+        using var dir = new TrainerTempDir();
         var merges = BpeTrainer.Train(Corpus, 60);
         File.WriteAllBytes(dir.File("tokenizer.json"), SampleTokenizerFiles.TokenizerJson(merges));
         var tok = CheckpointTokenizer.Load(dir.File("tokenizer.json"));
@@ -57,7 +57,7 @@ public sealed class DataTokenizerTests
     [TestMethod]
     public void Load_WordPieceWithBertLayout_AddsClsAndSepAndSplitsSubwords()
     {
-        using var dir = new TempDir();
+        using var dir = new TrainerTempDir();
         string[] vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "the", "cat", "play", "##ing", "##s", ".", "dog"];
         var sb = new StringBuilder();
         sb.Append("{\"version\":\"1.0\",\"added_tokens\":[],");
@@ -79,7 +79,7 @@ public sealed class DataTokenizerTests
     [TestMethod]
     public void Load_UnigramModel_FailsNamingTheFieldAndTheFile()
     {
-        using var dir = new TempDir();
+        using var dir = new TrainerTempDir();
         File.WriteAllText(dir.File("tokenizer.json"),
             "{\"pre_tokenizer\":null,\"model\":{\"type\":\"Unigram\",\"vocab\":[[\"a\",-1.0]]}}");
         var e = Assert.ThrowsExactly<InvalidDataException>(() => CheckpointTokenizer.Load(dir.Path));
@@ -91,7 +91,7 @@ public sealed class DataTokenizerTests
     [TestMethod]
     public void Load_MalformedJson_FailsNamingTheFile()
     {
-        using var dir = new TempDir();
+        using var dir = new TrainerTempDir();
         File.WriteAllText(dir.File("tokenizer.json"), "{\"model\": {\"type\": \"BPE\", ");
         var e = Assert.ThrowsExactly<InvalidDataException>(() => CheckpointTokenizer.Load(dir.Path));
         StringAssert.Contains(e.Message, dir.File("tokenizer.json"));
@@ -100,7 +100,7 @@ public sealed class DataTokenizerTests
     [TestMethod]
     public void Load_MissingFile_ThrowsFileNotFound()
     {
-        using var dir = new TempDir();
+        using var dir = new TrainerTempDir();
         Assert.ThrowsExactly<FileNotFoundException>(() => CheckpointTokenizer.Load(dir.Path));
     }
 

@@ -1,9 +1,9 @@
 namespace OnnxLora.Training.Tests;
 
 /// <summary>A fresh temporary folder, deleted on dispose.</summary>
-internal sealed class TempDir : IDisposable
+internal sealed class TrainerTempDir : IDisposable
 {
-    public TempDir()
+    public TrainerTempDir()
     {
         Path = System.IO.Path.Combine(System.IO.Path.GetTempPath(), "onnxlora-trainer-tests", Guid.NewGuid().ToString("N"));
         Directory.CreateDirectory(Path);
