@@ -1,0 +1,250 @@
+using System.Diagnostics;
+using System.Globalization;
+using OnnxLora.Training.Data;
+using OnnxLora.Training.Data.Internals;
+using OnnxLora.Training.TrainerInternals;
+using TorchSharp.Modules;
+using static TorchSharp.torch;
+
+namespace OnnxLora.Training;
+
+/// <summary>
+/// Trains a LoRA adapter on a Hugging Face checkpoint and writes it as a PEFT adapter folder.
+/// Decoder checkpoints (LLaMA family) learn next-token prediction; encoder checkpoints (BERT) learn
+/// sequence classification with a small head saved as a modules_to_save module ("classifier").
+/// </summary>
+/// <remarks>
+/// Only adapter parameters (and the classification head) reach the optimizer; base weights stay
+/// bit-identical. A fixed seed gives the same adapter bytes on the same machine, and a run resumed
+/// from a checkpoint ends with the same bytes as an uninterrupted one. Runs are serialized within a
+/// process because they seed torch's global generator (which LoRA dropout draws from).
+/// </remarks>
+public static class Trainer
+{
+    private static readonly Lock RunLock = new();
+
+    /// <summary>Trains and writes <paramref name="outAdapterDir"/> (adapter_config.json + adapter_model.safetensors), atomically.</summary>
+    /// <param name="modelDir">A Hugging Face checkpoint folder (config.json, safetensors weights, optionally tokenizer.json).</param>
+    /// <param name="dataFile">A JSON Lines data file (see <see cref="JsonlDataset"/>).</param>
+    /// <param name="outAdapterDir">The adapter folder to create; it appears only when training completes.</param>
+    /// <param name="options">Run settings.</param>
+    /// <param name="progress">Receives a report after each optimizer step and each evaluation.</param>
+    /// <param name="cancellationToken">Stops between micro-batches; nothing is written under <paramref name="outAdapterDir"/> then.</param>
+    /// <exception cref="ArgumentException">An option is invalid, or does not match the checkpoint being resumed.</exception>
+    /// <exception cref="DirectoryNotFoundException">The model folder does not exist.</exception>
+    /// <exception cref="FileNotFoundException">The data file, config.json or weights are missing.</exception>
+    /// <exception cref="InvalidDataException">The checkpoint, tokenizer or data is malformed (the message names the file).</exception>
+    /// <exception cref="IOException">The output exists and <see cref="TrainerOptions.Overwrite"/> is false.</exception>
+    /// <exception cref="OperationCanceledException">The token was cancelled.</exception>
+    public static TrainingResult Train(string modelDir, string dataFile, string outAdapterDir, TrainerOptions options,
+        IProgress<TrainingProgress>? progress = null, CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(modelDir);
+        ArgumentNullException.ThrowIfNull(dataFile);
+        ArgumentNullException.ThrowIfNull(outAdapterDir);
+        ArgumentNullException.ThrowIfNull(options);
+        options.Validate();
+        modelDir = Path.GetFullPath(modelDir);
+        if (!Directory.Exists(modelDir))
+        {
+            throw new DirectoryNotFoundException($"{modelDir}: model folder not found.");
+        }
+        AtomicDirectory.CheckDestination(outAdapterDir, options.Overwrite);
+        lock (RunLock)
+        {
+            return Run(modelDir, Path.GetFullPath(dataFile), Path.GetFullPath(outAdapterDir), options, progress, cancellationToken);
+        }
+    }
+
+    private static TrainingResult Run(string modelDir, string dataFile, string outDir, TrainerOptions options,
+        IProgress<TrainingProgress>? progress, CancellationToken ct)
+    {
+        var clock = Stopwatch.StartNew();
+        var info = TaskModels.Inspect(modelDir);
+        var task = options.Task ?? info.DefaultTask;
+        var tokenizer = CheckpointTokenizer.Exists(modelDir) ? CheckpointTokenizer.Load(modelDir) : null;
+        int? numLabels = task == TrainingTask.SequenceClassification ? options.NumLabels ?? info.NumLabels : null;
+        var examples = JsonlDataset.Read(dataFile, task, tokenizer, info.VocabSize, options.MaxLength, numLabels);
+        if (task == TrainingTask.SequenceClassification && numLabels is null)
+        {
+            numLabels = Math.Max(2, examples.Max(e => e.Label!.Value) + 1);
+        }
+        var (train, eval) = Batching.Split(examples, options.EvalFraction, options.Seed);
+        var plan = new StepPlan(train.Count, options);
+
+        random.manual_seed(options.Seed);
+        using var model = TaskModels.Create(modelDir, info, task, numLabels ?? 0, options);
+        var trainable = model.Trainable;
+        using var optimizer = TrainerOptimizer.Create(trainable.Select(t => t.Parameter), options);
+
+        int startStep = 0;
+        var lossHistory = new List<double>();
+        var identity = new TrainerState
+        {
+            TotalSteps = plan.TotalSteps,
+            Seed = options.Seed,
+            BatchSize = options.BatchSize,
+            GradientAccumulation = options.GradientAccumulation,
+            TrainExamples = train.Count,
+            EvalExamples = eval.Count,
+            Rank = options.Rank,
+            Alpha = options.Alpha,
+            LearningRate = options.LearningRate,
+            WarmupSteps = options.WarmupSteps,
+            TargetModules = string.Join(",", model.Manifest.TargetModules.Order(StringComparer.Ordinal)),
+        };
+        if (options.ResumeFrom is not null)
+        {
+            var saved = TrainerCheckpoint.ReadState(options.ResumeFrom);
+            CheckResumable(options.ResumeFrom, saved, identity);
+            TrainerCheckpoint.LoadInto(options.ResumeFrom, model, optimizer);
+            TrainerCheckpoint.RestoreRng(saved.RngState);
+            startStep = saved.Step;
+            lossHistory.AddRange(saved.LossHistory);
+        }
+        int firstNewLoss = lossHistory.Count;
+
+        double? initialEval = eval.Count > 0 ? Evaluate(model, eval, options.BatchSize, info.PadId, ct) : null;
+        progress?.Report(new TrainingProgress(startStep, plan.TotalSteps, plan.EpochAt(startStep), double.NaN,
+            LearningRateAt(options, startStep, plan.TotalSteps), 0, 0, initialEval, clock.Elapsed));
+
+        model.Root.train();
+        long runTokens = 0;
+        double runSeconds = 0;
+        double? lastEval = initialEval;
+        for (int step = startStep; step < plan.TotalSteps; step++)
+        {
+            ct.ThrowIfCancellationRequested();
+            long t0 = Stopwatch.GetTimestamp();
+            double lr = LearningRateAt(options, step, plan.TotalSteps);
+            TrainerOptimizer.SetLearningRate(optimizer, lr);
+            var batches = plan.MicroBatches(step).Select(ix => Batching.Collate(ix.Select(i => train[i]).ToList(), info.PadId)).ToList();
+            long targets = batches.Sum(model.CountTargets);
+            double lossSum = 0;
+            long tokens = 0;
+            foreach (var batch in batches)
+            {
+                ct.ThrowIfCancellationRequested();
+                using var scope = NewDisposeScope();
+                var summed = model.SummedLoss(batch);
+                (summed / Math.Max(1, targets)).backward();
+                lossSum += summed.item<float>();
+                tokens += batch.Tokens;
+            }
+            double gradNorm = ClipGradients(trainable, options.MaxGradNorm);
+            using (var scope = NewDisposeScope())
+            {
+                optimizer.step();
+            }
+            optimizer.zero_grad();
+            double loss = lossSum / Math.Max(1, targets);
+            if (!double.IsFinite(loss))
+            {
+                throw new InvalidOperationException(string.Create(CultureInfo.InvariantCulture,
+                    $"training diverged at step {step + 1}: loss is {loss}; lower LearningRate ({options.LearningRate}) or set MaxGradNorm."));
+            }
+            lossHistory.Add(loss);
+            double seconds = Stopwatch.GetElapsedTime(t0).TotalSeconds;
+            runTokens += tokens;
+            runSeconds += seconds;
+            int done = step + 1;
+            double? evalLoss = null;
+            if (eval.Count > 0 && options.EvalEverySteps > 0 && done % options.EvalEverySteps == 0 && done < plan.TotalSteps)
+            {
+                evalLoss = lastEval = Evaluate(model, eval, options.BatchSize, info.PadId, ct);
+            }
+            progress?.Report(new TrainingProgress(done, plan.TotalSteps, plan.EpochAt(done), loss, lr,
+                seconds > 0 ? tokens / seconds : 0, gradNorm, evalLoss, clock.Elapsed));
+            if (options.CheckpointEverySteps > 0 && done % options.CheckpointEverySteps == 0)
+            {
+                TrainerCheckpoint.Save(options.CheckpointDirectory!, model, optimizer,
+                    identity with { Step = done, RngState = TrainerCheckpoint.CaptureRng(), LossHistory = [.. lossHistory] });
+            }
+        }
+
+        if (eval.Count > 0 && plan.TotalSteps > startStep)
+        {
+            lastEval = Evaluate(model, eval, options.BatchSize, info.PadId, ct);
+            progress?.Report(new TrainingProgress(plan.TotalSteps, plan.TotalSteps, plan.EpochAt(plan.TotalSteps), double.NaN,
+                LearningRateAt(options, plan.TotalSteps - 1, plan.TotalSteps), 0, 0, lastEval, clock.Elapsed));
+        }
+        ct.ThrowIfCancellationRequested();
+        SaveAdapter(outDir, model, options.Overwrite);
+        return new TrainingResult(outDir, plan.TotalSteps, lossHistory.Count > 0 ? lossHistory[^1] : double.NaN,
+            initialEval, lastEval, lossHistory.Skip(firstNewLoss).ToList(), runSeconds > 0 ? runTokens / runSeconds : 0,
+            model.TrainableParameters, model.TotalParameters, clock.Elapsed);
+    }
+
+    /// <summary>The one place the final adapter is written: a PEFT folder that appears whole or not at all.</summary>
+    private static void SaveAdapter(string outDir, TaskModel model, bool overwrite)
+    {
+        using var folder = AtomicDirectory.Create(outDir, overwrite);
+        AdapterFiles.Save(folder.TempPath, model.Manifest, model.Trainable);
+        folder.Commit();
+    }
+
+    private static double LearningRateAt(TrainerOptions options, int step, int total) =>
+        options.LearningRate * LearningRateSchedule.Factor(step, options.WarmupSteps, total);
+
+    /// <summary>Clips to <paramref name="maxNorm"/> (when positive) and returns the norm before clipping.</summary>
+    private static double ClipGradients(IReadOnlyList<(string Key, Parameter Parameter)> trainable, double maxNorm)
+    {
+        var parameters = trainable.Select(t => t.Parameter).ToList();
+        if (maxNorm > 0)
+        {
+            return nn.utils.clip_grad_norm_(parameters, maxNorm);
+        }
+        using var scope = NewDisposeScope();
+        double sum = 0;
+        foreach (var p in parameters)
+        {
+            var g = p.grad;
+            if (g is not null)
+            {
+                sum += g.to(ScalarType.Float64).pow(2).sum().item<double>();
+            }
+        }
+        return Math.Sqrt(sum);
+    }
+
+    /// <summary>Mean loss over the held-out split (per predicted token or per example), in eval mode.</summary>
+    internal static double Evaluate(TaskModel model, IReadOnlyList<TrainingExample> eval, int batchSize, int padId, CancellationToken ct)
+    {
+        bool wasTraining = model.Root.training;
+        model.Root.eval();
+        try
+        {
+            using var noGrad = no_grad();
+            double sum = 0;
+            long targets = 0;
+            for (int start = 0; start < eval.Count; start += batchSize)
+            {
+                ct.ThrowIfCancellationRequested();
+                using var scope = NewDisposeScope();
+                var batch = Batching.Collate(eval.Skip(start).Take(batchSize).ToList(), padId);
+                sum += model.SummedLoss(batch).to(ScalarType.Float64).item<double>();
+                targets += model.CountTargets(batch);
+            }
+            return sum / Math.Max(1, targets);
+        }
+        finally
+        {
+            model.Root.train(wasTraining);
+        }
+    }
+
+    private static void CheckResumable(string folder, TrainerState saved, TrainerState current)
+    {
+        foreach (var ((name, found), (_, expected)) in current.Identity().Zip(saved.Identity()))
+        {
+            if (found != expected)
+            {
+                throw new ArgumentException($"TrainerOptions: {name}: found {found}, expected {expected} as in the checkpoint {Path.GetFullPath(folder)}.", nameof(TrainerOptions.ResumeFrom));
+            }
+        }
+        if (saved.Step < 0 || saved.Step > saved.TotalSteps)
+        {
+            throw new InvalidDataException($"{Path.Combine(Path.GetFullPath(folder), TrainerCheckpoint.StateFileName)}: step: found {saved.Step}, expected 0..{saved.TotalSteps}.");
+        }
+    }
+}

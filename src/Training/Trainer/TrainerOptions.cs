@@ -1,0 +1,122 @@
+using OnnxLora.Training.Data;
+
+namespace OnnxLora.Training;
+
+/// <summary>
+/// Settings of a LoRA training run. Defaults follow PEFT's <c>LoraConfig</c> and PyTorch's AdamW
+/// (betas 0.9/0.999, eps 1e-8, weight decay 0.01); change them with <c>with</c>.
+/// </summary>
+public sealed record TrainerOptions
+{
+    /// <summary>LoRA rank r. Default 8.</summary>
+    public int Rank { get; init; } = 8;
+
+    /// <summary>LoRA alpha; the update is scaled by alpha/r (alpha/√r with <see cref="UseRsLora"/>). Default 16.</summary>
+    public double Alpha { get; init; } = 16;
+
+    /// <summary>
+    /// Module names to adapt (PEFT's target_modules, matched against the last name segment, e.g.
+    /// "q_proj"). Null picks the family's PEFT default: q_proj, v_proj for LLaMA; query, value for BERT.
+    /// </summary>
+    public IReadOnlyList<string>? Targets { get; init; }
+
+    /// <summary>Scale by alpha/√r instead of alpha/r (rank-stabilized LoRA). Default false.</summary>
+    public bool UseRsLora { get; init; }
+
+    /// <summary>Weight-decomposed LoRA (DoRA): a trained magnitude vector per adapted layer. Default false.</summary>
+    public bool UseDora { get; init; }
+
+    /// <summary>Dropout on the LoRA branch's input during training. Default 0 (PEFT's default).</summary>
+    public double Dropout { get; init; }
+
+    /// <summary>Passes over the training split; used when <see cref="Steps"/> is null. Default 1.</summary>
+    public int Epochs { get; init; } = 1;
+
+    /// <summary>Number of optimizer steps; overrides <see cref="Epochs"/> when set (data repeats as needed).</summary>
+    public int? Steps { get; init; }
+
+    /// <summary>Peak learning rate. Default 2e-4.</summary>
+    public double LearningRate { get; init; } = 2e-4;
+
+    /// <summary>Linear warm-up steps before the cosine decay. Default 0.</summary>
+    public int WarmupSteps { get; init; }
+
+    /// <summary>AdamW decoupled weight decay. Default 0.01 (PyTorch's AdamW default; TorchSharp's is 0).</summary>
+    public double WeightDecay { get; init; } = 0.01;
+
+    /// <summary>Gradients are clipped to this global L2 norm; 0 disables clipping. Default 1.0.</summary>
+    public double MaxGradNorm { get; init; } = 1.0;
+
+    /// <summary>Sequences per micro-batch. Default 8.</summary>
+    public int BatchSize { get; init; } = 8;
+
+    /// <summary>Micro-batches per optimizer step; the loss is normalized over all of them. Default 1.</summary>
+    public int GradientAccumulation { get; init; } = 1;
+
+    /// <summary>Sequences are cut to this many tokens. Default 512.</summary>
+    public int MaxLength { get; init; } = 512;
+
+    /// <summary>Fraction of the data held out for the evaluation loss, in [0, 1). Default 0.1.</summary>
+    public double EvalFraction { get; init; } = 0.1;
+
+    /// <summary>Seeds LoRA initialization, dropout, the split and the data order. Default 42.</summary>
+    public int Seed { get; init; } = 42;
+
+    /// <summary>TorchSharp device; only "cpu" is supported. Default "cpu".</summary>
+    public string Device { get; init; } = "cpu";
+
+    /// <summary>The task; null picks causal LM for decoder checkpoints and sequence classification for encoders.</summary>
+    public TrainingTask? Task { get; init; }
+
+    /// <summary>Number of classes for sequence classification; null takes the config's id2label/num_labels, else the largest label + 1.</summary>
+    public int? NumLabels { get; init; }
+
+    /// <summary>Evaluate every this many optimizer steps (and always at the end); 0 evaluates only at the start and end. Default 0.</summary>
+    public int EvalEverySteps { get; init; }
+
+    /// <summary>Write a resumable checkpoint every this many optimizer steps; 0 never. Needs <see cref="CheckpointDirectory"/>. Default 0.</summary>
+    public int CheckpointEverySteps { get; init; }
+
+    /// <summary>Folder for checkpoints (one sub-folder "step-NNNNNN" each). Default null.</summary>
+    public string? CheckpointDirectory { get; init; }
+
+    /// <summary>A checkpoint folder to resume from; the run continues exactly as if it had not stopped. Default null.</summary>
+    public string? ResumeFrom { get; init; }
+
+    /// <summary>Replace an existing output adapter folder. Default false.</summary>
+    public bool Overwrite { get; init; }
+
+    /// <summary>Checks every value; throws <see cref="ArgumentException"/> naming the option.</summary>
+    public void Validate()
+    {
+        Require(Rank > 0, nameof(Rank), Rank, "a positive integer");
+        Require(Alpha > 0 && double.IsFinite(Alpha), nameof(Alpha), Alpha, "a positive finite number");
+        Require(Targets is null || (Targets.Count > 0 && Targets.All(t => !string.IsNullOrWhiteSpace(t))), nameof(Targets),
+            Targets is null ? "null" : string.Join(",", Targets), "null or a non-empty list of module names");
+        Require(Dropout is >= 0 and < 1, nameof(Dropout), Dropout, "a number in [0, 1)");
+        Require(Epochs > 0, nameof(Epochs), Epochs, "a positive integer");
+        Require(Steps is null or > 0, nameof(Steps), Steps?.ToString(System.Globalization.CultureInfo.InvariantCulture) ?? "null", "null or a positive integer");
+        Require(LearningRate > 0 && double.IsFinite(LearningRate), nameof(LearningRate), LearningRate, "a positive finite number");
+        Require(WarmupSteps >= 0, nameof(WarmupSteps), WarmupSteps, "a non-negative integer");
+        Require(WeightDecay >= 0 && double.IsFinite(WeightDecay), nameof(WeightDecay), WeightDecay, "a non-negative finite number");
+        Require(MaxGradNorm >= 0 && double.IsFinite(MaxGradNorm), nameof(MaxGradNorm), MaxGradNorm, "0 (off) or a positive finite number");
+        Require(BatchSize > 0, nameof(BatchSize), BatchSize, "a positive integer");
+        Require(GradientAccumulation > 0, nameof(GradientAccumulation), GradientAccumulation, "a positive integer");
+        Require(MaxLength >= 2, nameof(MaxLength), MaxLength, "an integer of at least 2");
+        Require(EvalFraction is >= 0 and < 1, nameof(EvalFraction), EvalFraction, "a number in [0, 1)");
+        Require(string.Equals(Device, "cpu", StringComparison.OrdinalIgnoreCase), nameof(Device), Device, "\"cpu\" (training runs on the CPU)");
+        Require(NumLabels is null or >= 2, nameof(NumLabels), NumLabels?.ToString(System.Globalization.CultureInfo.InvariantCulture) ?? "null", "null or at least 2");
+        Require(EvalEverySteps >= 0, nameof(EvalEverySteps), EvalEverySteps, "a non-negative integer");
+        Require(CheckpointEverySteps >= 0, nameof(CheckpointEverySteps), CheckpointEverySteps, "a non-negative integer");
+        Require(CheckpointEverySteps == 0 || !string.IsNullOrWhiteSpace(CheckpointDirectory), nameof(CheckpointDirectory),
+            CheckpointDirectory ?? "null", "a folder when CheckpointEverySteps is set");
+    }
+
+    private static void Require(bool ok, string name, object value, string expected)
+    {
+        if (!ok)
+        {
+            throw new ArgumentException(string.Create(System.Globalization.CultureInfo.InvariantCulture, $"TrainerOptions.{name}: found {value}, expected {expected}."), name);
+        }
+    }
+}

@@ -1,0 +1,122 @@
+using OnnxLora.Training.TrainerInternals;
+using TorchSharp.Modules;
+using static TorchSharp.torch;
+
+namespace OnnxLora.Training.Tests;
+
+[TestClass]
+public sealed class TrainerOptimizerTests
+{
+    [TestMethod]
+    public void Options_Defaults_AreThoseOfPyTorchAdamWAndPeft()
+    {
+        var o = new TrainerOptions();
+        Assert.AreEqual(0.01, o.WeightDecay);
+        Assert.AreEqual(8, o.Rank);
+        Assert.AreEqual(16.0, o.Alpha);
+        Assert.AreEqual(0.0, o.Dropout);
+        Assert.AreEqual(1.0, o.MaxGradNorm);
+        Assert.AreEqual("cpu", o.Device);
+        Assert.AreEqual(0.9, TrainerOptimizer.Beta1);
+        Assert.AreEqual(0.999, TrainerOptimizer.Beta2);
+        Assert.AreEqual(1e-8, TrainerOptimizer.Epsilon);
+    }
+
+    [TestMethod]
+    public void AdamW_TwoSteps_MatchAnIndependentDoublePrecisionAdamWWithDecay001()
+    {
+        double[] p0 = [1.0, -2.0, 0.5, 3.0];
+        double[][] grads = [[0.3, -0.1, 2.0, 0.0], [-0.2, 0.4, 1.0, 0.5]];
+        const double lr = 0.1;
+        var options = new TrainerOptions { LearningRate = lr };
+
+        using var scope = NewDisposeScope();
+        var p = new Parameter(tensor(p0.Select(v => (float)v).ToArray()), requires_grad: true);
+        using var optimizer = TrainerOptimizer.Create([p], options);
+        foreach (var g in grads)
+        {
+            optimizer.zero_grad();
+            using (no_grad())
+            {
+                p.grad = tensor(g.Select(v => (float)v).ToArray());
+            }
+            optimizer.step();
+        }
+        float[] actual = p.data<float>().ToArray();
+
+        // Reference: decoupled weight decay, bias-corrected moments (Loshchilov & Hutter), PyTorch's defaults.
+        double b1 = 0.9, b2 = 0.999, eps = 1e-8, wd = 0.01;
+        for (int i = 0; i < p0.Length; i++)
+        {
+            double x = p0[i], m = 0, v = 0;
+            for (int t = 1; t <= grads.Length; t++)
+            {
+                double g = grads[t - 1][i];
+                x *= 1 - lr * wd;
+                m = b1 * m + (1 - b1) * g;
+                v = b2 * v + (1 - b2) * g * g;
+                double mHat = m / (1 - Math.Pow(b1, t));
+                double vHat = v / (1 - Math.Pow(b2, t));
+                x -= lr * mHat / (Math.Sqrt(vHat) + eps);
+            }
+            Assert.AreEqual(x, actual[i], 1e-6, $"element {i}");
+        }
+        // Element 3 has a zero first gradient: only the decay moved it in step 1, so a run without decay would differ.
+        Assert.AreNotEqual(3.0f, actual[3]);
+    }
+
+    [TestMethod]
+    public void Schedule_AtChosenSteps_MatchesWarmupThenHalfCosine()
+    {
+        const int warmup = 10, total = 100;
+        foreach (int s in new[] { 0, 1, 5, 9, 10, 11, 32, 55, 77, 99 })
+        {
+            double expected = s < warmup
+                ? s / 10.0
+                : (1 + Math.Cos(Math.PI * (s - 10) / 90.0)) / 2;
+            Assert.AreEqual(expected, LearningRateSchedule.Factor(s, warmup, total), 1e-12, $"step {s}");
+        }
+        Assert.AreEqual(0.5, LearningRateSchedule.Factor(55, warmup, total), 1e-12);
+        Assert.AreEqual(1.0, LearningRateSchedule.Factor(0, 0, 5), 1e-12);
+        Assert.AreEqual((1 + Math.Cos(Math.PI * 0.8)) / 2, LearningRateSchedule.Factor(4, 0, 5), 1e-12);
+    }
+
+    [TestMethod]
+    public void StepPlan_CoversEachExampleOncePerEpochInSeededOrder()
+    {
+        var options = new TrainerOptions { BatchSize = 3, GradientAccumulation = 2, Epochs = 2, Seed = 5 };
+        var plan = new StepPlan(10, options);
+        Assert.AreEqual(4, plan.MicroPerEpoch);
+        Assert.AreEqual(4, plan.TotalSteps);
+        var epoch0 = Enumerable.Range(0, 2).SelectMany(plan.MicroBatches).SelectMany(b => b).ToList();
+        var epoch1 = Enumerable.Range(2, 2).SelectMany(plan.MicroBatches).SelectMany(b => b).ToList();
+        CollectionAssert.AreEquivalent(Enumerable.Range(0, 10).ToList(), epoch0);
+        CollectionAssert.AreEquivalent(Enumerable.Range(0, 10).ToList(), epoch1);
+        CollectionAssert.AreNotEqual(epoch0, epoch1);
+        Assert.HasCount(2, plan.MicroBatches(0));
+        Assert.HasCount(1, plan.MicroBatches(1)[1]);
+
+        var again = new StepPlan(10, options);
+        CollectionAssert.AreEqual(plan.MicroBatches(3)[0], again.MicroBatches(3)[0]);
+    }
+
+    [TestMethod]
+    [DataRow(nameof(TrainerOptions.Rank))]
+    [DataRow(nameof(TrainerOptions.LearningRate))]
+    [DataRow(nameof(TrainerOptions.EvalFraction))]
+    [DataRow(nameof(TrainerOptions.Device))]
+    [DataRow(nameof(TrainerOptions.CheckpointDirectory))]
+    public void Validate_BadOption_ThrowsArgumentExceptionNamingIt(string name)
+    {
+        var o = name switch
+        {
+            nameof(TrainerOptions.Rank) => new TrainerOptions { Rank = 0 },
+            nameof(TrainerOptions.LearningRate) => new TrainerOptions { LearningRate = double.NaN },
+            nameof(TrainerOptions.EvalFraction) => new TrainerOptions { EvalFraction = 1 },
+            nameof(TrainerOptions.Device) => new TrainerOptions { Device = "cuda" },
+            _ => new TrainerOptions { CheckpointEverySteps = 5 },
+        };
+        var e = Assert.ThrowsExactly<ArgumentException>(o.Validate);
+        StringAssert.Contains(e.Message, "TrainerOptions." + name);
+    }
+}
