@@ -47,7 +47,7 @@ public sealed partial class LoraEmbedding : nn.Module<Tensor, Tensor>
     public Parameter LoraEmbeddingB { get; }
 
     /// <summary>The base embedding matrix E [num_embeddings, dim].</summary>
-    public Parameter Weight => BaseLayer.weight!;
+    public Parameter Weight => LayerFactory.RegisteredWeight(BaseLayer);
 
     public long NumEmbeddings { get; }
 
