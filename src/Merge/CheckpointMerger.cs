@@ -1,0 +1,243 @@
+using System.Text.Json;
+using Microsoft.Win32.SafeHandles;
+using OnnxLora.Core;
+using OnnxLora.Core.IO;
+using OnnxLora.Core.Safetensors;
+using OnnxLora.Merge.Internals;
+
+namespace OnnxLora.Merge;
+
+/// <summary>What a checkpoint merge wrote.</summary>
+/// <param name="OutputDirectory">The published folder.</param>
+/// <param name="TensorsMerged">Tensors changed by adapter modules.</param>
+/// <param name="TensorsReplaced">Tensors replaced by saved adapter tensors.</param>
+/// <param name="TensorsCopied">Tensors written unchanged (or only converted).</param>
+/// <param name="BytesWritten">Tensor data bytes written.</param>
+public sealed record CheckpointMergeResult(string OutputDirectory, int TensorsMerged, int TensorsReplaced, int TensorsCopied, long BytesWritten);
+
+/// <summary>
+/// Merges adapters into a Hugging Face safetensors checkpoint (one file or shards + index),
+/// streaming tensor by tensor: the output has the same shard files, index, keys, shapes and
+/// metadata (dtypes per <see cref="MergeOptions.OutputDType"/>); peak memory stays near the largest
+/// merged tensor. The output folder is built beside the destination and renamed into place only
+/// when complete.
+/// </summary>
+/// <remarks>
+/// The checkpoint is opened and validated with <see cref="SafetensorsCheckpoint"/>; tensor bytes are
+/// then read with positioned reads (pread) into bounded buffers rather than through the memory map,
+/// so file pages do not accumulate in the process's resident set on large checkpoints.
+/// </remarks>
+public static class CheckpointMerger
+{
+    private const int CopyChunkBytes = 16 << 20;
+
+    /// <summary>Plans the merge without writing anything (the "inspect" view).</summary>
+    public static MergePlan Plan(string checkpointDirectory, IReadOnlyList<WeightedAdapter> adapters, MergeOptions? options = null)
+    {
+        using var checkpoint = SafetensorsCheckpoint.Open(checkpointDirectory);
+        return MergePlan.Create(adapters, checkpoint, options);
+    }
+
+    /// <summary>Merges <paramref name="adapters"/> into the checkpoint in <paramref name="checkpointDirectory"/>, writing <paramref name="outputDirectory"/>.</summary>
+    /// <exception cref="InvalidDataException">A malformed input, a module that maps to no tensor, or (safe mode) a non-finite merged value; the message names the tensor.</exception>
+    /// <exception cref="IOException">The output exists and overwrite is off.</exception>
+    public static CheckpointMergeResult Merge(string checkpointDirectory, IReadOnlyList<WeightedAdapter> adapters, string outputDirectory, MergeOptions? options = null)
+    {
+        options ??= MergeOptions.Default;
+        using var checkpoint = SafetensorsCheckpoint.Open(checkpointDirectory);
+        string output = Path.GetFullPath(outputDirectory.TrimEnd('/', '\\'));
+        if (string.Equals(output, checkpoint.Directory.TrimEnd('/'), StringComparison.Ordinal))
+        {
+            throw MergeThrow.Option(nameof(outputDirectory), $"{output} is the checkpoint itself; write the merge to another folder");
+        }
+        var plan = MergePlan.Create(adapters, checkpoint, options);
+        using var folder = OutputFolder.Create(output, options.Overwrite);
+        int merged = 0, replaced = 0, copied = 0;
+        long bytes = 0;
+        var written = new Dictionary<string, (string Shard, long Bytes)>(StringComparer.Ordinal);
+        foreach (var shard in checkpoint.Shards)
+        {
+            string shardName = Path.GetFileName(shard.Path);
+            var specs = shard.Tensors.Select(t => new TensorSpec(t.Name, OutputTypeOf(t.DType, options.OutputDType), t.Shape)).ToList();
+            using var handle = File.OpenHandle(shard.Path, FileMode.Open, FileAccess.Read, FileShare.Read, FileOptions.SequentialScan);
+            using var writer = SafetensorsWriter.Create(Path.Combine(folder.TempPath, shardName), specs, shard.Metadata);
+            for (int i = 0; i < shard.Tensors.Count; i++)
+            {
+                var t = shard.Tensors[i];
+                var spec = specs[i];
+                long offset = shard.DataStart + t.DataOffset;
+                if (plan.Touches(t.Name))
+                {
+                    MergeTensor(plan, checkpoint.Directory, handle, offset, t, spec, writer);
+                    if (plan.ReplacementFor(t.Name) is not null)
+                    {
+                        replaced++;
+                    }
+                    if (plan.EntriesFor(t.Name).Count > 0)
+                    {
+                        merged++;
+                    }
+                }
+                else if (spec.DType != t.DType)
+                {
+                    ConvertTensor(checkpoint.Directory, handle, offset, t, spec, writer, options.SafeMode);
+                    copied++;
+                }
+                else
+                {
+                    CopyTensor(handle, offset, t, writer);
+                    copied++;
+                }
+                bytes += spec.ByteLength;
+                written[t.Name] = (shardName, spec.ByteLength);
+            }
+            writer.Commit();
+        }
+        if (checkpoint.IndexPath is not null)
+        {
+            WriteIndex(checkpoint, Path.Combine(folder.TempPath, SafetensorsCheckpoint.IndexFileName), written);
+        }
+        if (options.CopyOtherFiles)
+        {
+            CopyOtherFiles(checkpoint, folder.TempPath);
+        }
+        folder.Publish();
+        return new CheckpointMergeResult(output, merged, replaced, copied, bytes);
+    }
+
+    private static DType OutputTypeOf(DType input, OutputDType output) => !input.IsFloat() ? input : output switch
+    {
+        OutputDType.F32 => DType.F32,
+        OutputDType.F16 => DType.F16,
+        OutputDType.BF16 => DType.BF16,
+        _ => input,
+    };
+
+    private static void MergeTensor(MergePlan plan, string where, SafeFileHandle handle, long offset, TensorInfo t, TensorSpec spec, SafetensorsWriter writer)
+    {
+        if (t.ElementCount > Array.MaxLength / 4)
+        {
+            throw MergeThrow.Invalid(where, $"tensor '{t.Name}'", $"{t.ElementCount} elements", "at most ~500M elements to merge in one piece");
+        }
+        byte[] raw = new byte[t.ByteLength];
+        ReadExactly(handle, raw, offset);
+        var values = new float[t.ElementCount];
+        FloatCodec.Decode(t.DType, raw, values);
+        plan.ApplyTo(t.Name, values);
+        byte[] outBytes = spec.ByteLength == raw.Length ? raw : new byte[spec.ByteLength];
+        long overflow = FloatCodec.Encode(spec.DType, values, outBytes);
+        if (plan.Options.SafeMode && overflow >= 0)
+        {
+            throw MergeThrow.NonFinite(where, t.Name, overflow, values[overflow], $"overflowing {spec.DType} after merging");
+        }
+        writer.Write(t.Name, outBytes);
+    }
+
+    private static void ConvertTensor(string where, SafeFileHandle handle, long offset, TensorInfo t, TensorSpec spec, SafetensorsWriter writer, bool safe)
+    {
+        int inSize = t.DType.SizeOf(), outSize = spec.DType.SizeOf();
+        int perChunk = CopyChunkBytes / Math.Max(inSize, outSize);
+        byte[] inBuf = new byte[perChunk * inSize];
+        byte[] outBuf = new byte[perChunk * outSize];
+        float[] values = new float[perChunk];
+        long done = 0;
+        while (done < t.ElementCount)
+        {
+            int n = (int)Math.Min(perChunk, t.ElementCount - done);
+            ReadExactly(handle, inBuf.AsSpan(0, n * inSize), offset + done * inSize);
+            FloatCodec.Decode(t.DType, inBuf.AsSpan(0, n * inSize), values.AsSpan(0, n));
+            long overflow = FloatCodec.Encode(spec.DType, values.AsSpan(0, n), outBuf.AsSpan(0, n * outSize));
+            if (safe && overflow >= 0)
+            {
+                throw MergeThrow.NonFinite(where, t.Name, done + overflow, values[overflow], $"overflowing {spec.DType} in conversion");
+            }
+            writer.Write(t.Name, outBuf.AsSpan(0, n * outSize));
+            done += n;
+        }
+    }
+
+    private static void CopyTensor(SafeFileHandle handle, long offset, TensorInfo t, SafetensorsWriter writer)
+    {
+        if (t.ByteLength == 0)
+        {
+            writer.Write(t.Name, []);
+            return;
+        }
+        byte[] buffer = new byte[(int)Math.Min(CopyChunkBytes, t.ByteLength)];
+        long done = 0;
+        while (done < t.ByteLength)
+        {
+            int n = (int)Math.Min(buffer.Length, t.ByteLength - done);
+            ReadExactly(handle, buffer.AsSpan(0, n), offset + done);
+            writer.Write(t.Name, buffer.AsSpan(0, n));
+            done += n;
+        }
+    }
+
+    private static void ReadExactly(SafeFileHandle handle, Span<byte> buffer, long offset)
+    {
+        while (buffer.Length > 0)
+        {
+            int n = RandomAccess.Read(handle, buffer, offset);
+            if (n <= 0)
+            {
+                throw new EndOfStreamException($"unexpected end of file at offset {offset}");
+            }
+            buffer = buffer[n..];
+            offset += n;
+        }
+    }
+
+    private static void WriteIndex(SafetensorsCheckpoint checkpoint, string path, Dictionary<string, (string Shard, long Bytes)> written)
+    {
+        using var file = AtomicFile.Create(path);
+        using (var json = new Utf8JsonWriter(file.Stream, new JsonWriterOptions { Indented = true }))
+        {
+            json.WriteStartObject();
+            json.WriteStartObject("metadata");
+            bool wroteTotal = false;
+            foreach (var (key, value) in checkpoint.IndexMetadata)
+            {
+                if (key == "total_size")
+                {
+                    json.WriteNumber(key, written.Values.Sum(w => w.Bytes));
+                    wroteTotal = true;
+                    continue;
+                }
+                json.WritePropertyName(key);
+                value.WriteTo(json);
+            }
+            if (!wroteTotal)
+            {
+                json.WriteNumber("total_size", written.Values.Sum(w => w.Bytes));
+            }
+            json.WriteEndObject();
+            json.WriteStartObject("weight_map");
+            foreach (var (name, (shard, _)) in written.OrderBy(kv => kv.Key, StringComparer.Ordinal))
+            {
+                json.WriteString(name, shard);
+            }
+            json.WriteEndObject();
+            json.WriteEndObject();
+        }
+        file.Stream.WriteByte((byte)'\n');
+        file.Commit();
+    }
+
+    private static void CopyOtherFiles(SafetensorsCheckpoint checkpoint, string destination)
+    {
+        var skip = new HashSet<string>(checkpoint.Shards.Select(s => Path.GetFileName(s.Path)), StringComparer.Ordinal)
+        {
+            SafetensorsCheckpoint.IndexFileName,
+        };
+        foreach (string file in Directory.EnumerateFiles(checkpoint.Directory))
+        {
+            string name = Path.GetFileName(file);
+            if (skip.Contains(name) || name.StartsWith('.') || name.EndsWith(".safetensors", StringComparison.Ordinal) || name.EndsWith(".bin", StringComparison.Ordinal))
+            {
+                continue;
+            }
+            File.Copy(file, Path.Combine(destination, name));
+        }
+    }
+}

@@ -1,0 +1,118 @@
+using System.Buffers.Binary;
+using System.Runtime.InteropServices;
+using OnnxLora.Core;
+
+namespace OnnxLora.Merge.Internals;
+
+/// <summary>Stored float bytes (little-endian F64/F32/F16/BF16) to and from fp32, one rounding (nearest-even).</summary>
+internal static class FloatCodec
+{
+    public static float BFloat16ToSingle(ushort bits) => BitConverter.Int32BitsToSingle(bits << 16);
+
+    public static ushort SingleToBFloat16(float value)
+    {
+        uint bits = BitConverter.SingleToUInt32Bits(value);
+        if (float.IsNaN(value))
+        {
+            return (ushort)((bits >> 16) | 0x0040);
+        }
+        uint rounding = 0x7FFF + ((bits >> 16) & 1);
+        return (ushort)((bits + rounding) >> 16);
+    }
+
+    public static void Decode(DType dtype, ReadOnlySpan<byte> source, Span<float> destination)
+    {
+        int n = destination.Length;
+        switch (dtype)
+        {
+            case DType.F32:
+                MemoryMarshal.Cast<byte, float>(source[..(n * 4)]).CopyTo(destination);
+                break;
+            case DType.F16:
+                var halves = MemoryMarshal.Cast<byte, Half>(source[..(n * 2)]);
+                for (int i = 0; i < n; i++)
+                {
+                    destination[i] = (float)halves[i];
+                }
+                break;
+            case DType.BF16:
+                var raw = MemoryMarshal.Cast<byte, ushort>(source[..(n * 2)]);
+                for (int i = 0; i < n; i++)
+                {
+                    destination[i] = BFloat16ToSingle(raw[i]);
+                }
+                break;
+            case DType.F64:
+                var doubles = MemoryMarshal.Cast<byte, double>(source[..(n * 8)]);
+                for (int i = 0; i < n; i++)
+                {
+                    destination[i] = (float)doubles[i];
+                }
+                break;
+            default:
+                throw new ArgumentException($"dtype {dtype} is not a floating-point type", nameof(dtype));
+        }
+    }
+
+    /// <summary>
+    /// Encodes fp32 values; returns the index of the first value that is finite in fp32 but not after
+    /// the cast (overflow to ±Inf in F16/BF16), or -1.
+    /// </summary>
+    public static long Encode(DType dtype, ReadOnlySpan<float> source, Span<byte> destination)
+    {
+        int n = source.Length;
+        long overflow = -1;
+        switch (dtype)
+        {
+            case DType.F32:
+                MemoryMarshal.Cast<float, byte>(source).CopyTo(destination);
+                break;
+            case DType.F16:
+                var halves = MemoryMarshal.Cast<byte, Half>(destination[..(n * 2)]);
+                for (int i = 0; i < n; i++)
+                {
+                    var h = (Half)source[i];
+                    halves[i] = h;
+                    if (overflow < 0 && Half.IsInfinity(h) && float.IsFinite(source[i]))
+                    {
+                        overflow = i;
+                    }
+                }
+                break;
+            case DType.BF16:
+                for (int i = 0; i < n; i++)
+                {
+                    ushort b = SingleToBFloat16(source[i]);
+                    BinaryPrimitives.WriteUInt16LittleEndian(destination.Slice(i * 2, 2), b);
+                    if (overflow < 0 && (b & 0x7FFF) == 0x7F80 && float.IsFinite(source[i]))
+                    {
+                        overflow = i;
+                    }
+                }
+                break;
+            case DType.F64:
+                var doubles = MemoryMarshal.Cast<byte, double>(destination[..(n * 8)]);
+                for (int i = 0; i < n; i++)
+                {
+                    doubles[i] = source[i];
+                }
+                break;
+            default:
+                throw new ArgumentException($"dtype {dtype} is not a floating-point type", nameof(dtype));
+        }
+        return overflow;
+    }
+
+    /// <summary>Index of the first NaN or ±Inf, or -1.</summary>
+    public static long FirstNonFinite(ReadOnlySpan<float> values)
+    {
+        for (int i = 0; i < values.Length; i++)
+        {
+            if (!float.IsFinite(values[i]))
+            {
+                return i;
+            }
+        }
+        return -1;
+    }
+}
