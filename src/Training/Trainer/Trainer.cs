@@ -176,12 +176,8 @@ public static class Trainer
     }
 
     /// <summary>The one place the final adapter is written: a PEFT folder that appears whole or not at all.</summary>
-    private static void SaveAdapter(string outDir, TaskModel model, bool overwrite)
-    {
-        using var folder = AtomicDirectory.Create(outDir, overwrite);
-        AdapterFiles.Save(folder.TempPath, model.Manifest, model.Trainable);
-        folder.Commit();
-    }
+    private static void SaveAdapter(string outDir, TaskModel model, bool overwrite) =>
+        AdapterFiles.Save(outDir, model.Manifest, model.Trainable, overwrite);
 
     private static double LearningRateAt(TrainerOptions options, int step, int total) =>
         options.LearningRate * LearningRateSchedule.Factor(step, options.WarmupSteps, total);

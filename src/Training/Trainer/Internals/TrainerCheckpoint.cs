@@ -45,7 +45,7 @@ internal sealed record TrainerState
 }
 
 /// <summary>
-/// A resumable checkpoint folder "step-NNNNNN": the adapter as a PEFT folder (usable on its own),
+/// A resumable checkpoint folder "step-NNNNNN": the adapter as a PEFT folder "adapter" (usable on its own),
 /// the optimizer state (TorchSharp's format), and trainer_state.json (step, run identity, the torch
 /// generator state, the loss history). Written atomically.
 /// </summary>
@@ -53,6 +53,7 @@ internal static class TrainerCheckpoint
 {
     public const string StateFileName = "trainer_state.json";
     public const string OptimizerFileName = "optimizer.bin";
+    public const string AdapterFolderName = "adapter";
     private const string Format = "onnxlora-trainer-state";
 
     public static string FolderName(int step) => string.Create(CultureInfo.InvariantCulture, $"step-{step:D6}");
@@ -61,7 +62,7 @@ internal static class TrainerCheckpoint
     {
         string final = Path.Combine(Path.GetFullPath(root), FolderName(state.Step));
         using var folder = AtomicDirectory.Create(final, overwrite: true);
-        AdapterFiles.Save(folder.TempPath, model.Manifest, model.Trainable);
+        AdapterFiles.Save(Path.Combine(folder.TempPath, AdapterFolderName), model.Manifest, model.Trainable, overwrite: false);
         using (var stream = File.Create(Path.Combine(folder.TempPath, OptimizerFileName)))
         using (var writer = new BinaryWriter(stream))
         {
@@ -121,7 +122,7 @@ internal static class TrainerCheckpoint
     public static void LoadInto(string folder, TaskModel model, AdamW optimizer)
     {
         folder = Path.GetFullPath(folder);
-        AdapterFiles.LoadInto(folder, model.Trainable);
+        AdapterFiles.LoadInto(Path.Combine(folder, AdapterFolderName), model);
         string path = Path.Combine(folder, OptimizerFileName);
         if (!File.Exists(path))
         {
