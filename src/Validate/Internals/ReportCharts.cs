@@ -66,6 +66,8 @@ internal static class ReportCharts
             line.MarkerSize = m.SamplesMs.Count <= 200 ? 4 : 0;
         }
         plot.Axes.Bottom.TickGenerator = new ScottPlot.TickGenerators.NumericAutomatic { IntegerTicksOnly = true };
+        int rounds = latency.Models.Count == 0 ? 0 : latency.Models.Max(m => m.SamplesMs.Count);
+        plot.Axes.SetLimitsX(-0.5, Math.Max(rounds - 0.5, 0.5));
         plot.ShowLegend(Alignment.UpperRight);
         plot.Title("Latency per interleaved round");
         plot.XLabel("round");
