@@ -20,7 +20,7 @@ public static partial class ReportWriter
         code{font-family:"DejaVu Sans Mono",monospace;font-size:12px;background:#f1f3f6;padding:1px 4px;border-radius:3px}
         .box{border-left:4px solid #c62828;background:#fdecea;padding:8px 12px;margin:8px 0;font-size:13px}
         .warn{border-left:4px solid #e0a800;background:#fff8e1;padding:8px 12px;margin:8px 0;font-size:13px}
-        img.chart{display:block;max-width:100%;margin:10px 0;border:1px solid #e3e6eb}
+        img.chart{display:block;width:100%;box-sizing:border-box;margin:10px 0;border:1px solid #e3e6eb}
         """;
 
     /// <summary>

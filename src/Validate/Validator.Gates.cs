@@ -54,9 +54,9 @@ public static partial class Validator
             failures.Add(new GateFailure(Top1Gate, c.Name, r.Name, r.Top1Agreement, o.MinTop1,
                 $"{c.Name}: output {r.Name}: top-1 token agrees at {G(r.Top1Agreement!.Value * 100)}% of {r.Top1Positions} positions; at least {G(o.MinTop1 * 100)}% required."));
         }
-        gates.Add(new GateReport(Top1Gate, top1.Count > 0, failures.Count == before, $"top-1 agreement ≥ {G(o.MinTop1)}",
+        gates.Add(new GateReport(Top1Gate, top1.Count > 0, failures.Count == before, $"top-1 agreement ≥ {G(o.MinTop1 * 100)}%",
             top1.Count == 0 ? $"no gated comparison has output {o.LogitsOutput}"
-                : string.Join("; ", top1.Select(x => $"{x.c.Name}: {G(x.r.Top1Agreement!.Value)}"))));
+                : string.Join("; ", top1.Select(x => $"{x.c.Name}: {G(x.r.Top1Agreement!.Value * 100)}% of {x.r.Top1Positions} positions"))));
 
         before = failures.Count;
         var ratio = latency?.Ratios.FirstOrDefault(x => x.Numerator == ModelRole.Merged && x.Denominator == ModelRole.Base);

@@ -267,6 +267,20 @@ public sealed class ValidatorTests
     }
 
     [TestMethod]
+    public void Run_ModelFailsOnTheInputs_ThrowsInvalidDataNamingTheModel()
+    {
+        using var f = new TestFiles();
+        string merged = f.Merged();
+
+        // Token ids up to 999 index past the 48-row embedding: ORT's Gather fails at run time.
+        var e = Assert.ThrowsExactly<InvalidDataException>(() =>
+            Validator.Run(new ValidationRequest(merged, f.Unmerged()), TestFiles.Cpu with { VocabSize = 1000, Batch = 4, Sequence = 32 }));
+
+        StringAssert.StartsWith(e.Message, merged);
+        StringAssert.Contains(e.Message, "ONNX Runtime failed to run the model");
+    }
+
+    [TestMethod]
     public void Run_BadOptions_ThrowArgumentExceptionNamingTheOption()
     {
         using var f = new TestFiles();

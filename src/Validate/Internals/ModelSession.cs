@@ -61,7 +61,16 @@ internal sealed class ModelSession : IDisposable
         var names = Inputs.Select(i => i.Name).ToArray();
         var values = names.Select(n => inputs[n]).ToArray();
         var outputNames = Outputs.Select(o => o.Name).ToArray();
-        using var results = _session.Run(_runOptions, names, values, outputNames);
+        IDisposableReadOnlyCollection<OrtValue> results;
+        try
+        {
+            results = _session.Run(_runOptions, names, values, outputNames);
+        }
+        catch (OnnxRuntimeException e)
+        {
+            throw ValidateThrow.Invalid(Path, $"ONNX Runtime failed to run the model on the validation inputs: {e.Message}", e);
+        }
+        using var owned = results;
         var host = new Dictionary<string, HostTensor>(StringComparer.Ordinal);
         for (int i = 0; i < outputNames.Length; i++)
         {

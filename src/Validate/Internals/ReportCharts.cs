@@ -6,16 +6,23 @@ namespace OnnxLora.Validate.Internals;
 /// <summary>The HTML report's charts, drawn by ScottPlot and returned as PNG bytes.</summary>
 internal static class ReportCharts
 {
-    public const int Width = 960;
+    public const int Width = 1100;
     public const int Height = 380;
     private const double ErrorFloor = 1e-12;
 
     private static readonly Color[] Palette = [Color.FromHex("#1f77b4"), Color.FromHex("#ff7f0e"), Color.FromHex("#2ca02c"), Color.FromHex("#9467bd")];
 
+    private static Plot NewPlot()
+    {
+        var plot = new Plot();
+        plot.Font.Set("DejaVu Sans");
+        return plot;
+    }
+
     /// <summary>Box plot of each model's latency: box q25–q75, line at the median, whiskers p10–p90, dots at min/max.</summary>
     public static byte[] LatencyBoxes(LatencyReport latency)
     {
-        var plot = new Plot();
+        var plot = NewPlot();
         var ticks = new ScottPlot.TickGenerators.NumericManual();
         for (int i = 0; i < latency.Models.Count; i++)
         {
@@ -49,7 +56,7 @@ internal static class ReportCharts
     /// <summary>Each model's latency per round, in the order the interleaved rounds ran.</summary>
     public static byte[] LatencyTimeline(LatencyReport latency)
     {
-        var plot = new Plot();
+        var plot = NewPlot();
         for (int i = 0; i < latency.Models.Count; i++)
         {
             var m = latency.Models[i];
@@ -58,6 +65,9 @@ internal static class ReportCharts
             line.LegendText = Fmt.Role(m.Role);
             line.MarkerSize = m.SamplesMs.Count <= 200 ? 4 : 0;
         }
+        plot.Axes.Bottom.TickGenerator = new ScottPlot.TickGenerators.NumericAutomatic { IntegerTicksOnly = true };
+        int rounds = latency.Models.Count == 0 ? 0 : latency.Models.Max(m => m.SamplesMs.Count);
+        plot.Axes.SetLimitsX(-0.5, Math.Max(rounds - 0.5, 0.5));
         plot.ShowLegend(Alignment.UpperRight);
         plot.Title("Latency per interleaved round");
         plot.XLabel("round");
@@ -68,7 +78,7 @@ internal static class ReportCharts
     /// <summary>Max abs and RMS error of every compared output on a log scale, with the absolute tolerance as a line.</summary>
     public static byte[] Errors(ValidationReport report)
     {
-        var plot = new Plot();
+        var plot = NewPlot();
         var rows = report.Comparisons.SelectMany(c => c.Outputs.Select(o => (c, o))).ToList();
         var ticks = new ScottPlot.TickGenerators.NumericManual();
         var maxBars = new List<Bar>();
@@ -105,7 +115,7 @@ internal static class ReportCharts
         plot.Axes.Bottom.TickGenerator = ticks;
         plot.Axes.SetLimits(-0.6, Math.Max(rows.Count, 1) - 0.4, floor, top);
         plot.ShowLegend(Alignment.UpperRight);
-        plot.Title($"Errors of the merged model per reference and output (log scale; 0 drawn at 1e{(int)floor})");
+        plot.Title($"Errors of the merged model per reference and output (log scale; zero drawn at the bottom)");
         plot.YLabel("error");
         return plot.GetImageBytes(Width, Height, ImageFormat.Png);
 
