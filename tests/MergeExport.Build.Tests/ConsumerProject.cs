@@ -33,10 +33,17 @@ internal sealed class ConsumerProject : IDisposable
     private static readonly string RepoRoot = FindRepoRoot();
     private static readonly string TestBin = AppContext.BaseDirectory;
 
-    private ConsumerProject(string root)
+    private readonly string _buildFolder;
+    private readonly bool _packageLayout;
+
+    private ConsumerProject(string root, string buildFolder, bool packageLayout)
     {
         Root = root;
+        _buildFolder = buildFolder;
+        _packageLayout = packageLayout;
     }
+
+    public const string DefaultItem = "Model=\"base/\" OutputFile=\"out/x.onnx\" MaxLatencyRatio=\"1.05\" Atol=\"1e-4\"";
 
     public string Root { get; }
 
@@ -55,8 +62,12 @@ internal sealed class ConsumerProject : IDisposable
     /// <summary>The tool's recorded calls, one line of tab-separated arguments each.</summary>
     public string[] Invocations => File.Exists(InvocationLog) ? File.ReadAllLines(InvocationLog) : [];
 
-    /// <summary>Creates the project with one LoraMergeExport item carrying <paramref name="itemAttributes"/>.</summary>
-    public static ConsumerProject Create(string itemAttributes = "Model=\"base/\" OutputFile=\"out/x.onnx\" MaxLatencyRatio=\"1.05\" Atol=\"1e-4\"")
+    /// <summary>
+    /// Creates the project with one LoraMergeExport item carrying <paramref name="itemAttributes"/>. With
+    /// <paramref name="packageLayout"/>, the props/targets and the task assembly are first laid out as in the
+    /// NuGet package (build/, tasks/net10.0/) and imported from there, without OnnxLoraMergeExportTaskAssembly.
+    /// </summary>
+    public static ConsumerProject Create(string itemAttributes = DefaultItem, bool packageLayout = false)
     {
         string root = Path.Combine(Path.GetTempPath(), "olmx-build-tests", Guid.NewGuid().ToString("N"));
         Directory.CreateDirectory(Path.Combine(root, "base"));
@@ -65,7 +76,23 @@ internal sealed class ConsumerProject : IDisposable
         File.WriteAllText(Path.Combine(root, "base", "model.safetensors"), "base-weights");
         File.WriteAllText(Path.Combine(root, "adapters", "x", "adapter_config.json"), "{\"r\":8}");
         File.WriteAllText(Path.Combine(root, "adapters", "x", "adapter_model.safetensors"), "adapter-v1");
-        var project = new ConsumerProject(root);
+        string buildFolder = Path.Combine(RepoRoot, "tools", "MergeExport.Build", "build");
+        if (packageLayout)
+        {
+            string package = Path.Combine(root, "package");
+            Directory.CreateDirectory(Path.Combine(package, "build"));
+            Directory.CreateDirectory(Path.Combine(package, "tasks", "net10.0"));
+            foreach (string file in Directory.GetFiles(buildFolder))
+            {
+                File.Copy(file, Path.Combine(package, "build", Path.GetFileName(file)));
+            }
+            foreach (string assembly in new[] { "OnnxLora.MergeExport.Build.dll", "OnnxLora.Core.dll" })
+            {
+                File.Copy(Path.Combine(TestBin, assembly), Path.Combine(package, "tasks", "net10.0", assembly));
+            }
+            buildFolder = Path.Combine(package, "build");
+        }
+        var project = new ConsumerProject(root, buildFolder, packageLayout);
         project.SetItem(itemAttributes);
         return project;
     }
@@ -73,7 +100,7 @@ internal sealed class ConsumerProject : IDisposable
     /// <summary>Rewrites the project file with a new LoraMergeExport item.</summary>
     public void SetItem(string itemAttributes)
     {
-        string build = Path.Combine(RepoRoot, "tools", "MergeExport.Build", "build");
+        string build = _buildFolder;
         File.WriteAllText(ProjectFile, $"""
             <Project Sdk="Microsoft.NET.Sdk">
               <PropertyGroup>
@@ -109,11 +136,14 @@ internal sealed class ConsumerProject : IDisposable
         {
             "build", ProjectFile, "-nologo", "-tl:off", "-v:n", "-nr:false",
             "-p:UseSharedCompilation=false",
-            $"-p:OnnxLoraMergeExportTaskAssembly={Path.Combine(TestBin, "OnnxLora.MergeExport.Build.dll")}",
             $"-p:MergeExportToolPath={toolPath ?? FakeToolDll}",
         })
         {
             info.ArgumentList.Add(arg);
+        }
+        if (!_packageLayout)
+        {
+            info.ArgumentList.Add($"-p:OnnxLoraMergeExportTaskAssembly={Path.Combine(TestBin, "OnnxLora.MergeExport.Build.dll")}");
         }
         if (!wholeBuild)
         {

@@ -164,4 +164,16 @@ public sealed class LoraMergeExportTargetsTests
         Assert.IsTrue(File.Exists(project.OutputFile));
         Assert.IsFalse(Directory.Exists(project.ReportFolder));
     }
+
+    [TestMethod]
+    public void Build_FromThePackageLayout_LoadsTheTaskFromTasksFolder()
+    {
+        using var project = ConsumerProject.Create(packageLayout: true);
+
+        BuildOutcome build = project.Build();
+
+        Assert.IsTrue(build.Succeeded, build.Shown);
+        Assert.AreEqual("fake-onnx:{\"r\":8}adapter-v1", File.ReadAllText(project.OutputFile));
+        Assert.ContainsSingle(project.Invocations);
+    }
 }

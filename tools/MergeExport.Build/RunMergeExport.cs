@@ -72,11 +72,18 @@ public sealed class RunMergeExport : Microsoft.Build.Utilities.Task, ICancelable
         var settings = new ExportSettings(Adapter, AdapterPath, ModelPath, OutputPath, ReportDirectory, Validate,
             Blank(Atol), Blank(Rtol), Blank(MinTop1), Blank(MaxLatencyRatio));
         string outDir = Path.Combine(WorkDirectory, "out");
-        if (Directory.Exists(outDir))
+        try
         {
-            Directory.Delete(outDir, recursive: true);
+            if (Directory.Exists(outDir))
+            {
+                Directory.Delete(outDir, recursive: true);
+            }
+            Directory.CreateDirectory(WorkDirectory);
         }
-        Directory.CreateDirectory(WorkDirectory);
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            return Error(BuildDiagnostics.CopyFailed, BuildDiagnostics.CopyFailure(Adapter, outDir, e.Message));
+        }
 
         IReadOnlyList<string> arguments = settings.ToolArguments(outDir);
         ProcessStartInfo info = ToolProcess.StartInfo(ToolPath, DotnetHost, arguments, Directory.GetCurrentDirectory());
