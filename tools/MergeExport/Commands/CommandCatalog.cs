@@ -7,6 +7,10 @@ internal static class CommandCatalog
 {
     public static IEnumerable<Command> Create(CliContext context)
     {
+        yield return new SampleCommand(context);
+        yield return new TrainCommand(context);
+        yield return new MergeCommand(context);
+        yield return new ExportCommand(context);
         yield return new ValidateCommand(context);
         yield return new InspectCommand(context);
     }

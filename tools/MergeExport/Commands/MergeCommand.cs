@@ -1,0 +1,111 @@
+using System.CommandLine;
+using OnnxLora.MergeExport.Internals;
+using OnnxLora.Merge;
+
+namespace OnnxLora.MergeExport.Commands;
+
+/// <summary>
+/// <c>merge</c>: folds adapters into a safetensors checkpoint (streamed), or, without --model, combines
+/// several adapters into one new PEFT adapter folder.
+/// </summary>
+internal sealed class MergeCommand : CliCommand
+{
+    private readonly Option<string?> _model = new("--model") { Description = "Checkpoint folder (safetensors, single or sharded). Omit it to combine adapters into a new adapter." };
+    private readonly Option<string[]> _adapters = new("--adapter") { Description = "Adapter folder, optionally weighted: DIR or DIR=WEIGHT. Repeat for several.", Required = true, AllowMultipleArgumentsPerToken = false };
+    private readonly Option<string> _combine = new Option<string>("--combine") { Description = "How several adapters combine: linear, cat, svd, ties, dare_linear, dare_ties, magnitude_prune.", DefaultValueFactory = _ => "linear" }
+        .OneOf("linear", "cat", "svd", "ties", "dare_linear", "dare_ties", "magnitude_prune");
+    private readonly Option<double> _density = new Option<double>("--density") { Description = "Share of values kept by ties / dare / magnitude_prune (0..1].", DefaultValueFactory = _ => 1.0 }.Finite(1e-9, 1);
+    private readonly Option<int?> _rank = new("--rank") { Description = "New rank for --combine svd (default: the largest input rank)." };
+    private readonly Option<int> _seed = new("--seed") { Description = "Seed of dare's random drops." };
+    private readonly Option<string> _dtype = new Option<string>("--dtype") { Description = "Output weight dtype: keep, fp32, fp16 or bf16.", DefaultValueFactory = _ => "keep" }.OneOf("keep", "fp32", "fp16", "bf16");
+    private readonly Option<string?> _baseCheckpoint = new("--base-checkpoint") { Description = "ONNX targets: the base checkpoint, to match anonymous weights by content." };
+    private readonly Option<bool> _safe = new("--safe") { Description = "Refuse to write if a merged tensor has NaN/Inf (on by default; --safe false turns it off).", DefaultValueFactory = _ => true };
+    private readonly Option<string> _out = new("--out") { Description = "Output: a checkpoint folder, an .onnx file, or (without --model) an adapter folder.", Required = true };
+
+    public MergeCommand(CliContext context)
+        : base("merge", "Merge adapters into a checkpoint (streamed, exact in fp32), or combine adapters into a new adapter.", context)
+    {
+        foreach (Option o in new Option[] { _model, _adapters, _combine, _density, _rank, _seed, _dtype, _baseCheckpoint, _safe, _out })
+        {
+            Options.Add(o);
+        }
+        _rank.Validators.Add(r =>
+        {
+            if (r.GetValueOrDefault<int?>() is < 1)
+            {
+                r.AddError("--rank must be at least 1.");
+            }
+        });
+    }
+
+    protected override int Execute(ParseResult parse)
+    {
+        var options = new MergeOptions
+        {
+            Combination = parse.GetValue(_combine) switch
+            {
+                "cat" => Combination.Cat,
+                "svd" => Combination.Svd,
+                "ties" => Combination.Ties,
+                "dare_linear" => Combination.DareLinear,
+                "dare_ties" => Combination.DareTies,
+                "magnitude_prune" => Combination.MagnitudePrune,
+                _ => Combination.Linear,
+            },
+            Density = parse.GetValue(_density),
+            SvdRank = parse.GetValue(_rank),
+            Seed = parse.GetValue(_seed),
+            OutputDType = parse.GetValue(_dtype) switch
+            {
+                "fp32" => OutputDType.F32,
+                "fp16" => OutputDType.F16,
+                "bf16" => OutputDType.BF16,
+                _ => OutputDType.Keep,
+            },
+            SafeMode = parse.GetValue(_safe),
+            Overwrite = Context.Force,
+        };
+        string? model = parse.GetValue(_model);
+        string output = Path.GetFullPath(parse.GetValue(_out)!);
+        var adapters = AdapterArgument.LoadAll(parse.GetValue(_adapters)!);
+        try
+        {
+            if (model is null)
+            {
+                var config = AdapterCombiner.Combine(adapters, output, options);
+                Report("adapter", output, $"combined {adapters.Count} adapters ({options.Combination}) into a rank-{config.R} adapter");
+                return Cli.Success;
+            }
+            if (File.Exists(model) && model.EndsWith(".onnx", StringComparison.OrdinalIgnoreCase))
+            {
+                return OnnxTarget.Merge(Context, model, adapters, output, options, parse.GetValue(_baseCheckpoint));
+            }
+            using var outputLock = Core.IO.OutputLock.Acquire(output);
+            var plan = CheckpointMerger.Plan(model, adapters, options);
+            if (Context.Verbose)
+            {
+                Context.Out.WriteLine(plan.Describe());
+            }
+            var result = CheckpointMerger.Merge(model, adapters, output, options);
+            Report("checkpoint", result.OutputDirectory,
+                $"merged {result.TensorsMerged} tensors ({result.TensorsReplaced} replaced, {result.TensorsCopied} copied, {result.BytesWritten:N0} bytes)");
+            return Cli.Success;
+        }
+        finally
+        {
+            AdapterArgument.DisposeAll(adapters);
+        }
+    }
+
+    private void Report(string kind, string path, string summary)
+    {
+        if (Context.Json)
+        {
+            Context.Out.WriteLine(new CommandResult("merge", "passed") { Outputs = { [kind] = path } }.ToJson());
+        }
+        else
+        {
+            Context.Info($"{summary}: {path}");
+        }
+    }
+}
