@@ -43,6 +43,8 @@ internal static class Program
                     Console.WriteLine($"sample written to {options["out"]} in {clock.Elapsed.TotalSeconds:F1} s");
                     return 0;
                 }
+            case "sample-lora":
+                return SampleLora.Run(options);
             default:
                 Console.Error.WriteLine($"unknown command '{args[0]}'");
                 return 2;

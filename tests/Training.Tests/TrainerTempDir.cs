@@ -11,7 +11,7 @@ internal sealed class TrainerTempDir : IDisposable
 
     public string Path { get; }
 
-    public string File(string name) => System.IO.Path.Combine(Path, name);
+    public string File(params string[] names) => System.IO.Path.Combine([Path, .. names]);
 
     public void Dispose()
     {

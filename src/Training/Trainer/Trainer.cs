@@ -37,7 +37,12 @@ public static class Trainer
     /// <exception cref="IOException">The output exists and <see cref="TrainerOptions.Overwrite"/> is false.</exception>
     /// <exception cref="OperationCanceledException">The token was cancelled.</exception>
     public static TrainingResult Train(string modelDir, string dataFile, string outAdapterDir, TrainerOptions options,
-        IProgress<TrainingProgress>? progress = null, CancellationToken cancellationToken = default)
+        IProgress<TrainingProgress>? progress = null, CancellationToken cancellationToken = default) =>
+        Train(modelDir, dataFile, outAdapterDir, options, progress, cancellationToken, hooks: null);
+
+    /// <summary><see cref="Train(string, string, string, TrainerOptions, IProgress{TrainingProgress}?, CancellationToken)"/> with observation points for tests and benchmarks.</summary>
+    internal static TrainingResult Train(string modelDir, string dataFile, string outAdapterDir, TrainerOptions options,
+        IProgress<TrainingProgress>? progress, CancellationToken cancellationToken, TrainerHooks? hooks)
     {
         ArgumentNullException.ThrowIfNull(modelDir);
         ArgumentNullException.ThrowIfNull(dataFile);
@@ -52,12 +57,12 @@ public static class Trainer
         AtomicDirectory.CheckDestination(outAdapterDir, options.Overwrite);
         lock (RunLock)
         {
-            return Run(modelDir, Path.GetFullPath(dataFile), Path.GetFullPath(outAdapterDir), options, progress, cancellationToken);
+            return Run(modelDir, Path.GetFullPath(dataFile), Path.GetFullPath(outAdapterDir), options, progress, cancellationToken, hooks);
         }
     }
 
     private static TrainingResult Run(string modelDir, string dataFile, string outDir, TrainerOptions options,
-        IProgress<TrainingProgress>? progress, CancellationToken ct)
+        IProgress<TrainingProgress>? progress, CancellationToken ct, TrainerHooks? hooks)
     {
         var clock = Stopwatch.StartNew();
         var info = TaskModels.Inspect(modelDir);
@@ -103,6 +108,7 @@ public static class Trainer
             lossHistory.AddRange(saved.LossHistory);
         }
         int firstNewLoss = lossHistory.Count;
+        hooks?.Started?.Invoke(model, optimizer);
 
         double? initialEval = eval.Count > 0 ? Evaluate(model, eval, options.BatchSize, info.PadId, ct) : null;
         progress?.Report(new TrainingProgress(startStep, plan.TotalSteps, plan.EpochAt(startStep), double.NaN,
@@ -169,6 +175,7 @@ public static class Trainer
                 LearningRateAt(options, plan.TotalSteps - 1, plan.TotalSteps), 0, 0, lastEval, clock.Elapsed));
         }
         ct.ThrowIfCancellationRequested();
+        hooks?.Finished?.Invoke(model, optimizer);
         SaveAdapter(outDir, model, options.Overwrite);
         return new TrainingResult(outDir, plan.TotalSteps, lossHistory.Count > 0 ? lossHistory[^1] : double.NaN,
             initialEval, lastEval, lossHistory.Skip(firstNewLoss).ToList(), runSeconds > 0 ? runTokens / runSeconds : 0,
