@@ -62,6 +62,9 @@ internal static class OrtLog
         }
     }
 
+    /// <summary>ONNX Runtime's own warnings and errors also go to stderr when ONNXLORA_ORT_LOG=1 (errors are always kept for the report).</summary>
+    private static bool Echo { get; } = Environment.GetEnvironmentVariable("ONNXLORA_ORT_LOG") == "1";
+
     public static bool Capturing
     {
         get
@@ -80,7 +83,10 @@ internal static class OrtLog
             return;
         }
         string text = message.Trim();
-        Console.Error.WriteLine($"onnxruntime {(severity >= OrtLoggingLevel.ORT_LOGGING_LEVEL_ERROR ? "error" : "warning")}: {text}");
+        if (Echo)
+        {
+            Console.Error.WriteLine($"onnxruntime {(severity >= OrtLoggingLevel.ORT_LOGGING_LEVEL_ERROR ? "error" : "warning")}: {text}");
+        }
         if (severity < OrtLoggingLevel.ORT_LOGGING_LEVEL_ERROR)
         {
             return;

@@ -7,6 +7,7 @@ internal static class CommandCatalog
 {
     public static IEnumerable<Command> Create(CliContext context)
     {
+        yield return new RunCommand(context);
         yield return new SampleCommand(context);
         yield return new TrainCommand(context);
         yield return new MergeCommand(context);

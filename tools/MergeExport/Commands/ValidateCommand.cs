@@ -73,7 +73,7 @@ internal sealed class ValidationOptionSet
 
     public Option<int> Warmup { get; } = new Option<int>("--warmup") { Description = "Untimed runs per model before timing.", DefaultValueFactory = _ => 3 }.AtLeast(0);
 
-    public Option<int> Runs { get; } = new Option<int>("--runs") { Description = "Timed interleaved rounds (0 skips latency).", DefaultValueFactory = _ => 20 }.AtLeast(0);
+    public Option<int> Runs { get; } = new Option<int>("--runs") { Description = "Timed interleaved rounds (0 skips latency).", DefaultValueFactory = _ => 50 }.AtLeast(0);
 
     public Option<double?> Duration { get; } = new Option<double?>("--duration") { Description = "Time the models for this many seconds instead of --runs." }.Finite(0.001);
 

@@ -1,0 +1,50 @@
+using OnnxLora.Training.Models.Bert;
+using OnnxLora.Training.Models.Llama;
+using OnnxLora.Validate;
+using static TorchSharp.torch;
+
+namespace OnnxLora.MergeExport.Internals;
+
+/// <summary>The TorchSharp model itself as the validation's eager reference: same inputs, forward in fp32.</summary>
+internal static class EagerModel
+{
+    public static EagerReference Reference(nn.Module model) => inputs =>
+    {
+        using var scope = NewDisposeScope();
+        using var noGrad = no_grad();
+        var ids = Int64(inputs, "input_ids") ?? throw new ArgumentException("the eager reference needs an input_ids input");
+        var mask = Int64(inputs, "attention_mask");
+        switch (model)
+        {
+            case LlamaForCausalLM llama:
+            {
+                var positions = Int64(inputs, "position_ids");
+                var logits = positions is null ? llama.forward(ids, mask) : llama.forward(ids, mask, positions);
+                return new Dictionary<string, float[]> { ["logits"] = logits.to(ScalarType.Float32).contiguous().data<float>().ToArray() };
+            }
+            case BertModel bert:
+            {
+                var types = Int64(inputs, "token_type_ids");
+                var hidden = types is null ? bert.forward(ids, mask) : bert.forward(ids, mask, types);
+                return new Dictionary<string, float[]> { ["last_hidden_state"] = hidden.to(ScalarType.Float32).contiguous().data<float>().ToArray() };
+            }
+            default:
+                throw new NotSupportedException($"no eager reference for model type {model.GetType().Name}");
+        }
+    };
+
+    private static Tensor? Int64(IReadOnlyDictionary<string, InputTensor> inputs, string name)
+    {
+        if (!inputs.TryGetValue(name, out var input))
+        {
+            return null;
+        }
+        long[] shape = [.. input.Shape];
+        return input.ElementType switch
+        {
+            TensorElementKind.Int64 => tensor(input.GetData<long>().ToArray(), shape),
+            TensorElementKind.Int32 => tensor(input.GetData<int>().ToArray(), shape).to(ScalarType.Int64),
+            _ => throw new ArgumentException($"input '{name}' has element type {input.ElementType}; the eager reference expects integers"),
+        };
+    }
+}
