@@ -18,7 +18,9 @@ for candidate in "$out_dir/libLibTorchSharp.so" "$out_dir/runtimes/linux-x64/nat
 done
 [[ -n "$lib" ]] || exit 0
 
-libstdcxx="$(ldconfig -p 2>/dev/null | awk '/libstdc\+\+\.so\.6 .*x86-64/ {print $NF; exit}')"
+# ONNXLORA_LIBSTDCXX names the C++ runtime to judge by (tests use it to check the "not needed" path).
+libstdcxx="${ONNXLORA_LIBSTDCXX:-}"
+[[ -n "$libstdcxx" ]] || libstdcxx="$(ldconfig -p 2>/dev/null | awk '/libstdc\+\+\.so\.6 .*x86-64/ {print $NF; exit}')"
 [[ -n "$libstdcxx" ]] || libstdcxx="$(ldconfig -p 2>/dev/null | awk '/libstdc\+\+\.so\.6/ {print $NF; exit}')"
 if [[ -n "$libstdcxx" ]] && grep -qa "$version" "$libstdcxx"; then
     echo "TorchSharp compat: $libstdcxx provides $version; $lib left untouched."

@@ -1,13 +1,48 @@
+using System.CommandLine;
+using OnnxLora.MergeExport.Commands;
+
 namespace OnnxLora.MergeExport;
 
-/// <summary>Entry point shared by Program and the in-process CLI tests.</summary>
+/// <summary>
+/// Builds the merge-export command line and runs it. Exit codes: 0 success, 1 a validation gate
+/// failed, 2 bad input or usage, 130 cancelled (Ctrl+C).
+/// </summary>
 internal static class Cli
 {
-    public static int Run(string[] args, TextWriter stdout, TextWriter stderr)
+    public const int Success = 0;
+    public const int GateFailed = 1;
+    public const int BadInput = 2;
+    public const int Cancelled = 130;
+
+    public static RootCommand BuildRoot(CliContext context)
     {
-        _ = args;
-        _ = stdout;
-        stderr.WriteLine("merge-export: no commands yet");
-        return 2;
+        var root = new RootCommand("OnnxLora merge-export: train, merge, export and validate LoRA adapters.");
+        root.Options.Add(GlobalOptions.Verbose);
+        root.Options.Add(GlobalOptions.Quiet);
+        root.Options.Add(GlobalOptions.Json);
+        root.Options.Add(GlobalOptions.Force);
+        foreach (var command in CommandCatalog.Create(context))
+        {
+            root.Subcommands.Add(command);
+        }
+        return root;
+    }
+
+    /// <summary>Runs the tool in-process; used by Program and by the CLI tests.</summary>
+    public static int Run(string[] args, TextWriter stdout, TextWriter stderr, CancellationToken cancellationToken = default)
+    {
+        var context = new CliContext(stdout, stderr, cancellationToken);
+        var root = BuildRoot(context);
+        ParseResult parse = root.Parse(args);
+        if (parse.Errors.Count > 0)
+        {
+            foreach (var error in parse.Errors)
+            {
+                stderr.WriteLine($"merge-export: {error.Message}");
+            }
+            stderr.WriteLine("Run 'merge-export --help' for usage.");
+            return BadInput;
+        }
+        return parse.Invoke(new InvocationConfiguration { Output = stdout, Error = stderr, EnableDefaultExceptionHandler = false });
     }
 }

@@ -107,12 +107,17 @@ public sealed class SafetensorsWriter : IDisposable
         return buffer.ToArray();
     }
 
-    /// <summary>Writes (a chunk of) the next tensor's bytes. Chunks of one tensor go in order.</summary>
+    /// <summary>Writes (a chunk of) the next tensor's bytes. Tensors go in declaration order, chunks of one tensor in order.</summary>
     public void Write(string name, ReadOnlySpan<byte> data)
     {
+        while (_index < _specs.Count && _specs[_index].Name != name && _writtenInCurrent == _specs[_index].ByteLength)
+        {
+            _index++;
+            _writtenInCurrent = 0;
+        }
         if (_index >= _specs.Count)
         {
-            throw new InvalidOperationException($"{_file.FinalPath}: all {_specs.Count} declared tensors are written; '{name}' is extra.");
+            throw new InvalidOperationException($"{_file.FinalPath}: '{name}' is not among the tensors still to write.");
         }
         var spec = _specs[_index];
         if (spec.Name != name)
@@ -125,22 +130,16 @@ public sealed class SafetensorsWriter : IDisposable
         }
         _file.Stream.Write(data);
         _writtenInCurrent += data.Length;
-        AdvanceCompleted();
     }
 
-    private void AdvanceCompleted()
+    /// <summary>Checks every tensor was written in full, then makes the file appear under its final name.</summary>
+    public void Commit()
     {
         while (_index < _specs.Count && _writtenInCurrent == _specs[_index].ByteLength)
         {
             _index++;
             _writtenInCurrent = 0;
         }
-    }
-
-    /// <summary>Checks every tensor was written in full, then makes the file appear under its final name.</summary>
-    public void Commit()
-    {
-        AdvanceCompleted();
         if (_index != _specs.Count)
         {
             throw new InvalidOperationException($"{_file.FinalPath}: tensor '{_specs[_index].Name}' is incomplete ({_writtenInCurrent} of {_specs[_index].ByteLength} bytes).");

@@ -1,0 +1,65 @@
+using System.Runtime.InteropServices;
+using Microsoft.ML.OnnxRuntime;
+
+namespace OnnxLora.Validate.Internals;
+
+/// <summary>
+/// The inputs of a run and their OrtValues: each array is pinned once and wrapped once, and the same OrtValue is fed
+/// to every model (for comparison runs and bound for timed runs). Owns and releases the OrtValues and pins.
+/// </summary>
+internal sealed class InputSet : IDisposable
+{
+    private readonly Dictionary<string, OrtValue> _values = new(StringComparer.Ordinal);
+    private readonly List<GCHandle> _pins = [];
+
+    public InputSet(IReadOnlyList<InputTensor> tensors)
+    {
+        Tensors = tensors;
+        try
+        {
+            foreach (var t in tensors)
+            {
+                var pin = GCHandle.Alloc(t.Data, GCHandleType.Pinned);
+                _pins.Add(pin);
+                long bytes = t.ElementCount * ElementSize(t.ElementType);
+                _values[t.Name] = OrtValue.CreateTensorValueWithData(
+                    OrtMemoryInfo.DefaultInstance, OrtTypes.ToOrt(t.ElementType), t.ShapeArray, pin.AddrOfPinnedObject(), bytes);
+            }
+        }
+        catch
+        {
+            Dispose();
+            throw;
+        }
+    }
+
+    public IReadOnlyList<InputTensor> Tensors { get; }
+
+    public OrtValue this[string name] => _values[name];
+
+    public bool Contains(string name) => _values.ContainsKey(name);
+
+    public IReadOnlyDictionary<string, InputTensor> ByName() => Tensors.ToDictionary(t => t.Name, StringComparer.Ordinal);
+
+    public void Dispose()
+    {
+        foreach (var v in _values.Values)
+        {
+            v.Dispose();
+        }
+        _values.Clear();
+        foreach (var pin in _pins)
+        {
+            pin.Free();
+        }
+        _pins.Clear();
+    }
+
+    private static long ElementSize(TensorElementKind kind) => kind switch
+    {
+        TensorElementKind.Float64 or TensorElementKind.Int64 => 8,
+        TensorElementKind.Float32 or TensorElementKind.Int32 => 4,
+        TensorElementKind.Float16 or TensorElementKind.BFloat16 => 2,
+        _ => 1,
+    };
+}

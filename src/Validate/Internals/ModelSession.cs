@@ -1,0 +1,124 @@
+using System.Diagnostics;
+using Microsoft.ML.OnnxRuntime;
+
+namespace OnnxLora.Validate.Internals;
+
+/// <summary>
+/// One loaded model and every native handle that belongs to it: the InferenceSession, its run options, the IOBinding
+/// used for timed runs and the pre-allocated output OrtValues (on the device for CUDA). Disposed in one place.
+/// </summary>
+internal sealed class ModelSession : IDisposable
+{
+    private readonly InferenceSession _session;
+    private readonly RunOptions _runOptions = new();
+    private readonly List<OrtValue> _boundOutputs = [];
+    private OrtIoBinding? _binding;
+    private OrtAllocator? _deviceAllocator;
+    private OrtMemoryInfo? _deviceMemory;
+
+    private ModelSession(ModelRole role, string path, InferenceSession session, double createMs, long? rssDelta)
+    {
+        Role = role;
+        Path = path;
+        _session = session;
+        SessionCreateMs = createMs;
+        RssDeltaBytes = rssDelta;
+        Inputs = [.. session.InputMetadata.Select(kv => OrtTypes.Signature(path, kv.Key, kv.Value))];
+        Outputs = [.. session.OutputMetadata.Select(kv => OrtTypes.Signature(path, kv.Key, kv.Value))];
+    }
+
+    public ModelRole Role { get; }
+
+    public string Path { get; }
+
+    public double SessionCreateMs { get; }
+
+    public long? RssDeltaBytes { get; }
+
+    public IReadOnlyList<TensorSignature> Inputs { get; }
+
+    public IReadOnlyList<TensorSignature> Outputs { get; }
+
+    public static ModelSession Load(ModelRole role, string path, SessionFactory factory)
+    {
+        long? before = ProcessMemory.ResidentBytes();
+        var session = factory.Load(path, out double ms);
+        long? after = ProcessMemory.ResidentBytes();
+        try
+        {
+            return new ModelSession(role, path, session, ms, before is long b && after is long a ? a - b : null);
+        }
+        catch
+        {
+            session.Dispose();
+            throw;
+        }
+    }
+
+    /// <summary>Runs once, unbound, and copies every output to the host.</summary>
+    public IReadOnlyDictionary<string, HostTensor> RunForOutputs(InputSet inputs)
+    {
+        var names = Inputs.Select(i => i.Name).ToArray();
+        var values = names.Select(n => inputs[n]).ToArray();
+        var outputNames = Outputs.Select(o => o.Name).ToArray();
+        using var results = _session.Run(_runOptions, names, values, outputNames);
+        var host = new Dictionary<string, HostTensor>(StringComparer.Ordinal);
+        for (int i = 0; i < outputNames.Length; i++)
+        {
+            host[outputNames[i]] = OrtTypes.ToHost(outputNames[i], results.ElementAt(i));
+        }
+        return host;
+    }
+
+    /// <summary>
+    /// Binds the shared input OrtValues and pre-allocated outputs of the shapes a first run produced, on the device
+    /// for CUDA (ORT copies the small CPU inputs in each run), so timed runs allocate nothing.
+    /// </summary>
+    public void Bind(InputSet inputs, IReadOnlyDictionary<string, HostTensor> shapes, bool cuda, int deviceId)
+    {
+        _binding = _session.CreateIoBinding();
+        foreach (var input in Inputs)
+        {
+            _binding.BindInput(input.Name, inputs[input.Name]);
+        }
+        OrtAllocator allocator = OrtAllocator.DefaultInstance;
+        if (cuda)
+        {
+            _deviceMemory = new OrtMemoryInfo("Cuda", OrtAllocatorType.DeviceAllocator, deviceId, OrtMemType.Default);
+            _deviceAllocator = new OrtAllocator(_session, _deviceMemory);
+            allocator = _deviceAllocator;
+        }
+        foreach (var output in Outputs)
+        {
+            var host = shapes[output.Name];
+            var value = OrtValue.CreateAllocatedTensorValue(allocator, OrtTypes.ToOrt(host.ElementType), host.Shape);
+            _boundOutputs.Add(value);
+            _binding.BindOutput(output.Name, value);
+        }
+        _binding.SynchronizeBoundInputs();
+    }
+
+    /// <summary>One bound run; returns its wall time in milliseconds, device work included.</summary>
+    public double TimedRun()
+    {
+        var binding = _binding ?? throw new InvalidOperationException("Bind must be called before timed runs.");
+        long start = Stopwatch.GetTimestamp();
+        _session.RunWithBinding(_runOptions, binding);
+        binding.SynchronizeBoundOutputs();
+        return Stopwatch.GetElapsedTime(start).TotalMilliseconds;
+    }
+
+    public void Dispose()
+    {
+        _binding?.Dispose();
+        foreach (var v in _boundOutputs)
+        {
+            v.Dispose();
+        }
+        _boundOutputs.Clear();
+        _deviceAllocator?.Dispose();
+        _deviceMemory?.Dispose();
+        _runOptions.Dispose();
+        _session.Dispose();
+    }
+}

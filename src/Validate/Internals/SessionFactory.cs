@@ -1,0 +1,133 @@
+using System.Diagnostics;
+using Microsoft.ML.OnnxRuntime;
+
+namespace OnnxLora.Validate.Internals;
+
+/// <summary>
+/// Creates every InferenceSession of a run from ONE SessionOptions object, so the models compared share threads,
+/// optimisation level and provider. The provider is decided on the first model: CUDA when asked for and it loads,
+/// else CPU (with ORT's reason recorded), or an <see cref="ExecutionProviderException"/> when fallback is off.
+/// </summary>
+internal sealed class SessionFactory : IDisposable
+{
+    public const string CudaProvider = "CUDAExecutionProvider";
+    public const string CpuProvider = "CPUExecutionProvider";
+
+    private readonly ValidationOptions _options;
+    private SessionOptions? _sessionOptions;
+
+    public SessionFactory(ValidationOptions options)
+    {
+        _options = options;
+        OrtLog.EnsureEnvironment();
+    }
+
+    /// <summary>The provider the sessions use; known after the first <see cref="Load"/>.</summary>
+    public string? Provider { get; private set; }
+
+    /// <summary>Why CUDA was not used although asked for (ORT's messages), else null.</summary>
+    public string? FallbackReason { get; private set; }
+
+    public bool UsesCuda => Provider == CudaProvider;
+
+    public SessionSettings Settings => new(_options.IntraOpThreads, _options.InterOpThreads, _options.GraphOptimization, "sequential");
+
+    /// <summary>Loads a model; the first call decides the provider for all.</summary>
+    /// <exception cref="InvalidDataException">ONNX Runtime cannot load the model.</exception>
+    public InferenceSession Load(string path, out double createMs)
+    {
+        if (_sessionOptions is not null)
+        {
+            return Create(path, _sessionOptions, out createMs);
+        }
+        if (_options.Device == ExecutionDevice.Cpu)
+        {
+            _sessionOptions = MakeOptions(cuda: false);
+            Provider = CpuProvider;
+            return Create(path, _sessionOptions, out createMs);
+        }
+
+        long mark = OrtLog.Mark();
+        SessionOptions? cudaOptions = null;
+        try
+        {
+            cudaOptions = MakeOptions(cuda: true);
+            var session = CreateRaw(path, cudaOptions, out createMs);
+            _sessionOptions = cudaOptions;
+            Provider = CudaProvider;
+            return session;
+        }
+        catch (OnnxRuntimeException e)
+        {
+            cudaOptions?.Dispose();
+            string reason = Describe(e, OrtLog.ErrorsSince(mark));
+            if (_options.Device == ExecutionDevice.Cuda && !_options.AllowCpuFallback)
+            {
+                throw ValidateThrow.ProviderUnavailable(_options.DeviceId, reason, e);
+            }
+            FallbackReason = reason;
+        }
+        _sessionOptions = MakeOptions(cuda: false);
+        Provider = CpuProvider;
+        return Create(path, _sessionOptions, out createMs);
+    }
+
+    public void Dispose() => _sessionOptions?.Dispose();
+
+    private static InferenceSession Create(string path, SessionOptions options, out double createMs)
+    {
+        try
+        {
+            return CreateRaw(path, options, out createMs);
+        }
+        catch (OnnxRuntimeException e)
+        {
+            throw ValidateThrow.Invalid(path, $"ONNX Runtime could not load the model: {e.Message}", e);
+        }
+    }
+
+    private static InferenceSession CreateRaw(string path, SessionOptions options, out double createMs)
+    {
+        long start = Stopwatch.GetTimestamp();
+        var session = new InferenceSession(path, options);
+        createMs = Stopwatch.GetElapsedTime(start).TotalMilliseconds;
+        return session;
+    }
+
+    private static string Describe(OnnxRuntimeException e, IReadOnlyList<string> logged)
+    {
+        var parts = new List<string> { e.Message.Trim() };
+        parts.AddRange(logged.Where(m => !parts.Contains(m)));
+        return string.Join(" | ", parts);
+    }
+
+    private SessionOptions MakeOptions(bool cuda)
+    {
+        var o = new SessionOptions
+        {
+            IntraOpNumThreads = _options.IntraOpThreads,
+            InterOpNumThreads = _options.InterOpThreads,
+            ExecutionMode = ExecutionMode.ORT_SEQUENTIAL,
+            GraphOptimizationLevel = _options.GraphOptimization switch
+            {
+                GraphOptimization.None => GraphOptimizationLevel.ORT_DISABLE_ALL,
+                GraphOptimization.Basic => GraphOptimizationLevel.ORT_ENABLE_BASIC,
+                GraphOptimization.Extended => GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+                _ => GraphOptimizationLevel.ORT_ENABLE_ALL,
+            },
+        };
+        if (cuda)
+        {
+            try
+            {
+                o.AppendExecutionProvider_CUDA(_options.DeviceId);
+            }
+            catch
+            {
+                o.Dispose();
+                throw;
+            }
+        }
+        return o;
+    }
+}

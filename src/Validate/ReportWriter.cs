@@ -1,0 +1,52 @@
+using System.Text;
+using OnnxLora.Core.IO;
+
+namespace OnnxLora.Validate;
+
+/// <summary>Paths of the three report files.</summary>
+public sealed record ReportPaths(string Json, string Markdown, string Html);
+
+/// <summary>
+/// Writes a <see cref="ValidationReport"/> as JSON (schema <see cref="ValidationReport.SchemaId"/>, documented in
+/// docs/report-schema.md), Markdown (for PR comments and CI logs) and a self-contained HTML page with charts.
+/// </summary>
+public static partial class ReportWriter
+{
+    public const string JsonFileName = "validation.json";
+    public const string MarkdownFileName = "validation.md";
+    public const string HtmlFileName = "validation.html";
+
+    /// <summary>
+    /// Writes validation.json, validation.md and validation.html into <paramref name="directory"/> (created if
+    /// missing), each atomically. Without <paramref name="overwrite"/>, fails before writing anything when any exists.
+    /// </summary>
+    /// <exception cref="IOException">A report file exists and <paramref name="overwrite"/> is false.</exception>
+    public static ReportPaths WriteAll(ValidationReport report, string directory, bool overwrite = false)
+    {
+        ArgumentNullException.ThrowIfNull(report);
+        string dir = Path.GetFullPath(directory);
+        var paths = new ReportPaths(Path.Combine(dir, JsonFileName), Path.Combine(dir, MarkdownFileName), Path.Combine(dir, HtmlFileName));
+        if (!overwrite)
+        {
+            foreach (string p in new[] { paths.Json, paths.Markdown, paths.Html })
+            {
+                if (File.Exists(p) || Directory.Exists(p))
+                {
+                    throw new IOException($"{p}: output exists; pass --force (overwrite) to replace it.");
+                }
+            }
+        }
+        Write(paths.Json, ToJson(report), overwrite);
+        Write(paths.Markdown, ToMarkdown(report), overwrite);
+        Write(paths.Html, ToHtml(report), overwrite);
+        return paths;
+    }
+
+    private static void Write(string path, string text, bool overwrite)
+    {
+        using var file = AtomicFile.Create(path, overwrite);
+        var bytes = new UTF8Encoding(encoderShouldEmitUTF8Identifier: false).GetBytes(text);
+        file.Stream.Write(bytes);
+        file.Commit();
+    }
+}

@@ -1,0 +1,122 @@
+namespace OnnxLora.Validate;
+
+/// <summary>Where the models run.</summary>
+public enum ExecutionDevice
+{
+    /// <summary>CUDA when it loads, otherwise CPU (the reason is recorded in the report).</summary>
+    Auto,
+
+    /// <summary>CUDA; falls back to CPU only when <see cref="ValidationOptions.AllowCpuFallback"/> is true.</summary>
+    Cuda,
+
+    /// <summary>ONNX Runtime's CPU execution provider.</summary>
+    Cpu,
+}
+
+/// <summary>How generated <c>attention_mask</c> inputs are padded.</summary>
+public enum PaddingSide
+{
+    /// <summary>Every position is a real token (mask of ones).</summary>
+    None,
+
+    /// <summary>Rows after the first end with padding (mask zeros at the end).</summary>
+    Right,
+
+    /// <summary>Rows after the first start with padding (mask zeros at the start).</summary>
+    Left,
+}
+
+/// <summary>ONNX Runtime graph optimisation level used for every session.</summary>
+public enum GraphOptimization
+{
+    None,
+    Basic,
+    Extended,
+    All,
+}
+
+/// <summary>
+/// Options of a validation run. Every model compared gets the same session options and the same inputs.
+/// Change with <c>with</c>: <c>ValidationOptions.Default with { Runs = 100 }</c>.
+/// </summary>
+public sealed record ValidationOptions
+{
+    /// <summary>All defaults.</summary>
+    public static ValidationOptions Default { get; } = new();
+
+    /// <summary>Execution device. Default <see cref="ExecutionDevice.Auto"/>.</summary>
+    public ExecutionDevice Device { get; init; } = ExecutionDevice.Auto;
+
+    /// <summary>CUDA device ordinal. Default 0.</summary>
+    public int DeviceId { get; init; }
+
+    /// <summary>With <see cref="ExecutionDevice.Cuda"/>: fall back to CPU when CUDA cannot be used. Default true. Auto always falls back.</summary>
+    public bool AllowCpuFallback { get; init; } = true;
+
+    /// <summary>Value of symbolic batch dimensions of generated inputs. Default 1.</summary>
+    public int Batch { get; init; } = 1;
+
+    /// <summary>Value of symbolic sequence dimensions of generated inputs. Default 128.</summary>
+    public int Sequence { get; init; } = 128;
+
+    /// <summary>
+    /// Values for other symbolic dimensions by name (for example <c>past_sequence_length</c> = 0). They win over
+    /// <see cref="Batch"/> and <see cref="Sequence"/>. Default none.
+    /// </summary>
+    public IReadOnlyDictionary<string, long> Dims { get; init; } = new Dictionary<string, long>();
+
+    /// <summary>Padding of the generated <c>attention_mask</c>. Default <see cref="PaddingSide.None"/>.</summary>
+    public PaddingSide Padding { get; init; } = PaddingSide.None;
+
+    /// <summary>Token id written at padded positions of generated <c>input_ids</c>. Default 0.</summary>
+    public long PadTokenId { get; init; }
+
+    /// <summary>Seed of the generated inputs. Default 1234.</summary>
+    public int Seed { get; init; } = 1234;
+
+    /// <summary>
+    /// Vocabulary size for generated token ids. Default null: taken from the last dimension of the
+    /// <see cref="LogitsOutput"/> output, or from the rows of the embedding initializer that <c>input_ids</c> indexes.
+    /// </summary>
+    public long? VocabSize { get; init; }
+
+    /// <summary>
+    /// User-supplied inputs instead of generated ones: <c>.json</c> files (an object mapping input name to a nested
+    /// array) and <c>.npy</c> files (one input each, named by the file name without extension, or written
+    /// <c>name=path.npy</c>). When given, every input a model declares must be supplied. Default none.
+    /// </summary>
+    public IReadOnlyList<string> InputFiles { get; init; } = [];
+
+    /// <summary>Untimed runs of each model before timing. Default 3.</summary>
+    public int Warmup { get; init; } = 3;
+
+    /// <summary>Timed runs of each model (interleaved rounds). 0 with no <see cref="Duration"/> skips latency. Default 20.</summary>
+    public int Runs { get; init; } = 20;
+
+    /// <summary>When set, timed rounds continue until this much time has passed (at least one round) instead of <see cref="Runs"/>.</summary>
+    public TimeSpan? Duration { get; init; }
+
+    /// <summary>Absolute tolerance: an element fails when |actual − reference| &gt; Atol + Rtol·|reference|. Default 1e-3.</summary>
+    public double Atol { get; init; } = 1e-3;
+
+    /// <summary>Relative tolerance (see <see cref="Atol"/>). Default 1e-3.</summary>
+    public double Rtol { get; init; } = 1e-3;
+
+    /// <summary>Least share of logits positions whose top-1 token must agree. Default 0.99.</summary>
+    public double MinTop1 { get; init; } = 0.99;
+
+    /// <summary>Largest allowed median merged/base latency ratio; null disables the gate. Default null.</summary>
+    public double? MaxLatencyRatio { get; init; }
+
+    /// <summary>Intra-op threads of every session; 0 lets ONNX Runtime choose. Default 0.</summary>
+    public int IntraOpThreads { get; init; }
+
+    /// <summary>Inter-op threads of every session; 0 lets ONNX Runtime choose. Default 0.</summary>
+    public int InterOpThreads { get; init; }
+
+    /// <summary>Graph optimisation level of every session. Default <see cref="GraphOptimization.All"/>.</summary>
+    public GraphOptimization GraphOptimization { get; init; } = GraphOptimization.All;
+
+    /// <summary>Name of the output whose top-1 agreement is measured. Default "logits".</summary>
+    public string LogitsOutput { get; init; } = "logits";
+}

@@ -1,0 +1,74 @@
+using System.Globalization;
+
+namespace OnnxLora.Validate;
+
+public static partial class Validator
+{
+    /// <summary>Gate names as reports and CLI options spell them.</summary>
+    internal const string FiniteGate = "finite";
+    internal const string ToleranceGate = "tolerance";
+    internal const string Top1Gate = "min-top1";
+    internal const string LatencyGate = "max-latency-ratio";
+
+    private static string G(double v) => v.ToString("G4", CultureInfo.InvariantCulture);
+
+    private static (List<GateReport> Gates, List<GateFailure> Failures) Gates(
+        IReadOnlyList<ComparisonReport> comparisons, LatencyReport? latency, ValidationOptions o)
+    {
+        var failures = new List<GateFailure>();
+        var gates = new List<GateReport>();
+
+        int before = failures.Count;
+        foreach (var c in comparisons)
+        {
+            foreach (var r in c.Outputs.Where(r => r.NonFiniteActual + r.NonFiniteReference > 0))
+            {
+                failures.Add(new GateFailure(FiniteGate, c.Name, r.Name, r.NonFiniteActual + r.NonFiniteReference, 0,
+                    $"{c.Name}: output {r.Name}: {r.NonFiniteActual} NaN/Inf values in merged, {r.NonFiniteReference} in {c.Reference.ToString().ToLowerInvariant()}."));
+            }
+        }
+        gates.Add(new GateReport(FiniteGate, true, failures.Count == before, "no NaN/Inf in any output",
+            failures.Count == before ? "every output of every model is finite" : $"{failures.Count - before} outputs hold NaN/Inf"));
+
+        var gated = comparisons.Where(c => c.Gated).ToList();
+        before = failures.Count;
+        foreach (var c in gated)
+        {
+            foreach (var r in c.Outputs.Where(r => r.BeyondTolerance > 0))
+            {
+                string at = r.WorstIndex is null ? "" : $" at [{string.Join(", ", r.WorstIndex)}] (merged {G(r.WorstActual!.Value)}, reference {G(r.WorstReference!.Value)})";
+                failures.Add(new GateFailure(ToleranceGate, c.Name, r.Name, r.MaxAbsError, o.Atol,
+                    $"{c.Name}: output {r.Name}: {r.BeyondTolerance} of {r.Elements} elements beyond atol {G(o.Atol)} + rtol {G(o.Rtol)}·|ref|; max abs error {G(r.MaxAbsError)}{at}, max rel error {G(r.MaxRelError)}."));
+            }
+        }
+        string tolLimit = $"|merged − ref| ≤ {G(o.Atol)} + {G(o.Rtol)}·|ref|";
+        gates.Add(new GateReport(ToleranceGate, gated.Count > 0, failures.Count == before, tolLimit,
+            gated.Count == 0 ? "no gated comparison" : failures.Count == before
+                ? $"every element within tolerance in {string.Join(", ", gated.Select(c => c.Name))}"
+                : $"{failures.Count - before} outputs beyond tolerance"));
+
+        before = failures.Count;
+        var top1 = gated.SelectMany(c => c.Outputs.Where(r => r.Top1Agreement is not null).Select(r => (c, r))).ToList();
+        foreach (var (c, r) in top1.Where(x => x.r.Top1Agreement < o.MinTop1))
+        {
+            failures.Add(new GateFailure(Top1Gate, c.Name, r.Name, r.Top1Agreement, o.MinTop1,
+                $"{c.Name}: output {r.Name}: top-1 token agrees at {G(r.Top1Agreement!.Value * 100)}% of {r.Top1Positions} positions; at least {G(o.MinTop1 * 100)}% required."));
+        }
+        gates.Add(new GateReport(Top1Gate, top1.Count > 0, failures.Count == before, $"top-1 agreement ≥ {G(o.MinTop1)}",
+            top1.Count == 0 ? $"no gated comparison has output {o.LogitsOutput}"
+                : string.Join("; ", top1.Select(x => $"{x.c.Name}: {G(x.r.Top1Agreement!.Value)}"))));
+
+        before = failures.Count;
+        var ratio = latency?.Ratios.FirstOrDefault(x => x.Numerator == ModelRole.Merged && x.Denominator == ModelRole.Base);
+        if (o.MaxLatencyRatio is double limit && ratio is not null && !(ratio.Median <= limit))
+        {
+            failures.Add(new GateFailure(LatencyGate, null, null, ratio.Median, limit,
+                $"merged/base latency ratio: median {G(ratio.Median)} (p10 {G(ratio.P10)}, p90 {G(ratio.P90)}, {ratio.Pairs} interleaved pairs) exceeds {G(limit)}."));
+        }
+        gates.Add(new GateReport(LatencyGate, o.MaxLatencyRatio is not null, failures.Count == before,
+            o.MaxLatencyRatio is double l ? $"median merged/base ≤ {G(l)}" : "disabled",
+            ratio is null ? "no merged/base ratio measured" : $"median merged/base {G(ratio.Median)} (p10 {G(ratio.P10)}, p90 {G(ratio.P90)})"));
+
+        return (gates, failures);
+    }
+}

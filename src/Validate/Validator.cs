@@ -1,0 +1,296 @@
+using System.Globalization;
+using System.Reflection;
+using Microsoft.ML.OnnxRuntime;
+using OnnxLora.Validate.Internals;
+
+namespace OnnxLora.Validate;
+
+/// <summary>
+/// The proof step before shipping a merged model: runs the merged, unmerged and base ONNX models in ONNX Runtime on
+/// identical inputs with identical session options, compares the merged model's outputs with the unmerged model's
+/// and the eager reference's (gated) and the base model's (reported), times them in interleaved rounds, and applies
+/// the gates of <see cref="ValidationOptions"/>.
+/// </summary>
+public static partial class Validator
+{
+    /// <summary>Runs the validation.</summary>
+    /// <returns>The report; <see cref="ValidationReport.Status"/> says whether every gate passed.</returns>
+    /// <exception cref="ArgumentException">Bad options or request (including input files that miss a declared input).</exception>
+    /// <exception cref="FileNotFoundException">A model or input file does not exist.</exception>
+    /// <exception cref="InvalidDataException">A model ONNX Runtime cannot load, models that disagree on inputs or outputs, malformed input files.</exception>
+    /// <exception cref="ExecutionProviderException">CUDA was required (fallback disabled) and could not be used.</exception>
+    public static ValidationReport Run(ValidationRequest request, ValidationOptions? options = null, CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(request);
+        options ??= ValidationOptions.Default;
+        CheckOptions(request, options);
+
+        var models = new List<(ModelRole Role, string Path)> { (ModelRole.Merged, request.MergedPath) };
+        if (request.UnmergedPath is not null)
+        {
+            models.Add((ModelRole.Unmerged, request.UnmergedPath));
+        }
+        if (request.BasePath is not null)
+        {
+            models.Add((ModelRole.Base, request.BasePath));
+        }
+        for (int i = 0; i < models.Count; i++)
+        {
+            string full = Path.GetFullPath(models[i].Path);
+            if (!File.Exists(full))
+            {
+                throw ValidateThrow.ModelNotFound(models[i].Role.ToString().ToLowerInvariant(), full);
+            }
+            models[i] = (models[i].Role, full);
+        }
+
+        var warnings = new List<string>();
+        using var factory = new SessionFactory(options);
+        var sessions = new List<ModelSession>();
+        try
+        {
+            foreach (var (role, path) in models)
+            {
+                cancellationToken.ThrowIfCancellationRequested();
+                sessions.Add(ModelSession.Load(role, path, factory));
+            }
+            if (factory.FallbackReason is not null)
+            {
+                warnings.Add($"{options.Device} was requested but CPU ran: {factory.FallbackReason}");
+            }
+            var merged = sessions[0];
+            var scans = new Dictionary<string, OnnxFileScan>(StringComparer.Ordinal);
+            OnnxFileScan Scan(string path)
+            {
+                if (!scans.TryGetValue(path, out var scan))
+                {
+                    scan = OnnxFileScan.Read(path);
+                    scans[path] = scan;
+                }
+                return scan;
+            }
+
+            var declared = InputBuilder.Declared(sessions.Select(s => (s.Path, s.Inputs)));
+            long? vocab = null;
+            string? vocabSource = null;
+            long ResolveVocab()
+            {
+                if (vocab is long known)
+                {
+                    return known;
+                }
+                (vocab, vocabSource) = StaticVocab(merged, options);
+                if (vocab is null)
+                {
+                    long? rows = Scan(merged.Path).EmbeddingRows(InputBuilder.InputIds);
+                    if (rows is not null)
+                    {
+                        (vocab, vocabSource) = (rows, "rows of the embedding initializer that input_ids indexes");
+                    }
+                }
+                return vocab ?? throw ValidateThrow.Option("VocabSize", $"no vocabulary size in {merged.Path} (output {options.LogitsOutput} has no fixed last dimension and no embedding initializer is indexed by input_ids)",
+                    "a value (--vocab-size N)");
+            }
+
+            bool generated = options.InputFiles.Count == 0;
+            List<InputTensor> inputs;
+            if (generated)
+            {
+                inputs = InputBuilder.Generate(declared, options, ResolveVocab);
+            }
+            else
+            {
+                (vocab, vocabSource) = StaticVocab(merged, options);
+                inputs = InputBuilder.ReadFiles(declared, options.InputFiles, vocab);
+            }
+
+            using var inputSet = new InputSet(inputs);
+            var outputs = new Dictionary<ModelRole, IReadOnlyDictionary<string, HostTensor>>();
+            foreach (var s in sessions)
+            {
+                cancellationToken.ThrowIfCancellationRequested();
+                outputs[s.Role] = s.RunForOutputs(inputSet);
+            }
+
+            var comparisons = new List<ComparisonReport>();
+            foreach (var s in sessions.Skip(1))
+            {
+                comparisons.Add(CompareModels(merged, s, outputs[ModelRole.Merged], outputs[s.Role], options, s.Role != ModelRole.Base));
+            }
+            if (request.EagerReference is not null)
+            {
+                var eager = request.EagerReference(inputSet.ByName());
+                comparisons.Add(CompareEager(outputs[ModelRole.Merged], eager, options));
+            }
+            var baseComparison = comparisons.FirstOrDefault(c => c.Reference == ModelRole.Base);
+            if (baseComparison is not null && baseComparison.Outputs.All(o => o.MaxAbsError == 0 && o.NonFiniteActual + o.NonFiniteReference == 0))
+            {
+                warnings.Add("merged and base outputs are identical: the adapter has no visible effect on these inputs.");
+            }
+
+            LatencyReport? latency = null;
+            if (options.Runs > 0 || options.Duration is not null)
+            {
+                foreach (var s in sessions)
+                {
+                    s.Bind(inputSet, outputs[s.Role], factory.UsesCuda, options.DeviceId);
+                }
+                var (batch, tokens) = Throughput(inputs, options);
+                string binding = "IOBinding: inputs are the same CPU OrtValues for every model"
+                    + (factory.UsesCuda ? $" (copied to the GPU by ONNX Runtime each run); outputs pre-allocated on CUDA device {options.DeviceId}" : "; outputs pre-allocated on the CPU");
+                latency = LatencyBench.Measure(sessions, options, batch, tokens, binding, cancellationToken);
+            }
+
+            var modelReports = sessions.Select(s => DescribeModel(s, Scan(s.Path), warnings)).ToList();
+            var (gates, failures) = Gates(comparisons, latency, options);
+            var inputsReport = new InputsReport(generated, vocab, vocabSource,
+                [.. inputs.Select(t => new InputSummary(t.Name, t.ElementType, t.Shape, t.Source))]);
+            return new ValidationReport
+            {
+                Status = failures.Count == 0 ? ValidationStatus.Pass : ValidationStatus.GateFailed,
+                CreatedUtc = DateTimeOffset.UtcNow,
+                ToolVersion = ToolVersion(),
+                OnnxRuntimeVersion = OrtEnv.Instance().GetVersionString(),
+                Options = options,
+                Provider = new ProviderReport(options.Device, options.DeviceId, options.AllowCpuFallback, factory.Provider!, factory.FallbackReason, factory.Settings),
+                Inputs = inputsReport,
+                Models = modelReports,
+                Comparisons = comparisons,
+                Latency = latency,
+                PeakMemoryBytes = ProcessMemory.PeakResidentBytes(),
+                Gates = gates,
+                Failures = failures,
+                Warnings = warnings,
+            };
+        }
+        finally
+        {
+            foreach (var s in sessions)
+            {
+                s.Dispose();
+            }
+        }
+    }
+
+    private static void CheckOptions(ValidationRequest request, ValidationOptions o)
+    {
+        if (string.IsNullOrWhiteSpace(request.MergedPath))
+        {
+            throw ValidateThrow.Option("MergedPath", "an empty path", "the merged .onnx file");
+        }
+        if (request.UnmergedPath is null && request.EagerReference is null)
+        {
+            throw ValidateThrow.Option("UnmergedPath/EagerReference", "neither", "an unmerged model, an eager reference or both to compare the merged model with");
+        }
+        static string F(double v) => v.ToString("R", CultureInfo.InvariantCulture);
+        if (o.Batch < 1)
+        {
+            throw ValidateThrow.Option("Batch", o.Batch.ToString(CultureInfo.InvariantCulture), "at least 1");
+        }
+        if (o.Sequence < 1)
+        {
+            throw ValidateThrow.Option("Sequence", o.Sequence.ToString(CultureInfo.InvariantCulture), "at least 1");
+        }
+        if (o.DeviceId < 0)
+        {
+            throw ValidateThrow.Option("DeviceId", o.DeviceId.ToString(CultureInfo.InvariantCulture), "at least 0");
+        }
+        if (o.Warmup < 0 || o.Runs < 0)
+        {
+            throw ValidateThrow.Option(o.Warmup < 0 ? "Warmup" : "Runs", Math.Min(o.Warmup, o.Runs).ToString(CultureInfo.InvariantCulture), "at least 0");
+        }
+        if (o.Duration is TimeSpan d && d <= TimeSpan.Zero)
+        {
+            throw ValidateThrow.Option("Duration", d.ToString(), "a positive time span");
+        }
+        if (!(o.Atol >= 0) || double.IsInfinity(o.Atol))
+        {
+            throw ValidateThrow.Option("Atol", F(o.Atol), "a finite number ≥ 0");
+        }
+        if (!(o.Rtol >= 0) || double.IsInfinity(o.Rtol))
+        {
+            throw ValidateThrow.Option("Rtol", F(o.Rtol), "a finite number ≥ 0");
+        }
+        if (!(o.MinTop1 >= 0 && o.MinTop1 <= 1))
+        {
+            throw ValidateThrow.Option("MinTop1", F(o.MinTop1), "a share in [0, 1]");
+        }
+        if (o.MaxLatencyRatio is double r)
+        {
+            if (!(r > 0) || double.IsInfinity(r))
+            {
+                throw ValidateThrow.Option("MaxLatencyRatio", F(r), "a finite number > 0");
+            }
+            if (request.BasePath is null)
+            {
+                throw ValidateThrow.Option("MaxLatencyRatio", "no base model", "a base model to take the merged/base ratio against");
+            }
+            if (o.Runs == 0 && o.Duration is null)
+            {
+                throw ValidateThrow.Option("MaxLatencyRatio", "latency not measured (Runs 0, no Duration)", "Runs > 0 or a Duration");
+            }
+        }
+        if (o.IntraOpThreads < 0 || o.InterOpThreads < 0)
+        {
+            throw ValidateThrow.Option(o.IntraOpThreads < 0 ? "IntraOpThreads" : "InterOpThreads",
+                Math.Min(o.IntraOpThreads, o.InterOpThreads).ToString(CultureInfo.InvariantCulture), "at least 0 (0: ONNX Runtime's default)");
+        }
+        if (o.VocabSize is long v && v < 1)
+        {
+            throw ValidateThrow.Option("VocabSize", v.ToString(CultureInfo.InvariantCulture), "at least 1");
+        }
+        foreach (var (name, value) in o.Dims)
+        {
+            if (value < 0)
+            {
+                throw ValidateThrow.Option($"Dims[{name}]", value.ToString(CultureInfo.InvariantCulture), "at least 0");
+            }
+        }
+    }
+
+    private static (long? Vocab, string? Source) StaticVocab(ModelSession merged, ValidationOptions options)
+    {
+        if (options.VocabSize is long v)
+        {
+            return (v, "option");
+        }
+        var logits = merged.Outputs.FirstOrDefault(o => o.Name == options.LogitsOutput);
+        if (logits is not null && logits.Dims.Count > 0
+            && long.TryParse(logits.Dims[^1], NumberStyles.None, CultureInfo.InvariantCulture, out long last) && last > 0)
+        {
+            return (last, $"last dimension of output {logits.Name}");
+        }
+        return (null, null);
+    }
+
+    private static (long Batch, long Tokens) Throughput(IReadOnlyList<InputTensor> inputs, ValidationOptions options)
+    {
+        var ids = inputs.FirstOrDefault(t => t.Name == InputBuilder.InputIds && t.Shape.Count == 2);
+        return ids is not null ? (ids.Shape[0], ids.ElementCount) : (options.Batch, (long)options.Batch * options.Sequence);
+    }
+
+    private static ModelReport DescribeModel(ModelSession s, OnnxFileScan scan, List<string> warnings)
+    {
+        string dir = Path.GetDirectoryName(s.Path)!;
+        long external = 0;
+        foreach (string location in scan.ExternalLocations)
+        {
+            string file = Path.Combine(dir, location);
+            if (File.Exists(file))
+            {
+                external += new FileInfo(file).Length;
+            }
+            else
+            {
+                warnings.Add($"{s.Path}: external data file {location} not found when measuring the model's size.");
+            }
+        }
+        return new ModelReport(
+            s.Role, s.Path, new FileInfo(s.Path).Length, external, [.. scan.ExternalLocations.Order(StringComparer.Ordinal)],
+            s.SessionCreateMs, s.RssDeltaBytes, s.Inputs, s.Outputs);
+    }
+
+    private static string ToolVersion() =>
+        typeof(Validator).Assembly.GetCustomAttribute<AssemblyInformationalVersionAttribute>()?.InformationalVersion
+        ?? typeof(Validator).Assembly.GetName().Version?.ToString() ?? "unknown";
+}

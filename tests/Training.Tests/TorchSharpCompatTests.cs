@@ -1,0 +1,136 @@
+using System.Diagnostics;
+using System.Security.Cryptography;
+
+namespace OnnxLora.Training.Tests;
+
+/// <summary>
+/// The build step in build/torchsharp-compat patches libLibTorchSharp.so only where the C++ runtime
+/// lacks GLIBCXX_3.4.32, only in the output copy, and idempotently.
+/// </summary>
+[TestClass]
+public sealed class TorchSharpCompatTests
+{
+    private const string Version = "GLIBCXX_3.4.32";
+
+    private static string RepoRoot()
+    {
+        string? dir = AppContext.BaseDirectory;
+        while (dir is not null && !File.Exists(Path.Combine(dir, "OnnxLora.sln")))
+        {
+            dir = Path.GetDirectoryName(dir);
+        }
+        return dir ?? throw new InvalidOperationException("repository root (OnnxLora.sln) not found above " + AppContext.BaseDirectory);
+    }
+
+    private static string PristineLibrary()
+    {
+        string root = Environment.GetEnvironmentVariable("NUGET_PACKAGES")
+            ?? Path.Combine(Environment.GetFolderPath(Environment.SpecialFolder.UserProfile), ".nuget", "packages");
+        string lib = Path.Combine(root, "torchsharp", "0.107.0", "runtimes", "linux-x64", "native", "libLibTorchSharp.so");
+        if (!File.Exists(lib))
+        {
+            Assert.Inconclusive($"TorchSharp's package copy not found at {lib}");
+        }
+        return lib;
+    }
+
+    private static (int ExitCode, string Output) Run(string file, string args, IDictionary<string, string>? env = null)
+    {
+        var psi = new ProcessStartInfo(file, args) { RedirectStandardOutput = true, RedirectStandardError = true };
+        if (env is not null)
+        {
+            foreach (var (k, v) in env)
+            {
+                psi.Environment[k] = v;
+            }
+        }
+        using var p = Process.Start(psi)!;
+        string output = p.StandardOutput.ReadToEnd() + p.StandardError.ReadToEnd();
+        p.WaitForExit();
+        return (p.ExitCode, output);
+    }
+
+    private static string Sha(string path) => Convert.ToHexString(SHA256.HashData(File.ReadAllBytes(path)));
+
+    private static string NewOutputDir(string pristine)
+    {
+        string dir = Path.Combine(Path.GetTempPath(), "onnxlora-compat-" + Guid.NewGuid().ToString("N"));
+        string native = Path.Combine(dir, "runtimes", "linux-x64", "native");
+        Directory.CreateDirectory(native);
+        File.Copy(pristine, Path.Combine(native, "libLibTorchSharp.so"));
+        return dir;
+    }
+
+    [TestMethod]
+    public void Patch_WhenRuntimeProvidesVersion_LeavesLibraryUntouched()
+    {
+        if (!OperatingSystem.IsLinux())
+        {
+            Assert.Inconclusive("Linux only");
+        }
+        string pristine = PristineLibrary();
+        string outDir = NewOutputDir(pristine);
+        string fakeRuntime = Path.Combine(outDir, "libstdc++-new.so.6");
+        File.WriteAllText(fakeRuntime, "stand-in for a GCC 13 runtime: " + Version);
+        try
+        {
+            var (code, output) = Run("bash", $"\"{Path.Combine(RepoRoot(), "build", "torchsharp-compat", "patch.sh")}\" \"{outDir}\" \"{Path.Combine(outDir, "cache")}\"",
+                new Dictionary<string, string> { ["ONNXLORA_LIBSTDCXX"] = fakeRuntime });
+
+            Assert.AreEqual(0, code, output);
+            StringAssert.Contains(output, "left untouched");
+            string lib = Path.Combine(outDir, "runtimes", "linux-x64", "native", "libLibTorchSharp.so");
+            Assert.AreEqual(Sha(pristine), Sha(lib));
+            Assert.IsFalse(File.Exists(Path.Combine(Path.GetDirectoryName(lib)!, "libonnxlora_iosinit.so")));
+        }
+        finally
+        {
+            Directory.Delete(outDir, recursive: true);
+        }
+    }
+
+    [TestMethod]
+    public void Patch_OnOldRuntime_WeakensVersionAddsShim_IsIdempotent_AndSparesPackageCache()
+    {
+        if (!OperatingSystem.IsLinux())
+        {
+            Assert.Inconclusive("Linux only");
+        }
+        var (_, libs) = Run("bash", "-c \"ldconfig -p | awk '/libstdc\\+\\+\\.so\\.6 .*x86-64/ {print $NF; exit}'\"");
+        string runtime = libs.Trim();
+        if (runtime.Length == 0 || File.ReadAllText(runtime, System.Text.Encoding.Latin1).Contains(Version, StringComparison.Ordinal))
+        {
+            Assert.Inconclusive($"this system's libstdc++ ({runtime}) already provides {Version}; the patch path is not exercised here");
+        }
+        string pristine = PristineLibrary();
+        string pristineHash = Sha(pristine);
+        string outDir = NewOutputDir(pristine);
+        string script = Path.Combine(RepoRoot(), "build", "torchsharp-compat", "patch.sh");
+        string args = $"\"{script}\" \"{outDir}\" \"{Path.Combine(outDir, "cache")}\"";
+        string lib = Path.Combine(outDir, "runtimes", "linux-x64", "native", "libLibTorchSharp.so");
+        try
+        {
+            var (code, output) = Run("bash", args);
+            Assert.AreEqual(0, code, output);
+            StringAssert.Contains(output, "patched");
+
+            var (_, versions) = Run("readelf", $"-V \"{lib}\"");
+            StringAssert.Matches(versions, new System.Text.RegularExpressions.Regex(@"Name: GLIBCXX_3\.4\.32\s+Flags: WEAK"));
+            var (_, dynamic) = Run("readelf", $"-d \"{lib}\"");
+            StringAssert.Contains(dynamic, "[libonnxlora_iosinit.so]");
+            var (_, symbols) = Run("bash", $"-c \"nm -D '{lib}' | grep ios_base_library_init\"");
+            Assert.DoesNotContain("@GLIBCXX_3.4.32", symbols, symbols);
+            Assert.IsTrue(File.Exists(Path.Combine(Path.GetDirectoryName(lib)!, "libonnxlora_iosinit.so")));
+
+            string once = Sha(lib);
+            var (code2, output2) = Run("bash", args);
+            Assert.AreEqual(0, code2, output2);
+            Assert.AreEqual(once, Sha(lib), "a second run must not change the patched library");
+            Assert.AreEqual(pristineHash, Sha(pristine), "the NuGet package copy must never be modified");
+        }
+        finally
+        {
+            Directory.Delete(outDir, recursive: true);
+        }
+    }
+}

@@ -1,0 +1,13 @@
+using System.CommandLine;
+
+namespace OnnxLora.MergeExport.Commands;
+
+/// <summary>Every verb of the tool, in help order.</summary>
+internal static class CommandCatalog
+{
+    public static IEnumerable<Command> Create(CliContext context)
+    {
+        yield return new ValidateCommand(context);
+        yield return new InspectCommand(context);
+    }
+}

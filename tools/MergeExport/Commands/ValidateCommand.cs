@@ -1,0 +1,170 @@
+using System.CommandLine;
+using System.Globalization;
+using OnnxLora.MergeExport.Internals;
+using OnnxLora.Validate;
+
+namespace OnnxLora.MergeExport.Commands;
+
+/// <summary>
+/// <c>validate</c>: runs the merged, unmerged and base ONNX models in ONNX Runtime on identical inputs,
+/// compares outputs, measures latency (interleaved), applies the gates and writes the reports.
+/// Exit code 0 when every gate passes, 1 when one fails, 2 for bad input.
+/// </summary>
+internal sealed class ValidateCommand : CliCommand
+{
+    private readonly Option<string> _merged = new("--merged") { Description = "The merged ONNX model (the candidate).", Required = true };
+    private readonly Option<string?> _unmerged = new("--unmerged") { Description = "The ONNX model with LoRA branches as separate nodes." };
+    private readonly Option<string?> _base = new("--base") { Description = "The base ONNX model without the adapter (for the merged/base latency ratio)." };
+    private readonly ValidationOptionSet _set = new();
+    private readonly Option<string> _report = new("--report") { Description = "Folder for validation.json, validation.md and validation.html.", DefaultValueFactory = _ => "validation-report" };
+
+    public ValidateCommand(CliContext context)
+        : base("validate", "Compare merged and unmerged ONNX models in ONNX Runtime: outputs, latency, gates, reports.", context)
+    {
+        Options.Add(_merged);
+        Options.Add(_unmerged);
+        Options.Add(_base);
+        _set.AddTo(this);
+        Options.Add(_report);
+    }
+
+    protected override int Execute(ParseResult parse)
+    {
+        string merged = parse.GetValue(_merged)!;
+        string? unmerged = parse.GetValue(_unmerged);
+        string? baseModel = parse.GetValue(_base);
+        if (unmerged is null)
+        {
+            throw new ArgumentException("--unmerged is required: the merged model needs a reference to be compared against.");
+        }
+        foreach (string? path in new[] { merged, unmerged, baseModel })
+        {
+            if (path is not null && !File.Exists(path))
+            {
+                throw new FileNotFoundException($"{path}: ONNX model not found.", path);
+            }
+        }
+        var options = _set.Read(parse);
+        Context.Info($"validating {merged} against {unmerged}{(baseModel is null ? "" : $" (base {baseModel})")} ...");
+        var report = Validator.Run(new ValidationRequest(merged, unmerged) { BasePath = baseModel }, options, Context.CancellationToken);
+        var paths = ReportWriter.WriteAll(report, parse.GetValue(_report)!, Context.Force);
+        return ValidationOutput.Print(Context, "validate", report, paths, []);
+    }
+}
+
+/// <summary>The validation options shared by <c>validate</c> and <c>run</c>.</summary>
+internal sealed class ValidationOptionSet
+{
+    public Option<string> Device { get; } = new Option<string>("--device") { Description = "Where to run: auto (CUDA, else CPU), cuda or cpu.", DefaultValueFactory = _ => "auto" }
+        .AcceptOnlyFromAmong("auto", "cuda", "cpu");
+
+    public Option<int> DeviceId { get; } = new Option<int>("--device-id") { Description = "CUDA device ordinal." }.AtLeast(0);
+
+    public Option<bool> NoFallback { get; } = new("--no-cpu-fallback") { Description = "With --device cuda: fail instead of falling back to CPU." };
+
+    public Option<int> Batch { get; } = new Option<int>("--batch") { Description = "Batch size of generated inputs.", DefaultValueFactory = _ => 1 }.AtLeast(1);
+
+    public Option<int> Seq { get; } = new Option<int>("--seq") { Description = "Sequence length of generated inputs.", DefaultValueFactory = _ => 32 }.AtLeast(1);
+
+    public Option<string> Padding { get; } = new Option<string>("--padding") { Description = "Padding in generated attention masks: none, left or right.", DefaultValueFactory = _ => "none" }
+        .AcceptOnlyFromAmong("none", "left", "right");
+
+    public Option<string[]> Inputs { get; } = new("--inputs") { Description = "Input files instead of generated inputs (.json, or name=file.npy).", AllowMultipleArgumentsPerToken = true };
+
+    public Option<int> Warmup { get; } = new Option<int>("--warmup") { Description = "Untimed runs per model before timing.", DefaultValueFactory = _ => 3 }.AtLeast(0);
+
+    public Option<int> Runs { get; } = new Option<int>("--runs") { Description = "Timed interleaved rounds (0 skips latency).", DefaultValueFactory = _ => 20 }.AtLeast(0);
+
+    public Option<double?> Duration { get; } = new Option<double?>("--duration") { Description = "Time the models for this many seconds instead of --runs." }.Finite(0.001);
+
+    public Option<double> Atol { get; } = new Option<double>("--atol") { Description = "Absolute tolerance of the output comparison.", DefaultValueFactory = _ => 1e-4 }.Finite(0);
+
+    public Option<double> Rtol { get; } = new Option<double>("--rtol") { Description = "Relative tolerance of the output comparison.", DefaultValueFactory = _ => 1e-3 }.Finite(0);
+
+    public Option<double> MinTop1 { get; } = new Option<double>("--min-top1") { Description = "Least share of positions whose top-1 logit must agree (0..1).", DefaultValueFactory = _ => 1.0 }.Finite(0, 1);
+
+    public Option<double?> MaxLatencyRatio { get; } = new Option<double?>("--max-latency-ratio") { Description = "Largest allowed median merged/base latency ratio (needs a base model)." }.Finite(0.001);
+
+    public Option<int> Threads { get; } = new Option<int>("--threads") { Description = "Intra-op threads of every session (0: ONNX Runtime decides)." }.AtLeast(0);
+
+    public Option<int> Seed { get; } = new("--seed") { Description = "Seed of generated inputs.", DefaultValueFactory = _ => 1234 };
+
+    public void AddTo(Command command)
+    {
+        foreach (Option o in new Option[] { Device, DeviceId, NoFallback, Batch, Seq, Padding, Inputs, Warmup, Runs, Duration, Atol, Rtol, MinTop1, MaxLatencyRatio, Threads, Seed })
+        {
+            command.Options.Add(o);
+        }
+    }
+
+    public ValidationOptions Read(ParseResult parse) => ValidationOptions.Default with
+    {
+        Device = parse.GetValue(Device) switch { "cuda" => ExecutionDevice.Cuda, "cpu" => ExecutionDevice.Cpu, _ => ExecutionDevice.Auto },
+        DeviceId = parse.GetValue(DeviceId),
+        AllowCpuFallback = !parse.GetValue(NoFallback),
+        Batch = parse.GetValue(Batch),
+        Sequence = parse.GetValue(Seq),
+        Padding = parse.GetValue(Padding) switch { "left" => PaddingSide.Left, "right" => PaddingSide.Right, _ => PaddingSide.None },
+        InputFiles = parse.GetValue(Inputs) ?? [],
+        Warmup = parse.GetValue(Warmup),
+        Runs = parse.GetValue(Runs),
+        Duration = parse.GetValue(Duration) is { } seconds ? TimeSpan.FromSeconds(seconds) : null,
+        Atol = parse.GetValue(Atol),
+        Rtol = parse.GetValue(Rtol),
+        MinTop1 = parse.GetValue(MinTop1),
+        MaxLatencyRatio = parse.GetValue(MaxLatencyRatio),
+        IntraOpThreads = parse.GetValue(Threads),
+        Seed = parse.GetValue(Seed),
+    };
+}
+
+/// <summary>Prints a validation outcome for people or as JSON and picks the exit code.</summary>
+internal static class ValidationOutput
+{
+    public static int Print(CliContext context, string command, ValidationReport report, ReportPaths paths, Dictionary<string, string> outputs)
+    {
+        bool passed = report.Status == ValidationStatus.Pass;
+        outputs["reportJson"] = paths.Json;
+        outputs["reportMarkdown"] = paths.Markdown;
+        outputs["reportHtml"] = paths.Html;
+        if (context.Json)
+        {
+            var result = new CommandResult(command, passed ? "passed" : "gate-failed")
+            {
+                Outputs = outputs,
+                FailedGates = CommandResult.From(report),
+                Details =
+                {
+                    ["provider"] = report.Provider.Used,
+                    ["fallbackReason"] = report.Provider.FallbackReason,
+                    ["latencyRatios"] = report.Latency?.Ratios.ToDictionary(r => r.Name, r => (object)new { median = r.Median, p10 = r.P10, p90 = r.P90, pairs = r.Pairs }),
+                    ["maxAbsError"] = report.Comparisons.ToDictionary(c => c.Name, c => c.Outputs.Count == 0 ? 0 : c.Outputs.Max(o => o.MaxAbsError)),
+                },
+            };
+            context.Out.WriteLine(result.ToJson());
+        }
+        else
+        {
+            var inv = CultureInfo.InvariantCulture;
+            context.Out.WriteLine($"provider: {report.Provider.Used}{(report.Provider.FallbackReason is { } why ? $" (CUDA not used: {why})" : "")}");
+            foreach (var c in report.Comparisons)
+            {
+                foreach (var o in c.Outputs)
+                {
+                    string top1 = o.Top1Agreement is { } t ? $", top-1 agreement {t.ToString("P2", inv)}" : "";
+                    context.Out.WriteLine($"{c.Name,-22} {o.Name}: max abs {o.MaxAbsError.ToString("G3", inv)}, cosine {o.CosineSimilarity.ToString("F6", inv)}{top1}{(c.Gated ? "" : " (not gated)")}");
+                }
+            }
+            foreach (var r in report.Latency?.Ratios ?? [])
+            {
+                context.Out.WriteLine($"latency {r.Name,-18} median {r.Median.ToString("F3", inv)} (p10 {r.P10.ToString("F3", inv)}, p90 {r.P90.ToString("F3", inv)}, {r.Pairs} interleaved pairs)");
+            }
+            foreach (var f in report.Failures)
+            {
+                context.Error.WriteLine($"gate failed: {f.Message}");
+            }
+            context.Out.WriteLine($"{(passed ? "PASSED" : "GATE FAILED")}; report: {paths.Html}");
+        }
+        return passed ? Cli.Success : Cli.GateFailed;
+    }
+}
