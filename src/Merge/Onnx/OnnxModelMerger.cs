@@ -58,7 +58,7 @@ public static class OnnxModelMerger
             throw new IOException($"{output}: output exists; pass --force (overwrite) to replace it.");
         }
 
-        var proto = Load(model, needData: true, out bool inputExternal);
+        var proto = Load(model, needData: true, out long? smallestExternal);
         var graph = proto.Graph;
         var plan = CreatePlan(model, graph, adapters, options);
         int merged = 0, replaced = 0;
@@ -75,8 +75,14 @@ public static class OnnxModelMerger
             replaced += plan.Merge.ReplacementFor(key) is not null ? 1 : 0;
         }
 
-        var external = options.ExternalData ?? (inputExternal ? OnnxExternalData.Always : OnnxExternalData.Auto);
-        OnnxFile.Save(proto, output, new OnnxSaveOptions { ExternalData = external, Overwrite = overwrite });
+        // As the input had it: every tensor at least as large as the smallest one the input kept outside goes outside again.
+        var external = options.ExternalData ?? (smallestExternal is not null ? OnnxExternalData.Always : OnnxExternalData.Auto);
+        var save = new OnnxSaveOptions { ExternalData = external, Overwrite = overwrite };
+        if (smallestExternal is { } threshold && external == OnnxExternalData.Always)
+        {
+            save = save with { ExternalThresholdBytes = Math.Min(threshold, save.ExternalThresholdBytes) };
+        }
+        OnnxFile.Save(proto, output, save);
         string dataPath = Path.Combine(Path.GetDirectoryName(output)!, OnnxFile.ExternalDataFileName(output));
         bool wroteData = external != OnnxExternalData.Never && File.Exists(dataPath) && ReferencesData(output);
         return new OnnxMergeResult(output, wroteData ? dataPath : null, merged, replaced, plan);
@@ -90,11 +96,15 @@ public static class OnnxModelMerger
     }
 
     /// <summary>Reads the model; external data only when it is needed (merging, content matching).</summary>
-    private static ModelProto Load(string path, bool needData, out bool usedExternalData)
+    /// <param name="path">The model.</param>
+    /// <param name="needData">Load external data too.</param>
+    /// <param name="smallestExternal">Byte size of the smallest initializer kept in external data, or null when none is.</param>
+    private static ModelProto Load(string path, bool needData, out long? smallestExternal)
     {
         var model = OnnxFile.Load(path, new OnnxLoadOptions { LoadExternalData = false });
-        usedExternalData = model.Graph.Initializer.Any(OnnxTensors.IsExternal);
-        return needData && usedExternalData ? OnnxFile.Load(path) : model;
+        var external = model.Graph.Initializer.Where(OnnxTensors.IsExternal).ToList();
+        smallestExternal = external.Count == 0 ? null : external.Min(t => OnnxTensors.TryFromOnnx(t.DataType, out var dt) ? OnnxTensors.ElementCount(t) * dt.SizeOf() : long.MaxValue);
+        return needData && external.Count > 0 ? OnnxFile.Load(path) : model;
     }
 
     private static OnnxMergePlan CreatePlan(string model, GraphProto graph, IReadOnlyList<WeightedAdapter> adapters, OnnxMergeOptions options)
