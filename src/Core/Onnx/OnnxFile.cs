@@ -69,9 +69,10 @@ public static partial class OnnxFile
     /// Writes <paramref name="model"/> to <paramref name="path"/>, moving initializer data to
     /// "&lt;file&gt;.data" as <paramref name="options"/> say. The model object is left as it was.
     /// </summary>
+    /// <returns>The external data file written, or null when every initializer stayed in the model file.</returns>
     /// <exception cref="IOException">An output exists and <see cref="OnnxSaveOptions.Overwrite"/> is false.</exception>
     /// <exception cref="ArgumentException">The model exceeds 2 GiB with <see cref="OnnxExternalData.Never"/>, or its initializers cannot be written.</exception>
-    public static void Save(ModelProto model, string path, OnnxSaveOptions? options = null)
+    public static string? Save(ModelProto model, string path, OnnxSaveOptions? options = null)
     {
         ArgumentNullException.ThrowIfNull(model);
         options ??= OnnxSaveOptions.Default;
@@ -110,9 +111,9 @@ public static partial class OnnxFile
             using var file = AtomicFile.Create(fullPath, options.Overwrite);
             model.WriteTo(file.Stream);
             file.Commit();
-            return;
+            return null;
         }
-        ExternalDataWriter.Save(model, tensors, fullPath, dataPath, options);
+        return ExternalDataWriter.Save(model, tensors, fullPath, dataPath, options) ? dataPath : null;
     }
 
     /// <summary>Serializes the model (with any external data left as references) to bytes.</summary>

@@ -12,7 +12,8 @@ namespace OnnxLora.Core.Onnx.Internals;
 /// </summary>
 internal static class ExternalDataWriter
 {
-    public static void Save(ModelProto model, List<TensorProto> tensors, string modelPath, string dataPath, OnnxSaveOptions options)
+    /// <summary>Writes both files; true when a data file was written (false when no tensor reached the threshold).</summary>
+    public static bool Save(ModelProto model, List<TensorProto> tensors, string modelPath, string dataPath, OnnxSaveOptions options)
     {
         string location = Path.GetFileName(dataPath);
         var graph = model.Graph;
@@ -71,5 +72,6 @@ internal static class ExternalDataWriter
             dataFile.Commit();
         }
         modelFile.Commit();
+        return replaced.Count > 0;
     }
 }

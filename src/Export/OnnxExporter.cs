@@ -1,0 +1,152 @@
+using System.Globalization;
+using System.Security.Cryptography;
+using Onnx;
+using OnnxLora.Core.Onnx;
+using OnnxLora.Export.Internals;
+using OnnxLora.Training.Lora;
+using OnnxLora.Training.Onnx;
+using static TorchSharp.torch;
+
+namespace OnnxLora.Export;
+
+/// <summary>
+/// Exports a TorchSharp model (<see cref="IOnnxExportableModel"/>: LlamaForCausalLM, BertModel, or a
+/// user's own) to ONNX with Hugging Face-style inputs and outputs (<c>input_ids</c>,
+/// <c>attention_mask</c> → <c>logits</c> / <c>last_hidden_state</c>, symbolic dims "batch" and
+/// "sequence") and Hugging Face parameter names for the initializers. The same model and options
+/// always give the same bytes.
+/// </summary>
+/// <remarks>
+/// Layouts: Linear weights are stored transposed ([in, out]) under their Hugging Face names; in
+/// unmerged mode the adapters are stored under their PEFT keys, transposed (see LoraLinear /
+/// LoraEmbedding). Metadata (model metadata_props): <c>onnxlora.mode</c>, <c>onnxlora.weight_type</c>,
+/// <c>onnxlora.linear_weight_layout</c>, and when known <c>adapter_name</c>, <c>lora_rank</c>,
+/// <c>lora_alpha</c>, <c>lora_scaling</c> (comma-separated when layers differ), <c>base_sha256</c>,
+/// <c>adapter_sha256</c> ("file=hex" pairs, by file name).
+/// </remarks>
+public static class OnnxExporter
+{
+    /// <summary>The producer name written into every exported model.</summary>
+    public const string ProducerName = "OnnxLora";
+
+    /// <summary>Exports <paramref name="model"/> to <paramref name="path"/> (and "&lt;path&gt;.data" when the weights go external).</summary>
+    /// <exception cref="ArgumentException">An option is out of range.</exception>
+    /// <exception cref="NotSupportedException">The model, or one of its modules, has no ONNX emission (the message names its path and type).</exception>
+    /// <exception cref="IOException">An output exists and <see cref="ExportOptions.Overwrite"/> is false.</exception>
+    public static ExportResult Export(nn.Module model, string path, ExportOptions? options = null)
+    {
+        options ??= ExportOptions.Default;
+        var proto = BuildModel(model, options);
+        string fullPath = Path.GetFullPath(path);
+        string? dataPath = OnnxFile.Save(proto, fullPath, new OnnxSaveOptions { ExternalData = options.ExternalData, Overwrite = options.Overwrite });
+        return new ExportResult(fullPath, dataPath, proto.Graph.Node.Count, proto.Graph.Initializer.Count, LoraLayers(model).Count);
+    }
+
+    /// <summary>Builds the ONNX model in memory (no file is written).</summary>
+    /// <inheritdoc cref="Export" path="/exception"/>
+    public static ModelProto BuildModel(nn.Module model, ExportOptions? options = null)
+    {
+        ArgumentNullException.ThrowIfNull(model);
+        options ??= ExportOptions.Default;
+        Validate(options);
+        if (model is not IOnnxExportableModel exportable)
+        {
+            throw ExportThrow.UnknownModel(model.GetType());
+        }
+        var builder = new OnnxGraphBuilder(options.Opset, graphName: "main_graph");
+        var emitOptions = new OnnxEmitOptions
+        {
+            Mode = options.Mode,
+            WeightType = options.WeightType,
+            PositionIdsInput = options.PositionIdsInput,
+            TokenTypeIdsInput = options.TokenTypeIdsInput,
+            MergedWeight = MergedWeights.For,
+        };
+        using (no_grad())
+        {
+            exportable.EmitOnnxGraph(new OnnxEmitContext(builder, emitOptions));
+        }
+        foreach (var (key, value) in Metadata(model, options))
+        {
+            builder.AddMetadata(key, value);
+        }
+        return builder.Build(ProducerName, ProducerVersion);
+    }
+
+    /// <summary>The producer version: this assembly's version.</summary>
+    public static string ProducerVersion { get; } = typeof(OnnxExporter).Assembly.GetName().Version?.ToString(3) ?? "0.0.0";
+
+    private static void Validate(ExportOptions options)
+    {
+        if (options.Opset is < 17 or > 21)
+        {
+            throw ExportThrow.Option(nameof(ExportOptions.Opset), options.Opset.ToString(CultureInfo.InvariantCulture), "17..21");
+        }
+        if (!Enum.IsDefined(options.Mode))
+        {
+            throw ExportThrow.Option(nameof(ExportOptions.Mode), options.Mode.ToString(), "Base, Merged or Unmerged");
+        }
+        if (!Enum.IsDefined(options.WeightType))
+        {
+            throw ExportThrow.Option(nameof(ExportOptions.WeightType), options.WeightType.ToString(), "Fp32 or Fp16");
+        }
+        if (!Enum.IsDefined(options.ExternalData))
+        {
+            throw ExportThrow.Option(nameof(ExportOptions.ExternalData), options.ExternalData.ToString(), "Auto, Always or Never");
+        }
+        foreach (string file in options.BaseModelFiles.Concat(options.AdapterFiles))
+        {
+            if (!File.Exists(file))
+            {
+                throw new FileNotFoundException($"{file}: file to fingerprint for the export metadata not found.", file);
+            }
+        }
+    }
+
+    private static List<(string Path, nn.Module Module)> LoraLayers(nn.Module model) =>
+        model.named_modules().Where(m => m.module is LoraLinear or LoraEmbedding).Select(m => (m.name, m.module)).ToList();
+
+    private static List<(string Key, string Value)> Metadata(nn.Module model, ExportOptions options)
+    {
+        var entries = new List<(string, string)>
+        {
+            ("onnxlora.mode", options.Mode.ToString().ToLowerInvariant()),
+            ("onnxlora.weight_type", options.WeightType.ToString().ToLowerInvariant()),
+            ("onnxlora.linear_weight_layout", "transposed [in, out] under the Hugging Face name; unmerged adapters transposed under their PEFT keys"),
+        };
+        if (options.AdapterName is { Length: > 0 } name)
+        {
+            entries.Add(("adapter_name", name));
+        }
+        var layers = LoraLayers(model);
+        if (layers.Count > 0)
+        {
+            var ranks = layers.Select(l => l.Module is LoraLinear a ? a.Rank : ((LoraEmbedding)l.Module).Rank);
+            var alphas = layers.Select(l => l.Module is LoraLinear a ? a.Alpha : ((LoraEmbedding)l.Module).Alpha);
+            var scalings = layers.Select(l => l.Module is LoraLinear a ? a.Scaling : ((LoraEmbedding)l.Module).Scaling);
+            entries.Add(("lora_rank", Distinct(ranks.Select(r => r.ToString(CultureInfo.InvariantCulture)))));
+            entries.Add(("lora_alpha", Distinct(alphas.Select(a => a.ToString("R", CultureInfo.InvariantCulture)))));
+            entries.Add(("lora_scaling", Distinct(scalings.Select(s => s.ToString("R", CultureInfo.InvariantCulture)))));
+        }
+        if (options.BaseModelFiles.Count > 0)
+        {
+            entries.Add(("base_sha256", Fingerprints(options.BaseModelFiles)));
+        }
+        if (options.AdapterFiles.Count > 0)
+        {
+            entries.Add(("adapter_sha256", Fingerprints(options.AdapterFiles)));
+        }
+        return entries;
+    }
+
+    private static string Distinct(IEnumerable<string> values) => string.Join(",", values.Distinct().Order(StringComparer.Ordinal));
+
+    private static string Fingerprints(IEnumerable<string> files) =>
+        string.Join(";", files.Select(f => (Name: Path.GetFileName(f), Hash: Sha256(f))).OrderBy(x => x.Name, StringComparer.Ordinal).Select(x => $"{x.Name}={x.Hash}"));
+
+    private static string Sha256(string file)
+    {
+        using var stream = new FileStream(file, FileMode.Open, FileAccess.Read, FileShare.Read, 1 << 20);
+        return Convert.ToHexStringLower(SHA256.HashData(stream));
+    }
+}
