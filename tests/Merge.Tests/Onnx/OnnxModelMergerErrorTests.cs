@@ -1,4 +1,5 @@
 using System.Text.Json;
+using Onnx;
 using OnnxLora.Core;
 using OnnxLora.Core.Onnx;
 using OnnxLora.Merge.Onnx;
@@ -63,8 +64,8 @@ public sealed partial class OnnxModelMergerTests
     public void Plan_NameDifferingByPrefixFromTwoInitializers_ThrowsAmbiguous()
     {
         var model = Build(new TorchLikeSpec { Style = WeightStyle.NamedTranspose, Seed = 23 });
-        // A second, unused copy under another root name: "layers.0..." now fits both by one leading component.
-        model.Proto.Graph.Initializer.Add(OnnxTensors.Create("decoder.layers.0.self_attn.q_proj.weight", DType.F32, [Dim, Dim], new float[Dim * Dim]));
+        // A second weight under another root name, read by the graph: "layers.0..." now fits both by one leading component.
+        AddReadCopy(model, "decoder.layers.0.self_attn.q_proj.weight", new float[Dim * Dim]);
         string input = model.Save();
         var (adapter, _) = OnnxTestKit.Lora([Q], r: 2, alpha: 2, seed: 630);
         using (adapter)
@@ -191,6 +192,41 @@ public sealed partial class OnnxModelMergerTests
             Assert.AreEqual("name", embedEntry.GetProperty("match").GetString());
             Assert.AreEqual("as-is", embedEntry.GetProperty("layout").GetString());
         }
+    }
+
+    [TestMethod]
+    public void Plan_UnreadNamedCopyBesideFoldedWeight_IsIgnored()
+    {
+        // Exporters may leave the parameter itself behind, unread, beside its folded Wᵀ copy.
+        var model = Build(new TorchLikeSpec { Style = WeightStyle.AnonymousMatMul, Seed = 31 });
+        model.Proto.Graph.Initializer.Add(OnnxTensors.Create(Q + ".weight", DType.F32, [Dim, Dim], model.Params[Q + ".weight"]));
+        string input = model.Save();
+        var (adapter, _) = OnnxTestKit.Lora([Q], r: 2, alpha: 2, seed: 700);
+        using (adapter)
+        {
+            var entry = OnnxModelMerger.Plan(input, OnnxTestKit.One(adapter)).Entries.Single();
+            Assert.AreEqual((model.InitializerOf[Q + ".weight"], OnnxMatchKind.NodePath), (entry.Initializer, entry.Match));
+
+            var anonymous = Build(new TorchLikeSpec { AllAnonymous = true, NodeNames = false, Seed = 31 });
+            anonymous.Proto.Graph.Initializer.Add(OnnxTensors.Create("onnx::Unused_99", DType.F32, [Dim, Dim], model.Params[Q + ".weight"]));
+            var byContents = OnnxModelMerger.Plan(anonymous.Save(), OnnxTestKit.One(adapter), new OnnxMergeOptions { BaseCheckpoint = anonymous.SaveCheckpoint() }).Entries.Single();
+            Assert.AreEqual((anonymous.InitializerOf[Q + ".weight"], OnnxMatchKind.Content, OnnxWeightLayout.Transposed), (byContents.Initializer, byContents.Match, byContents.Layout));
+        }
+    }
+
+    /// <summary>Adds an initializer that an Identity node reads into an extra graph output.</summary>
+    private static void AddReadCopy(TorchLikeModel model, string name, float[] values)
+    {
+        var graph = model.Proto.Graph;
+        graph.Initializer.Add(OnnxTensors.Create(name, DType.F32, [Dim, Dim], values));
+        var node = new NodeProto { OpType = "Identity", Name = "/copy/Identity" };
+        node.Input.Add(name);
+        node.Output.Add("copy_out");
+        graph.Node.Add(node);
+        var type = new TypeProto { TensorType = new TypeProto.Types.Tensor { ElemType = (int)TensorProto.Types.DataType.Float, Shape = new TensorShapeProto() } };
+        type.TensorType.Shape.Dim.Add(new TensorShapeProto.Types.Dimension { DimValue = Dim });
+        type.TensorType.Shape.Dim.Add(new TensorShapeProto.Types.Dimension { DimValue = Dim });
+        graph.Output.Add(new ValueInfoProto { Name = "copy_out", Type = type });
     }
 
     /// <summary>A copy of a one-module adapter with its module under another path.</summary>

@@ -36,14 +36,14 @@ internal sealed class InitializerResolver
     {
         _model = model;
         _graph = new OnnxGraphIndex(graph);
-        _names = new PrefixNameIndex(_graph.Initializers.Keys);
+        _names = new PrefixNameIndex(_graph.Initializers.Keys.Where(_graph.IsRead));
         _checkpoint = checkpoint;
         if (checkpoint is not null)
         {
             _checkpointNames = new PrefixNameIndex(checkpoint.Tensors.Select(t => t.Name));
             foreach (var t in graph.Initializer)
             {
-                if (OnnxTensors.TryFromOnnx(t.DataType, out var dt) && dt.IsFloat())
+                if (_graph.IsRead(t.Name) && OnnxTensors.TryFromOnnx(t.DataType, out var dt) && dt.IsFloat())
                 {
                     string key = ShapeKey(t.Dims);
                     if (!_byShape.TryGetValue(key, out var list))

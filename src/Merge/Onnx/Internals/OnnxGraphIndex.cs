@@ -29,6 +29,7 @@ internal sealed class OnnxGraphIndex
 
     private readonly Dictionary<string, List<(NodeProto Node, int Input)>> _consumers = new(StringComparer.Ordinal);
     private readonly Dictionary<string, NodeProto> _producers = new(StringComparer.Ordinal);
+    private readonly HashSet<string> _read = new(StringComparer.Ordinal);
 
     public OnnxGraphIndex(GraphProto graph)
     {
@@ -60,6 +61,11 @@ internal sealed class OnnxGraphIndex
                     _producers[output] = node;
                 }
             }
+        }
+        CollectReads(graph, _read, depth: 0);
+        foreach (var output in graph.Output)
+        {
+            _read.Add(output.Name);
         }
         var uses = new List<NodePathUse>();
         foreach (var node in graph.Node)
@@ -119,6 +125,36 @@ internal sealed class OnnxGraphIndex
             return null;
         }
         return string.Join('.', parts[..^1]);
+    }
+
+    /// <summary>
+    /// True when a node (of the graph or of a subgraph) reads the value or it is a graph output. An
+    /// initializer nothing reads — a parameter an exporter left behind beside its folded copy — is
+    /// never a merge target: changing it would change nothing.
+    /// </summary>
+    public bool IsRead(string value) => _read.Contains(value);
+
+    private static void CollectReads(GraphProto graph, HashSet<string> read, int depth)
+    {
+        if (depth > MaxChain * 4)
+        {
+            return;
+        }
+        foreach (var node in graph.Node)
+        {
+            read.UnionWith(node.Input.Where(i => i.Length > 0));
+            foreach (var attribute in node.Attribute)
+            {
+                if (attribute.G is { } g)
+                {
+                    CollectReads(g, read, depth + 1);
+                }
+                foreach (var sub in attribute.Graphs)
+                {
+                    CollectReads(sub, read, depth + 1);
+                }
+            }
+        }
     }
 
     /// <summary>The initializer a value comes from through Transpose/Cast/Identity nodes, or null.</summary>
