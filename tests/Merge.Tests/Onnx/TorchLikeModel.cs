@@ -28,7 +28,7 @@ internal sealed record TorchLikeSpec
 {
     public WeightStyle Style { get; init; } = WeightStyle.AnonymousMatMul;
 
-    /// <summary>Element type of the weights; F16 weights are Cast to fp32 before use.</summary>
+    /// <summary>Element type of the weights; F16/BF16 weights are Cast to fp32 before use.</summary>
     public DType DType { get; init; } = DType.F32;
 
     /// <summary>Nodes named the torch.onnx way ("/model/layers.0/self_attn/q_proj/MatMul"); false leaves names empty.</summary>
@@ -350,9 +350,18 @@ internal sealed class TorchLikeModel
     public static float[] Round(float[] v, DType dtype) => dtype switch
     {
         DType.F16 => v.Select(x => (float)(Half)x).ToArray(),
+        DType.BF16 => v.Select(RoundToBFloat16).ToArray(),
         DType.F32 => v,
         _ => throw new ArgumentOutOfRangeException(nameof(dtype), dtype, null),
     };
+
+    /// <summary>Round to nearest even at 8 significant bits (finite inputs).</summary>
+    public static float RoundToBFloat16(float x)
+    {
+        uint bits = BitConverter.SingleToUInt32Bits(x);
+        bits += 0x7FFFu + ((bits >> 16) & 1u);
+        return BitConverter.UInt32BitsToSingle(bits & 0xFFFF0000u);
+    }
 
     private static float[] Transpose(float[] m, int rows, int cols)
     {
