@@ -15,12 +15,13 @@ public sealed partial class OnnxEmitContext
     public string ParameterInitializer(string name, Tensor parameter, bool transpose = false)
     {
         ArgumentNullException.ThrowIfNull(parameter);
-        var key = (parameter.Handle, transpose);
+        string storage = StorageKey(parameter);
+        var key = (storage, transpose);
         if (_shared.Weights.TryGetValue(key, out string? existing))
         {
             return existing;
         }
-        if (parameter.dim() == 2 && _shared.Weights.TryGetValue((parameter.Handle, !transpose), out string? other))
+        if (parameter.dim() == 2 && _shared.Weights.TryGetValue((storage, !transpose), out string? other))
         {
             string flipped = Builder.AddNode("Transpose", [other], NodeName("Transpose"), OnnxAttributes.Ints("perm", 1, 0));
             _shared.Weights.Add(key, flipped);
@@ -66,6 +67,23 @@ public sealed partial class OnnxEmitContext
 
     /// <summary>A scalar int64 constant, shared with equal constants.</summary>
     public string Int64Scalar(long value) => Builder.AddConstant("const_i64", [], [value]);
+
+    /// <summary>
+    /// Identifies the memory a parameter views (storage address, offset, shape, strides), so two
+    /// parameter objects over the same memory — tied weights — are recognised as one.
+    /// </summary>
+    private static string StorageKey(Tensor parameter)
+    {
+        string layout = $"{parameter.dtype}|{parameter.storage_offset()}|{string.Join(",", parameter.shape)}|{string.Join(",", parameter.stride())}";
+        IntPtr address = parameter.dtype switch
+        {
+            ScalarType.Float32 => parameter.storage<float>().data_ptr(),
+            ScalarType.Float16 => parameter.storage<Half>().data_ptr(),
+            ScalarType.Float64 => parameter.storage<double>().data_ptr(),
+            _ => parameter.Handle,
+        };
+        return $"{address}|{layout}";
+    }
 
     /// <summary>The TorchSharp element type of a <see cref="DType"/> handled here.</summary>
     public static ScalarType ToScalarType(DType dtype) => dtype switch

@@ -126,8 +126,8 @@ public sealed partial class OnnxEmitContext
 
         public Dictionary<string, string> Values { get; } = new(StringComparer.Ordinal);
 
-        /// <summary>Initializers made from model parameters, by (tensor handle, transposed).</summary>
-        public Dictionary<(IntPtr Handle, bool Transposed), string> Weights { get; } = [];
+        /// <summary>Initializers made from model parameters, by (storage key, transposed).</summary>
+        public Dictionary<(string Storage, bool Transposed), string> Weights { get; } = [];
     }
 
 }
