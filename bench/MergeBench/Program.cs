@@ -14,7 +14,7 @@ using OnnxLora.Merge;
 //   (child modes: merge <ckpt> <adapter> <out> | copy <ckpt> <out>)
 
 var inv = CultureInfo.InvariantCulture;
-if (args.Length > 0 && args[0] is "merge" or "copy")
+if (args.Length > 0 && args[0] is "merge" or "copy" or "streamcopy")
 {
     var sw = Stopwatch.StartNew();
     if (args[0] == "merge")
@@ -23,7 +23,7 @@ if (args.Length > 0 && args[0] is "merge" or "copy")
         var result = CheckpointMerger.Merge(args[1], [new WeightedAdapter(adapter)], args[3]);
         Console.Error.WriteLine($"merged {result.TensorsMerged}, copied {result.TensorsCopied}, {result.BytesWritten} bytes");
     }
-    else
+    else if (args[0] == "copy")
     {
         Directory.CreateDirectory(args[2]);
         foreach (string file in Directory.GetFiles(args[1]))
@@ -32,6 +32,23 @@ if (args.Length > 0 && args[0] is "merge" or "copy")
             File.Copy(file, dest);
             using var fs = new FileStream(dest, FileMode.Open, FileAccess.ReadWrite);
             fs.Flush(flushToDisk: true);
+        }
+    }
+    else
+    {
+        // The same user-space path as the merger's untouched tensors: 16 MiB reads and writes, then fsync.
+        Directory.CreateDirectory(args[2]);
+        var buffer = new byte[16 << 20];
+        foreach (string file in Directory.GetFiles(args[1]))
+        {
+            using var src = new FileStream(file, FileMode.Open, FileAccess.Read, FileShare.Read, 1, FileOptions.SequentialScan);
+            using var dst = new FileStream(Path.Combine(args[2], Path.GetFileName(file)), FileMode.CreateNew, FileAccess.Write, FileShare.None, 1 << 16);
+            int n;
+            while ((n = src.Read(buffer)) > 0)
+            {
+                dst.Write(buffer, 0, n);
+            }
+            dst.Flush(flushToDisk: true);
         }
     }
     sw.Stop();
@@ -66,32 +83,39 @@ try
 
     var merge = new List<(double Seconds, long Kb)>();
     var copy = new List<(double Seconds, long Kb)>();
+    var stream = new List<(double Seconds, long Kb)>();
+    string loadBefore = File.ReadAllText("/proc/loadavg").Trim();
     for (int p = 0; p < pairs; p++)
     {
         merge.Add(Child("merge", ckpt, adapterDir, Path.Combine(root, "out-merge")));
         Directory.Delete(Path.Combine(root, "out-merge"), recursive: true);
         copy.Add(Child("copy", ckpt, Path.Combine(root, "out-copy")));
         Directory.Delete(Path.Combine(root, "out-copy"), recursive: true);
-        Console.WriteLine(string.Create(inv, $"pair {p + 1}: merge {merge[^1].Seconds:F2} s / {merge[^1].Kb / 1024.0:F0} MiB, copy {copy[^1].Seconds:F2} s / {copy[^1].Kb / 1024.0:F0} MiB"));
+        stream.Add(Child("streamcopy", ckpt, Path.Combine(root, "out-stream")));
+        Directory.Delete(Path.Combine(root, "out-stream"), recursive: true);
+        Console.WriteLine(string.Create(inv, $"round {p + 1}: merge {merge[^1].Seconds:F2} s / {merge[^1].Kb / 1024.0:F0} MiB, copy {copy[^1].Seconds:F2} s / {copy[^1].Kb / 1024.0:F0} MiB, stream copy {stream[^1].Seconds:F2} s / {stream[^1].Kb / 1024.0:F0} MiB"));
     }
+    string loadAfter = File.ReadAllText("/proc/loadavg").Trim();
 
     var sb = new StringBuilder();
     sb.AppendLine("# Merge benchmark (bench/MergeBench)");
     sb.AppendLine();
     sb.AppendLine(string.Create(inv, $"Checkpoint: LLaMA-7B-like shapes, {layers} layers (hidden {Hidden}, intermediate {Intermediate}, vocab {Vocab}), fp16, 2 shards + index, {bytes / 1e9:F2} GB; largest tensor {largest / 1e6:F0} MB (fp16 [{Intermediate}, {Hidden}]). Adapter: LoRA r={Rank} fp32 on q/k/v/o_proj of every layer ({4 * layers} modules)."));
     sb.AppendLine();
-    sb.AppendLine("Method: each trial runs in its own child process (`MergeBench merge|copy`), timed from inside the child (adapter load + plan + merge + fsync + folder rename; copy = File.Copy of every file + fsync). Peak memory is the child's VmHWM from /proc/self/status. A = merge, B = plain copy of the same files, interleaved A B A B; the input checkpoint is in the page cache for both after the first trial.");
-    sb.AppendLine(string.Create(inv, $"Machine: {Environment.ProcessorCount} cores, {GC.GetGCMemoryInfo().TotalAvailableMemoryBytes / 1e9:F0} GB RAM, .NET {Environment.Version}, {DateTime.UtcNow:yyyy-MM-dd}."));
+    sb.AppendLine("Method: each trial runs in its own child process (`MergeBench merge|copy|streamcopy`), timed from inside the child (adapter load + plan + merge + fsync + folder rename; copies: every file + fsync). Peak memory is the child's VmHWM from /proc/self/status. A = merge, B = plain copy of the same files (File.Copy: in-kernel copy_file_range on Linux), C = stream copy (16 MiB user-space reads/writes + fsync, the path the merger uses for untouched tensors), interleaved A B C A B C; the input checkpoint is in the page cache after the first trial.");
+    sb.AppendLine(string.Create(inv, $"Machine: {Environment.ProcessorCount} cores, {GC.GetGCMemoryInfo().TotalAvailableMemoryBytes / 1e9:F0} GB RAM, ext4 virtual disk, .NET {Environment.Version}, {DateTime.UtcNow:yyyy-MM-dd}. The machine was shared with other jobs: /proc/loadavg before `{loadBefore}`, after `{loadAfter}`, so absolute times are noisy; compare within a round."));
     sb.AppendLine();
     sb.AppendLine("| | median time (s) | min–max (s) | median peak RSS (MiB) | min–max (MiB) |");
     sb.AppendLine("|---|---|---|---|---|");
     sb.AppendLine(Row("merge (CheckpointMerger)", merge));
-    sb.AppendLine(Row("plain copy", copy));
+    sb.AppendLine(Row("plain copy (File.Copy)", copy));
+    sb.AppendLine(Row("stream copy (read/write)", stream));
     sb.AppendLine();
-    sb.AppendLine(string.Create(inv, $"Ratio of medians merge / copy: time {Median(merge.Select(m => m.Seconds)) / Median(copy.Select(c => c.Seconds)):F2}×; merge peak RSS / largest tensor: {Median(merge.Select(m => (double)m.Kb)) * 1024 / largest:F1}×."));
+    sb.AppendLine(string.Create(inv, $"Ratios of medians: merge / File.Copy time {Median(merge.Select(m => m.Seconds)) / Median(copy.Select(c => c.Seconds)):F2}×, merge / stream copy time {Median(merge.Select(m => m.Seconds)) / Median(stream.Select(c => c.Seconds)):F2}×; merge peak RSS / largest tensor {Median(merge.Select(m => (double)m.Kb)) * 1024 / largest:F1}× (largest merged tensor: {(long)Hidden * Hidden * 2 / 1e6:F0} MB fp16)."));
     sb.AppendLine();
     sb.AppendLine("Raw trials (s, MiB): merge " + string.Join("; ", merge.Select(m => string.Create(inv, $"{m.Seconds:F2}, {m.Kb / 1024.0:F0}")))
-        + " | copy " + string.Join("; ", copy.Select(c => string.Create(inv, $"{c.Seconds:F2}, {c.Kb / 1024.0:F0}"))));
+        + " | copy " + string.Join("; ", copy.Select(c => string.Create(inv, $"{c.Seconds:F2}, {c.Kb / 1024.0:F0}")))
+        + " | stream copy " + string.Join("; ", stream.Select(c => string.Create(inv, $"{c.Seconds:F2}, {c.Kb / 1024.0:F0}"))));
     Directory.CreateDirectory(Path.GetDirectoryName(Path.GetFullPath(report))!);
     File.WriteAllText(report, sb.ToString());
     Console.WriteLine(sb.ToString());
