@@ -14,6 +14,14 @@ internal static class LayerFactory
 
     public static LayerNorm LayerNorm(long dim, double eps) => nn.LayerNorm(dim, eps);
 
+    /// <summary>
+    /// The Parameter object an Embedding registered as "weight". Its <c>weight</c> property returns a new
+    /// handle on each call; sharing the registered object (tied lm_head) keeps <c>named_parameters()</c>
+    /// listing the tensor once.
+    /// </summary>
+    public static Parameter RegisteredWeight(Embedding embedding) =>
+        embedding.get_parameter("weight") ?? throw new InvalidOperationException("embedding has no registered weight.");
+
     /// <summary>The padding index HF passes to nn.Embedding, when it is a valid row.</summary>
     public static long? PaddingIndex(long? padTokenId, long vocabSize) =>
         padTokenId is long p && p >= 0 && p < vocabSize ? p : null;

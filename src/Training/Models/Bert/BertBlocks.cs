@@ -10,7 +10,7 @@ namespace OnnxLora.Training.Models.Bert;
 /// Post-LN residual projection used after attention (<c>attention.output</c>, <see cref="BertSelfOutput"/>)
 /// and after the feed-forward (<c>output</c>, <see cref="BertOutput"/>): LayerNorm(dropout(dense(h)) + residual).
 /// </summary>
-public abstract class BertResidualProjection : nn.Module<Tensor, Tensor, Tensor>, IChildReplaceable
+public abstract partial class BertResidualProjection : nn.Module<Tensor, Tensor, Tensor>, IChildReplaceable
 {
     private protected BertResidualProjection(string name, BertConfig config, long inFeatures) : base(name)
     {

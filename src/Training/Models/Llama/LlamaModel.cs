@@ -44,8 +44,8 @@ public sealed partial class LlamaModel : nn.Module<Tensor, Tensor?, Tensor?, Ten
     /// <summary>The input embedding matrix [vocab, hidden] (the base weight when embed_tokens is wrapped).</summary>
     public Parameter EmbeddingWeight => EmbedTokens switch
     {
-        Embedding e => e.weight!,
-        LoraEmbedding w => w.BaseLayer.weight!,
+        Embedding e => LayerFactory.RegisteredWeight(e),
+        LoraEmbedding w => LayerFactory.RegisteredWeight(w.BaseLayer),
         _ => throw new InvalidOperationException($"embed_tokens is a {EmbedTokens.GetType().Name}, expected an Embedding or a LoRA wrapper of one."),
     };
 
