@@ -1,0 +1,8 @@
+namespace OnnxLora.Merge.Tests;
+
+[TestClass]
+public sealed class AssemblyHooks
+{
+    [AssemblyCleanup]
+    public static void DeleteScratch() => TestData.DeleteAll();
+}
