@@ -3,7 +3,6 @@ using OnnxLora.Training.Lora;
 using OnnxLora.Training.Models;
 using OnnxLora.Training.Models.Bert;
 using OnnxLora.Training.Models.Llama;
-using TorchSharp.Modules;
 using static TorchSharp.torch;
 
 namespace OnnxLora.Export.Tests;
@@ -30,53 +29,54 @@ internal static class TestModels
     }
 
     /// <summary>
-    /// Wraps every Linear child named in <paramref name="targets"/> (and Embedding children named there)
-    /// in a LoRA layer whose B (and A for embeddings, and the DoRA magnitude) are random, so ΔW ≠ 0.
+    /// Injects LoRA (the models helper's <see cref="LoraInjection"/>, PEFT target names) and then draws
+    /// B (and, for embeddings, A; for DoRA, a scaled magnitude) at random, so ΔW ≠ 0.
     /// </summary>
     public static int InjectLora(nn.Module model, IReadOnlyCollection<string> targets, int rank = 4, double alpha = 8, bool dora = false, long seed = 5)
     {
-        var generator = new Generator((ulong)seed);
-        int count = 0;
-        var parents = model.named_modules().Select(m => m.module).Prepend(model).Distinct().ToList();
-        foreach (var parent in parents)
+        var report = LoraInjection.Apply(model, new LoraOptions
         {
-            var replace = parent.GetType().GetInterfaces().FirstOrDefault(i => i.Name == "IChildReplaceable")?.GetMethod("ReplaceChild");
-            if (replace is null)
+            TargetModules = LoraTargetModules.Of(targets),
+            Rank = rank,
+            Alpha = alpha,
+            UseDora = dora,
+            Seed = seed,
+        });
+        using var generator = new Generator((ulong)seed + 1);
+        using (no_grad())
+        {
+            foreach (var (_, layer) in LoraInjection.LoraLayers(model))
             {
-                continue;
-            }
-            foreach (var (name, child) in parent.named_children().ToList())
-            {
-                if (!targets.Contains(name))
+                switch (layer)
                 {
-                    continue;
+                    case LoraLinear lora:
+                        lora.LoraB.normal_(0, 0.3, generator);
+                        lora.Magnitude?.mul_(1.25);
+                        break;
+                    case LoraEmbedding embedding:
+                        embedding.LoraEmbeddingA.normal_(0, 0.3, generator);
+                        embedding.LoraEmbeddingB.mul_(0.3);
+                        break;
                 }
-                nn.Module<Tensor, Tensor> wrapper;
-                using (no_grad())
-                {
-                    switch (child)
-                    {
-                        case Linear linear:
-                            var lora = new LoraLinear(linear, rank, alpha, useDora: dora, generator: generator);
-                            lora.LoraB.normal_(0, 0.3, generator);
-                            lora.Magnitude?.mul_(1.25);
-                            wrapper = lora;
-                            break;
-                        case Embedding embedding:
-                            var loraEmbedding = new LoraEmbedding(embedding, rank, alpha, generator: generator);
-                            loraEmbedding.LoraEmbeddingA.normal_(0, 0.3, generator);
-                            loraEmbedding.LoraEmbeddingB.mul_(0.3);
-                            wrapper = loraEmbedding;
-                            break;
-                        default:
-                            continue;
-                    }
-                }
-                replace.Invoke(parent, [name, wrapper]);
-                count++;
             }
         }
-        return count;
+        return report.Wrapped.Count;
+    }
+
+    /// <summary>Replaces the (plain Linear) module at <paramref name="path"/> with a DoRA layer with random B and magnitude.</summary>
+    public static void InjectLoraDoraInto(nn.Module model, string path)
+    {
+        int dot = path.LastIndexOf('.');
+        var parent = model.named_modules().Single(m => m.name == path[..dot]).module;
+        var linear = (TorchSharp.Modules.Linear)parent.named_children().Single(c => c.name == path[(dot + 1)..]).module;
+        using var generator = new Generator(99);
+        var dora = new LoraLinear(linear, 2, 4, useDora: true, generator: generator);
+        using (no_grad())
+        {
+            dora.LoraB.normal_(0, 0.3, generator);
+            dora.Magnitude!.mul_(0.8);
+        }
+        Replace(parent, path[(dot + 1)..], dora);
     }
 
     /// <summary>Replaces the child <paramref name="name"/> of <paramref name="parent"/> (through the model's internal replacement hook).</summary>

@@ -41,18 +41,25 @@ public sealed partial class OnnxEmitContext
         ArgumentNullException.ThrowIfNull(value);
         var target = dtype ?? ComputeType;
         using var scope = NewDisposeScope();
-        var t = value.detach();
-        if (transpose)
+        var t = value.detach().to(ToScalarType(target), CPU).contiguous();
+        long[] shape = t.shape;
+        long byteCount = t.numel() * target.SizeOf();
+        if (byteCount > Array.MaxLength)
         {
-            if (t.dim() != 2)
-            {
-                throw Internals.OnnxEmitThrow.Argument(nameof(value), $"{name}: only 2-D tensors can be stored transposed; found {t.dim()} dims.");
-            }
-            t = t.t();
+            throw new NotSupportedException($"{name}: {byteCount} bytes; a single exported tensor must be under 2 GiB (protobuf's limit for one tensor in memory).");
         }
-        t = t.to(ToScalarType(target), CPU).contiguous();
-        byte[] bytes = t.bytes.ToArray();
-        return Builder.AddInitializerWrapped(name, target, t.shape, bytes);
+        byte[] bytes = new byte[byteCount];
+        if (!transpose)
+        {
+            t.bytes.CopyTo(bytes);
+            return Builder.AddInitializerWrapped(name, target, shape, bytes);
+        }
+        if (shape.Length != 2)
+        {
+            throw Internals.OnnxEmitThrow.Argument(nameof(value), $"{name}: only 2-D tensors can be stored transposed; found {shape.Length} dims.");
+        }
+        Internals.Transposer.Transpose(t.bytes, bytes, checked((int)shape[0]), checked((int)shape[1]), target.SizeOf());
+        return Builder.AddInitializerWrapped(name, target, [shape[1], shape[0]], bytes);
     }
 
     /// <summary>A floating-point initializer from fp32 values, stored in <paramref name="dtype"/> (default <see cref="ComputeType"/>).</summary>

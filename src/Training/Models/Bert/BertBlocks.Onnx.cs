@@ -1,5 +1,5 @@
-using static TorchSharp.torch;
 using OnnxLora.Training.Onnx;
+using static TorchSharp.torch;
 
 namespace OnnxLora.Training.Models.Bert;
 
