@@ -22,7 +22,9 @@ done
 libstdcxx="${ONNXLORA_LIBSTDCXX:-}"
 [[ -n "$libstdcxx" ]] || libstdcxx="$(ldconfig -p 2>/dev/null | awk '/libstdc\+\+\.so\.6 .*x86-64/ {print $NF; exit}')"
 [[ -n "$libstdcxx" ]] || libstdcxx="$(ldconfig -p 2>/dev/null | awk '/libstdc\+\+\.so\.6/ {print $NF; exit}')"
-if [[ -n "$libstdcxx" ]] && grep -qa "$version" "$libstdcxx"; then
+# ONNXLORA_COMPAT_FORCE=1 patches regardless of this machine (used when packing the .NET tool, whose
+# package must load on older systems than the one it was packed on).
+if [[ "${ONNXLORA_COMPAT_FORCE:-0}" != "1" && -n "$libstdcxx" ]] && grep -qa "$version" "$libstdcxx"; then
     echo "TorchSharp compat: $libstdcxx provides $version; $lib left untouched."
     exit 0
 fi

@@ -17,17 +17,35 @@ internal sealed class InspectCommand : CliCommand
 {
     private readonly Argument<string> _path = new("path") { Description = "An .onnx model, a .safetensors file, a checkpoint folder or a PEFT adapter folder." };
 
+    private readonly Option<string[]> _adapters = new("--adapter") { Description = "Show how these adapters map onto the model's weights (nothing is written)." };
+    private readonly Option<string?> _baseCheckpoint = new("--base-checkpoint") { Description = "ONNX models: the base checkpoint, to match anonymous weights by content." };
+
     public InspectCommand(CliContext context)
-        : base("inspect", "Show what is in an ONNX model, a safetensors file, a checkpoint folder or a PEFT adapter.", context)
+        : base("inspect", "Show what is in an ONNX model, a safetensors file, a checkpoint folder or a PEFT adapter; with --adapter, the merge mapping.", context)
     {
         Arguments.Add(_path);
+        Options.Add(_adapters);
+        Options.Add(_baseCheckpoint);
     }
 
     protected override int Execute(ParseResult parse)
     {
         string path = parse.GetValue(_path)!;
+        var adapters = parse.GetValue(_adapters) ?? [];
         object report;
-        if (Directory.Exists(path) && File.Exists(Path.Combine(path, PeftAdapterConfig.FileName)))
+        if (adapters.Length > 0 && File.Exists(path) && path.EndsWith(".onnx", StringComparison.OrdinalIgnoreCase))
+        {
+            report = OnnxTarget.Inspect(Context, path, adapters, parse.GetValue(_baseCheckpoint));
+        }
+        else if (adapters.Length > 0 && Directory.Exists(path))
+        {
+            report = OnnxTarget.InspectCheckpoint(Context, path, adapters);
+        }
+        else if (adapters.Length > 0)
+        {
+            throw new ArgumentException($"{path}: --adapter needs an .onnx model or a checkpoint folder to map onto.");
+        }
+        else if (Directory.Exists(path) && File.Exists(Path.Combine(path, PeftAdapterConfig.FileName)))
         {
             report = InspectAdapter(path);
         }
