@@ -90,6 +90,34 @@ public sealed class TorchSharpCompatTests
     }
 
     [TestMethod]
+    public void Patch_ForcedForToolPackages_PatchesEvenWhenRuntimeProvidesVersion()
+    {
+        if (!OperatingSystem.IsLinux())
+        {
+            Assert.Inconclusive("Linux only");
+        }
+        string pristine = PristineLibrary();
+        string outDir = NewOutputDir(pristine);
+        string fakeRuntime = Path.Combine(outDir, "libstdc++-new.so.6");
+        File.WriteAllText(fakeRuntime, "stand-in for a GCC 13 runtime: " + Version);
+        try
+        {
+            var (code, output) = Run("bash", $"\"{Path.Combine(RepoRoot(), "build", "torchsharp-compat", "patch.sh")}\" \"{outDir}\" \"{Path.Combine(outDir, "cache")}\"",
+                new Dictionary<string, string> { ["ONNXLORA_LIBSTDCXX"] = fakeRuntime, ["ONNXLORA_COMPAT_FORCE"] = "1" });
+
+            Assert.AreEqual(0, code, output);
+            StringAssert.Contains(output, "patched");
+            string lib = Path.Combine(outDir, "runtimes", "linux-x64", "native", "libLibTorchSharp.so");
+            Assert.AreNotEqual(Sha(pristine), Sha(lib));
+            Assert.IsTrue(File.Exists(Path.Combine(Path.GetDirectoryName(lib)!, "libonnxlora_iosinit.so")));
+        }
+        finally
+        {
+            Directory.Delete(outDir, recursive: true);
+        }
+    }
+
+    [TestMethod]
     public void Patch_OnOldRuntime_WeakensVersionAddsShim_IsIdempotent_AndSparesPackageCache()
     {
         if (!OperatingSystem.IsLinux())

@@ -36,11 +36,8 @@ internal static class Cli
         ParseResult parse = root.Parse(args);
         if (parse.Errors.Count > 0)
         {
-            foreach (var error in parse.Errors)
-            {
-                stderr.WriteLine($"merge-export: {error.Message}");
-            }
-            stderr.WriteLine("Run 'merge-export --help' for usage.");
+            string errors = string.Join(" ", parse.Errors.Select(e => e.Message.ReplaceLineEndings(" ").Trim()));
+            stderr.WriteLine($"merge-export: {errors} (see merge-export --help)");
             return BadInput;
         }
         return parse.Invoke(new InvocationConfiguration { Output = stdout, Error = stderr, EnableDefaultExceptionHandler = false });

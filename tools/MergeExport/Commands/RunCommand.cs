@@ -76,7 +76,7 @@ internal sealed class RunCommand : CliCommand
                 WarmupSteps = 5,
                 Overwrite = Context.Force,
             }, ProgressPrinter.For(Context), ct);
-            TrainCommand.Print(Context, trained);
+            TrainCommand.Print(Context, trained, asStep: true);
             outputs["adapter"] = adapter;
         }
         ct.ThrowIfCancellationRequested();

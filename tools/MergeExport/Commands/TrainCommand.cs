@@ -31,9 +31,13 @@ internal sealed class TrainCommand : CliCommand
         return Cli.Success;
     }
 
-    internal static void Print(CliContext context, TrainingResult r)
+    internal static void Print(CliContext context, TrainingResult r, bool asStep = false)
     {
         var inv = CultureInfo.InvariantCulture;
+        if (context.Json && asStep)
+        {
+            return;
+        }
         if (context.Json)
         {
             context.Out.WriteLine(new CommandResult("train", "passed")
