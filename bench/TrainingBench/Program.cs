@@ -45,11 +45,18 @@ internal static class Program
                 }
             case "sample-lora":
                 return SampleLora.Run(options);
+            case "worker":
+                return CompareBench.Worker(options["mode"], Int(options, "steps", 5), Int(options, "hidden", 512), Int(options, "layers", 8),
+                    Int(options, "batch", 4), Int(options, "seq", 128));
+            case "all":
+                return Report.Run(options);
             default:
                 Console.Error.WriteLine($"unknown command '{args[0]}'");
                 return 2;
         }
     }
+
+    public static int Int(Dictionary<string, string> a, string k, int d) => a.TryGetValue(k, out string? v) ? int.Parse(v, CultureInfo.InvariantCulture) : d;
 
     private sealed class ConsoleProgress(Stopwatch clock) : IProgress<string>
     {

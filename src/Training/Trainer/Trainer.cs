@@ -57,7 +57,19 @@ public static class Trainer
         AtomicDirectory.CheckDestination(outAdapterDir, options.Overwrite);
         lock (RunLock)
         {
-            return Run(modelDir, Path.GetFullPath(dataFile), Path.GetFullPath(outAdapterDir), options, progress, cancellationToken, hooks);
+            int threads = get_num_threads();
+            if (options.Threads is int n)
+            {
+                set_num_threads(n);
+            }
+            try
+            {
+                return Run(modelDir, Path.GetFullPath(dataFile), Path.GetFullPath(outAdapterDir), options, progress, cancellationToken, hooks);
+            }
+            finally
+            {
+                set_num_threads(threads);
+            }
         }
     }
 
