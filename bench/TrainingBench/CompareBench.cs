@@ -98,7 +98,7 @@ internal static class CompareBench
             foreach (string mode in round % 2 == 0 ? new[] { "lora", "full" } : new[] { "full", "lora" })
             {
                 var start = new ProcessStartInfo(self) { RedirectStandardOutput = true, UseShellExecute = false };
-                if (entry.EndsWith(".dll", StringComparison.OrdinalIgnoreCase))
+                if (Path.GetFileNameWithoutExtension(self) == "dotnet" && entry.EndsWith(".dll", StringComparison.OrdinalIgnoreCase))
                 {
                     start.ArgumentList.Add(entry);
                 }

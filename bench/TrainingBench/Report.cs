@@ -108,11 +108,11 @@ internal static class Report
         sb.AppendLine();
         sb.AppendLine($"`Trainer.Train` on the sample (batch 8, lr 1e-3, r 8, q_proj+v_proj, {soakSteps} steps ≈ {soakSteps * 8 / 360.0:F0} epochs); RSS (VmRSS) and the managed heap sampled from the progress callback.");
         sb.AppendLine();
-        sb.AppendLine("| step | RSS MiB | managed heap MiB | train loss | wall s |");
-        sb.AppendLine("|---:|---:|---:|---:|---:|");
+        sb.AppendLine("| step | RSS MiB | managed heap MiB | live torch tensors | train loss | wall s |");
+        sb.AppendLine("|---:|---:|---:|---:|---:|---:|");
         foreach (var s in samples)
         {
-            sb.AppendLine($"| {s.Step} | {s.RssKiB / 1024.0:F1} | {s.ManagedBytes / 1048576.0:F1} | {s.Loss:F3} | {s.Seconds:F0} |");
+            sb.AppendLine($"| {s.Step} | {s.RssKiB / 1024.0:F1} | {s.ManagedBytes / 1048576.0:F1} | {s.LiveTensors} | {s.Loss:F3} | {s.Seconds:F0} |");
         }
         var late = samples.Where(s => s.Step >= 100).ToList();
         double slope = Slope(late.Select(s => (double)s.Step).ToList(), late.Select(s => s.RssKiB / 1024.0).ToList());

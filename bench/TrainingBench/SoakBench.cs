@@ -5,7 +5,7 @@ using OnnxLora.Training.Sample;
 namespace OnnxLora.TrainingBench;
 
 /// <summary>One RSS sample of the soak run.</summary>
-internal sealed record SoakSample(int Step, long RssKiB, long ManagedBytes, double Loss, double Seconds);
+internal sealed record SoakSample(int Step, long RssKiB, long ManagedBytes, long RetainedManagedBytes, long LiveTensors, double Loss, double Seconds);
 
 /// <summary>A long LoRA run through <see cref="Trainer"/> on the sample, sampling RSS every 50 steps.</summary>
 internal static class SoakBench
@@ -47,11 +47,14 @@ internal static class SoakBench
             {
                 return;
             }
-            var s = new SoakSample(p.Step, ProcessMemory.RssKiB(), GC.GetTotalMemory(false), p.Loss, clock.Elapsed.TotalSeconds);
+            long rss = ProcessMemory.RssKiB();
+            long managed = GC.GetTotalMemory(false);
+            long retained = GC.GetTotalMemory(forceFullCollection: true);
+            var s = new SoakSample(p.Step, rss, managed, retained, TorchSharp.DisposeScopeManager.Statistics.ThreadTotalLiveCount, p.Loss, clock.Elapsed.TotalSeconds);
             samples.Add(s);
-            if (p.Step % 200 == 0)
+            if (p.Step % 100 == 0)
             {
-                log($"soak step {p.Step}: RSS {s.RssKiB / 1024.0:F1} MiB, loss {p.Loss:F3}, {s.Seconds:F0} s");
+                log($"soak step {p.Step}: RSS {s.RssKiB / 1024.0:F1} MiB, managed {s.ManagedBytes / 1048576.0:F1} MiB (retained {s.RetainedManagedBytes / 1048576.0:F1}), live tensors {s.LiveTensors}, loss {p.Loss:F3}, {s.Seconds:F0} s");
             }
         }
     }

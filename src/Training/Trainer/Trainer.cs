@@ -149,12 +149,15 @@ public static class Trainer
                 lossSum += summed.item<float>();
                 tokens += batch.Tokens;
             }
-            double gradNorm = ClipGradients(trainable, options.MaxGradNorm);
+            double gradNorm;
             using (var scope = NewDisposeScope())
             {
+                // One scope for the update: TorchSharp's clip, step and zero_grad create tensor
+                // wrappers (of the gradients) that would otherwise live until a GC finalizes them.
+                gradNorm = ClipGradients(trainable, options.MaxGradNorm);
                 optimizer.step();
+                optimizer.zero_grad();
             }
-            optimizer.zero_grad();
             double loss = lossSum / Math.Max(1, targets);
             if (!double.IsFinite(loss))
             {
