@@ -78,6 +78,20 @@ internal static class CheckpointIO
         return sources;
     }
 
+    /// <summary>
+    /// Rejects a config whose layer count cannot fit the checkpoint before the expected layout (one
+    /// entry per parameter) is built, so a hostile num_hidden_layers cannot exhaust memory.
+    /// </summary>
+    public static void CheckLayerCount(SafetensorsCheckpoint checkpoint, string configPath, int layers, int tensorsPerLayer)
+    {
+        long available = checkpoint.Tensors.Count;
+        if ((long)layers * tensorsPerLayer > available)
+        {
+            throw ModelThrow.Invalid(configPath, "field 'num_hidden_layers'", layers.ToString(System.Globalization.CultureInfo.InvariantCulture),
+                $"at most {available / tensorsPerLayer} (the checkpoint holds {available} tensors, {tensorsPerLayer} or more per layer)");
+        }
+    }
+
     /// <summary>Copies the matched tensors (converted to fp32) into the model's parameters of the same names.</summary>
     public static void Copy(nn.Module model, IReadOnlyList<ParameterSource> sources)
     {

@@ -65,7 +65,8 @@ public static class LoraAdapterState
         var result = new Dictionary<string, Tensor>(StringComparer.Ordinal);
         foreach (var (key, parameter) in Entries(model))
         {
-            result[key] = parameter.detach().clone().DetachFromDisposeScope();
+            using var view = parameter.detach();
+            result[key] = view.clone().DetachFromDisposeScope();
         }
         return result;
     }

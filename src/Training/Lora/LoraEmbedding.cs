@@ -74,7 +74,8 @@ public sealed partial class LoraEmbedding : nn.Module<Tensor, Tensor>
             throw ModelThrow.Argument(nameof(weight), "replacement base weight", ModelThrow.Shape(weight.shape), ModelThrow.Shape(Weight.shape));
         }
         using var noGrad = no_grad();
-        var previous = Weight.detach().clone();
+        using var view = Weight.detach();
+        var previous = view.clone();
         Weight.copy_(weight);
         return previous;
     }

@@ -234,6 +234,20 @@ public sealed class CheckpointTests
     }
 
     [TestMethod]
+    public void FromPretrained_HugeLayerCount_IsRejectedBeforeBuildingTheLayout()
+    {
+        using var dir = new TempDir();
+        using (var model = LlamaForCausalLM.CreateRandom(TinyConfigs.Llama(), seed: 1))
+        {
+            model.SaveCheckpoint(dir.Path);
+        }
+        (TinyConfigs.Llama() with { NumHiddenLayers = 2_000_000_000 }).Save(dir.Path, overwrite: true);
+        var ex = Assert.ThrowsExactly<InvalidDataException>(() => LlamaForCausalLM.FromPretrained(dir.Path));
+        StringAssert.Contains(ex.Message, "num_hidden_layers");
+        StringAssert.Contains(ex.Message, "2000000000");
+    }
+
+    [TestMethod]
     public void FromPretrained_MissingFolder_ThrowsFileNotFound()
     {
         using var dir = new TempDir();

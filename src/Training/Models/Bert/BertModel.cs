@@ -101,6 +101,7 @@ public sealed partial class BertModel : nn.Module<Tensor, Tensor?, Tensor>
     {
         var config = BertConfig.Load(directory);
         using var checkpoint = SafetensorsCheckpoint.Open(directory);
+        CheckpointIO.CheckLayerCount(checkpoint, config.SourcePath!, config.NumHiddenLayers, tensorsPerLayer: 16);
         bool prefixed = checkpoint.Tensors.Any(t => t.Name.StartsWith(Prefix, StringComparison.Ordinal));
         bool withPooler = checkpoint.Tensors.Any(t => MapCheckpointName(t.Name, prefixed) == "pooler.dense.weight");
         var sources = CheckpointIO.Match(checkpoint, Layout(config, withPooler), name => MapCheckpointName(name, prefixed), $"bert ({nameof(BertModel)})");

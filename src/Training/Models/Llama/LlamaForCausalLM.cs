@@ -66,6 +66,7 @@ public sealed partial class LlamaForCausalLM : nn.Module<Tensor, Tensor?, Tensor
     {
         var config = LlamaConfig.Load(directory);
         using var checkpoint = SafetensorsCheckpoint.Open(directory);
+        CheckpointIO.CheckLayerCount(checkpoint, config.SourcePath!, config.NumHiddenLayers, tensorsPerLayer: 9);
         var sources = CheckpointIO.Match(checkpoint, Layout(config), name => MapCheckpointName(name, config), $"{config.ModelType} ({nameof(LlamaForCausalLM)})");
         var model = new LlamaForCausalLM(config, initialize: false);
         try
