@@ -1,3 +1,4 @@
+using System.Buffers;
 using System.Text.Json;
 using Microsoft.Win32.SafeHandles;
 using OnnxLora.Core;
@@ -55,6 +56,7 @@ public static class CheckpointMerger
         int merged = 0, replaced = 0, copied = 0;
         long bytes = 0;
         var written = new Dictionary<string, (string Shard, long Bytes)>(StringComparer.Ordinal);
+        byte[] copyBuffer = new byte[CopyChunkBytes];
         foreach (var shard in checkpoint.Shards)
         {
             string shardName = Path.GetFileName(shard.Path);
@@ -80,12 +82,12 @@ public static class CheckpointMerger
                 }
                 else if (spec.DType != t.DType)
                 {
-                    ConvertTensor(checkpoint.Directory, handle, offset, t, spec, writer, options.SafeMode);
+                    ConvertTensor(checkpoint.Directory, handle, offset, t, spec, writer, options.SafeMode, copyBuffer);
                     copied++;
                 }
                 else
                 {
-                    CopyTensor(handle, offset, t, writer);
+                    CopyTensor(handle, offset, t, writer, copyBuffer);
                     copied++;
                 }
                 bytes += spec.ByteLength;
@@ -119,25 +121,41 @@ public static class CheckpointMerger
         {
             throw MergeThrow.Invalid(where, $"tensor '{t.Name}'", $"{t.ElementCount} elements", "at most ~500M elements to merge in one piece");
         }
-        byte[] raw = new byte[t.ByteLength];
-        ReadExactly(handle, raw, offset);
-        var values = new float[t.ElementCount];
-        FloatCodec.Decode(t.DType, raw, values);
-        plan.ApplyTo(t.Name, values);
-        byte[] outBytes = spec.ByteLength == raw.Length ? raw : new byte[spec.ByteLength];
-        long overflow = FloatCodec.Encode(spec.DType, values, outBytes);
-        if (plan.Options.SafeMode && overflow >= 0)
+        // Pooled buffers: merged tensors come in a few sizes, so the pool keeps memory near the largest one
+        // instead of leaving a large-object-heap array behind per tensor.
+        int n = (int)t.ElementCount;
+        int rawLength = (int)t.ByteLength, outLength = (int)spec.ByteLength;
+        byte[] raw = ArrayPool<byte>.Shared.Rent(rawLength);
+        float[] values = ArrayPool<float>.Shared.Rent(n);
+        byte[] outBytes = outLength == rawLength ? raw : ArrayPool<byte>.Shared.Rent(outLength);
+        try
         {
-            throw MergeThrow.NonFinite(where, t.Name, overflow, values[overflow], $"overflowing {spec.DType} after merging");
+            ReadExactly(handle, raw.AsSpan(0, rawLength), offset);
+            var span = values.AsSpan(0, n);
+            FloatCodec.Decode(t.DType, raw.AsSpan(0, rawLength), span);
+            plan.ApplyTo(t.Name, span);
+            long overflow = FloatCodec.Encode(spec.DType, span, outBytes.AsSpan(0, outLength));
+            if (plan.Options.SafeMode && overflow >= 0)
+            {
+                throw MergeThrow.NonFinite(where, t.Name, overflow, values[overflow], $"overflowing {spec.DType} after merging");
+            }
+            writer.Write(t.Name, outBytes.AsSpan(0, outLength));
         }
-        writer.Write(t.Name, outBytes);
+        finally
+        {
+            ArrayPool<float>.Shared.Return(values);
+            if (!ReferenceEquals(outBytes, raw))
+            {
+                ArrayPool<byte>.Shared.Return(outBytes);
+            }
+            ArrayPool<byte>.Shared.Return(raw);
+        }
     }
 
-    private static void ConvertTensor(string where, SafeFileHandle handle, long offset, TensorInfo t, TensorSpec spec, SafetensorsWriter writer, bool safe)
+    private static void ConvertTensor(string where, SafeFileHandle handle, long offset, TensorInfo t, TensorSpec spec, SafetensorsWriter writer, bool safe, byte[] inBuf)
     {
         int inSize = t.DType.SizeOf(), outSize = spec.DType.SizeOf();
         int perChunk = CopyChunkBytes / Math.Max(inSize, outSize);
-        byte[] inBuf = new byte[perChunk * inSize];
         byte[] outBuf = new byte[perChunk * outSize];
         float[] values = new float[perChunk];
         long done = 0;
@@ -156,14 +174,13 @@ public static class CheckpointMerger
         }
     }
 
-    private static void CopyTensor(SafeFileHandle handle, long offset, TensorInfo t, SafetensorsWriter writer)
+    private static void CopyTensor(SafeFileHandle handle, long offset, TensorInfo t, SafetensorsWriter writer, byte[] buffer)
     {
         if (t.ByteLength == 0)
         {
             writer.Write(t.Name, []);
             return;
         }
-        byte[] buffer = new byte[(int)Math.Min(CopyChunkBytes, t.ByteLength)];
         long done = 0;
         while (done < t.ByteLength)
         {

@@ -1,4 +1,5 @@
 using System.Buffers.Binary;
+using System.Numerics.Tensors;
 using System.Runtime.InteropServices;
 using OnnxLora.Core;
 
@@ -29,11 +30,7 @@ internal static class FloatCodec
                 MemoryMarshal.Cast<byte, float>(source[..(n * 4)]).CopyTo(destination);
                 break;
             case DType.F16:
-                var halves = MemoryMarshal.Cast<byte, Half>(source[..(n * 2)]);
-                for (int i = 0; i < n; i++)
-                {
-                    destination[i] = (float)halves[i];
-                }
+                TensorPrimitives.ConvertToSingle(MemoryMarshal.Cast<byte, Half>(source[..(n * 2)]), destination);
                 break;
             case DType.BF16:
                 var raw = MemoryMarshal.Cast<byte, ushort>(source[..(n * 2)]);
@@ -69,13 +66,17 @@ internal static class FloatCodec
                 break;
             case DType.F16:
                 var halves = MemoryMarshal.Cast<byte, Half>(destination[..(n * 2)]);
-                for (int i = 0; i < n; i++)
+                TensorPrimitives.ConvertToHalf(source, halves);
+                // Overflow check only where the fp32 value is beyond F16's largest finite value (65504).
+                if (TensorPrimitives.MaxMagnitude(source) >= 65504f)
                 {
-                    var h = (Half)source[i];
-                    halves[i] = h;
-                    if (overflow < 0 && Half.IsInfinity(h) && float.IsFinite(source[i]))
+                    for (int i = 0; i < n; i++)
                     {
-                        overflow = i;
+                        if (Half.IsInfinity(halves[i]) && float.IsFinite(source[i]))
+                        {
+                            overflow = i;
+                            break;
+                        }
                     }
                 }
                 break;

@@ -74,6 +74,23 @@ public sealed class PeftAdapterConfigTests
     }
 
     [TestMethod]
+    public void ToJson_Lora_WritesEveryFieldPeftReads()
+    {
+        var node = JsonNode.Parse(new PeftAdapterConfig { TaskType = "SEQ_CLS", BaseModelNameOrPath = "bert-base-uncased" }.ToJson())!.AsObject();
+        foreach (string field in new[]
+        {
+            "peft_type", "task_type", "r", "lora_alpha", "target_modules", "lora_dropout", "bias", "fan_in_fan_out", "use_rslora",
+            "use_dora", "modules_to_save", "rank_pattern", "alpha_pattern", "init_lora_weights", "base_model_name_or_path", "layers_to_transform",
+        })
+        {
+            Assert.IsTrue(node.ContainsKey(field), $"field '{field}' is written");
+        }
+        Assert.AreEqual("LORA", (string?)node["peft_type"]);
+        Assert.IsTrue((bool)node["init_lora_weights"]!);
+        Assert.IsFalse(node.ContainsKey("alpha"));
+    }
+
+    [TestMethod]
     public void RankFor_FollowsPeftGetPatternKey()
     {
         var c = PeftAdapterConfig.Parse(Full, "cfg.json");
