@@ -45,11 +45,21 @@ internal static class Program
                 }
             case "sample-lora":
                 return SampleLora.Run(options);
+            case "worker":
+                return CompareBench.Worker(options["mode"], Int(options, "steps", 5), Int(options, "hidden", 512), Int(options, "layers", 8),
+                    Int(options, "batch", 4), Int(options, "seq", 128));
+            case "soak":
+                SoakBench.Run(Int(options, "steps", 1000), Int(options, "threads", 1), Console.WriteLine);
+                return 0;
+            case "all":
+                return Report.Run(options);
             default:
                 Console.Error.WriteLine($"unknown command '{args[0]}'");
                 return 2;
         }
     }
+
+    public static int Int(Dictionary<string, string> a, string k, int d) => a.TryGetValue(k, out string? v) ? int.Parse(v, CultureInfo.InvariantCulture) : d;
 
     private sealed class ConsoleProgress(Stopwatch clock) : IProgress<string>
     {

@@ -291,6 +291,30 @@ public sealed class TrainerTests
     }
 
     [TestMethod]
+    public void Train_MoreStepsAndCheckpoints_LeaveNoMoreTorchTensorsAlive()
+    {
+        using var dir = new TrainerTempDir();
+        string model = TrainerFixtures.Llama(dir.File("model"));
+        string data = TrainerFixtures.CountingData(dir.File("data.jsonl"));
+        var stats = TorchSharp.DisposeScopeManager.Statistics;
+        var options = Quick with { GradientAccumulation = 2, CheckpointEverySteps = 5 };
+
+        long start = stats.ThreadTotalLiveCount;
+        Trainer.Train(model, data, dir.File("a"), options with { Steps = 2, CheckpointDirectory = dir.File("ckpt-a") });
+        long afterShort = stats.ThreadTotalLiveCount;
+        Trainer.Train(model, data, dir.File("b"), options with { Steps = 12, CheckpointDirectory = dir.File("ckpt-b") });
+        long afterLong = stats.ThreadTotalLiveCount;
+        Trainer.Train(model, data, dir.File("c"), options with { Steps = 12, CheckpointEverySteps = 0, ResumeFrom = Path.Combine(dir.File("ckpt-b"), "step-000005") });
+        long afterResume = stats.ThreadTotalLiveCount;
+
+        // Whatever a run leaves alive (LoRA injection leaves one wrapper per adapted module today) must not
+        // grow with the number of steps, checkpoints or a resume: every per-step tensor is disposed.
+        long perRun = afterShort - start;
+        Assert.AreEqual(perRun, afterLong - afterShort, $"live tensors: short run +{perRun}, long run +{afterLong - afterShort}");
+        Assert.AreEqual(perRun, afterResume - afterLong, $"live tensors: short run +{perRun}, resumed run +{afterResume - afterLong}");
+    }
+
+    [TestMethod]
     public void Train_OutputExists_ThrowsBeforeTrainingUnlessOverwrite()
     {
         using var dir = new TrainerTempDir();

@@ -57,7 +57,19 @@ public static class Trainer
         AtomicDirectory.CheckDestination(outAdapterDir, options.Overwrite);
         lock (RunLock)
         {
-            return Run(modelDir, Path.GetFullPath(dataFile), Path.GetFullPath(outAdapterDir), options, progress, cancellationToken, hooks);
+            int threads = get_num_threads();
+            if (options.Threads is int n)
+            {
+                set_num_threads(n);
+            }
+            try
+            {
+                return Run(modelDir, Path.GetFullPath(dataFile), Path.GetFullPath(outAdapterDir), options, progress, cancellationToken, hooks);
+            }
+            finally
+            {
+                set_num_threads(threads);
+            }
         }
     }
 
@@ -137,12 +149,15 @@ public static class Trainer
                 lossSum += summed.item<float>();
                 tokens += batch.Tokens;
             }
-            double gradNorm = ClipGradients(trainable, options.MaxGradNorm);
+            double gradNorm;
             using (var scope = NewDisposeScope())
             {
+                // One scope for the update: TorchSharp's clip, step and zero_grad create tensor
+                // wrappers (of the gradients) that would otherwise live until a GC finalizes them.
+                gradNorm = ClipGradients(trainable, options.MaxGradNorm);
                 optimizer.step();
+                optimizer.zero_grad();
             }
-            optimizer.zero_grad();
             double loss = lossSum / Math.Max(1, targets);
             if (!double.IsFinite(loss))
             {

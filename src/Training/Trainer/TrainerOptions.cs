@@ -65,6 +65,12 @@ public sealed record TrainerOptions
     /// <summary>TorchSharp device; only "cpu" is supported. Default "cpu".</summary>
     public string Device { get; init; } = "cpu";
 
+    /// <summary>
+    /// Torch intra-op threads for the run (restored afterwards); null keeps the process setting. On
+    /// a busy machine 1 thread can be much faster than several. Default null.
+    /// </summary>
+    public int? Threads { get; init; }
+
     /// <summary>The task; null picks causal LM for decoder checkpoints and sequence classification for encoders.</summary>
     public TrainingTask? Task { get; init; }
 
@@ -105,6 +111,7 @@ public sealed record TrainerOptions
         Require(MaxLength >= 2, nameof(MaxLength), MaxLength, "an integer of at least 2");
         Require(EvalFraction is >= 0 and < 1, nameof(EvalFraction), EvalFraction, "a number in [0, 1)");
         Require(string.Equals(Device, "cpu", StringComparison.OrdinalIgnoreCase), nameof(Device), Device, "\"cpu\" (training runs on the CPU)");
+        Require(Threads is null or > 0, nameof(Threads), Threads?.ToString(System.Globalization.CultureInfo.InvariantCulture) ?? "null", "null or a positive integer");
         Require(NumLabels is null or >= 2, nameof(NumLabels), NumLabels?.ToString(System.Globalization.CultureInfo.InvariantCulture) ?? "null", "null or at least 2");
         Require(EvalEverySteps >= 0, nameof(EvalEverySteps), EvalEverySteps, "a non-negative integer");
         Require(CheckpointEverySteps >= 0, nameof(CheckpointEverySteps), CheckpointEverySteps, "a non-negative integer");

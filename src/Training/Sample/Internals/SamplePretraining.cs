@@ -55,9 +55,9 @@ internal static class SamplePretraining
                 loss.backward();
                 nn.utils.clip_grad_norm_(parameters, 1.0);
                 optimizer.step();
+                optimizer.zero_grad();
                 recent += loss.item<float>();
             }
-            optimizer.zero_grad();
             if ((step + 1) % 50 == 0 || step + 1 == options.PretrainSteps)
             {
                 int span = (step + 1) % 50 == 0 ? 50 : (step + 1) % 50;

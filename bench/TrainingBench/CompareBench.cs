@@ -1,0 +1,126 @@
+using System.Diagnostics;
+using System.Globalization;
+using System.Text.Json;
+using OnnxLora.Core.HuggingFace;
+using OnnxLora.Training.Lora;
+using OnnxLora.Training.Models.Llama;
+using TorchSharp.Modules;
+using static TorchSharp.torch;
+
+namespace OnnxLora.TrainingBench;
+
+/// <summary>One worker process's measurements.</summary>
+internal sealed record WorkerResult(string Mode, double[] StepMs, long RssBeforeModelKiB, long RssAfterModelKiB, long RssEndKiB, long PeakKiB,
+    long TrainableParameters, long TotalParameters, long OptimizerStateBytes);
+
+/// <summary>
+/// LoRA vs full fine-tuning of the same model and batch: each run is a fresh child process (so its
+/// VmHWM is its own), alternating LoRA / full, several rounds.
+/// </summary>
+internal static class CompareBench
+{
+    public static LlamaConfig Config(int hidden, int layers) => new()
+    {
+        ModelType = "llama",
+        Architectures = ["LlamaForCausalLM"],
+        VocabSize = 4096,
+        HiddenSize = hidden,
+        IntermediateSize = hidden * 11 / 4,
+        NumHiddenLayers = layers,
+        NumAttentionHeads = hidden / 64,
+        NumKeyValueHeads = hidden / 64,
+        MaxPositionEmbeddings = 512,
+        RmsNormEps = 1e-5,
+        BosTokenId = 1,
+        EosTokenIds = [2],
+        PadTokenId = 0,
+        TorchDtype = "float32",
+    };
+
+    public static readonly string[] Targets = ["q_proj", "k_proj", "v_proj", "o_proj"];
+
+    public const int Rank = 8;
+
+    /// <summary>Runs in a child process: builds the model, trains <paramref name="steps"/> steps, prints one JSON line.</summary>
+    public static int Worker(string mode, int steps, int hidden, int layers, int batch, int seq)
+    {
+        long rss0 = ProcessMemory.RssKiB();
+        using var model = LlamaForCausalLM.CreateRandom(Config(hidden, layers), seed: 1);
+        long rss1 = ProcessMemory.RssKiB();
+        List<Parameter> trainable;
+        if (mode == "lora")
+        {
+            LoraInjection.Apply(model, new LoraOptions { TargetModules = LoraTargetModules.Of(Targets), Rank = Rank, Alpha = 2 * Rank, Seed = 1 });
+            trainable = LoraInjection.TrainableParameters(model).Select(p => p.Parameter).ToList();
+        }
+        else
+        {
+            trainable = model.parameters().ToList();
+            foreach (var p in trainable)
+            {
+                p.requires_grad = true;
+            }
+        }
+        model.train();
+        using var optimizer = new AdamW(trainable, lr: 1e-4, beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.01);
+        using var generator = new Generator(7);
+        using var ids = randint(3, 4096, [batch, seq], ScalarType.Int64, generator: generator);
+        using var mask = ones(batch, seq, ScalarType.Int64);
+        var times = new double[steps];
+        for (int s = 0; s < steps; s++)
+        {
+            long t0 = Stopwatch.GetTimestamp();
+            using (var scope = NewDisposeScope())
+            {
+                var logits = model.call(ids, mask);
+                var loss = nn.functional.cross_entropy(logits.narrow(1, 0, seq - 1).reshape(-1, 4096), ids.narrow(1, 1, seq - 1).reshape(-1));
+                loss.backward();
+                optimizer.step();
+            }
+            optimizer.zero_grad();
+            times[s] = Stopwatch.GetElapsedTime(t0).TotalMilliseconds;
+        }
+        long trainableCount = trainable.Sum(p => p.numel());
+        var result = new WorkerResult(mode, times, rss0, rss1, ProcessMemory.RssKiB(), ProcessMemory.PeakKiB(),
+            trainableCount, model.parameters().Sum(p => p.numel()), 2 * trainableCount * sizeof(float));
+        Console.WriteLine(JsonSerializer.Serialize(result));
+        return 0;
+    }
+
+    /// <summary>Spawns workers A B A B … and returns their results in run order.</summary>
+    public static List<WorkerResult> Run(int rounds, int steps, int hidden, int layers, int batch, int seq, int threads, Action<string> log)
+    {
+        var results = new List<WorkerResult>();
+        string self = Environment.ProcessPath!;
+        string? entry = Environment.GetCommandLineArgs()[0];
+        for (int round = 0; round < rounds; round++)
+        {
+            foreach (string mode in round % 2 == 0 ? new[] { "lora", "full" } : new[] { "full", "lora" })
+            {
+                var start = new ProcessStartInfo(self) { RedirectStandardOutput = true, UseShellExecute = false };
+                if (Path.GetFileNameWithoutExtension(self) == "dotnet" && entry.EndsWith(".dll", StringComparison.OrdinalIgnoreCase))
+                {
+                    start.ArgumentList.Add(entry);
+                }
+                foreach (string a in new[] { "worker", "--mode", mode, "--steps", Str(steps), "--hidden", Str(hidden), "--layers", Str(layers),
+                    "--batch", Str(batch), "--seq", Str(seq), "--threads", Str(threads) })
+                {
+                    start.ArgumentList.Add(a);
+                }
+                using var process = Process.Start(start)!;
+                string output = process.StandardOutput.ReadToEnd();
+                process.WaitForExit();
+                if (process.ExitCode != 0)
+                {
+                    throw new InvalidOperationException($"worker {mode} failed with exit code {process.ExitCode}: {output}");
+                }
+                var result = JsonSerializer.Deserialize<WorkerResult>(output.Trim().Split('\n')[^1])!;
+                log($"round {round + 1} {mode}: steps ms [{string.Join(", ", result.StepMs.Select(t => t.ToString("F0", CultureInfo.InvariantCulture)))}], peak {result.PeakKiB / 1024} MiB");
+                results.Add(result);
+            }
+        }
+        return results;
+    }
+
+    private static string Str(int v) => v.ToString(CultureInfo.InvariantCulture);
+}
