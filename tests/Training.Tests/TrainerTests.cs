@@ -182,21 +182,25 @@ public sealed class TrainerTests
     }
 
     [TestMethod]
-    public void SavedAdapter_LoadedIntoAFreshModel_GivesTheTrainedModelsOutputs()
+    [DataRow(false, true)]
+    [DataRow(true, false)]
+    public void SavedAdapter_LoadedIntoAFreshModel_GivesTheTrainedModelsOutputs(bool useDora, bool useRsLora)
     {
         using var dir = new TrainerTempDir();
         string modelDir = TrainerFixtures.Llama(dir.File("model"));
         string data = TrainerFixtures.CountingData(dir.File("data.jsonl"));
         float[]? trained = null;
         var hooks = new TrainerHooks(Finished: (m, _) => trained = Logits((LlamaForCausalLM)m.Root));
-        var options = Quick with { UseRsLora = true, Targets = ["q_proj", "v_proj", "down_proj"] };
+        var options = Quick with { UseRsLora = useRsLora, UseDora = useDora, Targets = ["q_proj", "v_proj", "down_proj"] };
 
         Trainer.Train(modelDir, data, dir.File("adapter"), options, null, default, hooks);
 
         using var adapter = PeftAdapter.Load(dir.File("adapter"));
         Assert.AreEqual("CAUSAL_LM", adapter.Config.TaskType);
         Assert.AreEqual(4, adapter.Config.R);
-        Assert.IsTrue(adapter.Config.UseRsLora);
+        Assert.AreEqual(useRsLora, adapter.Config.UseRsLora);
+        Assert.AreEqual(useDora, adapter.Config.UseDora);
+        Assert.AreEqual(useDora, adapter.Weights.Tensors.Any(t => t.Name.EndsWith(".lora_magnitude_vector", StringComparison.Ordinal)));
         CollectionAssert.AreEqual(new[] { "down_proj", "q_proj", "v_proj" }, adapter.Config.TargetModules!.Names.ToArray());
         using var fresh = LlamaForCausalLM.FromPretrained(modelDir);
         LoraInjection.Apply(fresh, new LoraOptions
@@ -205,6 +209,7 @@ public sealed class TrainerTests
             Rank = adapter.Config.R,
             Alpha = adapter.Config.Alpha,
             UseRsLora = adapter.Config.UseRsLora,
+            UseDora = adapter.Config.UseDora,
         });
         LoadAdapter(fresh, adapter);
         float[] reloaded = Logits(fresh);
