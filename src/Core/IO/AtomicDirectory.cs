@@ -23,6 +23,21 @@ public sealed class AtomicDirectory : IDisposable
     /// <summary>The folder to write into meanwhile.</summary>
     public string TempPath { get; }
 
+    /// <summary>Fails early (before any work) when the destination exists and may not be replaced, or is a file.</summary>
+    /// <exception cref="IOException">It exists and <paramref name="overwrite"/> is false, or it is a file.</exception>
+    public static void CheckDestination(string finalPath, bool overwrite)
+    {
+        finalPath = Path.GetFullPath(finalPath);
+        if (!overwrite && (Directory.Exists(finalPath) || System.IO.File.Exists(finalPath)))
+        {
+            throw new IOException($"{finalPath}: output exists; pass --force (overwrite) to replace it.");
+        }
+        if (System.IO.File.Exists(finalPath))
+        {
+            throw new IOException($"{finalPath}: is a file; expected a folder (or nothing) there.");
+        }
+    }
+
     /// <summary>Starts building <paramref name="finalPath"/>.</summary>
     /// <exception cref="IOException">It exists and <paramref name="overwrite"/> is false.</exception>
     public static AtomicDirectory Create(string finalPath, bool overwrite = false)

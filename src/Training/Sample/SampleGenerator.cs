@@ -1,13 +1,13 @@
 using System.Reflection;
-using System.Text;
 using System.Text.Encodings.Web;
 using System.Text.Json;
-using OnnxLora.Core;
+using System.Text;
 using OnnxLora.Core.HuggingFace;
+using OnnxLora.Core.IO;
+using OnnxLora.Core;
 using OnnxLora.Training.Data;
 using OnnxLora.Training.Models.Llama;
 using OnnxLora.Training.Sample.Internals;
-using OnnxLora.Training.TrainerInternals;
 
 namespace OnnxLora.Training.Sample;
 

@@ -74,6 +74,7 @@ internal sealed class RunCommand : CliCommand
                 Steps = parse.GetValue(_trainSteps),
                 LearningRate = 2e-3,
                 WarmupSteps = 5,
+                Threads = 1,
                 Overwrite = Context.Force,
             }, ProgressPrinter.For(Context), ct);
             TrainCommand.Print(Context, trained, asStep: true);

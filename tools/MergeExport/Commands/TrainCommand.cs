@@ -73,7 +73,7 @@ internal sealed class TrainOptionSet
 
     public Option<double> Alpha { get; } = new Option<double>("--alpha") { Description = "LoRA alpha (scaling alpha/r, or alpha/sqrt(r) with --rslora).", DefaultValueFactory = _ => 16 }.Finite(0);
 
-    public Option<string[]> Targets { get; } = new("--targets") { Description = "Modules to adapt: names (suffix match), one regex, or all-linear. Default: attention q/v.", AllowMultipleArgumentsPerToken = true };
+    public Option<string[]> Targets { get; } = new("--targets") { Description = "Modules to adapt: names (PEFT suffix match) or all-linear. Default: attention q/v (q_proj v_proj; query value for BERT).", AllowMultipleArgumentsPerToken = true };
 
     public Option<bool> RsLora { get; } = new("--rslora") { Description = "Scale by alpha/sqrt(r) (rsLoRA)." };
 
@@ -91,10 +91,19 @@ internal sealed class TrainOptionSet
 
     public Option<int> Seed { get; } = new("--seed") { Description = "Seed (same seed, same machine → same adapter bytes).", DefaultValueFactory = _ => 42 };
 
+    public Option<int?> Threads { get; } = new("--threads") { Description = "Torch intra-op threads (default: TorchSharp's choice; 1 is often faster on small shared machines)." };
+
     public Option<string> Device { get; } = new Option<string>("--device") { Description = "Training device (cpu; TorchSharp's CUDA natives are not available here).", DefaultValueFactory = _ => "cpu" }.OneOf("cpu");
 
     public TrainOptionSet()
     {
+        Threads.Validators.Add(r =>
+        {
+            if (r.GetValueOrDefault<int?>() is < 1)
+            {
+                r.AddError("--threads must be at least 1.");
+            }
+        });
         Steps.Validators.Add(r =>
         {
             if (r.GetValueOrDefault<int?>() is < 1)
@@ -106,7 +115,7 @@ internal sealed class TrainOptionSet
 
     public void AddTo(Command command)
     {
-        foreach (Option o in new Option[] { Rank, Alpha, Targets, RsLora, Dora, Dropout, Epochs, Steps, Lr, Batch, Seed, Device })
+        foreach (Option o in new Option[] { Rank, Alpha, Targets, RsLora, Dora, Dropout, Epochs, Steps, Lr, Batch, Seed, Threads, Device })
         {
             command.Options.Add(o);
         }
@@ -125,6 +134,7 @@ internal sealed class TrainOptionSet
         LearningRate = parse.GetValue(Lr),
         BatchSize = parse.GetValue(Batch),
         Seed = parse.GetValue(Seed),
+        Threads = parse.GetValue(Threads),
         Device = parse.GetValue(Device)!,
     };
 }

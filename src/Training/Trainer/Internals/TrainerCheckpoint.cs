@@ -1,5 +1,6 @@
 using System.Globalization;
 using System.Text.Json;
+using OnnxLora.Core.IO;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
 
