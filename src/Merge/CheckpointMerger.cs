@@ -52,7 +52,9 @@ public static class CheckpointMerger
             throw MergeThrow.Option(nameof(outputDirectory), $"{output} is the checkpoint itself; write the merge to another folder");
         }
         var plan = MergePlan.Create(adapters, checkpoint, options);
-        using var folder = OutputFolder.Create(output, options.Overwrite);
+        AtomicDirectory.CheckDestination(output, options.Overwrite);
+        DiskSpace.EnsureAvailable(output, EstimatedOutputBytes(checkpoint, options.OutputDType), "the merged checkpoint");
+        using var folder = AtomicDirectory.Create(output, options.Overwrite);
         int merged = 0, replaced = 0, copied = 0;
         long bytes = 0;
         var written = new Dictionary<string, (string Shard, long Bytes)>(StringComparer.Ordinal);
@@ -103,7 +105,7 @@ public static class CheckpointMerger
         {
             CopyOtherFiles(checkpoint, folder.TempPath);
         }
-        folder.Publish();
+        folder.Commit();
         return new CheckpointMergeResult(output, merged, replaced, copied, bytes);
     }
 
@@ -257,4 +259,13 @@ public static class CheckpointMerger
             File.Copy(file, Path.Combine(destination, name));
         }
     }
+
+    /// <summary>Bytes the merged checkpoint will take: every tensor at its output dtype.</summary>
+    private static long EstimatedOutputBytes(SafetensorsCheckpoint checkpoint, OutputDType dtype) =>
+        checkpoint.Tensors.Sum(t => !t.DType.IsFloat() ? t.ByteLength : dtype switch
+        {
+            OutputDType.F32 => t.ElementCount * 4,
+            OutputDType.F16 or OutputDType.BF16 => t.ElementCount * 2,
+            _ => t.ByteLength,
+        });
 }

@@ -106,6 +106,7 @@ public static partial class OnnxFile
             }
         }
 
+        DiskSpace.EnsureAvailable(fullPath, inlineBytes + (1L << 20), "the ONNX model");
         if (!external)
         {
             using var file = AtomicFile.Create(fullPath, options.Overwrite);

@@ -39,9 +39,11 @@ internal sealed class ValidateCommand : CliCommand
         }
         foreach (string? path in new[] { merged, unmerged, baseModel })
         {
-            if (path is not null && !File.Exists(path))
+            if (path is not null)
             {
-                throw new FileNotFoundException($"{path}: ONNX model not found.", path);
+                // Our own validation first (structure, external data confined to the model's folder), so bad
+                // files get this project's message rather than ONNX Runtime's.
+                _ = Core.Onnx.OnnxFile.Load(path, new Core.Onnx.OnnxLoadOptions { LoadExternalData = false });
             }
         }
         var options = _set.Read(parse);
