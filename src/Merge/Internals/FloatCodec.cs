@@ -67,8 +67,8 @@ internal static class FloatCodec
             case DType.F16:
                 var halves = MemoryMarshal.Cast<byte, Half>(destination[..(n * 2)]);
                 TensorPrimitives.ConvertToHalf(source, halves);
-                // Overflow check only where the fp32 value is beyond F16's largest finite value (65504).
-                if (TensorPrimitives.MaxMagnitude(source) >= 65504f)
+                // Overflow check only when some value is beyond F16's largest finite magnitude (65504); MaxMagnitude keeps the sign.
+                if (n > 0 && MathF.Abs(TensorPrimitives.MaxMagnitude(source)) >= 65504f)
                 {
                     for (int i = 0; i < n; i++)
                     {
