@@ -98,7 +98,7 @@ public sealed class HostileCliTests
         File.WriteAllBytes(file, HostileFiles.OnnxWithExternalData("/etc/passwd"));
 
         AssertRejected(dir, "validate", ["validate", "--merged", file, "--unmerged", file, "--runs", "0", "--warmup", "0", "--report", dir.File("out/report")],
-            file, "external data");
+            file, "external_data location: found '/etc/passwd' (an absolute path)");
     }
 
     [TestMethod]
