@@ -6,6 +6,8 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 bash scripts/setup.sh
 export DOTNET_CLI_TELEMETRY_OPTOUT=1 DOTNET_NOLOGO=1
 dotnet build OnnxLora.sln -c Release -nologo -v:minimal
+# Code style as .editorconfig says (whitespace, usings, naming); fails on any difference.
+dotnet format OnnxLora.sln --verify-no-changes --no-restore
 log="$(mktemp)"
 status=0
 dotnet test OnnxLora.sln -c Release --no-build -nologo -v:minimal 2>&1 | tee "$log" || status=$?

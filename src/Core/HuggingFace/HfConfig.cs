@@ -1,7 +1,7 @@
 using System.Text;
 using System.Text.Json;
-using OnnxLora.Core.IO;
 using OnnxLora.Core.Internals;
+using OnnxLora.Core.IO;
 
 namespace OnnxLora.Core.HuggingFace;
 

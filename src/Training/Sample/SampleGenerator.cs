@@ -1,10 +1,10 @@
 using System.Reflection;
+using System.Text;
 using System.Text.Encodings.Web;
 using System.Text.Json;
-using System.Text;
+using OnnxLora.Core;
 using OnnxLora.Core.HuggingFace;
 using OnnxLora.Core.IO;
-using OnnxLora.Core;
 using OnnxLora.Training.Data;
 using OnnxLora.Training.Models.Llama;
 using OnnxLora.Training.Sample.Internals;

@@ -1,8 +1,8 @@
 using System.Diagnostics;
 using System.Globalization;
 using OnnxLora.Core.IO;
-using OnnxLora.Training.Data.Internals;
 using OnnxLora.Training.Data;
+using OnnxLora.Training.Data.Internals;
 using OnnxLora.Training.TrainerInternals;
 using TorchSharp.Modules;
 using static TorchSharp.torch;

@@ -1,6 +1,6 @@
 using System.CommandLine;
-using OnnxLora.MergeExport.Internals;
 using OnnxLora.Merge;
+using OnnxLora.MergeExport.Internals;
 
 namespace OnnxLora.MergeExport.Commands;
 

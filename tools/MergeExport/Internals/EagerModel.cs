@@ -17,17 +17,17 @@ internal static class EagerModel
         switch (model)
         {
             case LlamaForCausalLM llama:
-            {
-                var positions = Int64(inputs, "position_ids");
-                var logits = positions is null ? llama.forward(ids, mask) : llama.forward(ids, mask, positions);
-                return new Dictionary<string, float[]> { ["logits"] = logits.to(ScalarType.Float32).contiguous().data<float>().ToArray() };
-            }
+                {
+                    var positions = Int64(inputs, "position_ids");
+                    var logits = positions is null ? llama.forward(ids, mask) : llama.forward(ids, mask, positions);
+                    return new Dictionary<string, float[]> { ["logits"] = logits.to(ScalarType.Float32).contiguous().data<float>().ToArray() };
+                }
             case BertModel bert:
-            {
-                var types = Int64(inputs, "token_type_ids");
-                var hidden = types is null ? bert.forward(ids, mask) : bert.forward(ids, mask, types);
-                return new Dictionary<string, float[]> { ["last_hidden_state"] = hidden.to(ScalarType.Float32).contiguous().data<float>().ToArray() };
-            }
+                {
+                    var types = Int64(inputs, "token_type_ids");
+                    var hidden = types is null ? bert.forward(ids, mask) : bert.forward(ids, mask, types);
+                    return new Dictionary<string, float[]> { ["last_hidden_state"] = hidden.to(ScalarType.Float32).contiguous().data<float>().ToArray() };
+                }
             default:
                 throw new NotSupportedException($"no eager reference for model type {model.GetType().Name}");
         }
