@@ -88,7 +88,7 @@ public static class OnnxTensors
             throw new ArgumentException($"tensor '{name}': dtype {dtype} is not a floating-point type.", nameof(dtype));
         }
         byte[] bytes = new byte[checked(values.Length * dtype.SizeOf())];
-        FloatConvert.FromSingle(dtype, values, bytes);
+        FloatCodec.Encode(dtype, values, bytes);
         return CreateWrapped(name, dtype, shape, UnsafeByteOperations.UnsafeWrap(bytes));
     }
 
@@ -152,7 +152,7 @@ public static class OnnxTensors
         if (!tensor.RawData.IsEmpty || count == 0)
         {
             CheckLength(tensor, dtype, tensor.RawData.Length, count * dtype.SizeOf(), "raw_data bytes");
-            FloatConvert.ToSingle(dtype, tensor.RawData.Span, result);
+            FloatCodec.Decode(dtype, tensor.RawData.Span, result);
             return result;
         }
         switch (dtype)
@@ -174,7 +174,7 @@ public static class OnnxTensors
                 for (int i = 0; i < result.Length; i++)
                 {
                     ushort bits = (ushort)tensor.Int32Data[i];
-                    result[i] = dtype == DType.F16 ? (float)BitConverter.UInt16BitsToHalf(bits) : FloatConvert.BFloat16ToSingle(bits);
+                    result[i] = dtype == DType.F16 ? (float)BitConverter.UInt16BitsToHalf(bits) : FloatCodec.BFloat16ToSingle(bits);
                 }
                 break;
         }
@@ -199,7 +199,7 @@ public static class OnnxTensors
             throw new ArgumentException($"tensor '{tensor.Name}': {values.Length} values given, expected {count}.", nameof(values));
         }
         byte[] bytes = new byte[checked(values.Length * dtype.SizeOf())];
-        FloatConvert.FromSingle(dtype, values, bytes);
+        FloatCodec.Encode(dtype, values, bytes);
         SetRawData(tensor, UnsafeByteOperations.UnsafeWrap(bytes));
     }
 

@@ -1,4 +1,3 @@
-using OnnxLora.Core.Internals;
 using OnnxLora.Core.Peft.Internals;
 using OnnxLora.Core.Safetensors;
 
@@ -139,7 +138,7 @@ public sealed partial class PeftAdapter : IDisposable
             throw new ArgumentException($"tensor '{key}': dtype {dtype} is not a floating-point type", nameof(dtype));
         }
         byte[] data = new byte[spec.ByteLength];
-        FloatConvert.FromSingle(dtype, values, data);
+        FloatCodec.Encode(dtype, values, data);
         return (spec, data);
     }
 

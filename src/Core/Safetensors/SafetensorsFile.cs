@@ -175,7 +175,7 @@ public sealed unsafe partial class SafetensorsFile : IDisposable
             throw new InvalidOperationException($"{Path}: tensor '{tensor.Name}' has {tensor.ElementCount} elements, too many for one array.");
         }
         var result = new float[tensor.ElementCount];
-        FloatConvert.ToSingle(tensor.DType, GetBytes(tensor), result);
+        FloatCodec.Decode(tensor.DType, GetBytes(tensor), result);
         return result;
     }
 

@@ -3,7 +3,6 @@ using OnnxLora.Core;
 using OnnxLora.Core.Onnx;
 using OnnxLora.Core.Peft;
 using OnnxLora.Core.Safetensors;
-using OnnxLora.Merge.Internals;
 using OnnxLora.Merge.Onnx.Internals;
 
 namespace OnnxLora.Merge.Onnx;

@@ -2,7 +2,6 @@ using System.Buffers.Binary;
 using Onnx;
 using OnnxLora.Core;
 using OnnxLora.Core.Onnx;
-using OnnxLora.Merge.Internals;
 
 namespace OnnxLora.Merge.Onnx.Internals;
 

@@ -1,12 +1,14 @@
 using System.Buffers.Binary;
 using System.Numerics.Tensors;
 using System.Runtime.InteropServices;
-using OnnxLora.Core;
 
-namespace OnnxLora.Merge.Internals;
+namespace OnnxLora.Core;
 
-/// <summary>Stored float bytes (little-endian F64/F32/F16/BF16) to and from fp32, one rounding (nearest-even).</summary>
-internal static class FloatCodec
+/// <summary>
+/// Stored float bytes (little-endian F64/F32/F16/BF16) to and from fp32, one rounding (nearest-even).
+/// The one place the project converts between stored float formats.
+/// </summary>
+public static class FloatCodec
 {
     public static float BFloat16ToSingle(ushort bits) => BitConverter.Int32BitsToSingle(bits << 16);
 
