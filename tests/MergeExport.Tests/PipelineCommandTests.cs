@@ -321,3 +321,27 @@ public sealed class PipelineBadInputTests
     public void Train_InvalidRank() => AssertBadInput(new TempDir(), "a",
         ["train", "--model", SampleModels.Model, "--data", "x.jsonl", "--out", "a", "--rank", "0"], "--rank");
 }
+
+[TestClass]
+public sealed class TrainTargetsTests
+{
+    [TestMethod]
+    public void Train_RegexTargets_AdaptExactlyTheMatchedModulesAndReload()
+    {
+        using var dir = new TempDir();
+        string adapter = dir.File("a");
+
+        var (code, _, err) = CliHarness.Run("train", "--model", SampleModels.Model, "--data", Path.Combine(SampleModels.Model, "task.jsonl"),
+            "--out", adapter, "--steps", "1", "--batch", "2", "--targets", @"model\.layers\.[01]\.self_attn\.(q|k)_proj");
+
+        Assert.AreEqual(0, code, err);
+        using (var loaded = OnnxLora.Core.Peft.PeftAdapter.Load(adapter))
+        {
+            CollectionAssert.AreEquivalent(
+                new[] { "model.layers.0.self_attn.q_proj", "model.layers.0.self_attn.k_proj", "model.layers.1.self_attn.q_proj", "model.layers.1.self_attn.k_proj" },
+                loaded.Modules.Select(m => m.ModulePath).ToArray());
+        }
+        var (ecode, _, eerr) = CliHarness.Run("export", "--model", SampleModels.Model, "--adapter", adapter, "--mode", "unmerged", "--out", dir.File("u.onnx"));
+        Assert.AreEqual(0, ecode, eerr);
+    }
+}

@@ -16,7 +16,9 @@ public sealed record TrainerOptions
 
     /// <summary>
     /// Module names to adapt (PEFT's target_modules, matched against the last name segment, e.g.
-    /// "q_proj"). Null picks the family's PEFT default: q_proj, v_proj for LLaMA; query, value for BERT.
+    /// "q_proj"); ["all-linear"]; or one full-match regex over module paths (a single entry with regex
+    /// characters, e.g. @"model\.layers\.0\..*_proj"). Null picks the family's PEFT default: q_proj,
+    /// v_proj for LLaMA; query, value for BERT.
     /// </summary>
     public IReadOnlyList<string>? Targets { get; init; }
 

@@ -73,7 +73,7 @@ internal sealed class TrainOptionSet
 
     public Option<double> Alpha { get; } = new Option<double>("--alpha") { Description = "LoRA alpha (scaling alpha/r, or alpha/sqrt(r) with --rslora).", DefaultValueFactory = _ => 16 }.Finite(0);
 
-    public Option<string[]> Targets { get; } = new("--targets") { Description = "Modules to adapt: names (PEFT suffix match) or all-linear. Default: attention q/v (q_proj v_proj; query value for BERT).", AllowMultipleArgumentsPerToken = true };
+    public Option<string[]> Targets { get; } = new("--targets") { Description = "Modules to adapt: names (PEFT suffix match), all-linear, or one full-match regex over module paths. Default: q_proj v_proj (query value for BERT).", AllowMultipleArgumentsPerToken = true };
 
     public Option<bool> RsLora { get; } = new("--rslora") { Description = "Scale by alpha/sqrt(r) (rsLoRA)." };
 

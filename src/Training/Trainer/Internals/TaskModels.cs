@@ -50,7 +50,12 @@ internal static class TaskModels
         var targets = options.Targets ?? DefaultTargets(info.Family);
         var lora = new LoraOptions
         {
-            TargetModules = targets is ["all-linear"] ? LoraTargetModules.AllLinear : LoraTargetModules.Of(targets),
+            TargetModules = targets switch
+            {
+                ["all-linear"] => LoraTargetModules.AllLinear,
+                [var single] when IsRegex(single) => LoraTargetModules.Regex(single),
+                _ => LoraTargetModules.Of(targets),
+            },
             Rank = options.Rank,
             Alpha = options.Alpha,
             Dropout = options.Dropout,
@@ -87,9 +92,15 @@ internal static class TaskModels
         }
     }
 
+    /// <summary>A single target with regex characters is a full-match regex (PEFT's string form); module names never contain them.</summary>
+    internal static bool IsRegex(string target) => target.AsSpan().IndexOfAny(@".*+?()[]{}|^$\") >= 0;
+
     private static AdapterManifest Manifest(string modelDir, string taskType, TrainerOptions options, LoraInjectionReport report, IReadOnlyList<string>? modulesToSave)
     {
-        var names = report.Wrapped.Select(w => w.Path[(w.Path.LastIndexOf('.') + 1)..]).Distinct(StringComparer.Ordinal).Order(StringComparer.Ordinal).ToList();
+        // Saved as a list PEFT matches by name suffix: last name segments, or full paths when a regex chose
+        // the modules (so reloading wraps exactly the same ones).
+        bool regex = options.Targets is [var single] && IsRegex(single);
+        var names = report.Wrapped.Select(w => regex ? w.Path : w.Path[(w.Path.LastIndexOf('.') + 1)..]).Distinct(StringComparer.Ordinal).Order(StringComparer.Ordinal).ToList();
         return new AdapterManifest(taskType, modelDir, options.Rank, options.Alpha, options.Dropout, names, options.UseRsLora, options.UseDora, modulesToSave);
     }
 
