@@ -66,19 +66,7 @@ public sealed partial class LoraEmbedding : nn.Module<Tensor, Tensor>
     public bool AdapterEnabled { get; set; } = true;
 
     /// <inheritdoc cref="LoraLinear.ReplaceBaseWeight"/>
-    public Tensor ReplaceBaseWeight(Tensor weight)
-    {
-        ArgumentNullException.ThrowIfNull(weight);
-        if (!weight.shape.SequenceEqual(Weight.shape))
-        {
-            throw ModelThrow.Argument(nameof(weight), "replacement base weight", ModelThrow.Shape(weight.shape), ModelThrow.Shape(Weight.shape));
-        }
-        using var noGrad = no_grad();
-        using var view = Weight.detach();
-        var previous = view.clone();
-        Weight.copy_(weight);
-        return previous;
-    }
+    public Tensor ReplaceBaseWeight(Tensor weight) => LoraChecks.ReplaceWeight(Weight, weight);
 
     public override Tensor forward(Tensor input)
     {

@@ -109,19 +109,7 @@ public sealed partial class LoraLinear : nn.Module<Tensor, Tensor>
     /// returns a copy of the previous weight, which the caller owns and can pass back here to restore it.
     /// </summary>
     /// <exception cref="ArgumentException">The shape differs from [out, in].</exception>
-    public Tensor ReplaceBaseWeight(Tensor weight)
-    {
-        ArgumentNullException.ThrowIfNull(weight);
-        if (!weight.shape.SequenceEqual(Weight.shape))
-        {
-            throw ModelThrow.Argument(nameof(weight), "replacement base weight", ModelThrow.Shape(weight.shape), ModelThrow.Shape(Weight.shape));
-        }
-        using var noGrad = no_grad();
-        using var view = Weight.detach();
-        var previous = view.clone();
-        Weight.copy_(weight);
-        return previous;
-    }
+    public Tensor ReplaceBaseWeight(Tensor weight) => LoraChecks.ReplaceWeight(Weight, weight);
 
     public override Tensor forward(Tensor input)
     {

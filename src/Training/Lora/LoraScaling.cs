@@ -1,4 +1,5 @@
 using OnnxLora.Training.Internals;
+using static TorchSharp.torch;
 
 namespace OnnxLora.Training.Lora;
 
@@ -9,9 +10,24 @@ public static class LoraScaling
     public static double Of(double alpha, int rank, bool useRsLora) => useRsLora ? alpha / Math.Sqrt(rank) : alpha / rank;
 }
 
-/// <summary>Argument checks shared by the LoRA layers.</summary>
+/// <summary>Argument checks and weight handling shared by the LoRA layers.</summary>
 internal static class LoraChecks
 {
+    /// <summary>Copies <paramref name="replacement"/> into the frozen base weight and returns the previous values (the caller owns them).</summary>
+    public static Tensor ReplaceWeight(Tensor weight, Tensor replacement)
+    {
+        ArgumentNullException.ThrowIfNull(replacement);
+        if (!replacement.shape.SequenceEqual(weight.shape))
+        {
+            throw ModelThrow.Argument(nameof(replacement), "replacement base weight", ModelThrow.Shape(replacement.shape), ModelThrow.Shape(weight.shape));
+        }
+        using var noGrad = no_grad();
+        using var view = weight.detach();
+        var previous = view.clone();
+        weight.copy_(replacement);
+        return previous;
+    }
+
     public static void RankAlphaDropout(int rank, double alpha, double dropout)
     {
         if (rank <= 0)
