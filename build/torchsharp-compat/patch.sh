@@ -60,4 +60,9 @@ patchelf --clear-symbol-version "$symbol" "$tmp"
 patchelf --add-needed "$shim_name" "$tmp"
 cp -f "$cache_dir/$shim_name" "$lib_dir/$shim_name"
 mv -f "$tmp" "$lib"
-echo "TorchSharp compat: ${libstdcxx:-the system libstdc++} lacks $version; patched $lib (weak $version requirement, unversioned $symbol, NEEDED $shim_name beside it)."
+if [[ "${ONNXLORA_COMPAT_FORCE:-0}" == "1" ]]; then
+    reason="patching is forced (a .NET tool package must load on older systems)"
+else
+    reason="${libstdcxx:-the system libstdc++} lacks $version"
+fi
+echo "TorchSharp compat: $reason; patched $lib (weak $version requirement, unversioned $symbol, NEEDED $shim_name beside it)."
