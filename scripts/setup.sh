@@ -3,9 +3,10 @@
 #   g++, patchelf   the TorchSharp compat step (build/torchsharp-compat) on pre-GCC-13 C++ runtimes
 #   python3-onnx    the reference ONNX checker used by the export tests
 #   chromium        renders the HTML validation report in a test
+#   time            /usr/bin/time, which the hostile-input tests use to bound peak memory
 # Nothing is installed when everything is already there.
 set -euo pipefail
-packages=(g++ patchelf binutils python3-onnx chromium)
+packages=(g++ patchelf binutils python3-onnx chromium time)
 missing=()
 for p in "${packages[@]}"; do
     dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
