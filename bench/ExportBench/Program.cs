@@ -3,9 +3,9 @@ using System.Globalization;
 using Microsoft.ML.OnnxRuntime;
 using OnnxLora.Core.Onnx;
 using OnnxLora.Export;
-using OnnxLora.Training.Models;
-using OnnxLora.Training.Models.Llama;
-using OnnxLora.Training.Onnx;
+using OnnxLora.Models;
+using OnnxLora.Models.Llama;
+using OnnxLora.Models.Onnx;
 using static TorchSharp.torch;
 
 // Export throughput of a model whose weights exceed 2 GiB (so external data is required), measured

@@ -1,3 +1,4 @@
+using OnnxLora.Core.Peft;
 using System.Diagnostics;
 using System.Globalization;
 using OnnxLora.Training;
@@ -18,10 +19,13 @@ internal static class SampleLora
         {
             Steps = Int(args, "steps", 60),
             LearningRate = Double(args, "lr", 2e-3),
-            Rank = Int(args, "rank", 8),
-            Alpha = Double(args, "alpha", 16),
+            Lora = new PeftAdapterConfig
+            {
+                R = Int(args, "rank", 8),
+                Alpha = Double(args, "alpha", 16),
+                TargetModules = args.TryGetValue("targets", out string? t) ? TargetModules.FromList(t.Split(',')) : null,
+            },
             BatchSize = Int(args, "batch", 8),
-            Targets = args.TryGetValue("targets", out string? t) ? t.Split(',') : null,
             WarmupSteps = Int(args, "warmup", 5),
             EvalEverySteps = Int(args, "eval-every", 20),
             Seed = Int(args, "seed", 42),

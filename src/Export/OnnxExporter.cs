@@ -3,8 +3,8 @@ using System.Security.Cryptography;
 using Onnx;
 using OnnxLora.Core.Onnx;
 using OnnxLora.Export.Internals;
-using OnnxLora.Training.Lora;
-using OnnxLora.Training.Onnx;
+using OnnxLora.Models.Lora;
+using OnnxLora.Models.Onnx;
 using static TorchSharp.torch;
 
 namespace OnnxLora.Export;
@@ -60,7 +60,6 @@ public static class OnnxExporter
             WeightType = options.WeightType,
             PositionIdsInput = options.PositionIdsInput,
             TokenTypeIdsInput = options.TokenTypeIdsInput,
-            MergedWeight = MergedWeights.For,
         };
         using (no_grad())
         {
@@ -103,8 +102,7 @@ public static class OnnxExporter
         }
     }
 
-    private static List<(string Path, nn.Module Module)> LoraLayers(nn.Module model) =>
-        model.named_modules().Where(m => m.module is LoraLinear or LoraEmbedding).Select(m => (m.name, m.module)).ToList();
+    private static List<ILoraLayer> LoraLayers(nn.Module model) => [.. LoraInjection.LoraLayers(model).Select(l => (ILoraLayer)l.Layer)];
 
     private static List<(string Key, string Value)> Metadata(nn.Module model, ExportOptions options)
     {
@@ -121,9 +119,9 @@ public static class OnnxExporter
         var layers = LoraLayers(model);
         if (layers.Count > 0)
         {
-            var ranks = layers.Select(l => l.Module is LoraLinear a ? a.Rank : ((LoraEmbedding)l.Module).Rank);
-            var alphas = layers.Select(l => l.Module is LoraLinear a ? a.Alpha : ((LoraEmbedding)l.Module).Alpha);
-            var scalings = layers.Select(l => l.Module is LoraLinear a ? a.Scaling : ((LoraEmbedding)l.Module).Scaling);
+            var ranks = layers.Select(l => l.Rank);
+            var alphas = layers.Select(l => l.Alpha);
+            var scalings = layers.Select(l => l.Scaling);
             entries.Add(("lora_rank", Distinct(ranks.Select(r => r.ToString(CultureInfo.InvariantCulture)))));
             entries.Add(("lora_alpha", Distinct(alphas.Select(a => a.ToString("R", CultureInfo.InvariantCulture)))));
             entries.Add(("lora_scaling", Distinct(scalings.Select(s => s.ToString("R", CultureInfo.InvariantCulture)))));

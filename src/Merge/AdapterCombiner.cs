@@ -67,7 +67,7 @@ public static class AdapterCombiner
             }
             else
             {
-                var tasks = parts.Select(p => AdapterDelta.Compute(adapters[p.Index].Adapter, p.Module, storedLayout: false)).ToList();
+                var tasks = parts.Select(p => adapters[p.Index].Adapter.ReadUpdate(p.Module).Delta()).ToList();
                 var weights = parts.Select(p => adapters[p.Index].Weight).ToList();
                 var method = options.Combination == Combination.Svd ? Combination.Linear : options.Combination;
                 var seeds = parts.Select(p => TaskMerge.SeedFor(options.Seed, path, p.Index)).ToList();

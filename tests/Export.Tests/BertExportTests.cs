@@ -1,6 +1,6 @@
 using OnnxLora.Core.Onnx;
-using OnnxLora.Training.Models.Bert;
-using OnnxLora.Training.Onnx;
+using OnnxLora.Models.Bert;
+using OnnxLora.Models.Onnx;
 
 namespace OnnxLora.Export.Tests;
 

@@ -1,6 +1,6 @@
 using OnnxLora.Core;
 using OnnxLora.Core.Onnx;
-using OnnxLora.Training.Onnx;
+using OnnxLora.Models.Onnx;
 using static TorchSharp.torch;
 
 namespace OnnxLora.Export.Tests;

@@ -1,8 +1,7 @@
 using System.Diagnostics;
 using System.Security.Cryptography;
 using OnnxLora.Core.Onnx;
-using OnnxLora.Merge;
-using OnnxLora.Training.Onnx;
+using OnnxLora.Models.Onnx;
 using static TorchSharp.torch;
 
 namespace OnnxLora.Export.Tests;
@@ -24,27 +23,6 @@ public sealed class ExporterBehaviourTests
         OnnxExporter.Export(model, Path.Combine(dir, "b.onnx"), options);
 
         CollectionAssert.AreEqual(File.ReadAllBytes(Path.Combine(dir, "a.onnx")), File.ReadAllBytes(Path.Combine(dir, "b.onnx")));
-    }
-
-    [TestMethod]
-    public void MergedExport_HasTheWeightsOfModelMergeInPlace()
-    {
-        using var model = TestModels.Llama();
-        TestModels.InjectLora(model, ["q_proj", "down_proj"], dora: false);
-        TestModels.InjectLoraDoraInto(model, "model.layers.0.self_attn.v_proj");
-        var merged = OnnxExporter.BuildModel(model, new ExportOptions { Mode = OnnxExportMode.Merged });
-
-        var paths = ModelMerge.MergeInPlace(model);
-        Assert.HasCount(5, paths);
-        var afterInPlace = OnnxExporter.BuildModel(model, new ExportOptions { Mode = OnnxExportMode.Unmerged });
-
-        Assert.IsFalse(afterInPlace.Graph.Initializer.Any(t => t.Name.Contains("lora_", StringComparison.Ordinal)), "merged layers export as plain weights");
-        foreach (var name in new[] { "model.layers.1.self_attn.q_proj.weight", "model.layers.0.mlp.down_proj.weight", "model.layers.0.self_attn.v_proj.weight" })
-        {
-            var a = merged.Graph.Initializer.Single(t => t.Name == name);
-            var b = afterInPlace.Graph.Initializer.Single(t => t.Name == name);
-            Assert.AreEqual(a.RawData, b.RawData, name);
-        }
     }
 
     [TestMethod]

@@ -1,7 +1,7 @@
 using OnnxLora.Core.Onnx;
-using OnnxLora.Training.Models;
-using OnnxLora.Training.Models.Llama;
-using OnnxLora.Training.Onnx;
+using OnnxLora.Models;
+using OnnxLora.Models.Llama;
+using OnnxLora.Models.Onnx;
 
 namespace OnnxLora.Export.Tests;
 

@@ -1,8 +1,9 @@
+using OnnxLora.Core.Peft;
 using System.Reflection;
-using OnnxLora.Training.Lora;
-using OnnxLora.Training.Models;
-using OnnxLora.Training.Models.Bert;
-using OnnxLora.Training.Models.Llama;
+using OnnxLora.Models.Lora;
+using OnnxLora.Models;
+using OnnxLora.Models.Bert;
+using OnnxLora.Models.Llama;
 using static TorchSharp.torch;
 
 namespace OnnxLora.Export.Tests;
@@ -34,14 +35,12 @@ internal static class TestModels
     /// </summary>
     public static int InjectLora(nn.Module model, IReadOnlyCollection<string> targets, int rank = 4, double alpha = 8, bool dora = false, long seed = 5)
     {
-        var report = LoraInjection.Apply(model, new LoraOptions
-        {
-            TargetModules = LoraTargetModules.Of(targets),
-            Rank = rank,
+        var report = LoraInjection.Apply(model, new PeftAdapterConfig {
+            TargetModules = TargetModules.FromList(targets),
+             R = rank,
             Alpha = alpha,
             UseDora = dora,
-            Seed = seed,
-        });
+        }, seed);
         using var generator = new Generator((ulong)seed + 1);
         using (no_grad())
         {

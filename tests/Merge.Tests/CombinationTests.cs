@@ -30,8 +30,8 @@ public sealed class CombinationTests
         plan.ApplyTo(M + ".weight", combined);
 
         var sequential = (float[])w.Clone();
-        AdapterDelta.Apply(x, x.Get(M), sequential, 0.7);
-        AdapterDelta.Apply(y, y.Get(M), sequential, -1.3);
+        x.ReadUpdate(x.Get(M)).MergeInto(sequential, 0.7);
+        y.ReadUpdate(y.Get(M)).MergeInto(sequential, -1.3);
 
         var expected = Add(Add(w, Scaled(Delta(ax, bx, 2, 2.0), 0.7)), Scaled(Delta(ay, by, 3, 3 / Math.Sqrt(3)), -1.3));
         double scale = MaxAbs(expected);
@@ -56,7 +56,7 @@ public sealed class CombinationTests
         Assert.AreEqual(5, m.Rank);
         Assert.AreEqual(1.0, m.Scaling, 1e-12);
         var expected = Add(Scaled(Delta(ax, bx, 2, 2.0), 0.5), Scaled(Delta(ay, by, 3, Math.Sqrt(3)), 2.0));
-        AssertClose(expected, AdapterDelta.Compute(cat, M), Tol, "cat ΔW", MaxAbs(expected));
+        AssertClose(expected, cat.ReadUpdate(M).Delta(), Tol, "cat ΔW", MaxAbs(expected));
     }
 
     [TestMethod]
@@ -73,7 +73,7 @@ public sealed class CombinationTests
         Assert.AreEqual(2, cat.Get(M).Rank);
         Assert.AreEqual(3, cat.Get(other).Rank);
         Assert.AreEqual(1.0, cat.Get(other).Scaling, 1e-12);
-        AssertClose(Scaled(Product(by, ay, OutF, 3, InF), 2.0), AdapterDelta.Compute(cat, other), Tol, "other");
+        AssertClose(Scaled(Product(by, ay, OutF, 3, InF), 2.0), cat.ReadUpdate(other).Delta(), Tol, "other");
     }
 
     [TestMethod]
@@ -91,7 +91,7 @@ public sealed class CombinationTests
             AdapterCombiner.Combine([new(x, 1.0), new(y, 0.5)], outDir, new MergeOptions { Combination = Combination.Svd, SvdRank = rank });
             using var svd = PeftAdapter.Load(outDir);
             Assert.AreEqual(rank, svd.Get(M).Rank);
-            var got = AdapterDelta.Compute(svd, M);
+            var got = svd.ReadUpdate(M).Delta();
             double err = Math.Sqrt(expected.Select((e, i) => (e - got[i]) * (e - got[i])).Sum());
             Assert.IsLessThan(previous, err + 1e-12, $"rank {rank}: error {err} did not shrink from {previous}");
             previous = err;
@@ -219,7 +219,7 @@ public sealed class CombinationTests
         AdapterCombiner.Combine([new(loha)], outDir, new MergeOptions { Combination = Combination.Svd, SvdRank = 4 });
         using var lora = PeftAdapter.Load(outDir);
         Assert.AreEqual(PeftType.Lora, lora.Config.PeftType);
-        AssertClose(expected, AdapterDelta.Compute(lora, M), 1e-5, "LoHa as rank-4 LoRA", MaxAbs(expected));
+        AssertClose(expected, lora.ReadUpdate(M).Delta(), 1e-5, "LoHa as rank-4 LoRA", MaxAbs(expected));
         Assert.ThrowsExactly<InvalidDataException>(() => AdapterCombiner.Combine([new(loha)], Path.Combine(NewDir(), "x"), new MergeOptions { Combination = Combination.Cat }));
     }
 

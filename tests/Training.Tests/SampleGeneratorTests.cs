@@ -1,6 +1,6 @@
 using OnnxLora.Core.HuggingFace;
 using OnnxLora.Training.Data;
-using OnnxLora.Training.Models.Llama;
+using OnnxLora.Models.Llama;
 using OnnxLora.Training.Sample;
 using static TorchSharp.torch;
 

@@ -1,7 +1,7 @@
 using System.Text;
-using OnnxLora.Training.Models;
-using OnnxLora.Training.Models.Bert;
-using OnnxLora.Training.Models.Llama;
+using OnnxLora.Models;
+using OnnxLora.Models.Bert;
+using OnnxLora.Models.Llama;
 
 namespace OnnxLora.Training.Tests;
 

@@ -12,9 +12,10 @@ public sealed class TrainerOptimizerTests
     {
         var o = new TrainerOptions();
         Assert.AreEqual(0.01, o.WeightDecay);
-        Assert.AreEqual(8, o.Rank);
-        Assert.AreEqual(16.0, o.Alpha);
-        Assert.AreEqual(0.0, o.Dropout);
+        Assert.AreEqual(8, o.Lora.R);
+        Assert.AreEqual(16.0, o.Lora.Alpha);
+        Assert.AreEqual(0.0, o.Lora.LoraDropout);
+        Assert.IsNull(o.Lora.TargetModules, "null picks the family's PEFT default targets");
         Assert.AreEqual(1.0, o.MaxGradNorm);
         Assert.AreEqual("cpu", o.Device);
         Assert.AreEqual(0.9, TrainerOptimizer.Beta1);
@@ -101,7 +102,7 @@ public sealed class TrainerOptimizerTests
     }
 
     [TestMethod]
-    [DataRow(nameof(TrainerOptions.Rank))]
+    [DataRow("Lora.R")]
     [DataRow(nameof(TrainerOptions.LearningRate))]
     [DataRow(nameof(TrainerOptions.EvalFraction))]
     [DataRow(nameof(TrainerOptions.Device))]
@@ -110,7 +111,7 @@ public sealed class TrainerOptimizerTests
     {
         var o = name switch
         {
-            nameof(TrainerOptions.Rank) => new TrainerOptions { Rank = 0 },
+            "Lora.R" => new TrainerOptions { Lora = new() { R = 0 } },
             nameof(TrainerOptions.LearningRate) => new TrainerOptions { LearningRate = double.NaN },
             nameof(TrainerOptions.EvalFraction) => new TrainerOptions { EvalFraction = 1 },
             nameof(TrainerOptions.Device) => new TrainerOptions { Device = "cuda" },

@@ -1,7 +1,7 @@
 using OnnxLora.Core.Peft;
-using OnnxLora.Training.Lora;
-using OnnxLora.Training.Models.Bert;
-using OnnxLora.Training.Models.Llama;
+using OnnxLora.Models.Lora;
+using OnnxLora.Models.Bert;
+using OnnxLora.Models.Llama;
 using OnnxLora.Training.TrainerInternals;
 using static TorchSharp.torch;
 
@@ -21,9 +21,7 @@ public sealed class TrainerTests
 
     private static TrainerOptions Quick => new()
     {
-        Rank = 4,
-        Alpha = 8,
-        Targets = ["q_proj", "k_proj", "v_proj", "o_proj"],
+        Lora = new PeftAdapterConfig { R = 4, Alpha = 8, TargetModules = TargetModules.FromList("q_proj", "k_proj", "v_proj", "o_proj") },
         Steps = 12,
         LearningRate = 1e-2,
         BatchSize = 8,
@@ -39,7 +37,7 @@ public sealed class TrainerTests
         string data = TrainerFixtures.CountingData(dir.File("data.jsonl"));
         var reports = new List<TrainingProgress>();
 
-        var result = Trainer.Train(model, data, dir.File("adapter"), Quick with { Steps = 30, Targets = ["all-linear"] }, new ListProgress(reports));
+        var result = Trainer.Train(model, data, dir.File("adapter"), Quick with { Steps = 30, Lora = Quick.Lora with { TargetModules = TargetModules.AllLinear } }, new ListProgress(reports));
 
         Assert.IsNotNull(result.InitialEvalLoss);
         Assert.IsNotNull(result.EvalLoss);
@@ -128,7 +126,7 @@ public sealed class TrainerTests
         using var dir = new TrainerTempDir();
         string model = TrainerFixtures.Llama(dir.File("model"));
         string data = TrainerFixtures.CountingData(dir.File("data.jsonl"));
-        var options = Quick with { Dropout = 0.1, Steps = 6 };
+        var options = Quick with { Lora = Quick.Lora with { LoraDropout = 0.1 }, Steps = 6 };
 
         Trainer.Train(model, data, dir.File("a"), options);
         Trainer.Train(model, data, dir.File("b"), options);
@@ -149,7 +147,7 @@ public sealed class TrainerTests
         string model = TrainerFixtures.Llama(dir.File("model"));
         string data = TrainerFixtures.CountingData(dir.File("data.jsonl"));
         // Dropout draws from torch's generator, so the resumed run must restore its state exactly.
-        var options = Quick with { Dropout = 0.2, Steps = 7, GradientAccumulation = 2, BatchSize = 4, WarmupSteps = 2 };
+        var options = Quick with { Lora = Quick.Lora with { LoraDropout = 0.2 }, Steps = 7, GradientAccumulation = 2, BatchSize = 4, WarmupSteps = 2 };
 
         var full = Trainer.Train(model, data, dir.File("full"), options with { CheckpointEverySteps = 3, CheckpointDirectory = dir.File("ckpt") });
         string checkpoint = Path.Combine(dir.File("ckpt"), "step-000003");
@@ -191,7 +189,7 @@ public sealed class TrainerTests
         string data = TrainerFixtures.CountingData(dir.File("data.jsonl"));
         float[]? trained = null;
         var hooks = new TrainerHooks(Finished: (m, _) => trained = Logits((LlamaForCausalLM)m.Root));
-        var options = Quick with { UseRsLora = useRsLora, UseDora = useDora, Targets = ["q_proj", "v_proj", "down_proj"] };
+        var options = Quick with { Lora = Quick.Lora with { UseRsLora = useRsLora, UseDora = useDora, TargetModules = TargetModules.FromList("q_proj", "v_proj", "down_proj") } };
 
         Trainer.Train(modelDir, data, dir.File("adapter"), options, null, default, hooks);
 
@@ -203,14 +201,7 @@ public sealed class TrainerTests
         Assert.AreEqual(useDora, adapter.Weights.Tensors.Any(t => t.Name.EndsWith(".lora_magnitude_vector", StringComparison.Ordinal)));
         CollectionAssert.AreEqual(new[] { "down_proj", "q_proj", "v_proj" }, adapter.Config.TargetModules!.Names.ToArray());
         using var fresh = LlamaForCausalLM.FromPretrained(modelDir);
-        LoraInjection.Apply(fresh, new LoraOptions
-        {
-            TargetModules = LoraTargetModules.Of(adapter.Config.TargetModules.Names),
-            Rank = adapter.Config.R,
-            Alpha = adapter.Config.Alpha,
-            UseRsLora = adapter.Config.UseRsLora,
-            UseDora = adapter.Config.UseDora,
-        });
+        LoraInjection.Apply(fresh, adapter.Config);
         LoadAdapter(fresh, adapter);
         float[] reloaded = Logits(fresh);
         using var plain = LlamaForCausalLM.FromPretrained(modelDir);
@@ -239,7 +230,7 @@ public sealed class TrainerTests
             using var noGrad = no_grad();
             trained = ((SequenceClassifier)m.Root).call(tensor(probe, [1, probe.Length]), ones(1, probe.Length, ScalarType.Int64)).data<float>().ToArray();
         });
-        var options = new TrainerOptions { Rank = 4, Steps = 40, LearningRate = 1e-2, EvalFraction = 0.25, BatchSize = 8, Seed = 5, Targets = ["query", "key", "value", "dense"] };
+        var options = new TrainerOptions { Lora = new PeftAdapterConfig { R = 4, Alpha = 16, TargetModules = TargetModules.FromList("query", "key", "value", "dense") }, Steps = 40, LearningRate = 1e-2, EvalFraction = 0.25, BatchSize = 8, Seed = 5 };
 
         var result = Trainer.Train(modelDir, data, dir.File("adapter"), options, null, default, hooks);
 
@@ -253,13 +244,7 @@ public sealed class TrainerTests
         CollectionAssert.Contains(keys, "base_model.model.bert.encoder.layer.0.attention.self.query.lora_A.weight");
 
         using var fresh = new SequenceClassifier(BertModel.FromPretrained(modelDir), 2, seed: 777);
-        LoraInjection.Apply(fresh, new LoraOptions
-        {
-            TargetModules = LoraTargetModules.Of(adapter.Config.TargetModules!.Names),
-            Rank = adapter.Config.R,
-            Alpha = adapter.Config.Alpha,
-            ModulesToSave = adapter.Config.ModulesToSave!,
-        });
+        LoraInjection.Apply(fresh, adapter.Config);
         LoadAdapter(fresh, adapter);
         fresh.eval();
         using var scope = NewDisposeScope();

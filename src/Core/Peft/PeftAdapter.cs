@@ -54,6 +54,12 @@ public sealed partial class PeftAdapter : IDisposable
     public AdapterModule Get(string modulePath) =>
         _byPath.TryGetValue(modulePath, out var m) ? m : throw new KeyNotFoundException($"{Directory}: the adapter has no module '{modulePath}'.");
 
+    /// <summary>The update of <paramref name="module"/> with its factors read as fp32 (the one ΔW composition, <see cref="ModuleUpdate"/>).</summary>
+    public ModuleUpdate ReadUpdate(AdapterModule module) => ModuleUpdate.Read(this, module);
+
+    /// <summary>The update of the module at <paramref name="modulePath"/>.</summary>
+    public ModuleUpdate ReadUpdate(string modulePath) => ModuleUpdate.Read(this, Get(modulePath));
+
     /// <summary>A module tensor's values as fp32.</summary>
     public float[] ReadSingles(AdapterModule module, AdapterTensorRole role) => Weights.ReadSingles(module[role]);
 

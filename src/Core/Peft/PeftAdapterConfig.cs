@@ -115,12 +115,10 @@ public sealed partial record PeftAdapterConfig
     /// The scaling s of a module's update: alpha/r, or alpha/√r with <see cref="UseRsLora"/> (LoRA only;
     /// LoHa and LoKr always use alpha/r, as PEFT does).
     /// </summary>
-    public double ScalingFor(string modulePath)
-    {
-        int r = RankFor(modulePath);
-        double alpha = AlphaFor(modulePath);
-        return PeftType == PeftType.Lora && UseRsLora ? alpha / Math.Sqrt(r) : alpha / r;
-    }
+    public double ScalingFor(string modulePath) => Scaling(AlphaFor(modulePath), RankFor(modulePath), PeftType == PeftType.Lora && UseRsLora);
+
+    /// <summary>The one scaling formula: alpha/r, or alpha/√r for rsLoRA (PEFT's <c>LoraLayer.update_layer</c>).</summary>
+    public static double Scaling(double alpha, int rank, bool useRsLora) => useRsLora ? alpha / Math.Sqrt(rank) : alpha / rank;
 
     /// <summary>The first key in <paramref name="keys"/> matching <paramref name="modulePath"/> the way PEFT's get_pattern_key does, or null.</summary>
     public static string? PatternKey(IEnumerable<string> keys, string modulePath)

@@ -41,7 +41,7 @@ public sealed class TargetModules : IEquatable<TargetModules>
     public string? Pattern { get; }
 
     /// <summary>A list of module names.</summary>
-    public static TargetModules FromList(IEnumerable<string> names) =>
+    public static TargetModules FromList(params IEnumerable<string> names) =>
         new(TargetModulesKind.List, names.ToArray(), null, null);
 
     /// <summary>A regex (or "all-linear"); throws <see cref="ArgumentException"/> when the regex does not compile.</summary>

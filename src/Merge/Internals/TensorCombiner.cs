@@ -1,3 +1,5 @@
+using OnnxLora.Core.Peft;
+
 namespace OnnxLora.Merge.Internals;
 
 /// <summary>
@@ -14,14 +16,14 @@ internal static class TensorCombiner
         {
             float[]? baseWeight = entries.Any(e => e.UseDora) && entries.Count > 1 ? weight.ToArray() : null;
             var doraTasks = entries.Where(e => e.UseDora && baseWeight is not null)
-                .Select(e => (e, AdapterDelta.TaskTensor(Adapter(plan, e), e.Module, baseWeight))).ToList();
+                .Select(e => (e, Adapter(plan, e).ReadUpdate(e.Module).TaskTensor(baseWeight))).ToList();
             foreach (var e in entries)
             {
                 if (baseWeight is not null && e.UseDora)
                 {
                     continue;
                 }
-                AdapterDelta.Apply(Adapter(plan, e), e.Module, weight, e.Weight);
+                Adapter(plan, e).ReadUpdate(e.Module).MergeInto(weight, e.Weight);
             }
             foreach (var (e, task) in doraTasks)
             {
@@ -34,7 +36,7 @@ internal static class TensorCombiner
         }
 
         float[] baseCopy = weight.ToArray();
-        var tasks = entries.Select(e => AdapterDelta.TaskTensor(Adapter(plan, e), e.Module, baseCopy)).ToList();
+        var tasks = entries.Select(e => Adapter(plan, e).ReadUpdate(e.Module).TaskTensor(baseCopy)).ToList();
         var weights = entries.Select(e => e.Weight).ToList();
         float[] combined;
         if (options.Combination == Combination.Svd)
@@ -58,5 +60,5 @@ internal static class TensorCombiner
         }
     }
 
-    private static Core.Peft.PeftAdapter Adapter(MergePlan plan, MergePlanEntry e) => plan.Adapters[e.AdapterIndex].Adapter;
+    private static PeftAdapter Adapter(MergePlan plan, MergePlanEntry e) => plan.Adapters[e.AdapterIndex].Adapter;
 }

@@ -1,8 +1,11 @@
-using static TorchSharp.torch;
+using MathNet.Numerics.LinearAlgebra;
 
 namespace OnnxLora.Merge.Internals;
 
-/// <summary>Rank-k SVD factors of a dense matrix, computed in fp64 by TorchSharp's torch.linalg.svd on the CPU.</summary>
+/// <summary>
+/// Rank-k SVD factors of a dense matrix in fp64, with Math.NET Numerics' SVD (managed; no native
+/// backend, so merging files never loads libtorch).
+/// </summary>
 internal static class TruncatedSvd
 {
     /// <summary>
@@ -12,27 +15,28 @@ internal static class TruncatedSvd
     public static (float[] Left, float[] Right, int Rank) Factor(ReadOnlySpan<float> m, int rows, int cols, int rank)
     {
         int k = Math.Min(rank, Math.Min(rows, cols));
-        var d = new double[m.Length];
-        for (int i = 0; i < d.Length; i++)
+        var values = m.ToArray();
+        var matrix = Matrix<double>.Build.Dense(rows, cols, (i, j) => values[(i * cols) + j]);
+        var svd = matrix.Svd(computeVectors: true);
+        var u = svd.U;
+        var s = svd.S;
+        var vt = svd.VT;
+        var left = new float[rows * k];
+        var right = new float[k * cols];
+        for (int i = 0; i < rows; i++)
         {
-            d[i] = m[i];
+            for (int j = 0; j < k; j++)
+            {
+                left[(i * k) + j] = (float)(u[i, j] * s[j]);
+            }
         }
-        using var scope = NewDisposeScope();
-        var t = tensor(d, [rows, cols], ScalarType.Float64);
-        var (u, s, vh) = linalg.svd(t, fullMatrices: false);
-        var left = u.narrow(1, 0, k).mul(s.narrow(0, 0, k).unsqueeze(0)).contiguous();
-        var right = vh.narrow(0, 0, k).contiguous();
-        return (ToSingles(left), ToSingles(right), k);
-    }
-
-    private static float[] ToSingles(Tensor t)
-    {
-        var data = t.data<double>().ToArray();
-        var f = new float[data.Length];
-        for (int i = 0; i < f.Length; i++)
+        for (int j = 0; j < k; j++)
         {
-            f[i] = (float)data[i];
+            for (int c = 0; c < cols; c++)
+            {
+                right[(j * cols) + c] = (float)vt[j, c];
+            }
         }
-        return f;
+        return (left, right, k);
     }
 }

@@ -227,9 +227,9 @@ public static class OnnxModelMerger
         var dims = tensor.Dims.ToArray();
         bool transposed = layout == OnnxWeightLayout.Transposed;
         // The plan works on the parameter's layout; a transposed initializer [a, b] holds the parameter [b, a].
-        var param = transposed ? Transpose(values, (int)dims[0], (int)dims[1]) : values;
+        var param = transposed ? DeltaMath.Transpose(values, (int)dims[0], (int)dims[1]) : values;
         plan.ApplyTo(key, param);
-        var merged = transposed ? Transpose(param, (int)dims[1], (int)dims[0]) : param;
+        var merged = transposed ? DeltaMath.Transpose(param, (int)dims[1], (int)dims[0]) : param;
         byte[] bytes = new byte[checked(merged.Length * dtype.SizeOf())];
         long overflow = FloatCodec.Encode(dtype, merged, bytes);
         if (plan.Options.SafeMode && overflow >= 0)
@@ -240,18 +240,5 @@ public static class OnnxModelMerger
         result.DocString = tensor.DocString;
         result.MetadataProps.Add(tensor.MetadataProps);
         return result;
-    }
-
-    private static float[] Transpose(float[] m, int rows, int cols)
-    {
-        var t = new float[m.Length];
-        for (int i = 0; i < rows; i++)
-        {
-            for (int j = 0; j < cols; j++)
-            {
-                t[(j * rows) + i] = m[(i * cols) + j];
-            }
-        }
-        return t;
     }
 }

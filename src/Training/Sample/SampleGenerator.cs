@@ -6,7 +6,7 @@ using OnnxLora.Core;
 using OnnxLora.Core.HuggingFace;
 using OnnxLora.Core.IO;
 using OnnxLora.Training.Data;
-using OnnxLora.Training.Models.Llama;
+using OnnxLora.Models.Llama;
 using OnnxLora.Training.Sample.Internals;
 
 namespace OnnxLora.Training.Sample;

@@ -105,11 +105,11 @@ public static class Trainer
             GradientAccumulation = options.GradientAccumulation,
             TrainExamples = train.Count,
             EvalExamples = eval.Count,
-            Rank = options.Rank,
-            Alpha = options.Alpha,
+            Rank = options.Lora.R,
+            Alpha = options.Lora.Alpha,
             LearningRate = options.LearningRate,
             WarmupSteps = options.WarmupSteps,
-            TargetModules = string.Join(",", model.Manifest.TargetModules.Order(StringComparer.Ordinal)),
+            TargetModules = model.AdapterConfig.TargetModules!.ToString(),
         };
         if (options.ResumeFrom is not null)
         {
@@ -200,7 +200,7 @@ public static class Trainer
 
     /// <summary>The one place the final adapter is written: a PEFT folder that appears whole or not at all.</summary>
     private static void SaveAdapter(string outDir, TaskModel model, bool overwrite) =>
-        AdapterFiles.Save(outDir, model.Manifest, model.Trainable, overwrite);
+        AdapterFiles.Save(outDir, model.AdapterConfig, model.Trainable, overwrite);
 
     private static double LearningRateAt(TrainerOptions options, int step, int total) =>
         options.LearningRate * LearningRateSchedule.Factor(step, options.WarmupSteps, total);

@@ -1,3 +1,4 @@
+using OnnxLora.Core.Peft;
 using OnnxLora.Training.Data;
 
 namespace OnnxLora.Training;
@@ -8,28 +9,15 @@ namespace OnnxLora.Training;
 /// </summary>
 public sealed record TrainerOptions
 {
-    /// <summary>LoRA rank r. Default 8.</summary>
-    public int Rank { get; init; } = 8;
-
-    /// <summary>LoRA alpha; the update is scaled by alpha/r (alpha/√r with <see cref="UseRsLora"/>). Default 16.</summary>
-    public double Alpha { get; init; } = 16;
-
     /// <summary>
-    /// Module names to adapt (PEFT's target_modules, matched against the last name segment, e.g.
-    /// "q_proj"); ["all-linear"]; or one full-match regex over module paths (a single entry with regex
-    /// characters, e.g. @"model\.layers\.0\..*_proj"). Null picks the family's PEFT default: q_proj,
-    /// v_proj for LLaMA; query, value for BERT.
+    /// The adapter to train, as PEFT's <c>LoraConfig</c> (the same type that is saved as adapter_config.json
+    /// and read back for merging): r, lora_alpha, target_modules (null picks the family's PEFT default:
+    /// q_proj, v_proj for LLaMA; query, value for BERT), rank_pattern / alpha_pattern, use_rslora,
+    /// use_dora, lora_dropout, init_lora_weights ("true" or "gaussian"). task_type,
+    /// base_model_name_or_path and modules_to_save are filled in by the trainer. Default: r 8,
+    /// lora_alpha 16, the family's targets.
     /// </summary>
-    public IReadOnlyList<string>? Targets { get; init; }
-
-    /// <summary>Scale by alpha/√r instead of alpha/r (rank-stabilized LoRA). Default false.</summary>
-    public bool UseRsLora { get; init; }
-
-    /// <summary>Weight-decomposed LoRA (DoRA): a trained magnitude vector per adapted layer. Default false.</summary>
-    public bool UseDora { get; init; }
-
-    /// <summary>Dropout on the LoRA branch's input during training. Default 0 (PEFT's default).</summary>
-    public double Dropout { get; init; }
+    public PeftAdapterConfig Lora { get; init; } = new() { R = 8, Alpha = 16 };
 
     /// <summary>Passes over the training split; used when <see cref="Steps"/> is null. Default 1.</summary>
     public int Epochs { get; init; } = 1;
@@ -97,11 +85,14 @@ public sealed record TrainerOptions
     /// <summary>Checks every value; throws <see cref="ArgumentException"/> naming the option.</summary>
     public void Validate()
     {
-        Require(Rank > 0, nameof(Rank), Rank, "a positive integer");
-        Require(Alpha > 0 && double.IsFinite(Alpha), nameof(Alpha), Alpha, "a positive finite number");
-        Require(Targets is null || (Targets.Count > 0 && Targets.All(t => !string.IsNullOrWhiteSpace(t))), nameof(Targets),
-            Targets is null ? "null" : string.Join(",", Targets), "null or a non-empty list of module names");
-        Require(Dropout is >= 0 and < 1, nameof(Dropout), Dropout, "a number in [0, 1)");
+        ArgumentNullException.ThrowIfNull(Lora);
+        Require(Lora.PeftType == PeftType.Lora, "Lora.PeftType", Lora.PeftType.ToJsonName(), "LORA (LoHa and LoKr adapters are merged, not trained here)");
+        Require(Lora.R > 0, "Lora.R", Lora.R, "a positive integer");
+        Require(Lora.Alpha > 0 && double.IsFinite(Lora.Alpha), "Lora.Alpha", Lora.Alpha, "a positive finite number");
+        Require(Lora.TargetModules is null || Lora.TargetModules.Kind != TargetModulesKind.List || (Lora.TargetModules.Names.Count > 0 && Lora.TargetModules.Names.All(t => !string.IsNullOrWhiteSpace(t))),
+            "Lora.TargetModules", Lora.TargetModules?.ToString() ?? "null", "null, a non-empty list of module names, a regex or all-linear");
+        Require(Lora.LoraDropout is >= 0 and < 1, "Lora.LoraDropout", Lora.LoraDropout, "a number in [0, 1)");
+        Require(Lora.InitWeights is "true" or "gaussian", "Lora.InitWeights", Lora.InitWeights, "\"true\" or \"gaussian\" (other PEFT initialisations are not implemented by the trainer)");
         Require(Epochs > 0, nameof(Epochs), Epochs, "a positive integer");
         Require(Steps is null or > 0, nameof(Steps), Steps?.ToString(System.Globalization.CultureInfo.InvariantCulture) ?? "null", "null or a positive integer");
         Require(LearningRate > 0 && double.IsFinite(LearningRate), nameof(LearningRate), LearningRate, "a positive finite number");

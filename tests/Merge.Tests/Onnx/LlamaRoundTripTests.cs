@@ -4,9 +4,9 @@ using OnnxLora.Core.Onnx;
 using OnnxLora.Core.Peft;
 using OnnxLora.Export;
 using OnnxLora.Merge.Onnx;
-using OnnxLora.Training.Models;
-using OnnxLora.Training.Models.Llama;
-using OnnxLora.Training.Onnx;
+using OnnxLora.Models;
+using OnnxLora.Models.Llama;
+using OnnxLora.Models.Onnx;
 
 namespace OnnxLora.Merge.Tests.Onnx;
 

@@ -4,7 +4,7 @@ using OnnxLora.Core.Peft;
 using OnnxLora.Export;
 using OnnxLora.Merge;
 using OnnxLora.MergeExport.Internals;
-using OnnxLora.Training.Onnx;
+using OnnxLora.Models.Onnx;
 
 namespace OnnxLora.MergeExport.Commands;
 
@@ -113,7 +113,7 @@ internal sealed class ExportCommand : CliCommand
         try
         {
             using var loaded = LoadedModel.Load(modelFull, null);
-            ModelMerge.MergeAdapters(loaded.Module, adapters, MergeOptions.Default);
+            AdapterMerge.MergeAdapters(loaded.Module, adapters, MergeOptions.Default);
             return OnnxExporter.Export(loaded.Module, output, options with
             {
                 Mode = OnnxExportMode.Base,

@@ -6,7 +6,7 @@ using OnnxLora.Export;
 using OnnxLora.Merge;
 using OnnxLora.MergeExport.Internals;
 using OnnxLora.Training;
-using OnnxLora.Training.Onnx;
+using OnnxLora.Models.Onnx;
 using OnnxLora.Training.Sample;
 using OnnxLora.Validate;
 

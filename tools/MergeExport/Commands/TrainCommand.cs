@@ -1,3 +1,4 @@
+using OnnxLora.Core.Peft;
 using System.CommandLine;
 using System.Globalization;
 using OnnxLora.MergeExport.Internals;
@@ -123,12 +124,15 @@ internal sealed class TrainOptionSet
 
     public TrainerOptions Read(ParseResult parse) => new()
     {
-        Rank = parse.GetValue(Rank),
-        Alpha = parse.GetValue(Alpha),
-        Targets = parse.GetValue(Targets) is { Length: > 0 } t ? t : null,
-        UseRsLora = parse.GetValue(RsLora),
-        UseDora = parse.GetValue(Dora),
-        Dropout = parse.GetValue(Dropout),
+        Lora = new PeftAdapterConfig
+        {
+            R = parse.GetValue(Rank),
+            Alpha = parse.GetValue(Alpha),
+            TargetModules = TargetsOf(parse.GetValue(Targets)),
+            UseRsLora = parse.GetValue(RsLora),
+            UseDora = parse.GetValue(Dora),
+            LoraDropout = parse.GetValue(Dropout),
+        },
         Epochs = parse.GetValue(Epochs),
         Steps = parse.GetValue(Steps),
         LearningRate = parse.GetValue(Lr),
@@ -136,5 +140,13 @@ internal sealed class TrainOptionSet
         Seed = parse.GetValue(Seed),
         Threads = parse.GetValue(Threads),
         Device = parse.GetValue(Device)!,
+    };
+
+    /// <summary>PEFT's target_modules from --targets: "all-linear", one full-match regex (a single value with regex characters), else a list of names; null for the family default.</summary>
+    private static TargetModules? TargetsOf(string[]? values) => values switch
+    {
+        null or [] => null,
+        [var single] when single == "all-linear" || single.AsSpan().IndexOfAny(@".*+?()[]{}|^$\") >= 0 => TargetModules.FromString(single),
+        _ => TargetModules.FromList(values),
     };
 }

@@ -1,5 +1,5 @@
-using OnnxLora.Training.Models.Bert;
-using OnnxLora.Training.Models.Llama;
+using OnnxLora.Models.Bert;
+using OnnxLora.Models.Llama;
 using OnnxLora.Validate;
 using static TorchSharp.torch;
 

@@ -1,5 +1,5 @@
-using OnnxLora.Training.Lora;
-using OnnxLora.Training.Peft;
+using OnnxLora.Models.Lora;
+using OnnxLora.Models.Peft;
 using TorchSharp;
 
 namespace OnnxLora.MergeExport.Internals;

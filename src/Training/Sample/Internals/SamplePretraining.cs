@@ -1,7 +1,7 @@
 using System.Globalization;
 using OnnxLora.Training.Data;
 using OnnxLora.Training.Data.Internals;
-using OnnxLora.Training.Models.Llama;
+using OnnxLora.Models.Llama;
 using OnnxLora.Training.TrainerInternals;
 using static TorchSharp.torch;
 

@@ -2,7 +2,7 @@ using System.Runtime.InteropServices;
 using OnnxLora.Core;
 using OnnxLora.Core.Peft;
 using OnnxLora.Core.Safetensors;
-using OnnxLora.Training.Lora;
+using OnnxLora.Models.Lora;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
 
@@ -16,7 +16,7 @@ namespace OnnxLora.Training.TrainerInternals;
 internal static class AdapterFiles
 {
     /// <summary>Writes the adapter folder <paramref name="directory"/> atomically (float32 tensors, keys sorted).</summary>
-    public static void Save(string directory, AdapterManifest manifest, IReadOnlyList<(string Key, Parameter Parameter)> tensors, bool overwrite)
+    public static void Save(string directory, PeftAdapterConfig config, IReadOnlyList<(string Key, Parameter Parameter)> tensors, bool overwrite)
     {
         var items = new List<(TensorSpec, ReadOnlyMemory<byte>)>(tensors.Count);
         foreach (var (key, p) in tensors)
@@ -25,23 +25,8 @@ internal static class AdapterFiles
             float[] values = p.detach().to(ScalarType.Float32).contiguous().data<float>().ToArray();
             items.Add(PeftAdapter.EncodeTensor(key, p.shape, values, DType.F32));
         }
-        PeftAdapter.Save(directory, Config(manifest), items, overwrite);
+        PeftAdapter.Save(directory, config, items, overwrite);
     }
-
-    /// <summary>The adapter_config.json record for <paramref name="m"/>.</summary>
-    public static PeftAdapterConfig Config(AdapterManifest m) => new()
-    {
-        PeftType = PeftType.Lora,
-        TaskType = m.PeftTaskType,
-        BaseModelNameOrPath = m.BaseModelPath,
-        R = m.Rank,
-        Alpha = m.Alpha,
-        TargetModules = TargetModules.FromList(m.TargetModules),
-        LoraDropout = m.Dropout,
-        UseRsLora = m.UseRsLora,
-        UseDora = m.UseDora,
-        ModulesToSave = m.ModulesToSave,
-    };
 
     /// <summary>Copies the tensors of the adapter folder <paramref name="directory"/> into <paramref name="model"/>'s adapter (all must match).</summary>
     public static void LoadInto(string directory, TaskModel model)

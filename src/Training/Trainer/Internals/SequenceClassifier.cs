@@ -1,4 +1,4 @@
-using OnnxLora.Training.Models.Bert;
+using OnnxLora.Models.Bert;
 using TorchSharp.Modules;
 using TorchSharp.Utils;
 using static TorchSharp.torch;

@@ -1,3 +1,4 @@
+using OnnxLora.Core.Peft;
 using OnnxLora.Training.Data;
 using OnnxLora.Training.Data.Internals;
 using TorchSharp.Modules;
@@ -23,8 +24,8 @@ internal abstract class TaskModel : IDisposable
     /// </summary>
     public abstract IReadOnlyList<(string Key, Parameter Parameter)> Trainable { get; }
 
-    /// <summary>What adapter_config.json records about the adapter.</summary>
-    public abstract AdapterManifest Manifest { get; }
+    /// <summary>The adapter_config.json this model's adapter is saved with (PEFT's config, the one that was injected).</summary>
+    public abstract PeftAdapterConfig AdapterConfig { get; }
 
     /// <summary>
     /// The loss summed over the batch's targets (predicted tokens for causal LM, examples for
@@ -63,24 +64,3 @@ internal abstract class TaskModel : IDisposable
         return (ids, mask);
     }
 }
-
-/// <summary>The facts adapter_config.json records, independent of how the file is written.</summary>
-/// <param name="PeftTaskType">"CAUSAL_LM" or "SEQ_CLS".</param>
-/// <param name="BaseModelPath">The base checkpoint folder (base_model_name_or_path).</param>
-/// <param name="Rank">r.</param>
-/// <param name="Alpha">lora_alpha.</param>
-/// <param name="Dropout">lora_dropout.</param>
-/// <param name="TargetModules">target_modules.</param>
-/// <param name="UseRsLora">use_rslora.</param>
-/// <param name="UseDora">use_dora.</param>
-/// <param name="ModulesToSave">modules_to_save (the classification head), or null.</param>
-internal sealed record AdapterManifest(
-    string PeftTaskType,
-    string BaseModelPath,
-    int Rank,
-    double Alpha,
-    double Dropout,
-    IReadOnlyList<string> TargetModules,
-    bool UseRsLora,
-    bool UseDora,
-    IReadOnlyList<string>? ModulesToSave);

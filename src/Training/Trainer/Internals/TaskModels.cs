@@ -1,11 +1,12 @@
 using System.Globalization;
 using System.Text.Json;
 using OnnxLora.Core.HuggingFace;
+using OnnxLora.Core.Peft;
 using OnnxLora.Training.Data;
 using OnnxLora.Training.Data.Internals;
-using OnnxLora.Training.Lora;
-using OnnxLora.Training.Models.Bert;
-using OnnxLora.Training.Models.Llama;
+using OnnxLora.Models.Lora;
+using OnnxLora.Models.Bert;
+using OnnxLora.Models.Llama;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
 
@@ -47,30 +48,21 @@ internal static class TaskModels
         {
             throw new ArgumentException($"TrainerOptions.Task: found {task}, expected {expected} for a {info.Family} checkpoint ({modelDir}).", nameof(options));
         }
-        var targets = options.Targets ?? DefaultTargets(info.Family);
-        var lora = new LoraOptions
+        string taskType = task == TrainingTask.SequenceClassification ? "SEQ_CLS" : "CAUSAL_LM";
+        var config = options.Lora with
         {
-            TargetModules = targets switch
-            {
-                ["all-linear"] => LoraTargetModules.AllLinear,
-                [var single] when IsRegex(single) => LoraTargetModules.Regex(single),
-                _ => LoraTargetModules.Of(targets),
-            },
-            Rank = options.Rank,
-            Alpha = options.Alpha,
-            Dropout = options.Dropout,
-            UseRsLora = options.UseRsLora,
-            UseDora = options.UseDora,
-            Seed = options.Seed,
-            ModulesToSave = task == TrainingTask.SequenceClassification ? [SequenceClassifier.HeadName] : [],
+            TaskType = taskType,
+            BaseModelNameOrPath = modelDir,
+            TargetModules = options.Lora.TargetModules ?? TargetModules.FromList(DefaultTargets(info.Family)),
+            ModulesToSave = task == TrainingTask.SequenceClassification ? [SequenceClassifier.HeadName] : null,
         };
         if (info.Family == "llama")
         {
             var model = LlamaForCausalLM.FromPretrained(modelDir);
             try
             {
-                var report = LoraInjection.Apply(model, lora);
-                return new CausalLmTaskModel(model, Manifest(modelDir, "CAUSAL_LM", options, report, null));
+                var report = LoraInjection.Apply(model, config, options.Seed);
+                return new CausalLmTaskModel(model, Saved(report));
             }
             catch
             {
@@ -82,8 +74,8 @@ internal static class TaskModels
         var classifier = new SequenceClassifier(bert, numLabels, options.Seed);
         try
         {
-            var report = LoraInjection.Apply(classifier, lora);
-            return new ClassificationTaskModel(classifier, Manifest(modelDir, "SEQ_CLS", options, report, [SequenceClassifier.HeadName]));
+            var report = LoraInjection.Apply(classifier, config, options.Seed);
+            return new ClassificationTaskModel(classifier, Saved(report));
         }
         catch
         {
@@ -92,17 +84,8 @@ internal static class TaskModels
         }
     }
 
-    /// <summary>A single target with regex characters is a full-match regex (PEFT's string form); module names never contain them.</summary>
-    internal static bool IsRegex(string target) => target.AsSpan().IndexOfAny(@".*+?()[]{}|^$\") >= 0;
-
-    private static AdapterManifest Manifest(string modelDir, string taskType, TrainerOptions options, LoraInjectionReport report, IReadOnlyList<string>? modulesToSave)
-    {
-        // Saved as a list PEFT matches by name suffix: last name segments, or full paths when a regex chose
-        // the modules (so reloading wraps exactly the same ones).
-        bool regex = options.Targets is [var single] && IsRegex(single);
-        var names = report.Wrapped.Select(w => regex ? w.Path : w.Path[(w.Path.LastIndexOf('.') + 1)..]).Distinct(StringComparer.Ordinal).Order(StringComparer.Ordinal).ToList();
-        return new AdapterManifest(taskType, modelDir, options.Rank, options.Alpha, options.Dropout, names, options.UseRsLora, options.UseDora, modulesToSave);
-    }
+    /// <summary>The config saved with the adapter: the injected one, with "all-linear" resolved to module names as PEFT saves it.</summary>
+    private static PeftAdapterConfig Saved(LoraInjectionReport report) => report.Config with { TargetModules = LoraInjection.ResolvedTargets(report) };
 
     private static int? LabelCount(BertConfig config)
     {
@@ -119,7 +102,7 @@ internal static class TaskModels
     }
 
     /// <summary>Causal LM on a LLaMA-family decoder: next-token loss over non-padding positions.</summary>
-    private sealed class CausalLmTaskModel(LlamaForCausalLM model, AdapterManifest manifest) : TaskModel
+    private sealed class CausalLmTaskModel(LlamaForCausalLM model, PeftAdapterConfig adapterConfig) : TaskModel
     {
         private readonly IReadOnlyList<(string Key, Parameter Parameter)> _trainable = LoraAdapterState.Entries(model);
 
@@ -129,7 +112,7 @@ internal static class TaskModels
 
         public override IReadOnlyList<(string Key, Parameter Parameter)> Trainable => _trainable;
 
-        public override AdapterManifest Manifest => manifest;
+        public override PeftAdapterConfig AdapterConfig => adapterConfig;
 
         public override Tensor SummedLoss(Batch batch)
         {
@@ -140,7 +123,7 @@ internal static class TaskModels
     }
 
     /// <summary>Sequence classification on BERT: cross-entropy of the head's logits.</summary>
-    private sealed class ClassificationTaskModel(SequenceClassifier model, AdapterManifest manifest) : TaskModel
+    private sealed class ClassificationTaskModel(SequenceClassifier model, PeftAdapterConfig adapterConfig) : TaskModel
     {
         private readonly IReadOnlyList<(string Key, Parameter Parameter)> _trainable = LoraAdapterState.Entries(model);
 
@@ -150,7 +133,7 @@ internal static class TaskModels
 
         public override IReadOnlyList<(string Key, Parameter Parameter)> Trainable => _trainable;
 
-        public override AdapterManifest Manifest => manifest;
+        public override PeftAdapterConfig AdapterConfig => adapterConfig;
 
         public override Tensor SummedLoss(Batch batch)
         {

@@ -63,7 +63,7 @@ internal static class TrainerCheckpoint
     {
         string final = Path.Combine(Path.GetFullPath(root), FolderName(state.Step));
         using var folder = AtomicDirectory.Create(final, overwrite: true);
-        AdapterFiles.Save(Path.Combine(folder.TempPath, AdapterFolderName), model.Manifest, model.Trainable, overwrite: false);
+        AdapterFiles.Save(Path.Combine(folder.TempPath, AdapterFolderName), model.AdapterConfig, model.Trainable, overwrite: false);
         using (var stream = File.Create(Path.Combine(folder.TempPath, OptimizerFileName)))
         using (var writer = new BinaryWriter(stream))
         {

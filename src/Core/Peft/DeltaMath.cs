@@ -1,0 +1,248 @@
+using System.Numerics;
+using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
+using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
+
+namespace OnnxLora.Core.Peft;
+
+/// <summary>
+/// The merge formulas on plain row-major fp32 arrays: the only place ΔW is formed. Sums over the
+/// rank run in fp64 and each destination element is rounded to fp32 once. Every function works in
+/// the layout of the destination, so a weight stored transposed (fan_in_fan_out, embeddings) is
+/// handled by passing transposed factors (see <see cref="Transpose"/>).
+/// </summary>
+public static class DeltaMath
+{
+    private const int ParallelThreshold = 1 << 16;
+
+    /// <summary>
+    /// dst[rows, cols] += factor · L[rows, k] · R[k, cols]. LoRA: L = B [out, r], R = A [r, in],
+    /// factor = w·s (stored transposed: L = Aᵀ, R = Bᵀ).
+    /// </summary>
+    public static void AddProduct(Span<float> dst, int rows, int cols, ReadOnlySpan<float> left, ReadOnlySpan<float> right, int k, double factor)
+    {
+        CheckLengths(dst.Length, rows, cols, left.Length, right.Length, k);
+        double[] r = ToDouble(right);
+        double[] l = ToDouble(left);
+        RunRows(dst, rows, cols, (row, span, _) => AddRowProduct(span, l, row * k, r, k, cols, factor));
+    }
+
+    /// <summary>
+    /// dst += factor · (L1·R1) ⊙ (L2·R2), the LoHa update: L1 = w1a [out, r], R1 = w1b [r, in],
+    /// L2 = w2a, R2 = w2b, factor = w·alpha/r.
+    /// </summary>
+    public static void AddHadamardOfProducts(Span<float> dst, int rows, int cols,
+        ReadOnlySpan<float> left1, ReadOnlySpan<float> right1, int k1,
+        ReadOnlySpan<float> left2, ReadOnlySpan<float> right2, int k2, double factor)
+    {
+        CheckLengths(dst.Length, rows, cols, left1.Length, right1.Length, k1);
+        CheckLengths(dst.Length, rows, cols, left2.Length, right2.Length, k2);
+        double[] r1 = ToDouble(right1), r2 = ToDouble(right2);
+        float[] l1 = left1.ToArray(), l2 = left2.ToArray();
+        RunRows(dst, rows, cols, (row, span, acc) =>
+        {
+            double[] acc2 = new double[cols];
+            Accumulate(acc, l1.AsSpan(row * k1, k1), r1, cols);
+            Accumulate(acc2, l2.AsSpan(row * k2, k2), r2, cols);
+            for (int c = 0; c < cols; c++)
+            {
+                span[c] = (float)(span[c] + factor * acc[c] * acc2[c]);
+            }
+        });
+    }
+
+    /// <summary>
+    /// dst[a·b, c·d] += factor · kron(w1 [a, c], w2 [b, d]), the LoKr update (factor = w·alpha/r).
+    /// For a transposed destination pass w1ᵀ and w2ᵀ (kron(w1, w2)ᵀ = kron(w1ᵀ, w2ᵀ)).
+    /// </summary>
+    public static void AddKronecker(Span<float> dst, ReadOnlySpan<float> w1, int a, int c, ReadOnlySpan<float> w2, int b, int d, double factor)
+    {
+        if (w1.Length != a * c || w2.Length != b * d || dst.Length != (long)a * b * c * d)
+        {
+            throw new ArgumentException($"kron: w1 has {w1.Length} values for [{a}, {c}], w2 {w2.Length} for [{b}, {d}], destination {dst.Length} for [{a * b}, {c * d}]");
+        }
+        int cols = c * d;
+        for (int i1 = 0; i1 < a; i1++)
+        {
+            for (int i2 = 0; i2 < b; i2++)
+            {
+                var row = dst.Slice((i1 * b + i2) * cols, cols);
+                for (int j1 = 0; j1 < c; j1++)
+                {
+                    double f = factor * w1[i1 * c + j1];
+                    var block = row.Slice(j1 * d, d);
+                    var w2row = w2.Slice(i2 * d, d);
+                    for (int j2 = 0; j2 < d; j2++)
+                    {
+                        block[j2] = (float)(block[j2] + f * w2row[j2]);
+                    }
+                }
+            }
+        }
+    }
+
+    /// <summary>
+    /// DoRA: weight ← m ⊙ V / ‖V‖ with V = weight + delta and the norm taken over each output row
+    /// (over each stored column when <paramref name="transposed"/>). delta already carries its
+    /// scaling. Computed in fp64, rounded once.
+    /// </summary>
+    public static void ApplyDora(Span<float> weight, ReadOnlySpan<float> delta, ReadOnlySpan<float> magnitude, int outFeatures, int inFeatures, bool transposed)
+    {
+        long n = (long)outFeatures * inFeatures;
+        if (weight.Length != n || delta.Length != n || magnitude.Length != outFeatures)
+        {
+            throw new ArgumentException($"DoRA: weight {weight.Length}, delta {delta.Length}, magnitude {magnitude.Length} values for [{outFeatures}, {inFeatures}]");
+        }
+        var sumSq = new double[outFeatures];
+        for (long idx = 0; idx < n; idx++)
+        {
+            int o = transposed ? (int)(idx % outFeatures) : (int)(idx / inFeatures);
+            double v = (double)weight[(int)idx] + delta[(int)idx];
+            sumSq[o] += v * v;
+        }
+        var factor = new double[outFeatures];
+        for (int o = 0; o < outFeatures; o++)
+        {
+            factor[o] = magnitude[o] / Math.Sqrt(sumSq[o]);
+        }
+        for (long idx = 0; idx < n; idx++)
+        {
+            int o = transposed ? (int)(idx % outFeatures) : (int)(idx / inFeatures);
+            weight[(int)idx] = (float)(factor[o] * ((double)weight[(int)idx] + delta[(int)idx]));
+        }
+    }
+
+    /// <summary>The transpose of a row-major [rows, cols] matrix.</summary>
+    public static float[] Transpose(ReadOnlySpan<float> m, int rows, int cols)
+    {
+        if (m.Length != (long)rows * cols)
+        {
+            throw new ArgumentException($"transpose: {m.Length} values for [{rows}, {cols}]");
+        }
+        var t = new float[m.Length];
+        for (int r = 0; r < rows; r++)
+        {
+            for (int c = 0; c < cols; c++)
+            {
+                t[c * rows + r] = m[r * cols + c];
+            }
+        }
+        return t;
+    }
+
+    /// <summary>L [rows, k] · R [k, cols] (fp64 sums, one rounding): for small factors such as LoKr's w1_a·w1_b.</summary>
+    public static float[] MatMul(ReadOnlySpan<float> left, ReadOnlySpan<float> right, int rows, int k, int cols)
+    {
+        var result = new float[checked(rows * cols)];
+        AddProduct(result, rows, cols, left, right, k, 1.0);
+        return result;
+    }
+
+    /// <summary>
+    /// dst[c] = fp32(dst[c] + factor · Σ_kk L[row, kk]·R[kk, c]): four columns at a time held in a
+    /// register across the whole rank (fp64, fused multiply-add where the CPU has it).
+    /// </summary>
+    private static void AddRowProduct(Span<float> dst, double[] left, int leftOffset, double[] right, int k, int cols, double factor)
+    {
+        ref double l = ref MemoryMarshal.GetArrayDataReference(left);
+        ref double r = ref MemoryMarshal.GetArrayDataReference(right);
+        int c = 0;
+        if (Vector256.IsHardwareAccelerated)
+        {
+            Span<double> lanes = stackalloc double[4];
+            for (; c <= cols - 4; c += 4)
+            {
+                var acc = Vector256<double>.Zero;
+                for (int kk = 0; kk < k; kk++)
+                {
+                    var lv = Vector256.Create(Unsafe.Add(ref l, leftOffset + kk));
+                    var rv = Vector256.LoadUnsafe(ref r, (nuint)((long)kk * cols + c));
+                    acc = Fma.IsSupported ? Fma.MultiplyAdd(lv, rv, acc) : acc + lv * rv;
+                }
+                acc.CopyTo(lanes);
+                dst[c] = (float)(dst[c] + factor * lanes[0]);
+                dst[c + 1] = (float)(dst[c + 1] + factor * lanes[1]);
+                dst[c + 2] = (float)(dst[c + 2] + factor * lanes[2]);
+                dst[c + 3] = (float)(dst[c + 3] + factor * lanes[3]);
+            }
+        }
+        for (; c < cols; c++)
+        {
+            double sum = 0;
+            for (int kk = 0; kk < k; kk++)
+            {
+                sum += Unsafe.Add(ref l, leftOffset + kk) * Unsafe.Add(ref r, (nint)((long)kk * cols + c));
+            }
+            dst[c] = (float)(dst[c] + factor * sum);
+        }
+    }
+
+    private static void Accumulate(double[] acc, ReadOnlySpan<float> leftRow, double[] right, int cols)
+    {
+        Array.Clear(acc);
+        int width = Vector<double>.Count;
+        for (int kk = 0; kk < leftRow.Length; kk++)
+        {
+            double lv = leftRow[kk];
+            if (lv == 0)
+            {
+                continue;
+            }
+            var rrow = right.AsSpan(kk * cols, cols);
+            var lvec = new Vector<double>(lv);
+            int c = 0;
+            for (; c <= cols - width; c += width)
+            {
+                var sum = new Vector<double>(acc.AsSpan(c)) + lvec * new Vector<double>(rrow[c..]);
+                sum.CopyTo(acc.AsSpan(c));
+            }
+            for (; c < cols; c++)
+            {
+                acc[c] += lv * rrow[c];
+            }
+        }
+    }
+
+    private delegate void RowAction(int row, Span<float> rowSpan, double[] acc);
+
+    private static unsafe void RunRows(Span<float> dst, int rows, int cols, RowAction action)
+    {
+        if ((long)rows * cols < ParallelThreshold || Environment.ProcessorCount == 1)
+        {
+            var acc = new double[cols];
+            for (int row = 0; row < rows; row++)
+            {
+                action(row, dst.Slice(row * cols, cols), acc);
+            }
+            return;
+        }
+        fixed (float* p = dst)
+        {
+            float* basePtr = p;
+            Parallel.For(0, rows, () => new double[cols], (row, _, acc) =>
+            {
+                action(row, new Span<float>(basePtr + (long)row * cols, cols), acc);
+                return acc;
+            }, _ => { });
+        }
+    }
+
+    private static double[] ToDouble(ReadOnlySpan<float> values)
+    {
+        var d = new double[values.Length];
+        for (int i = 0; i < values.Length; i++)
+        {
+            d[i] = values[i];
+        }
+        return d;
+    }
+
+    private static void CheckLengths(int dst, int rows, int cols, int left, int right, int k)
+    {
+        if (dst != (long)rows * cols || left != (long)rows * k || right != (long)k * cols)
+        {
+            throw new ArgumentException($"product: destination {dst} values for [{rows}, {cols}], left {left} for [{rows}, {k}], right {right} for [{k}, {cols}]");
+        }
+    }
+}

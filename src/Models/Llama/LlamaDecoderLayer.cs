@@ -1,0 +1,41 @@
+using OnnxLora.Core.HuggingFace;
+using TorchSharp.Utils;
+using static TorchSharp.torch;
+
+namespace OnnxLora.Models.Llama;
+
+/// <summary>
+/// One pre-norm decoder block: h += self_attn(input_layernorm(h)); h += mlp(post_attention_layernorm(h)).
+/// </summary>
+public sealed partial class LlamaDecoderLayer : nn.Module<Tensor, Tensor, Tensor, Tensor?, Tensor>
+{
+    public LlamaDecoderLayer(LlamaConfig config) : base(nameof(LlamaDecoderLayer))
+    {
+        SelfAttn = new LlamaAttention(config);
+        Mlp = new LlamaMlp(config);
+        InputLayernorm = new LlamaRmsNorm(config.HiddenSize, config.RmsNormEps);
+        PostAttentionLayernorm = new LlamaRmsNorm(config.HiddenSize, config.RmsNormEps);
+        RegisterComponents();
+    }
+
+    [field: ComponentName(Name = "self_attn")]
+    public LlamaAttention SelfAttn { get; }
+
+    [field: ComponentName(Name = "mlp")]
+    public LlamaMlp Mlp { get; }
+
+    [field: ComponentName(Name = "input_layernorm")]
+    public LlamaRmsNorm InputLayernorm { get; }
+
+    [field: ComponentName(Name = "post_attention_layernorm")]
+    public LlamaRmsNorm PostAttentionLayernorm { get; }
+
+    /// <inheritdoc cref="LlamaAttention.forward"/>
+    public override Tensor forward(Tensor hidden, Tensor cos, Tensor sin, Tensor? mask)
+    {
+        using var scope = NewDisposeScope();
+        var h = hidden + SelfAttn.call(InputLayernorm.call(hidden), cos, sin, mask);
+        var output = h + Mlp.call(PostAttentionLayernorm.call(h));
+        return output.MoveToOuterDisposeScope();
+    }
+}

@@ -1,0 +1,114 @@
+using OnnxLora.Core.HuggingFace;
+using OnnxLora.Models.Internals;
+using OnnxLora.Models.Lora;
+using TorchSharp.Modules;
+using TorchSharp.Utils;
+using static TorchSharp.torch;
+
+namespace OnnxLora.Models.Llama;
+
+/// <summary>
+/// The LLaMA-family decoder stack (Hugging Face <c>LlamaModel</c>, registered as <c>model</c>):
+/// embed_tokens → layers → norm. Forward gives the final normed hidden states [batch, seq, hidden].
+/// </summary>
+public sealed partial class LlamaModel : nn.Module<Tensor, Tensor?, Tensor?, Tensor>, IChildReplaceable
+{
+    public LlamaModel(LlamaConfig config) : base(nameof(LlamaModel))
+    {
+        Config = config;
+        EmbedTokens = LayerFactory.Embedding(config.VocabSize, config.HiddenSize, LayerFactory.PaddingIndex(config.PadTokenId, config.VocabSize));
+        Layers = nn.ModuleList(Enumerable.Range(0, config.NumHiddenLayers).Select(_ => new LlamaDecoderLayer(config)).ToArray());
+        Norm = new LlamaRmsNorm(config.HiddenSize, config.RmsNormEps);
+        RotaryEmb = new LlamaRotaryEmbedding(config);
+        RegisterComponents();
+    }
+
+    public LlamaConfig Config { get; }
+
+    /// <summary><c>embed_tokens</c>: an Embedding [vocab, hidden], or its LoRA wrapper.</summary>
+    [field: ComponentName(Name = "embed_tokens")]
+    public nn.Module<Tensor, Tensor> EmbedTokens { get; private set; }
+
+    /// <summary><c>layers</c>: the decoder blocks, registered as <c>layers.{i}</c>.</summary>
+    [field: ComponentName(Name = "layers")]
+    public ModuleList<LlamaDecoderLayer> Layers { get; }
+
+    /// <summary><c>norm</c>: the final RMS norm.</summary>
+    [field: ComponentName(Name = "norm")]
+    public LlamaRmsNorm Norm { get; }
+
+    /// <summary><c>rotary_emb</c>: computes cos/sin from position ids (no parameters).</summary>
+    [field: ComponentName(Name = "rotary_emb")]
+    public LlamaRotaryEmbedding RotaryEmb { get; }
+
+    /// <summary>The input embedding matrix [vocab, hidden] (the base weight when embed_tokens is wrapped).</summary>
+    public Parameter EmbeddingWeight => EmbedTokens switch
+    {
+        Embedding e => LayerFactory.RegisteredWeight(e),
+        LoraEmbedding w => LayerFactory.RegisteredWeight(w.BaseLayer),
+        _ => throw new InvalidOperationException($"embed_tokens is a {EmbedTokens.GetType().Name}, expected an Embedding or a LoRA wrapper of one."),
+    };
+
+    /// <param name="inputIds">Token ids [batch, seq], int64.</param>
+    /// <param name="attentionMask">1 for real tokens and 0 for padding [batch, seq] (int64; left or right padding), or null for none.</param>
+    /// <param name="positionIds">Positions [batch, seq] (int64), or null for 0..seq-1 in every row.</param>
+    public override Tensor forward(Tensor inputIds, Tensor? attentionMask, Tensor? positionIds)
+    {
+        InputChecks.TokenIds(inputIds, Config.VocabSize, nameof(inputIds));
+        InputChecks.SameShape(attentionMask, inputIds, nameof(attentionMask));
+        InputChecks.SameShape(positionIds, inputIds, nameof(positionIds));
+        using var scope = NewDisposeScope();
+        long batch = inputIds.shape[0], seq = inputIds.shape[1];
+        positionIds ??= arange(seq, ScalarType.Int64, inputIds.device).unsqueeze(0).expand(batch, seq);
+        var (cos, sin) = RotaryEmb.call(positionIds);
+        var mask = BuildAttentionMask(attentionMask, batch, seq, Config.SlidingWindow, inputIds.device);
+        var h = EmbedTokens.call(inputIds);
+        foreach (var layer in Layers)
+        {
+            h = layer.call(h, cos, sin, mask);
+        }
+        return Norm.call(h).MoveToOuterDisposeScope();
+    }
+
+    /// <summary>
+    /// The additive attention mask [batch or 1, 1, seq, seq]: 0 where query i may attend key j
+    /// (j ≤ i, key not padding, and i − j &lt; window when a sliding window is set), float.MinValue elsewhere.
+    /// </summary>
+    internal static Tensor BuildAttentionMask(Tensor? attentionMask, long batch, long seq, int? slidingWindow, Device device)
+    {
+        using var scope = NewDisposeScope();
+        var index = arange(seq, ScalarType.Int64, device);
+        var query = index.unsqueeze(1);
+        var key = index.unsqueeze(0);
+        var allowed = key <= query;
+        if (slidingWindow is int window)
+        {
+            allowed = allowed.logical_and(query - key < window);
+        }
+        allowed = allowed.unsqueeze(0).unsqueeze(0);
+        if (attentionMask is not null)
+        {
+            allowed = allowed.logical_and(attentionMask.ne(0).view(batch, 1, 1, seq));
+        }
+        var mask = zeros(allowed.shape, ScalarType.Float32, device).masked_fill(allowed.logical_not(), float.MinValue);
+        return mask.MoveToOuterDisposeScope();
+    }
+
+    /// <summary>Position ids that count only real tokens: cumsum(mask) − 1, clamped at 0 (for left-padded batches).</summary>
+    public static Tensor PositionIdsFromMask(Tensor attentionMask)
+    {
+        using var scope = NewDisposeScope();
+        var positions = attentionMask.to(ScalarType.Int64).cumsum(1) - 1;
+        return positions.clamp_min(0).MoveToOuterDisposeScope();
+    }
+
+    void IChildReplaceable.ReplaceChild(string name, nn.Module<Tensor, Tensor> replacement)
+    {
+        if (name != "embed_tokens")
+        {
+            throw ModelThrow.Argument(nameof(name), $"{nameof(LlamaModel)} has no replaceable child '{name}'");
+        }
+        EmbedTokens = replacement;
+        _internal_submodules[name] = replacement;
+    }
+}

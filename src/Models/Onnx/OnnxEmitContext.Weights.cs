@@ -1,0 +1,94 @@
+using OnnxLora.Core;
+using OnnxLora.Core.Onnx;
+using static TorchSharp.torch;
+
+namespace OnnxLora.Models.Onnx;
+
+public sealed partial class OnnxEmitContext
+{
+    /// <summary>
+    /// The initializer holding model parameter <paramref name="parameter"/> in <see cref="ComputeType"/>
+    /// (transposed when <paramref name="transpose"/>), named <paramref name="name"/>. A parameter
+    /// already emitted is reused: under its first name, or through one Transpose node when it was
+    /// emitted in the other orientation (tied embeddings and LM head).
+    /// </summary>
+    public string ParameterInitializer(string name, Tensor parameter, bool transpose = false)
+    {
+        ArgumentNullException.ThrowIfNull(parameter);
+        string storage = StorageKey(parameter);
+        var key = (storage, transpose);
+        if (_shared.Weights.TryGetValue(key, out string? existing))
+        {
+            return existing;
+        }
+        if (parameter.dim() == 2 && _shared.Weights.TryGetValue((storage, !transpose), out string? other))
+        {
+            string flipped = Builder.AddNode("Transpose", [other], NodeName("Transpose"), OnnxAttributes.Ints("perm", 1, 0));
+            _shared.Weights.Add(key, flipped);
+            return flipped;
+        }
+        string added = TensorInitializer(name, parameter, transpose, ComputeType);
+        _shared.Weights.Add(key, added);
+        return added;
+    }
+
+    /// <summary>
+    /// An initializer holding a computed tensor (merged weights, norms) in <paramref name="dtype"/>
+    /// (default <see cref="ComputeType"/>), transposed when <paramref name="transpose"/>. Never shared.
+    /// </summary>
+    public string TensorInitializer(string name, Tensor value, bool transpose = false, DType? dtype = null)
+    {
+        ArgumentNullException.ThrowIfNull(value);
+        var target = dtype ?? ComputeType;
+        using var scope = NewDisposeScope();
+        var t = value.detach().to(target.ToScalarType(), CPU).contiguous();
+        long[] shape = t.shape;
+        long byteCount = t.numel() * target.SizeOf();
+        if (byteCount > Array.MaxLength)
+        {
+            throw new NotSupportedException($"{name}: {byteCount} bytes; a single exported tensor must be under 2 GiB (protobuf's limit for one tensor in memory).");
+        }
+        byte[] bytes = new byte[byteCount];
+        if (!transpose)
+        {
+            t.bytes.CopyTo(bytes);
+            return Builder.AddInitializerWrapped(name, target, shape, bytes);
+        }
+        if (shape.Length != 2)
+        {
+            throw Internals.OnnxEmitThrow.Argument(nameof(value), $"{name}: only 2-D tensors can be stored transposed; found {shape.Length} dims.");
+        }
+        Internals.Transposer.Transpose(t.bytes, bytes, checked((int)shape[0]), checked((int)shape[1]), target.SizeOf());
+        return Builder.AddInitializerWrapped(name, target, [shape[1], shape[0]], bytes);
+    }
+
+    /// <summary>A floating-point initializer from fp32 values, stored in <paramref name="dtype"/> (default <see cref="ComputeType"/>).</summary>
+    public string FloatInitializer(string name, ReadOnlySpan<long> shape, ReadOnlySpan<float> values, DType? dtype = null) =>
+        Builder.AddInitializer(name, dtype ?? ComputeType, shape, values);
+
+    /// <summary>A scalar constant of <see cref="ComputeType"/> (or <paramref name="dtype"/>), shared with equal constants.</summary>
+    public string Scalar(float value, DType? dtype = null) => Builder.AddConstant("const", dtype ?? ComputeType, [], [value]);
+
+    /// <summary>A 1-D int64 constant, shared with equal constants.</summary>
+    public string Int64s(params long[] values) => Builder.AddConstant("const_i64", [values.Length], values);
+
+    /// <summary>A scalar int64 constant, shared with equal constants.</summary>
+    public string Int64Scalar(long value) => Builder.AddConstant("const_i64", [], [value]);
+
+    /// <summary>
+    /// Identifies the memory a parameter views (storage address, offset, shape, strides), so two
+    /// parameter objects over the same memory — tied weights — are recognised as one.
+    /// </summary>
+    private static string StorageKey(Tensor parameter)
+    {
+        string layout = $"{parameter.dtype}|{parameter.storage_offset()}|{string.Join(",", parameter.shape)}|{string.Join(",", parameter.stride())}";
+        IntPtr address = parameter.dtype switch
+        {
+            ScalarType.Float32 => parameter.storage<float>().data_ptr(),
+            ScalarType.Float16 => parameter.storage<Half>().data_ptr(),
+            ScalarType.Float64 => parameter.storage<double>().data_ptr(),
+            _ => parameter.Handle,
+        };
+        return $"{address}|{layout}";
+    }
+}

@@ -1,0 +1,23 @@
+namespace OnnxLora.Models.Onnx;
+
+/// <summary>What an <see cref="OnnxEmitContext"/> emits. Defaults: base mode, fp32, positions 0..seq−1.</summary>
+public sealed record OnnxEmitOptions
+{
+    /// <summary>How LoRA layers appear (default <see cref="OnnxExportMode.Base"/>).</summary>
+    public OnnxExportMode Mode { get; init; } = OnnxExportMode.Base;
+
+    /// <summary>Weight and compute element type (default <see cref="OnnxWeightType.Fp32"/>).</summary>
+    public OnnxWeightType WeightType { get; init; } = OnnxWeightType.Fp32;
+
+    /// <summary>
+    /// Decoders: declare a <c>position_ids</c> input (int64 [batch, sequence]) instead of computing
+    /// positions 0..sequence−1 in the graph (default false).
+    /// </summary>
+    public bool PositionIdsInput { get; init; }
+
+    /// <summary>
+    /// Encoders: declare a <c>token_type_ids</c> input (int64 [batch, sequence]) instead of treating
+    /// every token as type 0 (default false).
+    /// </summary>
+    public bool TokenTypeIdsInput { get; init; }
+}

@@ -1,0 +1,24 @@
+namespace OnnxLora.Models.Onnx;
+
+/// <summary>How LoRA layers appear in an exported graph.</summary>
+public enum OnnxExportMode
+{
+    /// <summary>The base model only: every LoRA layer emits its base weight, the adapter is left out.</summary>
+    Base,
+
+    /// <summary>Each LoRA layer emits one folded weight W' = W + ΔW (from the merge engine).</summary>
+    Merged,
+
+    /// <summary>Each LoRA layer emits its base path plus the adapter branch as separate nodes and initializers.</summary>
+    Unmerged,
+}
+
+/// <summary>Element type of the exported weights, and of the graph's computation.</summary>
+public enum OnnxWeightType
+{
+    /// <summary>fp32 weights and computation.</summary>
+    Fp32,
+
+    /// <summary>fp16 weights and computation; norms, softmax and masks are computed in fp32 and cast.</summary>
+    Fp16,
+}
