@@ -123,6 +123,14 @@ public sealed class ModuleUpdate
             AddDelta(weight, WeightIsTransposed, adapterWeight);
             return;
         }
+        if (adapterWeight == 1.0)
+        {
+            // The DoRA weight itself, rounded once (not W + (DoRA(W) − W), which rounds twice).
+            var delta = new float[weight.Length];
+            AddDelta(delta, WeightIsTransposed, 1.0);
+            DeltaMath.ApplyDora(weight, delta, _factors[AdapterTensorRole.Magnitude].Values, OutFeatures, InFeatures, WeightIsTransposed);
+            return;
+        }
         var task = TaskTensor(weight);
         for (int i = 0; i < weight.Length; i++)
         {

@@ -69,8 +69,17 @@ public sealed class TargetModules : IEquatable<TargetModules>
         _ => true,
     };
 
-    internal static Regex CompileFull(string pattern) =>
-        new(@"\A(?:" + pattern + @")\z", RegexOptions.CultureInvariant, TimeSpan.FromSeconds(1));
+    internal static Regex CompileFull(string pattern)
+    {
+        try
+        {
+            return new(@"\A(?:" + pattern + @")\z", RegexOptions.CultureInvariant, TimeSpan.FromSeconds(1));
+        }
+        catch (RegexParseException e)
+        {
+            throw new ArgumentException($"target_modules \"{pattern}\" is not a valid regular expression ({e.Error} at offset {e.Offset}).", nameof(pattern), e);
+        }
+    }
 
     public bool Equals(TargetModules? other) =>
         other is not null && Kind == other.Kind && Pattern == other.Pattern && Names.SequenceEqual(other.Names);

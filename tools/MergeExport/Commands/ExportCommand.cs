@@ -6,6 +6,8 @@ using OnnxLora.Merge;
 using OnnxLora.MergeExport.Internals;
 using OnnxLora.Models.Onnx;
 
+using static TorchSharp.torch;
+
 namespace OnnxLora.MergeExport.Commands;
 
 /// <summary><c>export</c>: a checkpoint (and adapters) to ONNX, as the base model, merged, or with the LoRA branches as nodes.</summary>
@@ -87,9 +89,7 @@ internal sealed class ExportCommand : CliCommand
             throw new ArgumentException("--mode unmerged keeps one adapter's LoRA branches as nodes; give exactly one --adapter (combine several with merge-export merge first).");
         }
         string modelFull = Path.GetFullPath(modelDir);
-        var baseFiles = Directory.Exists(modelFull)
-            ? Directory.GetFiles(modelFull).Where(f => f.EndsWith(".safetensors", StringComparison.Ordinal) || f.EndsWith(".json", StringComparison.Ordinal)).Order(StringComparer.Ordinal).ToList()
-            : [];
+        var baseFiles = CheckpointFilesOf(modelFull);
         using var outputLock = Core.IO.OutputLock.Acquire(output);
         if (adapterArgs.Count <= 1)
         {
@@ -127,6 +127,25 @@ internal sealed class ExportCommand : CliCommand
             AdapterArgument.DisposeAll(adapters);
         }
     }
+
+    /// <summary>
+    /// Exports an already loaded model, fingerprinting <paramref name="modelDir"/>'s files as the base and
+    /// <paramref name="adapterDir"/>'s as the adapter (when given); shared with <c>run</c>, which loads each model once.
+    /// </summary>
+    internal static ExportResult ExportLoaded(nn.Module module, string modelDir, string? adapterDir, string output, ExportOptions options)
+    {
+        using var outputLock = Core.IO.OutputLock.Acquire(output);
+        return OnnxExporter.Export(module, output, options with
+        {
+            BaseModelFiles = CheckpointFilesOf(Path.GetFullPath(modelDir)),
+            AdapterName = adapterDir is null ? null : Path.GetFileName(Path.GetFullPath(adapterDir).TrimEnd('/')),
+            AdapterFiles = adapterDir is null ? [] : AdapterFilesOf(adapterDir),
+        });
+    }
+
+    private static List<string> CheckpointFilesOf(string modelFull) => Directory.Exists(modelFull)
+        ? Directory.GetFiles(modelFull).Where(f => f.EndsWith(".safetensors", StringComparison.Ordinal) || f.EndsWith(".json", StringComparison.Ordinal)).Order(StringComparer.Ordinal).ToList()
+        : [];
 
     private static List<string> AdapterFilesOf(string dir) =>
         [Path.Combine(dir, PeftAdapterConfig.FileName), Path.Combine(dir, PeftAdapter.WeightsFileName)];

@@ -1,3 +1,4 @@
+using OnnxLora.Models.Peft;
 using System.CommandLine;
 using System.Diagnostics;
 using System.Globalization;
@@ -15,8 +16,9 @@ namespace OnnxLora.MergeExport.Commands;
 /// <summary>
 /// <c>run</c>: the whole pipeline. Without --model it uses the embedded sample; without --adapter it
 /// first trains a short adapter on the sample's task data. Then it merges the adapter into the
-/// checkpoint (streamed), exports base, merged and unmerged ONNX models, validates merged against
-/// unmerged, base and the TorchSharp model, and writes the reports.
+/// checkpoint (streamed), exports that merged checkpoint as merged.onnx and the base checkpoint as base.onnx
+/// and (with the adapter attached) unmerged.onnx, validates merged.onnx against unmerged, base and the
+/// TorchSharp model with the adapter, and writes the reports. Each checkpoint is loaded once.
 /// </summary>
 internal sealed class RunCommand : CliCommand
 {
@@ -97,15 +99,27 @@ internal sealed class RunCommand : CliCommand
         outputs["mergedCheckpoint"] = mergedCheckpoint;
         ct.ThrowIfCancellationRequested();
 
-        Context.Info("[4/5] exporting base, merged and unmerged ONNX models");
+        // The merged model that ships is the merged checkpoint written above: it is exported as it is (plain
+        // weights) and that file is validated. The base checkpoint is loaded once: exported as the base
+        // graph, then given the adapter for the unmerged graph and as the eager reference of step 5.
+        Context.Info($"[4/5] exporting merged.onnx from {mergedCheckpoint}, base.onnx and unmerged.onnx from {model}");
         var exportOptions = ExportOptions.Default with { Overwrite = Context.Force };
-        foreach (var (name, mode) in new[] { ("base", OnnxExportMode.Base), ("merged", OnnxExportMode.Merged), ("unmerged", OnnxExportMode.Unmerged) })
+        using (var merged = LoadedModel.Load(mergedCheckpoint, null))
         {
-            string path = Path.Combine(outDir, name + ".onnx");
-            var result = ExportCommand.Run(model, mode == OnnxExportMode.Base ? [] : [adapter], path, exportOptions with { Mode = mode });
+            Exported("merged", ExportCommand.ExportLoaded(merged.Module, mergedCheckpoint, adapter, Path.Combine(outDir, "merged.onnx"), exportOptions with { Mode = OnnxExportMode.Base }));
+        }
+        ct.ThrowIfCancellationRequested();
+        using var eager = LoadedModel.Load(model, null);
+        Exported("base", ExportCommand.ExportLoaded(eager.Module, model, null, Path.Combine(outDir, "base.onnx"), exportOptions with { Mode = OnnxExportMode.Base }));
+        ct.ThrowIfCancellationRequested();
+        PeftModelAdapter.Attach(eager.Module, adapter);
+        Exported("unmerged", ExportCommand.ExportLoaded(eager.Module, model, adapter, Path.Combine(outDir, "unmerged.onnx"), exportOptions with { Mode = OnnxExportMode.Unmerged }));
+        ct.ThrowIfCancellationRequested();
+
+        void Exported(string name, ExportResult result)
+        {
             outputs[name] = result.ModelPath;
-            Context.Info($"      {path} ({result.NodeCount} nodes, {new FileInfo(path).Length:N0} bytes)");
-            ct.ThrowIfCancellationRequested();
+            Context.Info($"      {result.ModelPath} ({result.NodeCount} nodes, {new FileInfo(result.ModelPath).Length:N0} bytes)");
         }
 
         if (parse.GetValue(_noValidate))
@@ -120,15 +134,11 @@ internal sealed class RunCommand : CliCommand
 
         Context.Info("[5/5] validating merged vs unmerged, base and the TorchSharp model in ONNX Runtime");
         var options = _validation.Read(parse);
-        ValidationReport report;
-        using (var eager = LoadedModel.Load(model, adapter))
+        var report = Validator.Run(new ValidationRequest(outputs["merged"], outputs["unmerged"])
         {
-            report = Validator.Run(new ValidationRequest(outputs["merged"], outputs["unmerged"])
-            {
-                BasePath = outputs["base"],
-                EagerReference = EagerModel.Reference(eager.Module),
-            }, options, ct);
-        }
+            BasePath = outputs["base"],
+            EagerReference = EagerModel.Reference(eager.Module),
+        }, options, ct);
         var paths = ReportWriter.WriteAll(report, Path.Combine(outDir, "report"), Context.Force);
         int code = ValidationOutput.Print(Context, "run", report, paths, outputs);
         Context.Info($"done in {clock.Elapsed.TotalSeconds.ToString("F1", inv)} s; HTML report: {paths.Html}");
