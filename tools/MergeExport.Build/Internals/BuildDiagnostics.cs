@@ -69,7 +69,7 @@ internal static class BuildDiagnostics
     }
 
     public static string InconsistentResult(string adapter, int exitCode, string status) =>
-        $"{Adapter(adapter)}: merge-export exited with code {exitCode.ToString(CultureInfo.InvariantCulture)} but its JSON status is '{status}'; expected 0 with 'passed', 1 with 'gate-failed', 2 with 'error'.";
+        $"{Adapter(adapter)}: merge-export exited with code {exitCode.ToString(CultureInfo.InvariantCulture)} but its JSON status is '{status}'; expected 0 with 'passed', 1 with 'gate-failed', 2, 70 or 130 with 'error'.";
 
     public static string ToolNotFound(string adapter, string tool, string reason) =>
         $"{Adapter(adapter)}: could not start the merge-export tool '{tool}': {reason}. Install it (dotnet tool install -g OnnxLora.MergeExport) or set the MergeExportToolPath property to merge-export.dll or to an executable.";
