@@ -10,9 +10,9 @@ public sealed class BuildDiagnosticsTests
     {
         var gate = new GateFailure("max-latency-ratio", null, "1.21", "1.05", null);
 
-        string message = BuildDiagnostics.GateFailure("adapters/x", gate, "out/x.onnx.report/report.md");
+        string message = BuildDiagnostics.GateFailure("adapters/x", gate, "out/x.onnx.report/validation.md");
 
-        Assert.AreEqual("LoRA adapter 'adapters/x': validation gate max-latency-ratio failed: 1.21 > 1.05 (see out/x.onnx.report/report.md)", message);
+        Assert.AreEqual("LoRA adapter 'adapters/x': validation gate max-latency-ratio failed: 1.21 > 1.05 (see out/x.onnx.report/validation.md)", message);
     }
 
     [TestMethod]

@@ -25,8 +25,9 @@ internal sealed record BuildOutcome(int ExitCode, string Log)
 /// <summary>
 /// A throwaway SDK project in a temp folder that imports the repository's LoraMergeExport props and
 /// targets by path, with a tiny base/ model folder and an adapters/x/ adapter, built with the real
-/// <c>dotnet build</c> against the fake merge-export tool (FakeTool/). Each call of the tool is
-/// recorded in <see cref="InvocationLog"/>.
+/// <c>dotnet build</c> against the fake merge-export tool (FakeTool/; each of its calls is recorded in
+/// <see cref="InvocationLog"/>) or the real one (<see cref="RealToolDll"/>, with
+/// <see cref="UseSampleAdapter"/> and <see cref="SampleModel"/>).
 /// </summary>
 internal sealed class ConsumerProject : IDisposable
 {
@@ -59,6 +60,12 @@ internal sealed class ConsumerProject : IDisposable
 
     public static string FakeToolDll => Path.Combine(TestBin, "fake-merge-export.dll");
 
+    /// <summary>The real merge-export, built and copied beside the tests by the test project's ProjectReference.</summary>
+    public static string RealToolDll => Path.Combine(TestBin, "merge-export.dll");
+
+    /// <summary>The committed sample checkpoint (models/tiny-llama) that models/tiny-llama-lora was trained on.</summary>
+    public static string SampleModel => Path.Combine(RepoRoot, "models", "tiny-llama");
+
     /// <summary>The tool's recorded calls, one line of tab-separated arguments each.</summary>
     public string[] Invocations => File.Exists(InvocationLog) ? File.ReadAllLines(InvocationLog) : [];
 
@@ -67,9 +74,9 @@ internal sealed class ConsumerProject : IDisposable
     /// <paramref name="packageLayout"/>, the props/targets and the task assembly are first laid out as in the
     /// NuGet package (build/, tasks/net10.0/) and imported from there, without OnnxLoraMergeExportTaskAssembly.
     /// </summary>
-    public static ConsumerProject Create(string itemAttributes = DefaultItem, bool packageLayout = false)
+    public static ConsumerProject Create(string itemAttributes = DefaultItem, bool packageLayout = false, string folderPrefix = "")
     {
-        string root = Path.Combine(Path.GetTempPath(), "olmx-build-tests", Guid.NewGuid().ToString("N"));
+        string root = Path.Combine(Path.GetTempPath(), "olmx-build-tests", folderPrefix + Guid.NewGuid().ToString("N"));
         Directory.CreateDirectory(Path.Combine(root, "base"));
         Directory.CreateDirectory(Path.Combine(root, "adapters", "x"));
         File.WriteAllText(Path.Combine(root, "base", "config.json"), "{\"model_type\":\"llama\"}\n");
@@ -115,14 +122,31 @@ internal sealed class ConsumerProject : IDisposable
             """);
     }
 
-    /// <summary>Selects what the fake tool does for this adapter: pass, gate-fail, error or garbage.</summary>
+    /// <summary>Selects what the fake tool does for this adapter (see FakeTool/Program.cs): pass, gate-fail, error, ...</summary>
     public void SetFakeMode(string mode) => File.WriteAllText(Path.Combine(AdapterFolder, "fake-mode"), mode);
+
+    /// <summary>Replaces adapters/x with a copy of the committed sample adapter (models/tiny-llama-lora).</summary>
+    public void UseSampleAdapter()
+    {
+        Directory.Delete(AdapterFolder, recursive: true);
+        Directory.CreateDirectory(AdapterFolder);
+        foreach (string file in Directory.GetFiles(Path.Combine(RepoRoot, "models", "tiny-llama-lora")))
+        {
+            File.Copy(file, Path.Combine(AdapterFolder, Path.GetFileName(file)));
+        }
+    }
 
     /// <summary>
     /// Runs <c>dotnet build</c> on the project with the fake tool (or <paramref name="toolPath"/>): the whole
     /// build when <paramref name="wholeBuild"/>, else only the LoraMergeExport target (no compile: ~3x faster).
     /// </summary>
-    public BuildOutcome Build(string? toolPath = null, bool wholeBuild = false)
+    public BuildOutcome Build(string? toolPath = null, bool wholeBuild = false) => Build(toolPath, wholeBuild, whileRunning: null);
+
+    /// <summary>
+    /// <see cref="Build(string?, bool)"/> of the LoraMergeExport target that calls <paramref name="whileRunning"/>
+    /// with the build's process once it has started (to interrupt it).
+    /// </summary>
+    public BuildOutcome Build(string? toolPath, bool wholeBuild, Action<Process>? whileRunning)
     {
         var info = new ProcessStartInfo("dotnet")
         {
@@ -163,6 +187,7 @@ internal sealed class ConsumerProject : IDisposable
         var log = new StringBuilder();
         Task<string> stdout = process.StandardOutput.ReadToEndAsync();
         Task<string> stderr = process.StandardError.ReadToEndAsync();
+        whileRunning?.Invoke(process);
         if (!process.WaitForExit(TimeSpan.FromMinutes(4)))
         {
             process.Kill(entireProcessTree: true);

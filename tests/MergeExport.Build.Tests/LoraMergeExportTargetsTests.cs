@@ -17,7 +17,7 @@ public sealed class LoraMergeExportTargetsTests
         Assert.IsTrue(build.Succeeded, build.Shown);
         StringAssert.Contains(build.Log, "Consumer -> ", "the whole project was built");
         Assert.AreEqual("fake-onnx:{\"r\":8}adapter-v1", File.ReadAllText(project.OutputFile));
-        foreach (string report in new[] { "report.md", "report.html", "report.json" })
+        foreach (string report in new[] { "validation.md", "validation.html", "validation.json" })
         {
             Assert.IsTrue(File.Exists(Path.Combine(project.ReportFolder, report)), report);
         }
@@ -70,12 +70,12 @@ public sealed class LoraMergeExportTargetsTests
         Assert.IsFalse(build.Succeeded, build.Shown);
         StringAssert.Contains(build.Log,
             "adapters/x : error OLMX001: LoRA adapter 'adapters/x': validation gate max-latency-ratio failed: 1.21 > 1.05");
-        StringAssert.Contains(build.Log, "see out/x.onnx.report/report.md");
+        StringAssert.Contains(build.Log, "(see out/x.onnx.report/validation.md)", "the hint names the Markdown report the tool reported");
         StringAssert.Contains(build.Log,
             "error OLMX001: LoRA adapter 'adapters/x': validation gate atol on output 'logits' failed: 0.003 > 0.0001");
         Assert.AreEqual(2, build.Count("1>adapters/x : error OLMX001"), build.Shown);
         Assert.IsFalse(File.Exists(project.OutputFile), "a model that failed its gates is not copied");
-        Assert.IsTrue(File.Exists(Path.Combine(project.ReportFolder, "report.md")), "the report is there to read");
+        Assert.IsTrue(File.Exists(Path.Combine(project.ReportFolder, "validation.md")), "the report is there to read");
     }
 
     [TestMethod]
@@ -103,6 +103,86 @@ public sealed class LoraMergeExportTargetsTests
         Assert.IsFalse(build.Succeeded, build.Shown);
         StringAssert.Contains(build.Log, "error OLMX002: LoRA adapter 'adapters/x': merge-export exited with code 3: found 'this is not JSON' on stdout");
         StringAssert.Contains(build.Log, "Last message: fake: Unhandled exception. System.InvalidOperationException: boom");
+    }
+
+    [TestMethod]
+    [DataRow("bug", DisplayName = "JSON result with status error")]
+    [DataRow("bug-no-json", DisplayName = "only the stderr one-liner (older tool)")]
+    public void Build_WhenToolExitsWithAnInternalError_FailsWithOlmx002SayingItIsAToolBug(string mode)
+    {
+        using var project = ConsumerProject.Create();
+        project.SetFakeMode(mode);
+
+        BuildOutcome build = project.Build();
+
+        Assert.IsFalse(build.Succeeded, build.Shown);
+        StringAssert.Contains(build.Log,
+            "error OLMX002: LoRA adapter 'adapters/x': merge-export stopped on an internal error (exit code 70); this is a bug in the tool, not a problem with this item: "
+            + "internal error: Index was outside the bounds of the array. (this is a bug; rerun with --verbose and report it)", build.Shown);
+        Assert.AreEqual(1, build.Count("1>adapters/x : error OLMX002"), build.Shown);
+        Assert.AreEqual(0, build.Count("error MSB"), "no generic ToolTask error besides ours: " + build.Shown);
+        Assert.IsFalse(File.Exists(project.OutputFile));
+    }
+
+    [TestMethod]
+    public void Build_WhenToolExitsCancelled_FailsWithOlmx002Cancelled()
+    {
+        using var project = ConsumerProject.Create();
+        project.SetFakeMode("cancelled");
+
+        BuildOutcome build = project.Build();
+
+        Assert.IsFalse(build.Succeeded, build.Shown);
+        StringAssert.Contains(build.Log, "error OLMX002: LoRA adapter 'adapters/x': merge-export was cancelled (exit code 130).", build.Shown);
+    }
+
+    [TestMethod]
+    public void Build_WhenTheBuildIsCancelled_KillsTheToolAndFails()
+    {
+        if (OperatingSystem.IsWindows())
+        {
+            Assert.Inconclusive("Interrupts the build with SIGINT.");
+            return;
+        }
+        using var project = ConsumerProject.Create();
+        project.SetFakeMode("hang");
+        string pidFile = Path.Combine(project.AdapterFolder, "fake.pid");
+        var clock = System.Diagnostics.Stopwatch.StartNew();
+
+        BuildOutcome build = project.Build(toolPath: null, wholeBuild: false, whileRunning: dotnet =>
+        {
+            while (!File.Exists(pidFile) || new FileInfo(pidFile).Length == 0)
+            {
+                Assert.IsFalse(dotnet.HasExited, "the build ended before the tool started");
+                Assert.IsLessThan(90.0, clock.Elapsed.TotalSeconds, "the tool did not start in 90 s");
+                Thread.Sleep(100);
+            }
+            // Ctrl+C, as a terminal sends it to the build.
+            using var interrupt = System.Diagnostics.Process.Start("kill", ["-INT", dotnet.Id.ToString(System.Globalization.CultureInfo.InvariantCulture)]);
+            interrupt.WaitForExit();
+        });
+
+        Assert.IsFalse(build.Succeeded, build.Shown);
+        Assert.IsLessThan(100.0, clock.Elapsed.TotalSeconds, "the build waited for the tool's two-minute sleep instead of killing it: " + build.Shown);
+        StringAssert.Contains(build.Log, "LoRA adapter 'adapters/x': merge-export was cancelled.", build.Shown);
+        int toolPid = int.Parse(File.ReadAllText(pidFile), System.Globalization.CultureInfo.InvariantCulture);
+        Assert.IsFalse(IsRunning(toolPid), $"the tool (process {toolPid}) is still running after the build was cancelled");
+        Assert.IsFalse(File.Exists(project.OutputFile));
+    }
+
+    [TestMethod]
+    public void Build_WithSpacesInThePaths_PassesEachPathAsOneArgument()
+    {
+        using var project = ConsumerProject.Create(folderPrefix: "with space ");
+
+        BuildOutcome build = project.Build();
+
+        Assert.IsTrue(build.Succeeded, build.Shown);
+        string[] args = Assert.ContainsSingle(project.Invocations).Split('\t');
+        Assert.AreEqual(Path.Combine(project.Root, "adapters", "x"), args[Array.IndexOf(args, "--adapter") + 1]);
+        Assert.AreEqual(Path.Combine(project.Root, "base") + "/", args[Array.IndexOf(args, "--model") + 1]);
+        StringAssert.StartsWith(args[Array.IndexOf(args, "--out") + 1], Path.Combine(project.Root, "obj", "lora-merge-export"));
+        Assert.IsTrue(File.Exists(project.OutputFile));
     }
 
     [TestMethod]
@@ -175,5 +255,21 @@ public sealed class LoraMergeExportTargetsTests
         Assert.IsTrue(build.Succeeded, build.Shown);
         Assert.AreEqual("fake-onnx:{\"r\":8}adapter-v1", File.ReadAllText(project.OutputFile));
         Assert.ContainsSingle(project.Invocations);
+    }
+
+    /// <summary>Whether the process exists and is not a zombie (Linux: /proc/PID/stat's state field).</summary>
+    private static bool IsRunning(int pid)
+    {
+        string stat = $"/proc/{pid.ToString(System.Globalization.CultureInfo.InvariantCulture)}/stat";
+        try
+        {
+            string text = File.ReadAllText(stat);
+            char state = text[(text.LastIndexOf(')') + 2)..][0];
+            return state is not ('Z' or 'X');
+        }
+        catch (Exception e) when (e is FileNotFoundException or DirectoryNotFoundException)
+        {
+            return false;
+        }
     }
 }

@@ -8,14 +8,15 @@ public sealed class ToolResultTests
     [TestMethod]
     public void TryParse_Passed_ReadsStatusAndOutputs()
     {
-        const string Json = """{"command":"run","status":"passed","outputs":{"merged":"/o/merged.onnx","unmerged":"/o/unmerged.onnx","base":"/o/base.onnx","reportJson":"/o/report/report.json","reportMarkdown":"/o/report/report.md","reportHtml":"/o/report/report.html"},"failedGates":[],"error":null}""";
+        const string Json = """{"command":"run","status":"passed","outputs":{"merged":"/o/merged.onnx","unmerged":"/o/unmerged.onnx","base":"/o/base.onnx","reportJson":"/o/report/validation.json","reportMarkdown":"/o/report/validation.md","reportHtml":"/o/report/validation.html"},"failedGates":[],"error":null}""";
 
         ToolResult? result = ToolResult.TryParse(Json + "\n");
 
         Assert.IsNotNull(result);
         Assert.AreEqual("passed", result.Status);
         Assert.AreEqual("/o/merged.onnx", result.Merged);
-        Assert.AreEqual("/o/report/report.md", result.ReportMarkdown);
+        Assert.AreEqual("/o/report/validation.md", result.ReportMarkdown);
+        Assert.AreEqual("/o/report/validation.html", result.ReportHtml);
         Assert.IsEmpty(result.FailedGates);
         Assert.IsNull(result.Error);
     }
@@ -55,5 +56,24 @@ public sealed class ToolResultTests
     public void TryParse_NotAResultObject_ReturnsNull(string stdout)
     {
         Assert.IsNull(ToolResult.TryParse(stdout));
+    }
+
+    [TestMethod]
+    [DataRow("merge-export run: error: /a/adapter_config.json: not valid JSON (x)", "/a/adapter_config.json: not valid JSON (x)")]
+    [DataRow("merge-export validate: error: --unmerged is required: x.", "--unmerged is required: x.")]
+    [DataRow("  merge-export run: error: internal error: boom (this is a bug) ", "internal error: boom (this is a bug)")]
+    public void ErrorMessageOf_ToolErrorLine_ReturnsTheMessageWithoutThePrefix(string line, string expected)
+    {
+        Assert.AreEqual(expected, ToolResult.ErrorMessageOf(line));
+    }
+
+    [TestMethod]
+    [DataRow("merge-export: Unrecognized command or argument '--bogus'. (see merge-export --help)")]
+    [DataRow("[3/5] merging adapter into model: error: none")]
+    [DataRow("merge-export run: cancelled; no partial outputs were left.")]
+    [DataRow("")]
+    public void ErrorMessageOf_OtherLines_ReturnsNull(string line)
+    {
+        Assert.IsNull(ToolResult.ErrorMessageOf(line));
     }
 }

@@ -152,7 +152,7 @@ public sealed class ResolveLoraMergeExports : Microsoft.Build.Utilities.Task
         export.SetMetadata("OutputPath", MSBuildText.Escape(settings.OutputPath));
         export.SetMetadata("ReportDirectory", MSBuildText.Escape(settings.ReportDirectory));
         export.SetMetadata("OutputHint", MSBuildText.Escape(Display(settings.OutputPath)));
-        export.SetMetadata("ReportHint", MSBuildText.Escape(Display(Path.Combine(settings.ReportDirectory, "report.md"))));
+        export.SetMetadata("ReportDirectoryHint", MSBuildText.Escape(Display(settings.ReportDirectory)));
         export.SetMetadata("Validate", settings.Validate ? "true" : "false");
         export.SetMetadata(ExportSettings.Metadata.Atol, MSBuildText.Escape(settings.Atol ?? ""));
         export.SetMetadata(ExportSettings.Metadata.Rtol, MSBuildText.Escape(settings.Rtol ?? ""));
@@ -193,24 +193,7 @@ public sealed class ResolveLoraMergeExports : Microsoft.Build.Utilities.Task
     }
 
     /// <summary>The tool's file when it can be found (it is then an input), else null.</summary>
-    private string? ResolveToolFile()
-    {
-        string tool = ToolPath.Trim();
-        if (tool.Contains('/') || tool.Contains('\\') || Path.IsPathRooted(tool))
-        {
-            string full = FullPath(tool);
-            return File.Exists(full) ? full : null;
-        }
-        foreach (string dir in (Environment.GetEnvironmentVariable("PATH") ?? "").Split(Path.PathSeparator, StringSplitOptions.RemoveEmptyEntries))
-        {
-            string candidate = Path.Combine(dir, tool);
-            if (File.Exists(candidate))
-            {
-                return candidate;
-            }
-        }
-        return null;
-    }
+    private string? ResolveToolFile() => ToolLocation.Find(ToolPath, ProjectDirectory);
 
     private static string WorkFolderName(string outputPath)
     {

@@ -1,4 +1,5 @@
-using System.Diagnostics;
+using System.ComponentModel;
+using System.Text;
 using Microsoft.Build.Framework;
 using Microsoft.Build.Utilities;
 using OnnxLora.MergeExport.Build.Internals;
@@ -6,14 +7,20 @@ using OnnxLora.MergeExport.Build.Internals;
 namespace OnnxLora.MergeExport.Build;
 
 /// <summary>
-/// Runs <c>merge-export run --json</c> for one LoRA adapter, streams the tool's stderr to the build
-/// log, reads its JSON result and, when every gate passed, copies the merged model to Output and the
-/// report folder to ReportDirectory (both atomically). A failed gate is one OLMX001 error per gate;
-/// a tool error is OLMX002.
+/// Runs <c>merge-export run --json</c> for one LoRA adapter (a <see cref="ToolTask"/>: MSBuild starts the
+/// process, streams its output to this task's thread, and kills its process tree when the build is
+/// cancelled). The tool's stderr lines go to the build log; its stdout is the JSON result, which
+/// RunMergeExport.Results.cs turns into the build's outcome: the merged model and the report folder
+/// copied into place, one OLMX001 error per failed gate, or OLMX002 for a tool error.
 /// </summary>
-public sealed class RunMergeExport : Microsoft.Build.Utilities.Task, ICancelableTask
+public sealed partial class RunMergeExport : ToolTask
 {
-    private readonly CancellationTokenSource _cancel = new();
+    private readonly StringBuilder _stdout = new();
+    private string? _lastStderrLine;
+    private string? _stderrErrorMessage;
+    private string? _executable;
+    private string? _dll;
+    private volatile bool _cancelled;
 
     /// <summary>The adapter as written in the project (used in messages and as the errors' file).</summary>
     [Required]
@@ -34,18 +41,21 @@ public sealed class RunMergeExport : Microsoft.Build.Utilities.Task, ICancelable
     /// <summary>OutputPath as shown in messages (relative to the project when under it).</summary>
     public string OutputHint { get; set; } = "";
 
-    /// <summary>Where the report is, as shown in gate errors (relative to the project when under it).</summary>
-    public string ReportHint { get; set; } = "";
+    /// <summary>ReportDirectory as shown in messages (relative to the project when under it).</summary>
+    public string ReportDirectoryHint { get; set; } = "";
 
     /// <summary>This item's private folder; the tool writes into its out/ subfolder.</summary>
     [Required]
     public string WorkDirectory { get; set; } = "";
 
-    /// <summary>merge-export.dll (run with <see cref="DotnetHost"/>), an executable, or a name on PATH.</summary>
+    /// <summary>
+    /// merge-export.dll (run with <see cref="DotnetHost"/>), an executable, or a name on PATH. (Not
+    /// ToolTask's ToolPath, which is the folder of <see cref="ToolTask.ToolExe"/>.)
+    /// </summary>
     [Required]
-    public string ToolPath { get; set; } = "";
+    public string MergeExportToolPath { get; set; } = "";
 
-    /// <summary>The dotnet host that runs a .dll tool; default "dotnet".</summary>
+    /// <summary>The dotnet host that runs a .dll tool; default "dotnet" (found on PATH).</summary>
     public string DotnetHost { get; set; } = "";
 
     public bool Validate { get; set; } = true;
@@ -65,128 +75,144 @@ public sealed class RunMergeExport : Microsoft.Build.Utilities.Task, ICancelable
     [Output]
     public ITaskItem[] WrittenFiles { get; private set; } = [];
 
-    public void Cancel() => _cancel.Cancel();
+    private string OutDirectory => Path.Combine(WorkDirectory, "out");
+
+    protected override string ToolName => _executable is null ? "merge-export" : Path.GetFileName(_executable);
+
+    // The tool writes UTF-8 whatever the console's code page.
+    protected override Encoding StandardOutputEncoding => Encoding.UTF8;
+
+    protected override Encoding StandardErrorEncoding => Encoding.UTF8;
+
+    // ToolTask hands both streams' lines to LogEventsFromTextOutput with the stream's importance; these two
+    // differ so that it can tell stdout (the JSON result) from stderr (logged with ToolLogImportance).
+    protected override MessageImportance StandardOutputLoggingImportance => MessageImportance.Low;
+
+    protected override MessageImportance StandardErrorLoggingImportance => MessageImportance.High;
 
     public override bool Execute()
     {
-        var settings = new ExportSettings(Adapter, AdapterPath, ModelPath, OutputPath, ReportDirectory, Validate,
-            Blank(Atol), Blank(Rtol), Blank(MinTop1), Blank(MaxLatencyRatio));
-        string outDir = Path.Combine(WorkDirectory, "out");
         try
         {
-            if (Directory.Exists(outDir))
+            if (Directory.Exists(OutDirectory))
             {
-                Directory.Delete(outDir, recursive: true);
+                Directory.Delete(OutDirectory, recursive: true);
             }
             Directory.CreateDirectory(WorkDirectory);
         }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException)
         {
-            return Error(BuildDiagnostics.CopyFailed, BuildDiagnostics.CopyFailure(Adapter, outDir, e.Message));
+            return Error(BuildDiagnostics.CopyFailed, BuildDiagnostics.CopyFailure(Adapter, OutDirectory, e.Message));
         }
-
-        IReadOnlyList<string> arguments = settings.ToolArguments(outDir);
-        ProcessStartInfo info = ToolProcess.StartInfo(ToolPath, DotnetHost, arguments, Directory.GetCurrentDirectory());
         Log.LogMessage(MessageImportance.High, $"{BuildDiagnostics.Adapter(Adapter)}: merge-export run -> {Shown(OutputHint, OutputPath)}");
-        Log.LogCommandLine(MessageImportance.Low, CommandLine(info));
-
-        MessageImportance importance = Importance(ToolLogImportance);
-        ToolRun run = ToolProcess.Run(info, line => Log.LogMessage(importance, "merge-export: " + line), _cancel.Token);
-        if (!run.Started)
-        {
-            return Error(BuildDiagnostics.ToolNotStarted, BuildDiagnostics.ToolNotFound(Adapter, ToolPath, run.StartError ?? "unknown reason"));
-        }
-        if (_cancel.IsCancellationRequested)
-        {
-            return Error(BuildDiagnostics.ToolError, BuildDiagnostics.ToolCancelled(Adapter));
-        }
-
-        ToolResult? result = ToolResult.TryParse(run.Stdout);
-        if (result is null)
-        {
-            return Error(BuildDiagnostics.ToolError, run.ExitCode == 130
-                ? BuildDiagnostics.ToolCancelled(Adapter)
-                : BuildDiagnostics.NoJsonResult(Adapter, run.ExitCode, run.Stdout, run.LastStderrLine));
-        }
-        return result.Status switch
-        {
-            ToolResult.Passed when run.ExitCode == 0 => CopyResults(result, outDir),
-            ToolResult.GateFailedStatus => GateErrors(result, outDir),
-            ToolResult.ErrorStatus => Error(BuildDiagnostics.ToolError,
-                BuildDiagnostics.ToolReportedError(Adapter, result.Error ?? $"no message (exit code {run.ExitCode})")),
-            _ => Error(BuildDiagnostics.ToolError, BuildDiagnostics.InconsistentResult(Adapter, run.ExitCode, result.Status)),
-        };
+        return base.Execute();
     }
 
-    private bool CopyResults(ToolResult result, string outDir)
+    /// <summary>Ctrl+C: ToolTask kills the tool's process tree; the outcome is then an OLMX002 "cancelled".</summary>
+    public override void Cancel()
     {
-        string merged = result.Merged ?? Path.Combine(outDir, "merged.onnx");
-        if (!File.Exists(merged))
-        {
-            return Error(BuildDiagnostics.ToolError, BuildDiagnostics.MergedModelMissing(Adapter, merged));
-        }
-        var written = new List<ITaskItem>();
-        try
-        {
-            // Reports first: the model is the target's Output, so it is written last and a failure
-            // before it leaves the item out of date.
-            written.AddRange(CopyReports(result, outDir).Select(f => new TaskItem(MSBuildText.Escape(f))));
-            OutputCopy.File(merged, OutputPath);
-            written.Add(new TaskItem(MSBuildText.Escape(OutputPath)));
-        }
-        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
-        {
-            return Error(BuildDiagnostics.CopyFailed, BuildDiagnostics.CopyFailure(Adapter, OutputPath, e.Message));
-        }
-        WrittenFiles = [.. written];
-        Log.LogMessage(MessageImportance.High, $"{BuildDiagnostics.Adapter(Adapter)}: merged model written to {Shown(OutputHint, OutputPath)}"
-            + (Directory.Exists(ReportDirectory) ? $", reports in {Shown(Path.GetDirectoryName(ReportHint) ?? "", ReportDirectory)}" : ""));
-        return true;
+        _cancelled = true;
+        base.Cancel();
     }
 
-    private bool GateErrors(ToolResult result, string outDir)
+    /// <summary>Finds the tool (and, for a .dll, the dotnet host) before anything runs: OLMX007 when missing.</summary>
+    protected override bool ValidateParameters()
     {
-        string? hint = null;
-        try
+        if (!base.ValidateParameters())
         {
-            if (CopyReports(result, outDir).Count > 0)
+            return false;
+        }
+        if (!string.IsNullOrEmpty(StandardOutputImportance) || !string.IsNullOrEmpty(StandardErrorImportance))
+        {
+            Log.LogError($"{nameof(RunMergeExport)} does not take StandardOutputImportance or StandardErrorImportance (it tells the tool's JSON result on stdout from its messages on stderr by their importance); set {nameof(ToolLogImportance)} (the LoraMergeExportToolLogImportance property) instead.");
+            return false;
+        }
+        string directory = Directory.GetCurrentDirectory();
+        string tool = MergeExportToolPath.Trim();
+        if (ToolLocation.IsDll(tool))
+        {
+            _dll = ToolLocation.Find(tool, directory);
+            if (_dll is null)
             {
-                hint = string.IsNullOrEmpty(ReportHint) ? Path.Combine(ReportDirectory, "report.md") : ReportHint;
+                return Error(BuildDiagnostics.ToolNotStarted, BuildDiagnostics.ToolNotFound(Adapter, tool, NotFound(tool, directory)));
             }
+            string host = string.IsNullOrWhiteSpace(DotnetHost) ? "dotnet" : DotnetHost.Trim();
+            _executable = ToolLocation.Find(host, directory);
+            if (_executable is null)
+            {
+                return Error(BuildDiagnostics.ToolNotStarted,
+                    BuildDiagnostics.ToolNotFound(Adapter, tool, $"the dotnet host that runs it: {NotFound(host, directory)} (MergeExportDotnetHost)"));
+            }
+            return true;
         }
-        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
-        {
-            Log.LogWarning(null, BuildDiagnostics.CopyFailed, null, Adapter, 0, 0, 0, 0,
-                BuildDiagnostics.CopyFailure(Adapter, ReportDirectory, e.Message));
-        }
-        if (result.FailedGates.Count == 0)
-        {
-            return Error(BuildDiagnostics.GateFailed, BuildDiagnostics.GateFailedWithoutDetails(Adapter, hint));
-        }
-        foreach (GateFailure gate in result.FailedGates)
-        {
-            Error(BuildDiagnostics.GateFailed, BuildDiagnostics.GateFailure(Adapter, gate, hint));
-        }
-        return false;
+        _executable = ToolLocation.Find(tool, directory);
+        return _executable is not null
+            || Error(BuildDiagnostics.ToolNotStarted, BuildDiagnostics.ToolNotFound(Adapter, tool, NotFound(tool, directory)));
     }
 
-    /// <summary>Replaces ReportDirectory with the tool's report folder; removes a stale one when the tool wrote none.</summary>
-    private IReadOnlyList<string> CopyReports(ToolResult result, string outDir)
+    protected override string GenerateFullPathToTool() => _executable ?? ToolName;
+
+    /// <summary>[merge-export.dll] run --model M --adapter A --out O --json --force [gates]: every argument quoted as needed.</summary>
+    protected override string GenerateCommandLineCommands()
     {
-        string source = result.ReportMarkdown is { } markdown
-            ? Path.GetDirectoryName(Path.GetFullPath(markdown))!
-            : Path.Combine(outDir, "report");
-        if (Directory.Exists(source))
+        var line = new ArgumentLine();
+        if (_dll is not null)
         {
-            return OutputCopy.Folder(source, ReportDirectory);
+            line.Add(_dll);
         }
-        if (Directory.Exists(ReportDirectory))
+        var settings = new ExportSettings(Adapter, AdapterPath, ModelPath, OutputPath, ReportDirectory, Validate,
+            Blank(Atol), Blank(Rtol), Blank(MinTop1), Blank(MaxLatencyRatio));
+        foreach (string argument in settings.ToolArguments(OutDirectory))
         {
-            Log.LogMessage(MessageImportance.Normal, $"{BuildDiagnostics.Adapter(Adapter)}: merge-export wrote no report; removing the old {ReportDirectory}.");
-            Directory.Delete(ReportDirectory, recursive: true);
+            line.Add(argument);
         }
-        return [];
+        return line.ToString();
     }
+
+    /// <summary>The arguments are exact paths and values: no backslash rewriting on Unix.</summary>
+    protected override string AdjustCommandsForOperatingSystem(string input) => input;
+
+    protected override void LogToolCommand(string message) => Log.LogCommandLine(MessageImportance.Low, message);
+
+    protected override void LogEventsFromTextOutput(string singleLine, MessageImportance messageImportance)
+    {
+        if (messageImportance == StandardOutputImportanceToUse)
+        {
+            _stdout.Append(singleLine).Append('\n');
+            return;
+        }
+        if (singleLine.Trim().Length > 0)
+        {
+            _lastStderrLine = singleLine.Trim();
+            _stderrErrorMessage = ToolResult.ErrorMessageOf(singleLine) ?? _stderrErrorMessage;
+        }
+        Log.LogMessage(Importance(ToolLogImportance), "merge-export: " + singleLine);
+    }
+
+    /// <summary>Runs the tool (ToolTask), then turns its exit code and JSON result into the build's outcome.</summary>
+    /// <returns>0 when the item succeeded; otherwise the tool's exit code, or -1 (errors have been logged).</returns>
+    protected override int ExecuteTool(string pathToTool, string responseFileCommands, string commandLineCommands)
+    {
+        int exitCode;
+        try
+        {
+            exitCode = base.ExecuteTool(pathToTool, responseFileCommands, commandLineCommands);
+        }
+        catch (Win32Exception e)
+        {
+            Error(BuildDiagnostics.ToolNotStarted, BuildDiagnostics.ToolNotFound(Adapter, MergeExportToolPath, e.Message));
+            return -1;
+        }
+        if (Conclude(exitCode))
+        {
+            return exitCode;
+        }
+        return exitCode == 0 ? -1 : exitCode;
+    }
+
+    private static string NotFound(string tool, string directory) => ToolLocation.IsPath(tool)
+        ? $"{Path.GetFullPath(Path.Combine(directory, tool))} does not exist"
+        : "not found on PATH";
 
     private bool Error(string code, string message)
     {
@@ -205,6 +231,13 @@ public sealed class RunMergeExport : Microsoft.Build.Utilities.Task, ICancelable
         _ => MessageImportance.Normal,
     };
 
-    private static string CommandLine(ProcessStartInfo info) =>
-        string.Join(" ", new[] { info.FileName }.Concat(info.ArgumentList).Select(a => a.Contains(' ') ? $"\"{a}\"" : a));
+    /// <summary>A command line of literal arguments, each quoted (and its quotes escaped) by CommandLineBuilder's rules.</summary>
+    private sealed class ArgumentLine : CommandLineBuilder
+    {
+        public void Add(string argument)
+        {
+            AppendSpaceIfNotEmpty();
+            AppendTextWithQuoting(argument);
+        }
+    }
 }

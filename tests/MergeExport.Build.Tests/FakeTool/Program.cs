@@ -5,8 +5,10 @@ namespace OnnxLora.MergeExport.Build.FakeTool;
 
 /// <summary>
 /// Fake <c>merge-export run --json</c>: follows the real tool's output contract without merging anything.
-/// What it does is chosen by the first word of the file "fake-mode" in the adapter folder:
-/// pass (default), gate-fail, error, garbage (no JSON, exit 3). Each call appends its arguments
+/// What it does is chosen by the file "fake-mode" in the adapter folder: pass (default), gate-fail,
+/// error (exit 2), bug (an internal error: JSON and exit 70), bug-no-json (exit 70 with only the stderr
+/// one-liner, as an older tool), cancelled (exit 130), garbage (no JSON, exit 3), hang (writes its
+/// process id to "fake.pid" in the adapter folder and sleeps for two minutes). Each call appends its arguments
 /// (tab-separated, one line) to the file named by FAKE_MERGE_EXPORT_LOG when that is set.
 /// The merged model it writes is "fake-onnx:" followed by the adapter's files' contents.
 /// </summary>
@@ -32,6 +34,17 @@ internal static class Program
         Console.Error.WriteLine($"fake: merging {adapter} into {model}");
         Console.Error.WriteLine($"fake: mode {mode}");
 
+        if (mode == "hang")
+        {
+            File.WriteAllText(Path.Combine(adapter, "fake.pid"), Environment.ProcessId.ToString(System.Globalization.CultureInfo.InvariantCulture));
+            Thread.Sleep(TimeSpan.FromMinutes(2));
+            return 0;
+        }
+        if (mode == "bug-no-json")
+        {
+            Console.Error.WriteLine("merge-export run: error: internal error: Index was outside the bounds of the array. (this is a bug; rerun with --verbose and report it)");
+            return 70;
+        }
         if (mode == "garbage")
         {
             Console.WriteLine("this is not JSON");
@@ -46,13 +59,20 @@ internal static class Program
             ["merged"] = Path.Combine(outDir, "merged.onnx"),
             ["unmerged"] = Path.Combine(outDir, "unmerged.onnx"),
             ["base"] = Path.Combine(outDir, "base.onnx"),
-            ["reportJson"] = Path.Combine(reportDir, "report.json"),
-            ["reportMarkdown"] = Path.Combine(reportDir, "report.md"),
-            ["reportHtml"] = Path.Combine(reportDir, "report.html"),
+            ["reportJson"] = Path.Combine(reportDir, "validation.json"),
+            ["reportMarkdown"] = Path.Combine(reportDir, "validation.md"),
+            ["reportHtml"] = Path.Combine(reportDir, "validation.html"),
         };
-        if (mode == "error")
+        switch (mode)
         {
-            return Result("error", outputs, [], "adapter_config.json: r: found 0, expected a positive integer.", 2);
+            case "error":
+                return Result("error", outputs, [], "adapter_config.json: r: found 0, expected a positive integer.", 2);
+            case "bug":
+                Console.Error.WriteLine("merge-export run: error: internal error: Index was outside the bounds of the array. (this is a bug; rerun with --verbose and report it)");
+                return Result("error", [], [], "internal error: Index was outside the bounds of the array. (this is a bug; rerun with --verbose and report it)", 70);
+            case "cancelled":
+                Console.Error.WriteLine("merge-export run: cancelled; no partial outputs were left.");
+                return Result("error", [], [], "cancelled", 130);
         }
 
         string adapterText = string.Concat(Directory.GetFiles(adapter).Where(f => !f.EndsWith("fake-mode", StringComparison.Ordinal)).Order().Select(File.ReadAllText));
@@ -61,9 +81,9 @@ internal static class Program
         if (validate)
         {
             Directory.CreateDirectory(reportDir);
-            File.WriteAllText(Path.Combine(reportDir, "report.md"), $"# Fake report\n\nmode: {mode}\n");
-            File.WriteAllText(Path.Combine(reportDir, "report.html"), "<html><body>fake</body></html>\n");
-            File.WriteAllText(Path.Combine(reportDir, "report.json"), "{}\n");
+            File.WriteAllText(Path.Combine(reportDir, "validation.md"), $"# Fake report\n\nmode: {mode}\n");
+            File.WriteAllText(Path.Combine(reportDir, "validation.html"), "<html><body>fake</body></html>\n");
+            File.WriteAllText(Path.Combine(reportDir, "validation.json"), "{}\n");
         }
         if (mode == "gate-fail")
         {
@@ -87,6 +107,7 @@ internal static class Program
             ["outputs"] = outputs,
             ["failedGates"] = failedGates,
             ["error"] = error,
+            ["exitCode"] = exitCode,
         };
         Console.WriteLine(result.ToJsonString(new JsonSerializerOptions { WriteIndented = false }));
         return exitCode;

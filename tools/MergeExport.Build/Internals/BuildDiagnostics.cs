@@ -11,7 +11,7 @@ internal static class BuildDiagnostics
     /// <summary>A validation gate failed (one error per failed gate).</summary>
     public const string GateFailed = "OLMX001";
 
-    /// <summary>merge-export reported an error, crashed, was cancelled, or printed no JSON result.</summary>
+    /// <summary>merge-export reported an error (bad input or an internal error), crashed, was cancelled, or printed no JSON result.</summary>
     public const string ToolError = "OLMX002";
 
     /// <summary>The item's Model does not exist.</summary>
@@ -52,8 +52,12 @@ internal static class BuildDiagnostics
     public static string ToolReportedError(string adapter, string message) =>
         $"{Adapter(adapter)}: merge-export failed: {message}";
 
-    public static string ToolCancelled(string adapter) =>
-        $"{Adapter(adapter)}: merge-export was cancelled (exit code 130).";
+    public static string ToolInternalError(string adapter, int exitCode, string message) =>
+        $"{Adapter(adapter)}: merge-export stopped on an internal error (exit code {exitCode.ToString(CultureInfo.InvariantCulture)}); this is a bug in the tool, not a problem with this item: {message}";
+
+    public static string ToolCancelled(string adapter, int? exitCode) =>
+        $"{Adapter(adapter)}: merge-export was cancelled"
+        + (exitCode is { } code ? $" (exit code {code.ToString(CultureInfo.InvariantCulture)})." : ".");
 
     public static string NoJsonResult(string adapter, int exitCode, string stdout, string? lastStderrLine)
     {
@@ -65,7 +69,7 @@ internal static class BuildDiagnostics
     }
 
     public static string InconsistentResult(string adapter, int exitCode, string status) =>
-        $"{Adapter(adapter)}: merge-export exited with code {exitCode.ToString(CultureInfo.InvariantCulture)} but its JSON status is '{status}'; expected 0 with 'passed', 1 with 'gate-failed', 2 with 'error'.";
+        $"{Adapter(adapter)}: merge-export exited with code {exitCode.ToString(CultureInfo.InvariantCulture)} but its JSON status is '{status}'; expected 0 with 'passed', 1 with 'gate-failed', 2, 70 or 130 with 'error'.";
 
     public static string ToolNotFound(string adapter, string tool, string reason) =>
         $"{Adapter(adapter)}: could not start the merge-export tool '{tool}': {reason}. Install it (dotnet tool install -g OnnxLora.MergeExport) or set the MergeExportToolPath property to merge-export.dll or to an executable.";

@@ -1,6 +1,17 @@
 using System.Text.Json;
+using System.Text.RegularExpressions;
 
 namespace OnnxLora.MergeExport.Build.Internals;
+
+/// <summary>merge-export's exit codes (its error contract).</summary>
+internal static class ToolExitCode
+{
+    public const int Success = 0;
+    public const int GateFailed = 1;
+    public const int BadInput = 2;
+    public const int InternalError = 70;
+    public const int Cancelled = 130;
+}
 
 /// <summary>One failed validation gate as merge-export reports it.</summary>
 /// <param name="Gate">atol, rtol, min-top1 or max-latency-ratio.</param>
@@ -14,11 +25,15 @@ internal sealed record GateFailure(string Gate, string? Output, string? Value, s
     public bool IsLowerBound => Gate.StartsWith("min-", StringComparison.Ordinal);
 }
 
-/// <summary>The JSON object that <c>merge-export run --json</c> prints on stdout.</summary>
-internal sealed record ToolResult(
+/// <summary>
+/// The JSON object that <c>merge-export run --json</c> prints on stdout (on failure too), and the one-line
+/// error message it writes on stderr (<c>merge-export &lt;verb&gt;: error: &lt;message&gt;</c>).
+/// </summary>
+internal sealed partial record ToolResult(
     string Status,
     string? Merged,
     string? ReportMarkdown,
+    string? ReportHtml,
     IReadOnlyList<GateFailure> FailedGates,
     string? Error)
 {
@@ -47,10 +62,12 @@ internal sealed record ToolResult(
             }
             string? merged = null;
             string? reportMarkdown = null;
+            string? reportHtml = null;
             if (root.TryGetProperty("outputs", out JsonElement outputs) && outputs.ValueKind == JsonValueKind.Object)
             {
                 merged = StringOrNull(outputs, "merged");
                 reportMarkdown = StringOrNull(outputs, "reportMarkdown");
+                reportHtml = StringOrNull(outputs, "reportHtml");
             }
             var gates = new List<GateFailure>();
             if (root.TryGetProperty("failedGates", out JsonElement failed) && failed.ValueKind == JsonValueKind.Array)
@@ -69,13 +86,26 @@ internal sealed record ToolResult(
                         StringOrNull(gate, "message")));
                 }
             }
-            return new ToolResult(status.GetString()!, merged, reportMarkdown, gates, StringOrNull(root, "error"));
+            return new ToolResult(status.GetString()!, merged, reportMarkdown, reportHtml, gates, StringOrNull(root, "error"));
         }
         catch (JsonException)
         {
             return null;
         }
     }
+
+    /// <summary>
+    /// The message of a stderr line in the tool's error format <c>merge-export &lt;verb&gt;: error: &lt;message&gt;</c>,
+    /// or null for any other line.
+    /// </summary>
+    public static string? ErrorMessageOf(string stderrLine)
+    {
+        Match match = ErrorLine().Match(stderrLine.Trim());
+        return match.Success ? match.Groups["message"].Value.Trim() : null;
+    }
+
+    [GeneratedRegex(@"^merge-export(?: [a-z][a-z0-9-]*)*: error: (?<message>.+)$", RegexOptions.CultureInvariant)]
+    private static partial Regex ErrorLine();
 
     private static string? StringOrNull(JsonElement obj, string name) =>
         obj.TryGetProperty(name, out JsonElement value) && value.ValueKind == JsonValueKind.String ? value.GetString() : null;
