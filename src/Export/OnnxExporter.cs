@@ -102,7 +102,7 @@ public static class OnnxExporter
         }
     }
 
-    private static List<ILoraLayer> LoraLayers(nn.Module model) => [.. LoraInjection.LoraLayers(model).Select(l => (ILoraLayer)l.Layer)];
+    private static List<LoraLayer> LoraLayers(nn.Module model) => [.. LoraInjection.LoraLayers(model).Select(l => (LoraLayer)l.Layer)];
 
     private static List<(string Key, string Value)> Metadata(nn.Module model, ExportOptions options)
     {
