@@ -93,7 +93,7 @@ internal sealed class TrainOptionSet
 
     public Option<int?> Threads { get; } = new("--threads") { Description = "Torch intra-op threads (default: TorchSharp's choice; 1 is often faster on small shared machines)." };
 
-    public Option<string> Device { get; } = new Option<string>("--device") { Description = "Training device (cpu; TorchSharp's CUDA natives are not available here).", DefaultValueFactory = _ => "cpu" }.OneOf("cpu");
+    public ChoiceOption<string> Device { get; } = new("--device", "Training device (cpu; TorchSharp's CUDA natives are not available here).", "cpu", ("cpu", "cpu"));
 
     public TrainOptionSet()
     {
@@ -135,6 +135,6 @@ internal sealed class TrainOptionSet
         BatchSize = parse.GetValue(Batch),
         Seed = parse.GetValue(Seed),
         Threads = parse.GetValue(Threads),
-        Device = parse.GetValue(Device)!,
+        Device = Device.Read(parse),
     };
 }
