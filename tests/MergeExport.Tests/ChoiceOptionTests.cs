@@ -76,20 +76,21 @@ public sealed class ChoiceOptionTests
 
     /// <summary>Every option of the tool with a fixed set of words: a bad word exits 2 with one line naming the option and every allowed word.</summary>
     [TestMethod]
-    [DataRow("merge --adapter a --out o", "--combine", "linear,cat,svd,ties,dare_linear,dare_ties,magnitude_prune")]
-    [DataRow("merge --adapter a --out o", "--dtype", "keep,fp32,fp16,bf16")]
-    [DataRow("export --model m --out o.onnx", "--mode", "base,merged,unmerged")]
-    [DataRow("export --model m --out o.onnx", "--dtype", "fp32,fp16")]
-    [DataRow("export --model m --out o.onnx", "--external-data", "auto,always,never")]
-    [DataRow("validate --merged m.onnx", "--device", "auto,cuda,cpu")]
-    [DataRow("validate --merged m.onnx", "--padding", "none,left,right")]
+    [DataRow("merge --adapter {a} --out {o}", "--combine", "linear,cat,svd,ties,dare_linear,dare_ties,magnitude_prune")]
+    [DataRow("merge --adapter {a} --out {o}", "--dtype", "keep,fp32,fp16,bf16")]
+    [DataRow("export --model {m} --out {o.onnx}", "--mode", "base,merged,unmerged")]
+    [DataRow("export --model {m} --out {o.onnx}", "--dtype", "fp32,fp16")]
+    [DataRow("export --model {m} --out {o.onnx}", "--external-data", "auto,always,never")]
+    [DataRow("validate --merged {m.onnx}", "--device", "auto,cuda,cpu")]
+    [DataRow("validate --merged {m.onnx}", "--padding", "none,left,right")]
     [DataRow("run", "--device", "auto,cuda,cpu")]
     [DataRow("run", "--padding", "none,left,right")]
-    [DataRow("train --model m --data d.jsonl --out a", "--device", "cpu")]
+    [DataRow("train --model {m} --data {d.jsonl} --out {a}", "--device", "cpu")]
     public void BadWord_ExitsTwoNamingTheOptionAndTheAllowedWords(string command, string option, string words)
     {
         using var dir = new TempDir();
-        string[] args = [.. command.Split(' ').Select(a => a.Contains('.', StringComparison.Ordinal) || a is "a" or "o" or "m" ? dir.File(a) : a), option, "bogus"];
+        // {name}: a path in the scratch folder, which must stay empty.
+        string[] args = [.. command.Split(' ').Select(a => a.StartsWith('{') ? dir.File(a.Trim('{', '}')) : a), option, "bogus"];
 
         var (code, stdout, err) = CliHarness.Run(args);
 

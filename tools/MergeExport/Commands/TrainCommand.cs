@@ -73,7 +73,21 @@ internal sealed class TrainOptionSet
 
     public Option<double> Alpha { get; } = new Option<double>("--alpha") { Description = "LoRA alpha (scaling alpha/r, or alpha/sqrt(r) with --rslora).", DefaultValueFactory = _ => 16 }.Finite(0);
 
-    public Option<string[]> Targets { get; } = new("--targets") { Description = "Modules to adapt: names (PEFT suffix match), all-linear, or one full-match regex over module paths. Default: q_proj v_proj (query value for BERT).", AllowMultipleArgumentsPerToken = true };
+    public Option<TargetsArgument?> Targets { get; } = new("--targets")
+    {
+        Description = TargetsArgument.Help,
+        Arity = ArgumentArity.OneOrMore,
+        AllowMultipleArgumentsPerToken = true,
+        CustomParser = result =>
+        {
+            if (TargetsArgument.TryParse([.. result.Tokens.Select(t => t.Value)], out var targets, out string? error))
+            {
+                return targets;
+            }
+            result.AddError(error);
+            return null;
+        },
+    };
 
     public Option<bool> RsLora { get; } = new("--rslora") { Description = "Scale by alpha/sqrt(r) (rsLoRA)." };
 
@@ -125,7 +139,7 @@ internal sealed class TrainOptionSet
     {
         Rank = parse.GetValue(Rank),
         Alpha = parse.GetValue(Alpha),
-        Targets = parse.GetValue(Targets) is { Length: > 0 } t ? t : null,
+        Targets = parse.GetValue(Targets)?.ToTrainerTargets(),
         UseRsLora = parse.GetValue(RsLora),
         UseDora = parse.GetValue(Dora),
         Dropout = parse.GetValue(Dropout),
