@@ -29,8 +29,10 @@ internal sealed class FuzzViolationException(string message, Exception? inner = 
 /// <summary>
 /// Runs mutants of a valid file through <see cref="FuzzTarget.Open"/>. Every input must either be accepted
 /// or raise one of <see cref="FuzzTarget.Documented"/>, and allocate at most
-/// <see cref="AllocationBound"/> managed bytes; over a whole campaign, the process's peak resident memory
-/// may grow by at most <see cref="PeakRssGrowthBound"/>. Two ways to drive it: a fixed-seed corpus
+/// <see cref="AllocationBound"/> managed bytes (GC.GetTotalAllocatedBytes around the open); over a whole
+/// campaign, the process's resident memory may grow by at most <see cref="PeakRssGrowthBound"/> (VmRSS read
+/// every <see cref="RssCheckInterval"/> inputs, which stops a leaking campaign early, and VmHWM at the end),
+/// which catches native and mapped memory the managed count does not see. Two ways to drive it: a fixed-seed corpus
 /// (reproducible, its outcomes recorded) and a time-boxed random campaign (CsCheck, which shrinks a
 /// failing input and prints the seed that reproduces it).
 /// </summary>
@@ -44,6 +46,9 @@ internal static class Campaign
 
     /// <summary>Growth of the process's peak resident set a whole campaign may cause (GC heap growth included).</summary>
     public const long PeakRssGrowthBound = 256L << 20;
+
+    /// <summary>Inputs between two readings of the resident set, so a leak stops the campaign early.</summary>
+    private const int RssCheckInterval = 64;
 
     public static long AllocationBound(int inputLength) => FixedAllocationBytes + AllocationPerInputByte * inputLength;
 
@@ -80,8 +85,13 @@ internal static class Campaign
             ProcessMemory.TryResetPeak();
             long? rssBefore = ProcessMemory.ResidentBytes();
 
+            string? rssViolation = null;
             drive(mutant =>
             {
+                if (rssViolation is not null)
+                {
+                    return; // stop feeding a campaign that is already over its memory bound
+                }
                 File.WriteAllBytes(path, mutant);
                 tried++;
                 string outcome = Try(target, dir, mutant, out long allocated);
@@ -98,7 +108,15 @@ internal static class Campaign
                 {
                     outcomes.Add(outcome);
                 }
+                if (tried % RssCheckInterval == 0 && rssBefore is { } start && ProcessMemory.ResidentBytes() is { } now && now - start > PeakRssGrowthBound)
+                {
+                    rssViolation = $"{target.Name}: resident memory grew by {now - start:N0} bytes over the first {tried} inputs; the bound is {PeakRssGrowthBound:N0}.";
+                }
             });
+            if (rssViolation is not null)
+            {
+                throw new FuzzViolationException(rssViolation);
+            }
 
             if (rssBefore is { } before && ProcessMemory.PeakResidentBytes() is { } peak)
             {

@@ -10,8 +10,8 @@ internal static class CampaignAssert
 
     /// <summary>
     /// Runs the fixed corpus twice: each run must stay in bounds (undocumented exceptions and memory fail
-    /// inside <see cref="Campaign"/>), reach both the accepting and the rejecting path, and give the same
-    /// outcome, message included, for every input.
+    /// inside <see cref="Campaign"/>), reach both the accepting and the rejecting path, name a file in
+    /// every rejection, and give the same outcome, message included, for every input.
     /// </summary>
     public static void CorpusReproduces(FuzzTarget target, TestContext context)
     {
@@ -21,10 +21,16 @@ internal static class CampaignAssert
 
         Assert.IsGreaterThan(0, first.Accepted, $"{target.Name}: no mutant of the corpus was accepted; the corpus no longer reaches the reading code.");
         Assert.IsGreaterThan(0, first.Rejected, $"{target.Name}: no mutant of the corpus was rejected; the mutator no longer breaks the format.");
+        // The documented exceptions promise a message that names the file (a config inconsistent with
+        // the weights may be reported against either of the adapter's files).
+        foreach (string rejected in first.Outcomes.Where(o => o != "accepted"))
+        {
+            StringAssert.Contains(rejected, "<dir>/", $"{target.Name}: a rejection that names no file: {rejected}");
+        }
         Assert.HasCount(first.Outcomes.Count, second.Outcomes);
         for (int i = 0; i < first.Outcomes.Count; i++)
         {
-            Assert.AreEqual(first.Outcomes[i], second.Outcomes[i], $"{target.Name}: corpus input {i} (seed {CorpusSeed}) gave another outcome on the second run.");
+            Assert.AreEqual(first.Outcomes[i], second.Outcomes[i], $"{target.Name}: corpus input {i} (seed {CorpusSeed}) gave another outcome on the second run: '{first.Outcomes[i]}' then '{second.Outcomes[i]}'.");
         }
     }
 
