@@ -1,5 +1,5 @@
+using OnnxLora.Core;
 using System.CommandLine;
-using OnnxLora.Merge;
 using OnnxLora.MergeExport.Commands;
 using OnnxLora.MergeExport.Internals;
 using OnnxLora.Validate;
@@ -10,22 +10,22 @@ namespace OnnxLora.MergeExport.Tests;
 [TestClass]
 public sealed class ChoiceOptionTests
 {
-    private static ChoiceOption<OutputDType> DType() => new("--dtype", "Output dtype.", OutputDType.Keep,
-        ("keep", OutputDType.Keep), ("fp32", OutputDType.F32), ("fp16", OutputDType.F16), ("bf16", OutputDType.BF16));
+    private static ChoiceOption<DType?> DTypeOption() => new("--dtype", "Output dtype.", null,
+        ("keep", null), ("fp32", DType.F32), ("fp16", DType.F16), ("bf16", DType.BF16));
 
-    private static (ParseResult Parse, ChoiceOption<OutputDType> Option) Parse(params string[] args)
+    private static (ParseResult Parse, ChoiceOption<DType?> Option) Parse(params string[] args)
     {
-        var option = DType();
+        var option = DTypeOption();
         var root = new RootCommand { option };
         return (root.Parse(args), option);
     }
 
     [TestMethod]
-    [DataRow("keep", OutputDType.Keep)]
-    [DataRow("fp32", OutputDType.F32)]
-    [DataRow("fp16", OutputDType.F16)]
-    [DataRow("bf16", OutputDType.BF16)]
-    public void Word_ParsesToItsValue(string word, OutputDType expected)
+    [DataRow("keep", null)]
+    [DataRow("fp32", DType.F32)]
+    [DataRow("fp16", DType.F16)]
+    [DataRow("bf16", DType.BF16)]
+    public void Word_ParsesToItsValue(string word, DType? expected)
     {
         var (parse, option) = Parse("--dtype", word);
 
@@ -39,7 +39,7 @@ public sealed class ChoiceOptionTests
         var (parse, option) = Parse();
 
         Assert.IsEmpty(parse.Errors);
-        Assert.AreEqual(OutputDType.Keep, option.Read(parse));
+        Assert.IsNull(option.Read(parse));
         StringAssert.EndsWith(option.Description, "[default: keep]");
         CollectionAssert.AreEqual(new[] { "keep", "fp32", "fp16", "bf16" }, option.Words.ToArray());
     }

@@ -1,6 +1,7 @@
 using System.CommandLine;
 using OnnxLora.Core.Onnx;
 using OnnxLora.Core.Peft;
+using OnnxLora.Core;
 using OnnxLora.Export;
 using OnnxLora.Merge;
 using OnnxLora.MergeExport.Internals;
@@ -18,8 +19,8 @@ internal sealed class ExportCommand : CliCommand
     private readonly ChoiceOption<OnnxExportMode> _mode = new("--mode", "base, merged (adapter folded into the weights) or unmerged (LoRA branches as separate nodes).", OnnxExportMode.Merged,
         ("base", OnnxExportMode.Base), ("merged", OnnxExportMode.Merged), ("unmerged", OnnxExportMode.Unmerged));
     private readonly Option<int> _opset = new Option<int>("--opset") { Description = "ONNX opset, 17..21.", DefaultValueFactory = _ => 17 };
-    private readonly ChoiceOption<OnnxWeightType> _dtype = new("--dtype", "Weight and compute type: fp32 or fp16.", OnnxWeightType.Fp32,
-        ("fp32", OnnxWeightType.Fp32), ("fp16", OnnxWeightType.Fp16));
+    private readonly ChoiceOption<DType> _dtype = new("--dtype", "Weight and compute type: fp32 or fp16.", DType.F32,
+        ("fp32", DType.F32), ("fp16", DType.F16));
     private readonly ChoiceOption<OnnxExternalData> _external = new("--external-data", "Weights in a .data file beside the model: auto (above 2 GB), always or never.", OnnxExternalData.Auto,
         ("auto", OnnxExternalData.Auto), ("always", OnnxExternalData.Always), ("never", OnnxExternalData.Never));
     private readonly Option<string> _out = new("--out") { Description = "The .onnx file to write.", Required = true };

@@ -1,4 +1,5 @@
 using System.CommandLine;
+using OnnxLora.Core;
 using OnnxLora.Merge;
 using OnnxLora.MergeExport.Internals;
 
@@ -18,8 +19,8 @@ internal sealed class MergeCommand : CliCommand
     private readonly Option<double> _density = new Option<double>("--density") { Description = "Share of values kept by ties / dare / magnitude_prune (0..1].", DefaultValueFactory = _ => 1.0 }.Finite(1e-9, 1);
     private readonly Option<int?> _rank = new("--rank") { Description = "New rank for --combine svd (default: the largest input rank)." };
     private readonly Option<int> _seed = new("--seed") { Description = "Seed of dare's random drops." };
-    private readonly ChoiceOption<OutputDType> _dtype = new("--dtype", "Output weight dtype: keep, fp32, fp16 or bf16.", OutputDType.Keep,
-        ("keep", OutputDType.Keep), ("fp32", OutputDType.F32), ("fp16", OutputDType.F16), ("bf16", OutputDType.BF16));
+    private readonly ChoiceOption<DType?> _dtype = new("--dtype", "Output weight dtype: keep, fp32, fp16 or bf16.", null,
+        ("keep", null), ("fp32", DType.F32), ("fp16", DType.F16), ("bf16", DType.BF16));
     private readonly Option<string?> _baseCheckpoint = new("--base-checkpoint") { Description = "ONNX targets: the base checkpoint, to match anonymous weights by content." };
     private readonly Option<bool> _safe = new("--safe") { Description = "Refuse to write if a merged tensor has NaN/Inf (on by default; --safe false turns it off).", DefaultValueFactory = _ => true };
     private readonly Option<string> _out = new("--out") { Description = "Output: a checkpoint folder, an .onnx file, or (without --model) an adapter folder.", Required = true };

@@ -13,7 +13,6 @@ namespace OnnxLora.MergeExport.Internals;
 /// <c>ToString()</c> (the enum member, "Merged"); the description carries "[default: merged]" instead.
 /// </remarks>
 internal sealed class ChoiceOption<T> : Option<T>
-    where T : notnull
 {
     private readonly (string Word, T Value)[] _choices;
 
