@@ -1,6 +1,7 @@
 using System.Text;
 using System.Text.Encodings.Web;
 using System.Text.Json;
+using OnnxLora.Validate.Internals;
 
 namespace OnnxLora.Validate;
 
@@ -139,7 +140,7 @@ public static partial class ReportWriter
         {
             w.WriteStartObject();
             w.WriteString("name", t.Name);
-            w.WriteString("elementType", t.ElementType.OnnxName());
+            w.WriteString("elementType", t.ElementType.ReportName());
             Longs(w, "shape", t.Shape);
             w.WriteString("source", t.Source);
             w.WriteEndObject();
@@ -177,8 +178,8 @@ public static partial class ReportWriter
             w.WriteStartObject();
             w.WriteString("name", o.Name);
             Longs(w, "shape", o.Shape);
-            w.WriteString("actualType", o.ActualType.OnnxName());
-            w.WriteString("referenceType", o.ReferenceType.OnnxName());
+            w.WriteString("actualType", o.ActualType.ReportName());
+            w.WriteString("referenceType", o.ReferenceType.ReportName());
             w.WriteNumber("elements", o.Elements);
             Number(w, "maxAbsError", o.MaxAbsError);
             Number(w, "maxRelError", o.MaxRelError);
@@ -273,7 +274,7 @@ public static partial class ReportWriter
         {
             w.WriteStartObject();
             w.WriteString("name", s.Name);
-            w.WriteString("elementType", s.ElementType.OnnxName());
+            w.WriteString("elementType", s.ElementType.ReportName());
             Strings(w, "dims", s.Dims);
             w.WriteEndObject();
         }

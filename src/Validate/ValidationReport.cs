@@ -1,3 +1,5 @@
+using OnnxLora.Core;
+
 namespace OnnxLora.Validate;
 
 /// <summary>Outcome of a validation run.</summary>
@@ -90,10 +92,10 @@ public sealed record SessionSettings(int IntraOpThreads, int InterOpThreads, Gra
 public sealed record InputsReport(bool Generated, long? VocabSize, string? VocabSource, IReadOnlyList<InputSummary> Tensors);
 
 /// <summary>One input: name, type, shape and where its values came from.</summary>
-public sealed record InputSummary(string Name, TensorElementKind ElementType, IReadOnlyList<long> Shape, string Source);
+public sealed record InputSummary(string Name, DType ElementType, IReadOnlyList<long> Shape, string Source);
 
 /// <summary>A graph input or output as declared: name, element type and dimensions (numbers or symbolic names).</summary>
-public sealed record TensorSignature(string Name, TensorElementKind ElementType, IReadOnlyList<string> Dims);
+public sealed record TensorSignature(string Name, DType ElementType, IReadOnlyList<string> Dims);
 
 /// <summary>One ONNX model: file sizes, load cost and declared signature.</summary>
 /// <param name="Role">The model's role.</param>
@@ -144,10 +146,10 @@ public sealed record OutputComparison
 
     public required IReadOnlyList<long> Shape { get; init; }
 
-    public required TensorElementKind ActualType { get; init; }
+    public required DType ActualType { get; init; }
 
-    /// <summary>Element type of the reference output (Float32 for the eager reference).</summary>
-    public required TensorElementKind ReferenceType { get; init; }
+    /// <summary>Element type of the reference output (<see cref="DType.F32"/> for the eager reference).</summary>
+    public required DType ReferenceType { get; init; }
 
     public required long Elements { get; init; }
 

@@ -1,4 +1,5 @@
 using System.Text.Json;
+using OnnxLora.Core;
 
 namespace OnnxLora.Validate.Tests;
 
@@ -43,8 +44,8 @@ public sealed partial class ReportWriterTests
             LogitsOutput = "logits",
         };
         string[] dims = ["batch", "sequence", "48"];
-        var signatureIn = new TensorSignature("input_ids", TensorElementKind.Int64, ["batch", "?"]);
-        var signatureOut = new TensorSignature("logits", TensorElementKind.Float16, dims);
+        var signatureIn = new TensorSignature("input_ids", DType.I64, ["batch", "?"]);
+        var signatureOut = new TensorSignature("logits", DType.F16, dims);
         return new ValidationReport
         {
             Status = ValidationStatus.GateFailed,
@@ -57,18 +58,18 @@ public sealed partial class ReportWriterTests
                 new SessionSettings(4, 0, GraphOptimization.Extended, "sequential")),
             Inputs = new InputsReport(true, 48, "last dimension of output logits",
             [
-                new InputSummary("attention_mask", TensorElementKind.Bool, [2, 6], "generated: ones"),
-                new InputSummary("input_ids", TensorElementKind.Int64, [2, 6], "generated: uniform in [0, 48) <seed 42> & more"),
-                new InputSummary("pixel", TensorElementKind.BFloat16, [1], "npy: a.npy"),
+                new InputSummary("attention_mask", DType.Bool, [2, 6], "generated: ones"),
+                new InputSummary("input_ids", DType.I64, [2, 6], "generated: uniform in [0, 48) <seed 42> & more"),
+                new InputSummary("pixel", DType.BF16, [1], "npy: a.npy"),
             ]),
             Models =
             [
                 new ModelReport(ModelRole.Merged, "/m/merged.onnx", 3_000_000_000, 5_000_000_000L, ["w.bin", "ü.bin"], 12.5, null,
                     [signatureIn], [signatureOut]),
                 new ModelReport(ModelRole.Unmerged, "/m/unmerged.onnx", 10, 0, [], double.NaN, -4096,
-                    [signatureIn with { ElementType = TensorElementKind.Int32 }], [signatureOut with { ElementType = TensorElementKind.Float64 }]),
+                    [signatureIn with { ElementType = DType.I32 }], [signatureOut with { ElementType = DType.F64 }]),
                 new ModelReport(ModelRole.Base, "/m/base.onnx", 9, 0, [], 0.1 + 0.2, 9_007_199_254_740_993,
-                    [signatureIn], [signatureOut with { ElementType = TensorElementKind.Float32 }]),
+                    [signatureIn], [signatureOut with { ElementType = DType.F32 }]),
             ],
             Comparisons =
             [
@@ -76,7 +77,7 @@ public sealed partial class ReportWriterTests
                 [
                     new OutputComparison
                     {
-                        Name = "logits", Shape = [2, 6, 48], ActualType = TensorElementKind.Float16, ReferenceType = TensorElementKind.Float64,
+                        Name = "logits", Shape = [2, 6, 48], ActualType = DType.F16, ReferenceType = DType.F64,
                         Elements = 576, MaxAbsError = 1.83, MaxRelError = double.PositiveInfinity, RmsError = double.NaN,
                         CosineSimilarity = -0.0, ReferenceMaxAbs = 1e-20, BeyondTolerance = 1203, NonFiniteActual = 0, NonFiniteReference = 2,
                         WorstIndex = [1, 4, 17], WorstActual = 3.66, WorstReference = double.NegativeInfinity,
@@ -87,7 +88,7 @@ public sealed partial class ReportWriterTests
                 [
                     new OutputComparison
                     {
-                        Name = "hidden", Shape = [], ActualType = TensorElementKind.Float16, ReferenceType = TensorElementKind.Float32,
+                        Name = "hidden", Shape = [], ActualType = DType.F16, ReferenceType = DType.F32,
                         Elements = 1, MaxAbsError = 0, MaxRelError = 0, RmsError = 0, CosineSimilarity = 1, ReferenceMaxAbs = 123456789012.5,
                         BeyondTolerance = 0, NonFiniteActual = 0, NonFiniteReference = 0,
                     },
