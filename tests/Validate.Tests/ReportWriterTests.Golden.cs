@@ -132,7 +132,13 @@ public sealed partial class ReportWriterTests
 
         string golden = File.ReadAllText(path);
 
-        Assert.AreEqual(golden, json, "the JSON report changed; see the class summary to regenerate after documenting the change");
+        if (golden != json)
+        {
+            string[] want = golden.Split('\n'), got = json.Split('\n');
+            int line = Enumerable.Range(0, Math.Min(want.Length, got.Length)).FirstOrDefault(i => want[i] != got[i], Math.Min(want.Length, got.Length));
+            Assert.Fail($"the JSON report differs from {path} at line {line + 1}: expected '{want.ElementAtOrDefault(line)}', written '{got.ElementAtOrDefault(line)}' "
+                + "(see the class summary to regenerate after documenting an intended change)");
+        }
     }
 
     [TestMethod]
