@@ -1,4 +1,5 @@
 using OnnxLora.Core;
+using OnnxLora.Validate.Internals;
 
 namespace OnnxLora.Validate;
 
@@ -79,7 +80,14 @@ public sealed record ProviderReport(
     bool AllowCpuFallback,
     string Used,
     string? FallbackReason,
-    SessionSettings Session);
+    SessionSettings Session)
+{
+    /// <summary>
+    /// <see cref="FallbackReason"/> in a few words for a console line: the first library that could not be loaded
+    /// ("libcublasLt.so.13 not found"), else the first line of ONNX Runtime's message; null when CUDA was not skipped.
+    /// </summary>
+    public string? ShortFallbackReason() => FallbackReason is null ? null : SessionFactory.ShortReason(FallbackReason);
+}
 
 /// <summary>The ONNX Runtime session options every model was loaded with.</summary>
 public sealed record SessionSettings(int IntraOpThreads, int InterOpThreads, GraphOptimization GraphOptimization, string ExecutionMode);
