@@ -148,7 +148,16 @@ internal static class ValidationOutput
         else
         {
             var inv = CultureInfo.InvariantCulture;
-            context.Out.WriteLine($"provider: {report.Provider.Used}{(report.Provider.FallbackReason is { } why ? $" (CUDA not used: {why})" : "")}");
+            context.Out.WriteLine($"provider: {report.Provider.Used}");
+            if (report.Provider.ShortFallbackReason() is { } why)
+            {
+                // ONNX Runtime's full text is long; it is in the reports, and on the console with --verbose.
+                context.Out.WriteLine($"CUDA unavailable: {why}; using CPU");
+                if (context.Verbose)
+                {
+                    context.Out.WriteLine($"CUDA unavailable, ONNX Runtime said: {report.Provider.FallbackReason}");
+                }
+            }
             foreach (var c in report.Comparisons)
             {
                 foreach (var o in c.Outputs)
