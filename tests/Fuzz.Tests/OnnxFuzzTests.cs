@@ -23,10 +23,10 @@ public sealed class OnnxFuzzTests
     }
 
     [TestMethod]
-    public void MutatedOnnxModel_EitherLoadsOrRaisesInvalidData()
+    public void MutatedOnnxModel_EitherLoadsOrRaisesBadInput()
     {
         byte[] original = ValidModel();
-        var r = Campaign.Run<InvalidDataException>(original, "model.onnx", _ => { }, dir =>
+        var r = Campaign.Run(original, "model.onnx", _ => { }, dir =>
         {
             var model = OnnxFile.Load(Path.Combine(dir, "model.onnx"));
             foreach (var t in model.Graph.Initializer)
@@ -37,7 +37,7 @@ public sealed class OnnxFuzzTests
                 }
             }
         });
-        TestContext.WriteLine($"ONNX fuzz: {r.Tried} mutated models, {r.Accepted} loaded, {r.Rejected} rejected with InvalidDataException, 0 other outcomes");
+        TestContext.WriteLine($"ONNX fuzz: {r.Tried} mutated models, {r.Accepted} loaded, {r.Rejected} rejected as bad input, 0 other outcomes");
         Assert.IsGreaterThan(0, r.Rejected);
         Assert.AreEqual(r.Tried, r.Accepted + r.Rejected);
     }

@@ -54,24 +54,24 @@ public sealed class PeftAdapterFuzzTests
 
     private void Report(string what, (long Tried, long Accepted, long Rejected) r)
     {
-        TestContext.WriteLine($"{what}: {r.Tried} mutated inputs, {r.Accepted} loaded, {r.Rejected} rejected with InvalidDataException, 0 other outcomes");
+        TestContext.WriteLine($"{what}: {r.Tried} mutated inputs, {r.Accepted} loaded, {r.Rejected} rejected as bad input, 0 other outcomes");
         Assert.IsGreaterThan(0, r.Rejected);
         Assert.AreEqual(r.Tried, r.Accepted + r.Rejected);
     }
 
     [TestMethod]
-    public void MutatedAdapterConfig_EitherLoadsOrRaisesInvalidData()
+    public void MutatedAdapterConfig_EitherLoadsOrRaisesBadInput()
     {
-        var r = Campaign.Run<InvalidDataException>(_config, PeftAdapterConfig.FileName,
+        var r = Campaign.Run(_config, PeftAdapterConfig.FileName,
             dir => File.WriteAllBytes(Path.Combine(dir, PeftAdapter.WeightsFileName), _weights), Open);
         Report("adapter_config.json fuzz", r);
         TestContext.WriteLine(Encoding.UTF8.GetString(_config));
     }
 
     [TestMethod]
-    public void MutatedAdapterWeights_EitherLoadOrRaiseInvalidData()
+    public void MutatedAdapterWeights_EitherLoadOrRaiseBadInput()
     {
-        var r = Campaign.Run<InvalidDataException>(_weights, PeftAdapter.WeightsFileName,
+        var r = Campaign.Run(_weights, PeftAdapter.WeightsFileName,
             dir => File.WriteAllBytes(Path.Combine(dir, PeftAdapterConfig.FileName), _config), Open);
         Report("adapter_model.safetensors fuzz", r);
     }

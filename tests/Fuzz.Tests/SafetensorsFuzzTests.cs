@@ -9,7 +9,7 @@ public sealed class SafetensorsFuzzTests
     public TestContext TestContext { get; set; } = null!;
 
     [TestMethod]
-    public void MutatedSafetensors_EitherOpenOrRaiseInvalidData()
+    public void MutatedSafetensors_EitherOpenOrRaiseBadInput()
     {
         string src = Path.Combine(Path.GetTempPath(), "onnxlora-fuzz-src-" + Guid.NewGuid().ToString("N") + ".safetensors");
         var rng = new Random(3);
@@ -28,7 +28,7 @@ public sealed class SafetensorsFuzzTests
         byte[] original = File.ReadAllBytes(src);
         File.Delete(src);
 
-        var r = Campaign.Run<InvalidDataException>(original, "m.safetensors", _ => { }, dir =>
+        var r = Campaign.Run(original, "m.safetensors", _ => { }, dir =>
         {
             using var file = SafetensorsFile.Open(Path.Combine(dir, "m.safetensors"));
             foreach (var t in file.Tensors)
@@ -37,7 +37,7 @@ public sealed class SafetensorsFuzzTests
             }
         });
 
-        TestContext.WriteLine($"safetensors fuzz: {r.Tried} mutated files, {r.Accepted} opened, {r.Rejected} rejected with InvalidDataException, 0 other outcomes");
+        TestContext.WriteLine($"safetensors fuzz: {r.Tried} mutated files, {r.Accepted} opened, {r.Rejected} rejected as bad input, 0 other outcomes");
         Assert.IsGreaterThan(0, r.Rejected);
         Assert.AreEqual(r.Tried, r.Accepted + r.Rejected);
     }
