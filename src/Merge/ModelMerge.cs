@@ -31,7 +31,7 @@ public static class ModelMerge
     /// merged are skipped.
     /// </summary>
     /// <returns>The paths of the layers merged now.</returns>
-    /// <exception cref="InvalidDataException">Safe mode and a merged weight holds NaN/Inf (named); nothing of that layer is changed.</exception>
+    /// <exception cref="OnnxLoraException">Bad input: safe mode and a merged weight holds NaN/Inf (named); nothing of that layer is changed.</exception>
     public static IReadOnlyList<string> MergeInPlace(nn.Module model, bool safeMode = true)
     {
         ArgumentNullException.ThrowIfNull(model);
