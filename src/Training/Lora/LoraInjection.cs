@@ -45,7 +45,7 @@ public static class LoraInjection
     /// <see cref="LoraEmbedding"/>, in place. Afterwards only adapter parameters and those of
     /// <see cref="LoraOptions.ModulesToSave"/> require grad.
     /// </summary>
-    /// <exception cref="ArgumentException">Bad options; a target (or modules_to_save entry) that matches nothing (named in the message); a target that is not a Linear or Embedding; DoRA on an embedding.</exception>
+    /// <exception cref="Core.OnnxLoraException">Bad input: bad options; a target (or modules_to_save entry) that matches nothing (named in the message); a target that is not a Linear or Embedding; DoRA on an embedding.</exception>
     /// <exception cref="InvalidOperationException">The model already has adapters.</exception>
     public static LoraInjectionReport Apply(nn.Module model, LoraOptions options)
     {

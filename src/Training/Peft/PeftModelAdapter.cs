@@ -1,3 +1,4 @@
+using OnnxLora.Core;
 using OnnxLora.Core.Peft;
 using OnnxLora.Training.Lora;
 using static TorchSharp.torch;
@@ -12,15 +13,16 @@ namespace OnnxLora.Training.Peft;
 public static class PeftModelAdapter
 {
     /// <summary>The injection options equivalent to a PEFT LoRA config.</summary>
-    /// <exception cref="NotSupportedException">The adapter is not a LoRA adapter (LoHa/LoKr merge only; they have no trainable TorchSharp layer here).</exception>
+    /// <exception cref="OnnxLoraException">Bad input: the adapter is not a LoRA adapter (LoHa/LoKr merge only; they have no trainable
+    /// TorchSharp layer here), or has no target_modules.</exception>
     public static LoraOptions ToLoraOptions(PeftAdapterConfig config, string source)
     {
         ArgumentNullException.ThrowIfNull(config);
         if (config.PeftType != PeftType.Lora)
         {
-            throw new NotSupportedException($"{source}: peft_type {config.PeftType.ToString().ToUpperInvariant()} adapters can be merged (merge-export merge) but not attached to a TorchSharp model; only LORA adapters can.");
+            throw OnnxLoraException.Invalid(source, $"peft_type {config.PeftType.ToString().ToUpperInvariant()} adapters can be merged (merge-export merge) but not attached to a TorchSharp model; only LORA adapters can.");
         }
-        var targets = config.TargetModules ?? throw new InvalidDataException($"{source}: field 'target_modules': found nothing, expected a list, a regex or \"all-linear\".");
+        var targets = config.TargetModules ?? throw OnnxLoraException.Invalid(source, "field 'target_modules'", "nothing", "a list, a regex or \"all-linear\"");
         return new LoraOptions
         {
             TargetModules = targets.Kind switch
@@ -41,7 +43,8 @@ public static class PeftModelAdapter
     }
 
     /// <summary>Wraps the targeted modules of <paramref name="model"/> and loads the adapter's tensors; the model is left in eval mode.</summary>
-    /// <exception cref="InvalidDataException">The adapter is malformed or does not fit the model (missing/extra keys, wrong shapes), naming them.</exception>
+    /// <exception cref="OnnxLoraException">Bad input: the adapter is malformed or does not fit the model (missing/extra keys, wrong
+    /// shapes), naming them.</exception>
     public static LoraInjectionReport Attach(nn.Module model, string adapterDirectory)
     {
         ArgumentNullException.ThrowIfNull(model);
@@ -52,9 +55,9 @@ public static class PeftModelAdapter
         {
             report = LoraInjection.Apply(model, options);
         }
-        catch (ArgumentException e)
+        catch (OnnxLoraException e) when (e.Kind == ErrorKind.BadInput)
         {
-            throw new InvalidDataException($"{adapter.Directory}: the adapter does not fit this model: {e.Message}", e);
+            throw OnnxLoraException.Invalid(adapter.Directory, $"the adapter does not fit this model: {e.Message}", e);
         }
         using (var scope = NewDisposeScope())
         {

@@ -1,3 +1,4 @@
+using OnnxLora.Core;
 using OnnxLora.Training.Data;
 
 namespace OnnxLora.Training;
@@ -94,7 +95,7 @@ public sealed record TrainerOptions
     /// <summary>Replace an existing output adapter folder. Default false.</summary>
     public bool Overwrite { get; init; }
 
-    /// <summary>Checks every value; throws <see cref="ArgumentException"/> naming the option.</summary>
+    /// <summary>Checks every value; throws a bad-input <see cref="OnnxLoraException"/> naming the option.</summary>
     public void Validate()
     {
         Require(Rank > 0, nameof(Rank), Rank, "a positive integer");
@@ -125,7 +126,7 @@ public sealed record TrainerOptions
     {
         if (!ok)
         {
-            throw new ArgumentException(string.Create(System.Globalization.CultureInfo.InvariantCulture, $"TrainerOptions.{name}: found {value}, expected {expected}."), name);
+            throw OnnxLoraException.InvalidOption($"TrainerOptions.{name}", string.Create(System.Globalization.CultureInfo.InvariantCulture, $"{value}"), expected);
         }
     }
 }
