@@ -18,4 +18,6 @@ internal static class MergeThrow
             + " Check the adapter for NaN/Inf or pass unsafe mode to write it anyway.");
 
     public static OnnxLoraException Option(string name, string message) => OnnxLoraException.InvalidOption(name, message);
+
+    public static OnnxLoraException Option(string name, string found, string expected) => OnnxLoraException.InvalidOption(name, found, expected);
 }
