@@ -45,7 +45,7 @@ internal abstract class CliCommand : Command
 
     protected abstract int Execute(ParseResult parse);
 
-    /// <summary>What kind of failure <paramref name="e"/> is; see the class remarks.</summary>
+    /// <summary>What kind of failure <paramref name="e"/> is, as listed in the class summary.</summary>
     internal static ErrorKind KindOf(Exception e) => e switch
     {
         OnnxLoraException x => x.Kind,
