@@ -1,7 +1,7 @@
 using System.Diagnostics;
 using System.Security.Cryptography;
-using OnnxLora.Core.Onnx;
 using OnnxLora.Core;
+using OnnxLora.Core.Onnx;
 using OnnxLora.Models.Onnx;
 using static TorchSharp.torch;
 

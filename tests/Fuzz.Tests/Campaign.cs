@@ -1,5 +1,5 @@
-using OnnxLora.Core;
 using CsCheck;
+using OnnxLora.Core;
 
 namespace OnnxLora.Fuzz.Tests;
 

@@ -1,6 +1,6 @@
 using OnnxLora.Core.HuggingFace;
-using OnnxLora.Training.Data;
 using OnnxLora.Models.Llama;
+using OnnxLora.Training.Data;
 using OnnxLora.Training.Sample;
 using static TorchSharp.torch;
 

@@ -1,7 +1,7 @@
 using OnnxLora.Core.Peft;
-using OnnxLora.Models.Lora;
 using OnnxLora.Models.Bert;
 using OnnxLora.Models.Llama;
+using OnnxLora.Models.Lora;
 using OnnxLora.Training.TrainerInternals;
 using static TorchSharp.torch;
 

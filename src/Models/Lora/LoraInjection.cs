@@ -1,5 +1,5 @@
-using OnnxLora.Core.Peft;
 using System.Runtime.CompilerServices;
+using OnnxLora.Core.Peft;
 using OnnxLora.Models.Internals;
 using OnnxLora.Models.Llama;
 using TorchSharp.Modules;

@@ -5,8 +5,8 @@ using System.Text.Json;
 using OnnxLora.Core;
 using OnnxLora.Core.HuggingFace;
 using OnnxLora.Core.IO;
-using OnnxLora.Training.Data;
 using OnnxLora.Models.Llama;
+using OnnxLora.Training.Data;
 using OnnxLora.Training.Sample.Internals;
 
 namespace OnnxLora.Training.Sample;

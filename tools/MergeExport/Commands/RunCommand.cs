@@ -1,4 +1,3 @@
-using OnnxLora.Models.Peft;
 using System.CommandLine;
 using System.Diagnostics;
 using System.Globalization;
@@ -7,8 +6,9 @@ using OnnxLora.Core.IO;
 using OnnxLora.Export;
 using OnnxLora.Merge;
 using OnnxLora.MergeExport.Internals;
-using OnnxLora.Training;
 using OnnxLora.Models.Onnx;
+using OnnxLora.Models.Peft;
+using OnnxLora.Training;
 using OnnxLora.Training.Sample;
 using OnnxLora.Validate;
 

@@ -3,11 +3,11 @@ using System.Text.Json;
 using OnnxLora.Core;
 using OnnxLora.Core.HuggingFace;
 using OnnxLora.Core.Peft;
-using OnnxLora.Training.Data;
-using OnnxLora.Training.Data.Internals;
-using OnnxLora.Models.Lora;
 using OnnxLora.Models.Bert;
 using OnnxLora.Models.Llama;
+using OnnxLora.Models.Lora;
+using OnnxLora.Training.Data;
+using OnnxLora.Training.Data.Internals;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
 
