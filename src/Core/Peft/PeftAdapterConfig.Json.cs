@@ -373,9 +373,9 @@ public sealed partial record PeftAdapterConfig
                     {
                         return Peft.TargetModules.FromString(pattern);
                     }
-                    catch (ArgumentException e)
+                    catch (OnnxLoraException e)
                     {
-                        throw PeftThrow.Field(source, field, $"the regex \"{pattern}\" that does not compile ({e.Message})", "a list of names, a valid regex or \"all-linear\"");
+                        throw PeftThrow.Field(source, field, $"the regex \"{pattern}\" that does not compile ({e.InnerException?.Message ?? e.Message})", "a list of names, a valid regex or \"all-linear\"");
                     }
                 default:
                     throw Wrong(node, field, "a list of names, a regex string or \"all-linear\"");
