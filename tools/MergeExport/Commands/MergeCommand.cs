@@ -12,10 +12,10 @@ internal sealed class MergeCommand : CliCommand
 {
     private readonly Option<string?> _model = new("--model") { Description = "Checkpoint folder (safetensors, single or sharded). Omit it to combine adapters into a new adapter." };
     private readonly Option<string[]> _adapters = new("--adapter") { Description = "Adapter folder, optionally weighted: DIR or DIR=WEIGHT. Repeat for several.", Required = true, AllowMultipleArgumentsPerToken = false };
-    private readonly Option<string> _combine = new Option<string>("--combine") { Description = "How several adapters combine: linear, cat, svd, ties, dare_linear, dare_ties, magnitude_prune.", DefaultValueFactory = _ => "linear" }
-        .OneOf("linear", "cat", "svd", "ties", "dare_linear", "dare_ties", "magnitude_prune");
+    private readonly Option<string> _combine = new Option<string>("--combine") { Description = "How several adapters combine: delta_sum (exact Σ w·ΔW, default) or a PEFT add_weighted_adapter combination_type (linear, cat, svd, ties, ties_svd, dare_linear, dare_ties, dare_linear_svd, dare_ties_svd, magnitude_prune, magnitude_prune_svd) with PEFT's semantics; see the README's table.", DefaultValueFactory = _ => "delta_sum" }
+        .OneOf([.. CombinationNames.All]);
     private readonly Option<double> _density = new Option<double>("--density") { Description = "Share of values kept by ties / dare / magnitude_prune (0..1].", DefaultValueFactory = _ => 1.0 }.Finite(1e-9, 1);
-    private readonly Option<int?> _rank = new("--rank") { Description = "New rank for --combine svd (default: the largest input rank)." };
+    private readonly Option<int?> _rank = new("--rank") { Description = "New rank (PEFT's svd_rank) for --combine svd and *_svd (default: the largest adapter rank)." };
     private readonly Option<int> _seed = new("--seed") { Description = "Seed of dare's random drops." };
     private readonly Option<string> _dtype = new Option<string>("--dtype") { Description = "Output weight dtype: keep, fp32, fp16 or bf16.", DefaultValueFactory = _ => "keep" }.OneOf("keep", "fp32", "fp16", "bf16");
     private readonly Option<string?> _baseCheckpoint = new("--base-checkpoint") { Description = "ONNX targets: the base checkpoint, to match anonymous weights by content." };
@@ -42,16 +42,7 @@ internal sealed class MergeCommand : CliCommand
     {
         var options = new MergeOptions
         {
-            Combination = parse.GetValue(_combine) switch
-            {
-                "cat" => Combination.Cat,
-                "svd" => Combination.Svd,
-                "ties" => Combination.Ties,
-                "dare_linear" => Combination.DareLinear,
-                "dare_ties" => Combination.DareTies,
-                "magnitude_prune" => Combination.MagnitudePrune,
-                _ => Combination.Linear,
-            },
+            Combination = CombinationNames.TryParse(parse.GetValue(_combine), out var combination) ? combination : Combination.DeltaSum,
             Density = parse.GetValue(_density),
             SvdRank = parse.GetValue(_rank),
             Seed = parse.GetValue(_seed),
@@ -72,8 +63,9 @@ internal sealed class MergeCommand : CliCommand
         {
             if (model is null)
             {
-                var config = AdapterCombiner.Combine(adapters, output, options);
-                Report("adapter", output, $"combined {adapters.Count} adapters ({options.Combination}) into a rank-{config.R} adapter");
+                var combined = AdapterCombiner.Combine(adapters, output, options);
+                Context.Warn(combined.Warnings);
+                Report("adapter", output, $"combined {adapters.Count} adapters ({combined.Applied.ToName()}) into a rank-{combined.Config.R} adapter");
                 return Cli.Success;
             }
             if (File.Exists(model) && model.EndsWith(".onnx", StringComparison.OrdinalIgnoreCase))
@@ -82,6 +74,7 @@ internal sealed class MergeCommand : CliCommand
             }
             using var outputLock = Core.IO.OutputLock.Acquire(output);
             var plan = CheckpointMerger.Plan(model, adapters, options);
+            Context.Warn(plan.Warnings);
             if (Context.Verbose)
             {
                 Context.Out.WriteLine(plan.Describe());
