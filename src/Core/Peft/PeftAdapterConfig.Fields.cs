@@ -21,7 +21,7 @@ public sealed partial record PeftAdapterConfig
         "revision", "inference_mode", "auto_mapping", "peft_version",
         // LoraConfig: layer implementations and initialisation helpers that leave ΔW = s·B·A as it is
         "megatron_config", "megatron_core", "loftq_config", "eva_config", "corda_config", "lora_ga_config",
-        "velora_config", "monteclora_config", "runtime_config", "ensure_weight_tying", "modules_to_tie", "target_modules_to_tie",
+        "velora_config", "monteclora_config", "runtime_config", "ensure_weight_tying", "modules_to_tie", "target_modules_to_tie", "qalora_group_size",
         // LoHa / LoKr
         "use_effective_conv2d", "rank_dropout_scale", "use_khatri_rao",
     ];
@@ -47,6 +47,10 @@ public sealed partial record PeftAdapterConfig
 
     /// <summary>Initialisations that leave the base weights untouched (the merge is the plain ΔW).</summary>
     private static readonly string[] PlainInits = ["true", "false", "gaussian", "eva", "orthogonal", "mica", "lycoris"];
+
+    /// <summary>Every field name this version knows (read into a property, of no effect on a merge, or refused); docs/peft-config-fields.md lists each.</summary>
+    internal static IReadOnlyList<string> KnownFieldNames => CommonFields.Concat(LoraFields).Concat(LoHaFields).Concat(LoKrFields)
+        .Concat(NoEffectFields).Concat(RefusedFields.Select(r => r.Field)).Distinct(StringComparer.Ordinal).Order(StringComparer.Ordinal).ToArray();
 
     /// <summary>
     /// Why PEFT would not put this adapter on the module at <paramref name="modulePath"/> (PEFT's
@@ -98,8 +102,7 @@ public sealed partial record PeftAdapterConfig
     /// </summary>
     public IReadOnlyList<string> UnknownFieldWarnings(string source)
     {
-        var known = new HashSet<string>(CommonFields.Concat(LoraFields).Concat(LoHaFields).Concat(LoKrFields).Concat(NoEffectFields)
-            .Concat(RefusedFields.Select(r => r.Field)), StringComparer.Ordinal);
+        var known = new HashSet<string>(KnownFieldNames, StringComparer.Ordinal);
         var warnings = new List<string>();
         foreach (var (name, node) in Extras)
         {
