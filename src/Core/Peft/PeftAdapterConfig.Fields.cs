@@ -32,8 +32,8 @@ public sealed partial record PeftAdapterConfig
     /// </summary>
     private static readonly (string Field, string Why)[] RefusedFields =
     [
-        ("layer_replication", "the adapter was trained on a model whose layers were replicated; PEFT refuses to merge such adapters (LoraModel._check_merge_allowed)"),
-        ("alora_invocation_tokens", "activated LoRA applies its update only from the invocation tokens on, so it cannot be folded into weights (PEFT's aLoRA variant refuses to merge)"),
+        ("layer_replication", "the adapter was trained on a model whose layers were replicated; PEFT's LoraModel._check_merge_allowed refuses to merge such adapters"),
+        ("alora_invocation_tokens", "activated LoRA applies its update only from the invocation tokens on, so it cannot be folded into weights; PEFT's aLoRA variant refuses to merge it"),
         ("use_qalora", "QALoRA's lora_A works on group-pooled inputs of a GPTQ layer; PEFT cannot merge it either"),
         ("target_parameters", "LoRA on bare nn.Parameter tensors (e.g. MoE experts) is not supported"),
         ("trainable_token_indices", "trainable-token deltas for selected embedding rows are not supported"),
