@@ -2,6 +2,7 @@ using System.Globalization;
 using System.Security.Cryptography;
 using Onnx;
 using OnnxLora.Core.Onnx;
+using OnnxLora.Core;
 using OnnxLora.Export.Internals;
 using OnnxLora.Models.Lora;
 using OnnxLora.Models.Onnx;
@@ -85,9 +86,9 @@ public static class OnnxExporter
         {
             throw ExportThrow.Option(nameof(ExportOptions.Mode), options.Mode.ToString(), "Base, Merged or Unmerged");
         }
-        if (!Enum.IsDefined(options.WeightType))
+        if (options.WeightType is not (DType.F32 or DType.F16))
         {
-            throw ExportThrow.Option(nameof(ExportOptions.WeightType), options.WeightType.ToString(), "Fp32 or Fp16");
+            throw ExportThrow.Option(nameof(ExportOptions.WeightType), options.WeightType.ToString(), "F32 or F16");
         }
         if (!Enum.IsDefined(options.ExternalData))
         {
@@ -102,14 +103,14 @@ public static class OnnxExporter
         }
     }
 
-    private static List<ILoraLayer> LoraLayers(nn.Module model) => [.. LoraInjection.LoraLayers(model).Select(l => (ILoraLayer)l.Layer)];
+    private static List<LoraLayer> LoraLayers(nn.Module model) => [.. LoraInjection.LoraLayers(model).Select(l => (LoraLayer)l.Layer)];
 
     private static List<(string Key, string Value)> Metadata(nn.Module model, ExportOptions options)
     {
         var entries = new List<(string, string)>
         {
             ("onnxlora.mode", options.Mode.ToString().ToLowerInvariant()),
-            ("onnxlora.weight_type", options.WeightType.ToString().ToLowerInvariant()),
+            ("onnxlora.weight_type", options.WeightType == DType.F16 ? "fp16" : "fp32"),
             ("onnxlora.linear_weight_layout", "transposed [in, out] under the Hugging Face name; unmerged adapters transposed under their PEFT keys"),
         };
         if (options.AdapterName is { Length: > 0 } name)

@@ -1,3 +1,4 @@
+using OnnxLora.Core;
 namespace OnnxLora.Merge;
 
 /// <summary>
@@ -115,16 +116,6 @@ public enum MajoritySignMethod
     Frequency,
 }
 
-/// <summary>The dtype merged weights are written in.</summary>
-public enum OutputDType
-{
-    /// <summary>Each tensor keeps its dtype.</summary>
-    Keep,
-    F32,
-    F16,
-    BF16,
-}
-
 /// <summary>
 /// Options of a merge. Defaults: <see cref="Combination.DeltaSum"/> (exact), density 1 (no pruning), TIES
 /// sign by total, seed 0, SVD rank = PEFT's default (the largest adapter rank), dtypes kept, safe mode
@@ -147,8 +138,8 @@ public sealed record MergeOptions
     /// <summary>PEFT's svd_rank: the rank the *_svd combinations keep; null = the largest adapter rank (r, or the largest rank_pattern value).</summary>
     public int? SvdRank { get; init; }
 
-    /// <summary>The dtype of written tensors.</summary>
-    public OutputDType OutputDType { get; init; } = OutputDType.Keep;
+    /// <summary>The dtype of written floating-point tensors (F32, F16 or BF16); null keeps each tensor's dtype.</summary>
+    public DType? OutputDType { get; init; }
 
     /// <summary>Refuse (error naming the tensor) to write a merged value that is NaN or ±Inf, including overflow of the output dtype.</summary>
     public bool SafeMode { get; init; } = true;

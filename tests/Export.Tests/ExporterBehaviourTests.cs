@@ -1,6 +1,7 @@
 using System.Diagnostics;
 using System.Security.Cryptography;
 using OnnxLora.Core.Onnx;
+using OnnxLora.Core;
 using OnnxLora.Models.Onnx;
 using static TorchSharp.torch;
 
@@ -138,7 +139,7 @@ public sealed class ExporterBehaviourTests
             files.Add(OnnxExporter.Export(bert, Path.Combine(dir, $"bert-{mode}.onnx"), new ExportOptions { Mode = mode }).ModelPath);
         }
         files.Add(OnnxExporter.Export(llama, Path.Combine(dir, "llama-fp16-ext.onnx"),
-            new ExportOptions { WeightType = OnnxWeightType.Fp16, ExternalData = OnnxExternalData.Always }).ModelPath);
+            new ExportOptions { WeightType = DType.F16, ExternalData = OnnxExternalData.Always }).ModelPath);
 
         foreach (string file in files)
         {

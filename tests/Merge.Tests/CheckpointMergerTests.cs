@@ -110,7 +110,7 @@ public sealed class CheckpointMergerTests
         var f = Build();
         using var _ = f.Adapter;
         string output = Path.Combine(NewDir(), "merged32");
-        CheckpointMerger.Merge(f.Checkpoint, [new(f.Adapter)], output, new MergeOptions { OutputDType = OutputDType.F32 });
+        CheckpointMerger.Merge(f.Checkpoint, [new(f.Adapter)], output, new MergeOptions { OutputDType = DType.F32 });
         using var after = SafetensorsCheckpoint.Open(output);
         Assert.IsTrue(after.Tensors.All(t => t.DType == DType.F32));
         var e0 = Add(f.Stored[Q0 + ".weight"], Scaled(Product(f.B0, f.A0, H, 2, H), 2.0));

@@ -88,6 +88,32 @@ public sealed class ValidateCommandTests
     }
 
     [TestMethod]
+    public void Validate_AutoWithoutCuda_PrintsOneShortLine_FullTextOnlyWithVerbose()
+    {
+        using var dir = new TempDir();
+        string m = TinyLm(dir.File("m.onnx"));
+        string[] args = ["validate", "--merged", m, "--unmerged", m, "--device", "auto", "--runs", "0", "--seq", "4"];
+
+        var (code, stdout, err) = CliHarness.Run([.. args, "--report", dir.File("r")]);
+        if (stdout.Contains("provider: CUDAExecutionProvider", StringComparison.Ordinal))
+        {
+            Assert.Inconclusive("this machine has a working CUDA provider");
+        }
+        var (verboseCode, verbose, verboseErr) = CliHarness.Run([.. args, "--report", dir.File("v"), "--verbose"]);
+
+        Assert.AreEqual(0, code, err);
+        Assert.AreEqual(0, verboseCode, verboseErr);
+        string[] lines = stdout.Split('\n').Where(l => l.Contains("CUDA", StringComparison.Ordinal)).ToArray();
+        Assert.HasCount(1, lines, stdout);
+        Assert.MatchesRegex(@"^CUDA unavailable: [^|\r\n]+; using CPU\r?$", lines[0]);
+        Assert.DoesNotContain("ErrorCode", stdout, "ONNX Runtime's full text is left to the report");
+        string full = File.ReadAllText(Path.Combine(dir.File("r"), "validation.md"));
+        StringAssert.Contains(full, "ErrorCode", "the report keeps ONNX Runtime's full text");
+        StringAssert.Contains(verbose, lines[0].TrimEnd('\r'));
+        StringAssert.Contains(verbose, "ErrorCode");
+    }
+
+    [TestMethod]
     public void Validate_CudaWithoutGpuAndNoFallback_ExitsTwoWithClearMessage()
     {
         using var dir = new TempDir();

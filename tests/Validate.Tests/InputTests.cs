@@ -1,3 +1,4 @@
+using OnnxLora.Core;
 using OnnxLora.Validate.Internals;
 
 namespace OnnxLora.Validate.Tests;
@@ -110,13 +111,13 @@ public sealed class InputTests
     public void ResolveShape_SymbolicDims_UseOptionsOverridesAndRules()
     {
         var options = TestFiles.Cpu with { Batch = 3, Sequence = 9, Dims = new Dictionary<string, long> { ["heads"] = 4 } };
-        var sig = new TensorSignature("past_key_values.0.key", TensorElementKind.Float32, ["batch_size", "heads", "past_sequence_length", "64"]);
+        var sig = new TensorSignature("past_key_values.0.key", DType.F32, ["batch_size", "heads", "past_sequence_length", "64"]);
 
         CollectionAssert.AreEqual(new long[] { 3, 4, 0, 64 }, InputBuilder.ResolveShape(sig, "m.onnx", options));
-        CollectionAssert.AreEqual(new long[] { 3, 9 }, InputBuilder.ResolveShape(new TensorSignature("x", TensorElementKind.Int64, ["?", "?"]), "m.onnx", options));
+        CollectionAssert.AreEqual(new long[] { 3, 9 }, InputBuilder.ResolveShape(new TensorSignature("x", DType.I64, ["?", "?"]), "m.onnx", options));
 
         var e = Assert.ThrowsExactly<ArgumentException>(() =>
-            InputBuilder.ResolveShape(new TensorSignature("x", TensorElementKind.Float32, ["channels"]), "m.onnx", options));
+            InputBuilder.ResolveShape(new TensorSignature("x", DType.F32, ["channels"]), "m.onnx", options));
         StringAssert.Contains(e.Message, "'channels'");
         StringAssert.Contains(e.Message, "input x");
         StringAssert.Contains(e.Message, "--dim channels=N");

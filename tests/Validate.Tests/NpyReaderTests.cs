@@ -1,3 +1,4 @@
+using OnnxLora.Core;
 using OnnxLora.Validate.Internals;
 
 namespace OnnxLora.Validate.Tests;
@@ -13,7 +14,7 @@ public sealed class NpyReaderTests
 
         var a = NpyReader.Read(path);
 
-        Assert.AreEqual(TensorElementKind.Int64, a.ElementType);
+        Assert.AreEqual(DType.I64, a.ElementType);
         CollectionAssert.AreEqual(new long[] { 2, 3 }, a.Shape);
         CollectionAssert.AreEqual(new long[] { 1, 2, 3, -4, 5, long.MaxValue }, (long[])a.Data);
     }
@@ -26,7 +27,7 @@ public sealed class NpyReaderTests
 
         var a = NpyReader.Read(path);
 
-        Assert.AreEqual(TensorElementKind.Float32, a.ElementType);
+        Assert.AreEqual(DType.F32, a.ElementType);
         CollectionAssert.AreEqual(new long[] { 4 }, a.Shape);
         CollectionAssert.AreEqual(new[] { 0.5f, -1.25f, 3e-8f, 1e30f }, (float[])a.Data);
     }
@@ -40,7 +41,7 @@ public sealed class NpyReaderTests
 
         var a = NpyReader.Read(path);
 
-        Assert.AreEqual(TensorElementKind.Float16, a.ElementType);
+        Assert.AreEqual(DType.F16, a.ElementType);
         CollectionAssert.AreEqual(values, (Half[])a.Data);
     }
 

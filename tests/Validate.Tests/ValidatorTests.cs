@@ -1,3 +1,5 @@
+using OnnxLora.Core;
+
 namespace OnnxLora.Validate.Tests;
 
 [TestClass]
@@ -169,8 +171,8 @@ public sealed class ValidatorTests
             TestFiles.Cpu with { Atol = 1e-2, Rtol = 1e-2 });
 
         var o = report.Comparisons.Single().Outputs.Single();
-        Assert.AreEqual(TensorElementKind.Float16, o.ActualType);
-        Assert.AreEqual(TensorElementKind.Float16, o.ReferenceType);
+        Assert.AreEqual(DType.F16, o.ActualType);
+        Assert.AreEqual(DType.F16, o.ReferenceType);
         Assert.IsGreaterThan(0.5, o.ReferenceMaxAbs, "values were converted, not reinterpreted");
         Assert.IsLessThan(1e2, o.ReferenceMaxAbs);
         Assert.IsGreaterThan(0.9999, o.CosineSimilarity);

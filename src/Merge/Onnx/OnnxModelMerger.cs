@@ -210,23 +210,17 @@ public static class OnnxModelMerger
         return FormattableString.Invariant($"{kind}{(m.UseDora ? "+dora" : "")} r={m.Rank} s={m.Scaling:G6}{(m.FanInFanOut ? " fan_in_fan_out" : "")}");
     }
 
-    private static void CheckOutputDType(OutputDType output, Dictionary<string, TargetResolution> resolved)
+    private static void CheckOutputDType(DType? output, Dictionary<string, TargetResolution> resolved)
     {
-        if (output == OutputDType.Keep)
+        if (output is not DType wanted)
         {
             return;
         }
-        var wanted = output switch
-        {
-            OutputDType.F16 => DType.F16,
-            OutputDType.BF16 => DType.BF16,
-            _ => DType.F32,
-        };
         var other = resolved.Values.FirstOrDefault(r => r.DType != wanted);
         if (other is not null)
         {
             throw OnnxMergeThrow.Option(nameof(MergeOptions.OutputDType),
-                $"found {output}, but initializer '{other.Initializer}' is {other.DType}; an ONNX merge keeps each initializer's dtype so the graph stays valid, expected Keep");
+                $"found {output}, but initializer '{other.Initializer}' is {other.DType}; an ONNX merge keeps each initializer's dtype so the graph stays valid, expected keep");
         }
     }
 

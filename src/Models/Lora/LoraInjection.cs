@@ -61,7 +61,7 @@ public static class LoraInjection
         }
         var targetModules = config.TargetModules ?? throw ModelThrow.Argument(nameof(config), "target_modules", "nothing", "a list of names, a regex or \"all-linear\"");
         var modules = model.named_modules().ToList();
-        if (modules.Any(m => m.module is ILoraLayer))
+        if (modules.Any(m => m.module is LoraLayer))
         {
             throw new InvalidOperationException("the model already has LoRA adapters; inject into a fresh model.");
         }
@@ -125,7 +125,7 @@ public static class LoraInjection
 
     /// <summary>The LoRA layers of a model with their module paths, in module order.</summary>
     public static IReadOnlyList<(string Path, nn.Module Layer)> LoraLayers(nn.Module model) =>
-        model.named_modules().Where(m => m.module is ILoraLayer).ToList();
+        model.named_modules().Where(m => m.module is LoraLayer).ToList();
 
     /// <summary>
     /// The target_modules saved after this injection: the config's regex as given, its list sorted (PEFT

@@ -47,7 +47,7 @@ public sealed partial class OnnxEmitContext
     public int Opset => _shared.Builder.Opset;
 
     /// <summary>The element type weights are stored in and the graph computes in (F32 or F16).</summary>
-    public DType ComputeType => _shared.Options.WeightType == OnnxWeightType.Fp16 ? DType.F16 : DType.F32;
+    public DType ComputeType => _shared.Options.WeightType;
 
     /// <summary>This module's Hugging Face path ("" at the root).</summary>
     public string Path => string.Join('.', _segments);

@@ -154,10 +154,10 @@ public sealed partial class OnnxModelMergerTests
         var (adapter, _) = OnnxTestKit.Lora([Q], r: 2, alpha: 2, seed: 680);
         using (adapter)
         {
-            var options = new OnnxMergeOptions { Merge = MergeOptions.Default with { OutputDType = OutputDType.F16 } };
+            var options = new OnnxMergeOptions { Merge = MergeOptions.Default with { OutputDType = DType.F16 } };
             var e = Assert.ThrowsExactly<ArgumentException>(() => OnnxModelMerger.Plan(input, OnnxTestKit.One(adapter), options));
             StringAssert.Contains(e.Message, model.InitializerOf[Q + ".weight"]);
-            var same = new OnnxMergeOptions { Merge = MergeOptions.Default with { OutputDType = OutputDType.F32 } };
+            var same = new OnnxMergeOptions { Merge = MergeOptions.Default with { OutputDType = DType.F32 } };
             Assert.HasCount(1, OnnxModelMerger.Plan(input, OnnxTestKit.One(adapter), same).Entries);
         }
     }

@@ -1,6 +1,7 @@
 using System.CommandLine;
 using OnnxLora.Core.Onnx;
 using OnnxLora.Core.Peft;
+using OnnxLora.Core;
 using OnnxLora.Export;
 using OnnxLora.Merge;
 using OnnxLora.MergeExport.Internals;
@@ -15,12 +16,13 @@ internal sealed class ExportCommand : CliCommand
 {
     private readonly Option<string> _model = new("--model") { Description = "Hugging Face checkpoint folder.", Required = true };
     private readonly Option<string[]> _adapters = new("--adapter") { Description = "PEFT adapter folder (DIR or DIR=WEIGHT; several only with --mode merged)." };
-    private readonly Option<string> _mode = new Option<string>("--mode") { Description = "base, merged (adapter folded into the weights) or unmerged (LoRA branches as separate nodes).", DefaultValueFactory = _ => "merged" }
-        .OneOf("base", "merged", "unmerged");
+    private readonly ChoiceOption<OnnxExportMode> _mode = new("--mode", "base, merged (adapter folded into the weights) or unmerged (LoRA branches as separate nodes).", OnnxExportMode.Merged,
+        ("base", OnnxExportMode.Base), ("merged", OnnxExportMode.Merged), ("unmerged", OnnxExportMode.Unmerged));
     private readonly Option<int> _opset = new Option<int>("--opset") { Description = "ONNX opset, 17..21.", DefaultValueFactory = _ => 17 };
-    private readonly Option<string> _dtype = new Option<string>("--dtype") { Description = "Weight and compute type: fp32 or fp16.", DefaultValueFactory = _ => "fp32" }.OneOf("fp32", "fp16");
-    private readonly Option<string> _external = new Option<string>("--external-data") { Description = "Weights in a .data file beside the model: auto (above 2 GB), always or never.", DefaultValueFactory = _ => "auto" }
-        .OneOf("auto", "always", "never");
+    private readonly ChoiceOption<DType> _dtype = new("--dtype", "Weight and compute type: fp32 or fp16.", DType.F32,
+        ("fp32", DType.F32), ("fp16", DType.F16));
+    private readonly ChoiceOption<OnnxExternalData> _external = new("--external-data", "Weights in a .data file beside the model: auto (above 2 GB), always or never.", OnnxExternalData.Auto,
+        ("auto", OnnxExternalData.Auto), ("always", OnnxExternalData.Always), ("never", OnnxExternalData.Never));
     private readonly Option<string> _out = new("--out") { Description = "The .onnx file to write.", Required = true };
 
     public ExportCommand(CliContext context)
@@ -43,13 +45,13 @@ internal sealed class ExportCommand : CliCommand
     protected override int Execute(ParseResult parse)
     {
         var adapters = parse.GetValue(_adapters) ?? [];
-        var mode = parse.GetValue(_mode) switch { "base" => OnnxExportMode.Base, "unmerged" => OnnxExportMode.Unmerged, _ => OnnxExportMode.Merged };
+        var mode = _mode.Read(parse);
         var options = ExportOptions.Default with
         {
             Mode = mode,
             Opset = parse.GetValue(_opset),
-            WeightType = parse.GetValue(_dtype) == "fp16" ? OnnxWeightType.Fp16 : OnnxWeightType.Fp32,
-            ExternalData = parse.GetValue(_external) switch { "always" => OnnxExternalData.Always, "never" => OnnxExternalData.Never, _ => OnnxExternalData.Auto },
+            WeightType = _dtype.Read(parse),
+            ExternalData = _external.Read(parse),
             Overwrite = Context.Force,
         };
         var result = Run(parse.GetValue(_model)!, adapters, parse.GetValue(_out)!, options);

@@ -1,3 +1,4 @@
+using OnnxLora.Core;
 using OnnxLora.Models.Bert;
 using OnnxLora.Models.Llama;
 using OnnxLora.Validate;
@@ -42,8 +43,8 @@ internal static class EagerModel
         long[] shape = [.. input.Shape];
         return input.ElementType switch
         {
-            TensorElementKind.Int64 => tensor(input.GetData<long>().ToArray(), shape),
-            TensorElementKind.Int32 => tensor(input.GetData<int>().ToArray(), shape).to(ScalarType.Int64),
+            DType.I64 => tensor(input.GetData<long>().ToArray(), shape),
+            DType.I32 => tensor(input.GetData<int>().ToArray(), shape).to(ScalarType.Int64),
             _ => throw new ArgumentException($"input '{name}' has element type {input.ElementType}; the eager reference expects integers"),
         };
     }

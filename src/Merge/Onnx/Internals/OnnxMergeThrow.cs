@@ -16,10 +16,11 @@ internal static class OnnxMergeThrow
     public static InvalidDataException Ambiguous(string model, string what, string how, IEnumerable<string> candidates) =>
         new($"{model}: {what} maps to several initializers by {how}: {List(candidates)}; expected exactly one.");
 
-    public static InvalidDataException Unmapped(string model, string what, string tried, IEnumerable<string> candidates)
+    /// <summary>No initializer found: <paramref name="tried"/> lists the ways tried, <paramref name="advice"/> what to check next.</summary>
+    public static InvalidDataException Unmapped(string model, string what, string tried, IEnumerable<string> candidates, string advice)
     {
         string listed = List(candidates);
-        return new($"{model}: {what} maps to no initializer: {tried}. Candidates: {(listed.Length == 0 ? "none" : listed)}. Is the adapter for this model? Pass the base checkpoint to match by contents.");
+        return new($"{model}: {what} maps to no initializer: {tried}. Candidates: {(listed.Length == 0 ? "none" : listed)}. {advice}");
     }
 
     public static InvalidDataException SharedInitializer(string model, string initializer, string first, string second) =>
