@@ -10,6 +10,20 @@ public sealed class PeftConfigFieldTests
 {
     private const string Q = "model.layers.0.self_attn.q_proj";
 
+    /// <summary>This class's own scratch folder (other classes delete <see cref="PeftTestFiles.Root"/> when they finish).</summary>
+    private static readonly string Scratch = Path.Combine(Path.GetTempPath(), "onnxlora-peft-field-tests", Environment.ProcessId.ToString(System.Globalization.CultureInfo.InvariantCulture));
+
+    [ClassCleanup]
+    public static void Cleanup()
+    {
+        if (Directory.Exists(Scratch))
+        {
+            Directory.Delete(Scratch, recursive: true);
+        }
+    }
+
+    private static string Write(string json, IEnumerable<(OnnxLora.Core.Safetensors.TensorSpec Spec, ReadOnlyMemory<byte> Data)> tensors) => WriteRaw(json, tensors, Scratch);
+
     private static string Lora(string extra) =>
         "{\"peft_type\": \"LORA\", \"task_type\": \"CAUSAL_LM\", \"r\": 2, \"lora_alpha\": 4, \"target_modules\": [\"q_proj\"]" + (extra.Length > 0 ? ", " + extra : "") + "}";
 
@@ -156,11 +170,11 @@ public sealed class PeftConfigFieldTests
             ("\"exclude_modules\": \".*layers\\\\.0\\\\..*\"", "exclude_modules"),
         })
         {
-            string dir = WriteRaw(Lora(extra), LoraTensors());
+            string dir = Write(Lora(extra), LoraTensors());
             var e = Assert.ThrowsExactly<InvalidDataException>(() => PeftAdapter.Load(dir), extra);
             StringAssert.StartsWith(e.Message, Path.Combine(dir, PeftAdapterConfig.FileName) + $": {field}: found a config under which PEFT would not load module '{Q}'");
         }
-        string other = WriteRaw(Lora("").Replace("[\"q_proj\"]", "[\"v_proj\"]", StringComparison.Ordinal), LoraTensors());
+        string other = Write(Lora("").Replace("[\"q_proj\"]", "[\"v_proj\"]", StringComparison.Ordinal), LoraTensors());
         var t = Assert.ThrowsExactly<InvalidDataException>(() => PeftAdapter.Load(other));
         StringAssert.Contains(t.Message, "target_modules: found a config under which PEFT would not load module");
     }
@@ -168,7 +182,7 @@ public sealed class PeftConfigFieldTests
     [TestMethod]
     public void Load_LayersToTransformSelectingTheModule_Loads()
     {
-        using var a = PeftAdapter.Load(WriteRaw(Lora("\"layers_to_transform\": [0], \"layers_pattern\": \"layers\""), LoraTensors()));
+        using var a = PeftAdapter.Load(Write(Lora("\"layers_to_transform\": [0], \"layers_pattern\": \"layers\""), LoraTensors()));
         Assert.AreEqual(Q, a.Modules.Single().ModulePath);
         Assert.IsEmpty(a.Warnings);
     }
@@ -178,7 +192,7 @@ public sealed class PeftConfigFieldTests
     {
         // PEFT never adapts a module it saves in full: the saved copy replaces the weight, the LoRA tensors are ignored.
         const string json = """{"peft_type": "LORA", "r": 2, "lora_alpha": 4, "target_modules": ["q_proj", "v_proj"], "modules_to_save": ["q_proj"]}""";
-        string dir = WriteRaw(json, [.. LoraTensors(), .. LoraTensors("model.layers.0.self_attn.v_proj"), F32($"base_model.model.{Q}.weight", [5, 6], 9)]);
+        string dir = Write(json, [.. LoraTensors(), .. LoraTensors("model.layers.0.self_attn.v_proj"), F32($"base_model.model.{Q}.weight", [5, 6], 9)]);
         using var a = PeftAdapter.Load(dir);
         Assert.AreEqual("model.layers.0.self_attn.v_proj", a.Modules.Single().ModulePath);
         Assert.AreEqual(Q + ".weight", a.ExtraTensors.Single().TargetName);
@@ -188,7 +202,7 @@ public sealed class PeftConfigFieldTests
     [TestMethod]
     public void Load_LoraBias_IsAModuleTensorScaledBySWhenMerged()
     {
-        string dir = WriteRaw(Lora("\"lora_bias\": true"), [.. LoraTensors(), F32($"base_model.model.{Q}.lora_B.bias", [5], 3)]);
+        string dir = Write(Lora("\"lora_bias\": true"), [.. LoraTensors(), F32($"base_model.model.{Q}.lora_B.bias", [5], 3)]);
         using var a = PeftAdapter.Load(dir);
         var m = a.Modules.Single();
         Assert.IsTrue(m.HasLoraBias);
@@ -199,17 +213,17 @@ public sealed class PeftConfigFieldTests
         {
             Assert.AreEqual((i + 1) + (0.5 * 2.0 * b[i]), bias[i], 1e-6, $"bias {i} += w·s·b with s = 4/2");
         }
-        string without = WriteRaw(Lora(""), [.. LoraTensors(), F32($"base_model.model.{Q}.lora_B.bias", [5], 3)]);
+        string without = Write(Lora(""), [.. LoraTensors(), F32($"base_model.model.{Q}.lora_B.bias", [5], 3)]);
         var e = Assert.ThrowsExactly<InvalidDataException>(() => PeftAdapter.Load(without));
         StringAssert.Contains(e.Message, "lora_bias is false");
-        string missing = WriteRaw(Lora("\"lora_bias\": true"), LoraTensors());
+        string missing = Write(Lora("\"lora_bias\": true"), LoraTensors());
         StringAssert.Contains(Assert.ThrowsExactly<InvalidDataException>(() => PeftAdapter.Load(missing)).Message, "lora_B.bias': found missing");
     }
 
     [TestMethod]
     public void Load_VeLoRABuffers_AreNotNeededToMerge()
     {
-        string dir = WriteRaw(Lora("\"velora_config\": {\"num_groups\": 2}"), [.. LoraTensors(), F32($"base_model.model.{Q}.lora_velora_embed", [3], 4)]);
+        string dir = Write(Lora("\"velora_config\": {\"num_groups\": 2}"), [.. LoraTensors(), F32($"base_model.model.{Q}.lora_velora_embed", [3], 4)]);
         using var a = PeftAdapter.Load(dir);
         Assert.AreEqual(Q, a.Modules.Single().ModulePath);
         Assert.IsEmpty(a.ExtraTensors);
