@@ -213,7 +213,7 @@ public sealed partial record PeftAdapterConfig
         {
             JsonValueKind.False or JsonValueKind.Null => false,
             JsonValueKind.String => v.GetValue<string>().Length > 0,
-            JsonValueKind.Number => v.GetValue<double>() != 0,
+            JsonValueKind.Number => !v.TryGetValue(out double d) || d != 0,
             _ => true,
         },
         _ => true,
