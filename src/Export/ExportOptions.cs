@@ -1,5 +1,5 @@
-using OnnxLora.Core.Onnx;
 using OnnxLora.Core;
+using OnnxLora.Core.Onnx;
 using OnnxLora.Models.Onnx;
 
 namespace OnnxLora.Export;

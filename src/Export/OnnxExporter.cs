@@ -1,8 +1,8 @@
 using System.Globalization;
 using System.Security.Cryptography;
 using Onnx;
-using OnnxLora.Core.Onnx;
 using OnnxLora.Core;
+using OnnxLora.Core.Onnx;
 using OnnxLora.Export.Internals;
 using OnnxLora.Models.Lora;
 using OnnxLora.Models.Onnx;
@@ -31,9 +31,8 @@ public static class OnnxExporter
     public const string ProducerName = "OnnxLora";
 
     /// <summary>Exports <paramref name="model"/> to <paramref name="path"/> (and "&lt;path&gt;.data" when the weights go external).</summary>
-    /// <exception cref="ArgumentException">An option is out of range.</exception>
-    /// <exception cref="NotSupportedException">The model, or one of its modules, has no ONNX emission (the message names its path and type).</exception>
-    /// <exception cref="IOException">An output exists and <see cref="ExportOptions.Overwrite"/> is false.</exception>
+    /// <exception cref="OnnxLoraException">Bad input: an option is out of range; the model, or one of its modules, has no ONNX
+    /// emission (the message names its path and type); or an output exists and <see cref="ExportOptions.Overwrite"/> is false.</exception>
     public static ExportResult Export(nn.Module model, string path, ExportOptions? options = null)
     {
         options ??= ExportOptions.Default;
@@ -98,7 +97,7 @@ public static class OnnxExporter
         {
             if (!File.Exists(file))
             {
-                throw new FileNotFoundException($"{file}: file to fingerprint for the export metadata not found.", file);
+                throw OnnxLoraException.NotFound("file to fingerprint for the export metadata", file);
             }
         }
     }

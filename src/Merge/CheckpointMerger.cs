@@ -40,8 +40,8 @@ public static class CheckpointMerger
     }
 
     /// <summary>Merges <paramref name="adapters"/> into the checkpoint in <paramref name="checkpointDirectory"/>, writing <paramref name="outputDirectory"/>.</summary>
-    /// <exception cref="InvalidDataException">A malformed input, a module that maps to no tensor, or (safe mode) a non-finite merged value; the message names the tensor.</exception>
-    /// <exception cref="IOException">The output exists and overwrite is off.</exception>
+    /// <exception cref="OnnxLoraException">Bad input: a malformed input, a module that maps to no tensor, (safe mode) a non-finite
+    /// merged value (the message names the tensor), or the output exists and overwrite is off.</exception>
     public static CheckpointMergeResult Merge(string checkpointDirectory, IReadOnlyList<WeightedAdapter> adapters, string outputDirectory, MergeOptions? options = null)
     {
         options ??= MergeOptions.Default;

@@ -157,11 +157,11 @@ public sealed record MergeOptions
     {
         if (!double.IsFinite(Density) || Density < 0 || Density > 1)
         {
-            throw Internals.MergeThrow.Option(nameof(Density), $"found {Density}, expected a fraction in [0, 1]");
+            throw Internals.MergeThrow.Option(nameof(Density), $"{Density}", "a fraction in [0, 1]");
         }
         if (SvdRank is <= 0)
         {
-            throw Internals.MergeThrow.Option(nameof(SvdRank), $"found {SvdRank}, expected a positive rank");
+            throw Internals.MergeThrow.Option(nameof(SvdRank), $"{SvdRank}", "a positive rank");
         }
     }
 }

@@ -1,5 +1,5 @@
-using OnnxLora.Core.Onnx;
 using OnnxLora.Core;
+using OnnxLora.Core.Onnx;
 using OnnxLora.Models;
 using OnnxLora.Models.Llama;
 using OnnxLora.Models.Onnx;

@@ -54,22 +54,22 @@ public sealed class PeftAdapterFuzzTests
 
     /// <summary>
     /// Loads the adapter and computes every module's scaling. Documented for a malformed adapter:
-    /// InvalidDataException (PeftAdapter.Load: anything malformed or inconsistent). Load's
+    /// bad-input OnnxLoraException (PeftAdapter.Load: anything malformed or inconsistent). Load's
     /// DirectoryNotFoundException and FileNotFoundException cannot happen here (both files are written), so
     /// they fail the campaign like any other exception.
     /// </summary>
     private static FuzzTarget ConfigTarget() => new("adapter_config.json", _config, PeftAdapterConfig.FileName,
-        dir => File.WriteAllBytes(Path.Combine(dir, PeftAdapter.WeightsFileName), _weights), Open, [typeof(InvalidDataException)]);
+        dir => File.WriteAllBytes(Path.Combine(dir, PeftAdapter.WeightsFileName), _weights), Open, [typeof(OnnxLoraException)]);
 
     /// <summary>As <see cref="ConfigTarget"/>, mutating adapter_model.safetensors beside a valid config.</summary>
     private static FuzzTarget WeightsTarget() => new("adapter_model.safetensors", _weights, PeftAdapter.WeightsFileName,
-        dir => File.WriteAllBytes(Path.Combine(dir, PeftAdapterConfig.FileName), _config), Open, [typeof(InvalidDataException)]);
+        dir => File.WriteAllBytes(Path.Combine(dir, PeftAdapterConfig.FileName), _config), Open, [typeof(OnnxLoraException)]);
 
     [TestMethod]
     public void MutatedAdapterConfig_FixedCorpus_Reproduces() => CampaignAssert.CorpusReproduces(ConfigTarget(), TestContext);
 
     [TestMethod]
-    public void MutatedAdapterConfig_EitherLoadsOrRaisesInvalidData_InBoundedMemory()
+    public void MutatedAdapterConfig_EitherLoadsOrRaisesBadInput_InBoundedMemory()
     {
         CampaignAssert.TimedCampaignStaysInBounds(ConfigTarget(), TestContext);
         TestContext.WriteLine(Encoding.UTF8.GetString(_config));

@@ -72,14 +72,14 @@ public sealed class PeftMergeRulesTests
         var (lora, _, _) = Lora(M, 2, 7, 5, alpha: 4, seed: 30);
         using var _1 = lora;
         var target = Target((M + ".weight", [5, 7]));
-        var weighted = Assert.ThrowsExactly<InvalidDataException>(() => MergePlan.Create([new(dora, 0.5)], target, "mem"));
+        var weighted = BadInput.Throws(() => MergePlan.Create([new(dora, 0.5)], target, "mem"));
         StringAssert.StartsWith(weighted.Message, dora.Directory + ": DoRA adapter weight: found 0.5, expected 1");
         foreach (var c in new[] { Combination.Linear, Combination.Ties, Combination.Svd, Combination.Cat })
         {
-            var e = Assert.ThrowsExactly<InvalidDataException>(() => MergePlan.Create([new(lora), new(dora)], target, "mem", new MergeOptions { Combination = c }), c.ToString());
+            var e = BadInput.Throws(() => MergePlan.Create([new(lora), new(dora)], target, "mem", new MergeOptions { Combination = c }), c.ToString());
             StringAssert.StartsWith(e.Message, dora.Directory + ": module '" + M + "' is DoRA; combination " + c.ToName());
         }
-        var combine = Assert.ThrowsExactly<InvalidDataException>(() => AdapterCombiner.Combine([new(dora)], Path.Combine(NewDir(), "x")));
+        var combine = BadInput.Throws(() => AdapterCombiner.Combine([new(dora)], Path.Combine(NewDir(), "x")));
         StringAssert.StartsWith(combine.Message, dora.Directory);
     }
 
@@ -134,12 +134,12 @@ public sealed class PeftMergeRulesTests
     {
         using var x = BiasAdapter(2, 6, 4, 40, out _, out _, out _);
         using var y = BiasAdapter(2, 6, 4, 50, out _, out _, out _);
-        var noBias = Assert.ThrowsExactly<InvalidDataException>(() => MergePlan.Create([new(x)], Target((M + ".weight", [4, 6])), "mem"));
+        var noBias = BadInput.Throws(() => MergePlan.Create([new(x)], Target((M + ".weight", [4, 6])), "mem"));
         StringAssert.Contains(noBias.Message, $"has a lora_B bias (lora_bias) but the target has no tensor '{M}.bias'");
         var target = Target((M + ".weight", [4, 6]), (M + ".bias", [4]));
-        var ties = Assert.ThrowsExactly<InvalidDataException>(() => MergePlan.Create([new(x), new(y)], target, "mem", new MergeOptions { Combination = Combination.Ties }));
+        var ties = BadInput.Throws(() => MergePlan.Create([new(x), new(y)], target, "mem", new MergeOptions { Combination = Combination.Ties }));
         StringAssert.StartsWith(ties.Message, x.Directory + ": module '" + M + "' has a lora_B bias (lora_bias); PEFT's add_weighted_adapter drops it");
-        Assert.ThrowsExactly<InvalidDataException>(() => AdapterCombiner.Combine([new(x)], Path.Combine(NewDir(), "o")));
+        BadInput.Throws(() => AdapterCombiner.Combine([new(x)], Path.Combine(NewDir(), "o")));
     }
 
     // ---- fan_in_fan_out follows the layer type (PEFT's dispatch_default) ----

@@ -1,5 +1,5 @@
-using OnnxLora.Core;
 using System.CommandLine;
+using OnnxLora.Core;
 using OnnxLora.MergeExport.Commands;
 using OnnxLora.MergeExport.Internals;
 using OnnxLora.Validate;

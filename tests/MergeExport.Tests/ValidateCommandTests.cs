@@ -45,6 +45,8 @@ public sealed class ValidateCommandTests
         Assert.AreEqual(0, code, err);
         using var doc = JsonDocument.Parse(json);
         Assert.AreEqual("passed", doc.RootElement.GetProperty("status").GetString());
+        Assert.AreEqual(0, doc.RootElement.GetProperty("exitCode").GetInt32());
+        Assert.AreEqual(JsonValueKind.Null, doc.RootElement.GetProperty("errorKind").ValueKind);
         Assert.AreEqual(0, doc.RootElement.GetProperty("failedGates").GetArrayLength());
         foreach (string key in new[] { "reportJson", "reportMarkdown", "reportHtml" })
         {
@@ -65,6 +67,7 @@ public sealed class ValidateCommandTests
         Assert.AreEqual(1, code);
         using var doc = JsonDocument.Parse(json);
         Assert.AreEqual("gate-failed", doc.RootElement.GetProperty("status").GetString());
+        Assert.AreEqual(1, doc.RootElement.GetProperty("exitCode").GetInt32());
         var gates = doc.RootElement.GetProperty("failedGates").EnumerateArray().ToList();
         Assert.IsNotEmpty(gates);
         Assert.IsTrue(gates.Any(g => g.GetProperty("output").GetString() == "logits"), json);

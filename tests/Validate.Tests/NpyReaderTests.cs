@@ -72,7 +72,7 @@ public sealed class NpyReaderTests
     [DataRow("overflowShape", "npy shape")]
     [DataRow("headerPastEnd", "npy header length")]
     [DataRow("tiny", "npy preamble")]
-    public void Read_Malformed_ThrowsInvalidDataNamingFileAndField(string kind, string field)
+    public void Read_Malformed_IsBadInputNamingFileAndField(string kind, string field)
     {
         using var f = new TestFiles();
         byte[] good = Npy.Bytes("<i8", [2, 2], Npy.Int64([1, 2, 3, 4]));
@@ -96,7 +96,7 @@ public sealed class NpyReaderTests
         };
         string path = Npy.Write(f.File($"{kind}.npy"), bytes);
 
-        var e = Assert.ThrowsExactly<InvalidDataException>(() => NpyReader.Read(path));
+        var e = BadInput.Throws(() => NpyReader.Read(path));
 
         StringAssert.StartsWith(e.Message, path);
         StringAssert.Contains(e.Message, field);
@@ -138,7 +138,7 @@ public sealed class NpyReaderTests
         string idsPath = Npy.Write(f.File("input_ids.npy"), Npy.Bytes("<f4", [1, 2], Npy.Float32([1, 2])));
         string maskPath = Npy.Write(f.File("attention_mask.npy"), Npy.Bytes("<i8", [1, 2], Npy.Int64([1, 1])));
 
-        var e = Assert.ThrowsExactly<InvalidDataException>(() =>
+        var e = BadInput.Throws(() =>
             Validator.Run(new ValidationRequest(f.Merged(), f.Unmerged()), TestFiles.Cpu with { InputFiles = [idsPath, maskPath] }));
 
         StringAssert.StartsWith(e.Message, idsPath);

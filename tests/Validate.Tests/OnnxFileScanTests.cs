@@ -26,14 +26,14 @@ public sealed class OnnxFileScanTests
     }
 
     [TestMethod]
-    public void Read_TruncatedFile_ThrowsInvalidDataNamingTheFile()
+    public void Read_TruncatedFile_IsBadInputNamingTheFile()
     {
         using var f = new TestFiles();
         byte[] bytes = File.ReadAllBytes(f.Merged());
         string path = f.File("truncated.onnx");
         File.WriteAllBytes(path, bytes[..(bytes.Length / 2)]);
 
-        var e = Assert.ThrowsExactly<InvalidDataException>(() => OnnxFileScan.Read(path));
+        var e = BadInput.Throws(() => OnnxFileScan.Read(path));
 
         StringAssert.StartsWith(e.Message, path);
         StringAssert.Contains(e.Message, "protobuf");

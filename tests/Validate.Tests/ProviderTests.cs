@@ -1,3 +1,5 @@
+using OnnxLora.Core;
+
 namespace OnnxLora.Validate.Tests;
 
 /// <summary>
@@ -101,12 +103,12 @@ public sealed class ProviderTests
         var options = TestFiles.Cpu with { Device = ExecutionDevice.Cuda, AllowCpuFallback = false, DeviceId = 0 };
 
         ValidationReport? report = null;
-        ExecutionProviderException? error = null;
+        OnnxLoraException? error = null;
         try
         {
             report = Validator.Run(request, options);
         }
-        catch (ExecutionProviderException e)
+        catch (OnnxLoraException e)
         {
             error = e;
         }
@@ -116,7 +118,7 @@ public sealed class ProviderTests
             Assert.Inconclusive("CUDA loaded on this machine.");
         }
         Assert.IsNotNull(error);
-        Assert.IsInstanceOfType<InvalidOperationException>(error);
+        Assert.AreEqual(ErrorKind.BadInput, error.Kind, "the user asked for CUDA without fallback: their device, not our bug");
         StringAssert.Contains(error.Message, "CUDA execution provider (device 0) could not be used and CPU fallback is disabled");
         StringAssert.Contains(error.Message, "ErrorCode");
         Assert.IsNotNull(error.InnerException);

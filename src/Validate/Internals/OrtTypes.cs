@@ -98,13 +98,13 @@ internal static class OrtTypes
         var info = value.GetTensorTypeAndShape();
         if (!TryDType(info.ElementDataType, out var dtype))
         {
-            throw new InvalidDataException($"output {name}: element type {info.ElementDataType} cannot be compared.");
+            throw ValidateThrow.Invalid($"output {name}", $"element type {info.ElementDataType} cannot be compared.");
         }
         long[] shape = info.Shape;
         long count = info.ElementCount;
         if (count > Array.MaxLength)
         {
-            throw new InvalidDataException($"output {name}: {count} elements are more than one array holds.");
+            throw ValidateThrow.Invalid($"output {name}", $"{count} elements are more than one array holds.");
         }
         var data = new float[count];
         switch (dtype)

@@ -1,13 +1,14 @@
 using System.Diagnostics;
 using System.Text.RegularExpressions;
 using Microsoft.ML.OnnxRuntime;
+using OnnxLora.Core;
 
 namespace OnnxLora.Validate.Internals;
 
 /// <summary>
 /// Creates every InferenceSession of a run from ONE SessionOptions object, so the models compared share threads,
 /// optimisation level and provider. The provider is decided on the first model: CUDA when asked for and it loads,
-/// else CPU (with ORT's reason recorded), or an <see cref="ExecutionProviderException"/> when fallback is off.
+/// else CPU (with ORT's reason recorded), or a bad-input <see cref="OnnxLoraException"/> when fallback is off.
 /// </summary>
 internal sealed partial class SessionFactory : IDisposable
 {
@@ -34,7 +35,7 @@ internal sealed partial class SessionFactory : IDisposable
     public SessionSettings Settings => new(_options.IntraOpThreads, _options.InterOpThreads, _options.GraphOptimization, "sequential");
 
     /// <summary>Loads a model; the first call decides the provider for all.</summary>
-    /// <exception cref="InvalidDataException">ONNX Runtime cannot load the model.</exception>
+    /// <exception cref="OnnxLoraException">ONNX Runtime cannot load the model (bad input).</exception>
     public InferenceSession Load(string path, out double createMs)
     {
         if (_sessionOptions is not null)

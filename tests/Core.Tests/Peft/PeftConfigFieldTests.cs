@@ -38,7 +38,7 @@ public sealed class PeftConfigFieldTests
     [DataRow("use_bdlora", "{\"nblocks\": 2}")]
     public void Parse_FieldThatChangesWhatAMergeMeans_IsRefusedNamingIt(string field, string value)
     {
-        var e = Assert.ThrowsExactly<InvalidDataException>(() => PeftAdapterConfig.Parse(Lora($"\"{field}\": {value}"), "/a/adapter_config.json"));
+        var e = BadInput.Throws(() => PeftAdapterConfig.Parse(Lora($"\"{field}\": {value}"), "/a/adapter_config.json"));
         StringAssert.StartsWith(e.Message, $"/a/adapter_config.json: {field}: found ");
         StringAssert.Contains(e.Message, "expected null or unset (");
     }
@@ -65,7 +65,7 @@ public sealed class PeftConfigFieldTests
     [DataRow("loftq")]
     public void Parse_InitThatRewroteTheBase_IsRefusedNamingInitLoraWeights(string init)
     {
-        var e = Assert.ThrowsExactly<InvalidDataException>(() => PeftAdapterConfig.Parse(Lora($"\"init_lora_weights\": \"{init}\""), "c.json"));
+        var e = BadInput.Throws(() => PeftAdapterConfig.Parse(Lora($"\"init_lora_weights\": \"{init}\""), "c.json"));
         StringAssert.StartsWith(e.Message, $"c.json: init_lora_weights: found \"{init}\"");
     }
 
@@ -91,7 +91,7 @@ public sealed class PeftConfigFieldTests
     public void Parse_CombinationPeftRejects_IsRefusedNamingTheField(string fields, string field)
     {
         string json = "{\"peft_type\": \"LORA\", \"r\": 2, " + fields + (fields.Contains("target_modules", StringComparison.Ordinal) ? "" : ", \"target_modules\": [\"q_proj\"]") + "}";
-        var e = Assert.ThrowsExactly<InvalidDataException>(() => PeftAdapterConfig.Parse(json, "c.json"));
+        var e = BadInput.Throws(() => PeftAdapterConfig.Parse(json, "c.json"));
         StringAssert.StartsWith(e.Message, $"c.json: {field}: found ");
     }
 
@@ -171,11 +171,11 @@ public sealed class PeftConfigFieldTests
         })
         {
             string dir = Write(Lora(extra), LoraTensors());
-            var e = Assert.ThrowsExactly<InvalidDataException>(() => PeftAdapter.Load(dir), extra);
+            var e = BadInput.Throws(() => PeftAdapter.Load(dir), extra);
             StringAssert.StartsWith(e.Message, Path.Combine(dir, PeftAdapterConfig.FileName) + $": {field}: found a config under which PEFT would not load module '{Q}'");
         }
         string other = Write(Lora("").Replace("[\"q_proj\"]", "[\"v_proj\"]", StringComparison.Ordinal), LoraTensors());
-        var t = Assert.ThrowsExactly<InvalidDataException>(() => PeftAdapter.Load(other));
+        var t = BadInput.Throws(() => PeftAdapter.Load(other));
         StringAssert.Contains(t.Message, "target_modules: found a config under which PEFT would not load module");
     }
 
@@ -214,10 +214,10 @@ public sealed class PeftConfigFieldTests
             Assert.AreEqual((i + 1) + (0.5 * 2.0 * b[i]), bias[i], 1e-6, $"bias {i} += w·s·b with s = 4/2");
         }
         string without = Write(Lora(""), [.. LoraTensors(), F32($"base_model.model.{Q}.lora_B.bias", [5], 3)]);
-        var e = Assert.ThrowsExactly<InvalidDataException>(() => PeftAdapter.Load(without));
+        var e = BadInput.Throws(() => PeftAdapter.Load(without));
         StringAssert.Contains(e.Message, "lora_bias is false");
         string missing = Write(Lora("\"lora_bias\": true"), LoraTensors());
-        StringAssert.Contains(Assert.ThrowsExactly<InvalidDataException>(() => PeftAdapter.Load(missing)).Message, "lora_B.bias': found missing");
+        StringAssert.Contains(BadInput.Throws(() => PeftAdapter.Load(missing)).Message, "lora_B.bias': found missing");
     }
 
     [TestMethod]

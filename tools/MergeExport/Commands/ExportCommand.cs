@@ -1,7 +1,7 @@
 using System.CommandLine;
+using OnnxLora.Core;
 using OnnxLora.Core.Onnx;
 using OnnxLora.Core.Peft;
-using OnnxLora.Core;
 using OnnxLora.Export;
 using OnnxLora.Merge;
 using OnnxLora.MergeExport.Internals;
@@ -80,15 +80,15 @@ internal sealed class ExportCommand : CliCommand
     {
         if (options.Mode != OnnxExportMode.Base && adapterArgs.Count == 0)
         {
-            throw new ArgumentException($"--mode {options.Mode.ToString().ToLowerInvariant()} needs an --adapter.");
+            throw OnnxLoraException.InvalidOption("--mode", $"{options.Mode.ToString().ToLowerInvariant()} needs an --adapter.");
         }
         if (options.Mode == OnnxExportMode.Base && adapterArgs.Count > 0)
         {
-            throw new ArgumentException("--mode base exports the model without adapters; drop --adapter or choose merged/unmerged.");
+            throw OnnxLoraException.InvalidOption("--mode", "base exports the model without adapters; drop --adapter or choose merged/unmerged.");
         }
         if (options.Mode == OnnxExportMode.Unmerged && adapterArgs.Count > 1)
         {
-            throw new ArgumentException("--mode unmerged keeps one adapter's LoRA branches as nodes; give exactly one --adapter (combine several with merge-export merge first).");
+            throw OnnxLoraException.InvalidOption("--mode", "unmerged keeps one adapter's LoRA branches as nodes; give exactly one --adapter (combine several with merge-export merge first).");
         }
         string modelFull = Path.GetFullPath(modelDir);
         var baseFiles = CheckpointFilesOf(modelFull);
@@ -99,7 +99,7 @@ internal sealed class ExportCommand : CliCommand
             double weight = adapterArgs.Count == 1 ? AdapterArgument.Parse(adapterArgs[0]).Weight : 1.0;
             if (weight != 1.0)
             {
-                throw new ArgumentException($"--adapter {adapterArgs[0]}: a weight needs several adapters or merge-export merge; export takes one adapter at weight 1.");
+                throw OnnxLoraException.InvalidOption("--adapter", $"{adapterArgs[0]}: a weight needs several adapters or merge-export merge; export takes one adapter at weight 1.");
             }
             using var loaded = LoadedModel.Load(modelFull, adapterDir);
             return OnnxExporter.Export(loaded.Module, output, options with

@@ -1,6 +1,6 @@
-using OnnxLora.Core.Peft;
 using System.CommandLine;
 using System.Globalization;
+using OnnxLora.Core.Peft;
 using OnnxLora.MergeExport.Internals;
 using OnnxLora.Training;
 

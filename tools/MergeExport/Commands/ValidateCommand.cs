@@ -1,5 +1,6 @@
 using System.CommandLine;
 using System.Globalization;
+using OnnxLora.Core;
 using OnnxLora.MergeExport.Internals;
 using OnnxLora.Validate;
 
@@ -35,7 +36,7 @@ internal sealed class ValidateCommand : CliCommand
         string? baseModel = parse.GetValue(_base);
         if (unmerged is null)
         {
-            throw new ArgumentException("--unmerged is required: the merged model needs a reference to be compared against.");
+            throw OnnxLoraException.InvalidOption("--unmerged", "required: the merged model needs a reference to be compared against.");
         }
         foreach (string? path in new[] { merged, unmerged, baseModel })
         {

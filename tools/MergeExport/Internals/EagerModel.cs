@@ -13,7 +13,7 @@ internal static class EagerModel
     {
         using var scope = NewDisposeScope();
         using var noGrad = no_grad();
-        var ids = Int64(inputs, "input_ids") ?? throw new ArgumentException("the eager reference needs an input_ids input");
+        var ids = Int64(inputs, "input_ids") ?? throw OnnxLoraException.Invalid("eager reference", "the model has no input_ids input to run the TorchSharp model on.");
         var mask = Int64(inputs, "attention_mask");
         switch (model)
         {
@@ -30,7 +30,7 @@ internal static class EagerModel
                     return new Dictionary<string, float[]> { ["last_hidden_state"] = hidden.to(ScalarType.Float32).contiguous().data<float>().ToArray() };
                 }
             default:
-                throw new NotSupportedException($"no eager reference for model type {model.GetType().Name}");
+                throw OnnxLoraException.Invalid("eager reference", $"model type {model.GetType().Name} has no eager reference.");
         }
     };
 
@@ -45,7 +45,7 @@ internal static class EagerModel
         {
             DType.I64 => tensor(input.GetData<long>().ToArray(), shape),
             DType.I32 => tensor(input.GetData<int>().ToArray(), shape).to(ScalarType.Int64),
-            _ => throw new ArgumentException($"input '{name}' has element type {input.ElementType}; the eager reference expects integers"),
+            _ => throw OnnxLoraException.Invalid("eager reference", $"input '{name}'", $"element type {input.ElementType}", "integers"),
         };
     }
 }

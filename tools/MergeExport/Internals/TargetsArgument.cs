@@ -1,6 +1,6 @@
-using OnnxLora.Core.Peft;
 using System.Diagnostics.CodeAnalysis;
 using System.Text.RegularExpressions;
+using OnnxLora.Core.Peft;
 
 namespace OnnxLora.MergeExport.Internals;
 
