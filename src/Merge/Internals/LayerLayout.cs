@@ -47,6 +47,12 @@ internal static class LayerLayout
             }
             return null;
         }
+        return FromFamily(module, modelType);
+    }
+
+    /// <summary>What the model family says about the module's layer, or null when the family is not listed.</summary>
+    private static bool? FromFamily(AdapterModule module, string? modelType)
+    {
         if (modelType is null)
         {
             return null;
@@ -70,9 +76,9 @@ internal static class LayerLayout
             return module;
         }
         string layer = decided ? "a Conv1D weight stored [in, out]" : "an nn.Linear weight stored [out, in]";
-        string why = weightShape is { Count: 2 } && module.InFeatures != module.OutFeatures
-            ? $"its shape [{string.Join(", ", weightShape)}]"
-            : $"model_type '{modelType}'";
+        string why = FromFamily(module, modelType) == decided
+            ? $"model_type '{modelType}'"
+            : $"its shape [{string.Join(", ", weightShape ?? [])}]";
         warnings.Add($"{adapter.Directory}: fan_in_fan_out is {(module.FanInFanOut ? "true" : "false")} in adapter_config.json but '{tensor}' is {layer} ({why}); module '{module.ModulePath}' is merged with fan_in_fan_out {(decided ? "true" : "false")}, as PEFT decides by layer type.");
         return module.WithFanInFanOut(decided);
     }
