@@ -22,6 +22,7 @@
 #   inputs.json                fixed input ids + attention mask, in merge-export validate --inputs format
 set -euo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+source "$repo/scripts/device/lib.sh"
 out="$repo/artifacts/device/bundle"
 max_mib=48
 steps=6
@@ -84,10 +85,5 @@ version="$("${tool[@]}" --version | head -n 1)"
 commit="$(git -C "$repo" rev-parse --short HEAD 2>/dev/null || echo unknown)"
 python3 "$repo/scripts/device/bundle_manifest.py" "$out" --tool "merge-export $version" --commit "$commit"
 
-bytes="$(du -sb "$out" | cut -f1)"
-mib="$(awk -v b="$bytes" 'BEGIN { printf "%.1f", b / 1048576 }')"
-if (( bytes > max_mib * 1048576 )); then
-    echo "make-bundle: $out is $mib MiB, over the $max_mib MiB budget (one device transfer is 64 MiB)" >&2
-    exit 1
-fi
-echo "bundle: $out ($mib MiB of $max_mib MiB allowed, $(find "$out" -type f | wc -l) files, $((SECONDS - start)) s)"
+require_under_mib "$out" "$max_mib" "make-bundle (one device transfer is 64 MiB)"
+echo "bundle: $out ($(size_mib "$out") MiB of $max_mib MiB allowed, $(find "$out" -type f | wc -l) files, $((SECONDS - start)) s)"
