@@ -11,7 +11,8 @@
 #
 # Parts are kept in $ONNXLORA_STAGE (default /tmp/onnxlora-cuda), which survives between commands that follow each
 # other closely on the same machine; every part is checked against SHA256SUMS when staged, the joined archive
-# again before it is unpacked.
+# again before it is unpacked. $ONNXLORA_CARRIED (default artifacts/device/cuda) is where the carried parts are
+# looked for, $ONNXLORA_PYTHON the Python with torch/transformers/peft (default python3).
 #
 # $OUT receives at most 8 files: cuda-validate.log, env.txt (GPU, driver, libraries found, what the CUDA provider
 # links against), sample-validation.json/.html, llama-validation.json/.html, summary.json (one line per run:
@@ -21,7 +22,7 @@ repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 source "$repo/scripts/device/lib.sh"
 stage="${ONNXLORA_STAGE:-/tmp/onnxlora-cuda}"
 out="${OUT:-$repo/artifacts/device/cuda-results}"
-carried="$repo/artifacts/device/cuda"
+carried="${ONNXLORA_CARRIED:-$repo/artifacts/device/cuda}"
 command="${1:-}"
 shift || true
 layers=8
@@ -36,7 +37,7 @@ log="$out/cuda-validate.log"
 exec > >(tee -a "$log") 2>&1
 echo "== cuda-validate $command $(date -u +%FT%TZ) on $(hostname)"
 
-python=python3
+python="${ONNXLORA_PYTHON:-python3}"
 app="$stage/app"
 me="$app/merge-export/merge-export"
 
@@ -75,10 +76,14 @@ do_unpack() {
     join_parts "$stage/parts" "$stage/cuda-app.tar.xz" || return 1
     rm -rf "$app"
     mkdir -p "$app"
-    # Python's tarfile reads .tar.xz without an xz binary.
-    "$python" -c 'import sys, tarfile
+    if command -v xz >/dev/null 2>&1; then
+        tar -C "$app" -xJf "$stage/cuda-app.tar.xz" || return 1
+    else
+        # Python's tarfile reads .tar.xz without an xz binary.
+        "$python" -c 'import sys, tarfile
 t = tarfile.open(sys.argv[1])
 t.extractall(sys.argv[2], **({"filter": "tar"} if hasattr(tarfile, "tar_filter") else {}))' "$stage/cuda-app.tar.xz" "$app" || return 1
+    fi
     rm -f "$stage/cuda-app.tar.xz"
     echo "$whole" > "$app/.sha256"
     echo "unpack: $(du -sh "$app" | cut -f1) in $app"

@@ -19,10 +19,10 @@ public sealed class DeviceScriptsTests
     private const int DeviceTransferMib = 64;
     private const int BundleBudgetMib = 48;
 
-    private static string s_root = null!;
-    private static string s_bundle = null!;
-    private static string s_oursLogits = null!;
-    private static ProcessResult s_make = null!;
+    private static string _root = null!;
+    private static string _bundle = null!;
+    private static string _oursLogits = null!;
+    private static ProcessResult _make = null!;
 
     public TestContext TestContext { get; set; } = null!;
 
@@ -31,17 +31,17 @@ public sealed class DeviceScriptsTests
     [ClassInitialize]
     public static void BuildBundle(TestContext context)
     {
-        s_root = Path.Combine(Path.GetTempPath(), "onnxlora-device-tests", Guid.NewGuid().ToString("N"));
-        Directory.CreateDirectory(s_root);
-        s_bundle = Path.Combine(s_root, "bundle");
+        _root = Path.Combine(Path.GetTempPath(), "onnxlora-device-tests", Guid.NewGuid().ToString("N"));
+        Directory.CreateDirectory(_root);
+        _bundle = Path.Combine(_root, "bundle");
         string tool = Path.Combine(AppContext.BaseDirectory, "merge-export.dll");
-        s_make = Run("bash", [Path.Combine(Scripts, "make-bundle.sh"), "--out", s_bundle], TimeSpan.FromMinutes(5),
+        _make = Run("bash", [Path.Combine(Scripts, "make-bundle.sh"), "--out", _bundle], TimeSpan.FromMinutes(5),
             ("MERGE_EXPORT", $"dotnet {tool}"));
-        context.WriteLine($"make-bundle.sh: exit {s_make.ExitCode} in {s_make.Elapsed.TotalSeconds:F1} s\n{s_make.Out}{s_make.Err}");
-        if (s_make.ExitCode == 0)
+        context.WriteLine($"make-bundle.sh: exit {_make.ExitCode} in {_make.Elapsed.TotalSeconds:F1} s\n{_make.Out}{_make.Err}");
+        if (_make.ExitCode == 0)
         {
-            s_oursLogits = Path.Combine(s_root, "ours-logits.json");
-            WriteOursLogits(s_bundle, s_oursLogits);
+            _oursLogits = Path.Combine(_root, "ours-logits.json");
+            WriteOursLogits(_bundle, _oursLogits);
         }
     }
 
@@ -50,7 +50,7 @@ public sealed class DeviceScriptsTests
     {
         try
         {
-            Directory.Delete(s_root, recursive: true);
+            Directory.Delete(_root, recursive: true);
         }
         catch (IOException)
         {
@@ -62,8 +62,8 @@ public sealed class DeviceScriptsTests
     [TestCategory("Device")]
     public void MakeBundle_WritesEveryAdapterKindWithMergedCheckpointsAndExports_UnderOneTransfer()
     {
-        Assert.AreEqual(0, s_make.ExitCode, s_make.Err);
-        using var manifest = JsonDocument.Parse(File.ReadAllText(Path.Combine(s_bundle, "manifest.json")));
+        Assert.AreEqual(0, _make.ExitCode, _make.Err);
+        using var manifest = JsonDocument.Parse(File.ReadAllText(Path.Combine(_bundle, "manifest.json")));
         var adapters = manifest.RootElement.GetProperty("adapters");
         CollectionAssert.AreEquivalent(new[] { "cat", "dora", "lora", "regex", "rslora" },
             adapters.EnumerateObject().Select(p => p.Name).ToArray());
@@ -83,13 +83,13 @@ public sealed class DeviceScriptsTests
         long total = 0;
         foreach (var file in manifest.RootElement.GetProperty("files").EnumerateObject())
         {
-            var info = new FileInfo(Path.Combine(s_bundle, file.Name));
+            var info = new FileInfo(Path.Combine(_bundle, file.Name));
             Assert.IsTrue(info.Exists, file.Name);
             Assert.AreEqual(file.Value.GetProperty("bytes").GetInt64(), info.Length, file.Name);
             total += info.Length;
         }
-        long onDisk = Directory.GetFiles(s_bundle, "*", SearchOption.AllDirectories).Sum(f => new FileInfo(f).Length);
-        TestContext.WriteLine($"bundle: {onDisk / 1048576.0:F1} MiB in {Directory.GetFiles(s_bundle, "*", SearchOption.AllDirectories).Length} files");
+        long onDisk = Directory.GetFiles(_bundle, "*", SearchOption.AllDirectories).Sum(f => new FileInfo(f).Length);
+        TestContext.WriteLine($"bundle: {onDisk / 1048576.0:F1} MiB in {Directory.GetFiles(_bundle, "*", SearchOption.AllDirectories).Length} files");
         Assert.IsLessThan(BundleBudgetMib * 1048576L, onDisk);
         Assert.IsLessThan(DeviceTransferMib * 1048576L, onDisk);
         Assert.IsGreaterThan(onDisk - 64 * 1024, total, "every file but manifest.json is listed in it");
@@ -99,11 +99,11 @@ public sealed class DeviceScriptsTests
     [TestCategory("Device")]
     public void RequireUnderMib_OverTheLimit_FailsNamingTheSize()
     {
-        Assert.AreEqual(0, s_make.ExitCode, s_make.Err);
-        var over = RunLib($"require_under_mib '{s_bundle}' 1 make-bundle");
+        Assert.AreEqual(0, _make.ExitCode, _make.Err);
+        var over = RunLib($"require_under_mib '{_bundle}' 1 make-bundle");
         Assert.AreEqual(1, over.ExitCode, over.Out + over.Err);
         StringAssert.Contains(over.Err, "over the 1 MiB limit");
-        var under = RunLib($"require_under_mib '{s_bundle}' {BundleBudgetMib} make-bundle");
+        var under = RunLib($"require_under_mib '{_bundle}' {BundleBudgetMib} make-bundle");
         Assert.AreEqual(0, under.ExitCode, under.Err);
     }
 
@@ -111,7 +111,7 @@ public sealed class DeviceScriptsTests
     [TestCategory("Device")]
     public void SplitParts_JoinParts_RoundTripAndRejectACorruptedPart()
     {
-        string dir = Path.Combine(s_root, "parts-" + Guid.NewGuid().ToString("N"));
+        string dir = Path.Combine(_root, "parts-" + Guid.NewGuid().ToString("N"));
         Directory.CreateDirectory(dir);
         string file = Path.Combine(dir, "archive.bin");
         var bytes = new byte[(5 * 1048576) + 12345];
@@ -148,10 +148,10 @@ public sealed class DeviceScriptsTests
     [TestCategory("Device")]
     public void Interop_CpuParts_PassOnTheBundle_AndSayWhatIsSkipped()
     {
-        Assert.AreEqual(0, s_make.ExitCode, s_make.Err);
+        Assert.AreEqual(0, _make.ExitCode, _make.Err);
         string python = PythonWithNumpy();
-        string out1 = Path.Combine(s_root, "interop-ok");
-        var run = Run(python, [Path.Combine(Scripts, "interop.py"), "--bundle", s_bundle, "--out", out1, "--ours-logits", s_oursLogits],
+        string out1 = Path.Combine(_root, "interop-ok");
+        var run = Run(python, [Path.Combine(Scripts, "interop.py"), "--bundle", _bundle, "--out", out1, "--ours-logits", _oursLogits],
             TimeSpan.FromMinutes(3));
         TestContext.WriteLine($"interop.py: exit {run.ExitCode} in {run.Elapsed.TotalSeconds:F1} s\n{run.Out}{run.Err}");
         Assert.AreEqual(0, run.ExitCode, run.Out + run.Err);
@@ -177,10 +177,10 @@ public sealed class DeviceScriptsTests
     [TestCategory("Device")]
     public void Interop_CorruptedMergedTensor_FailsThatAdapterAndTheChecksum()
     {
-        Assert.AreEqual(0, s_make.ExitCode, s_make.Err);
+        Assert.AreEqual(0, _make.ExitCode, _make.Err);
         string python = PythonWithNumpy();
-        string copy = Path.Combine(s_root, "bundle-corrupted");
-        CopyTree(s_bundle, copy);
+        string copy = Path.Combine(_root, "bundle-corrupted");
+        CopyTree(_bundle, copy);
         // One element of a merged weight of the lora adapter, moved by 0.25.
         string merged = Path.Combine(copy, "merged", "lora", "model.safetensors");
         long offset = TensorOffset(merged, "model.layers.2.self_attn.q_proj.weight");
@@ -194,14 +194,87 @@ public sealed class DeviceScriptsTests
             stream.Write(BitConverter.GetBytes(value));
         }
 
-        string out2 = Path.Combine(s_root, "interop-corrupted");
-        var run = Run(python, [Path.Combine(Scripts, "interop.py"), "--bundle", copy, "--out", out2, "--ours-logits", s_oursLogits],
+        string out2 = Path.Combine(_root, "interop-corrupted");
+        var run = Run(python, [Path.Combine(Scripts, "interop.py"), "--bundle", copy, "--out", out2, "--ours-logits", _oursLogits],
             TimeSpan.FromMinutes(3));
         Assert.AreEqual(1, run.ExitCode, run.Out + run.Err);
         var rows = Rows(out2);
         Assert.AreEqual("fail", rows.Single(r => r.Check == "bundle").Status);
         Assert.AreEqual("fail", rows.Single(r => r.Check == "reference-merge" && r.Case == "lora").Status);
         Assert.AreEqual("pass", rows.Single(r => r.Check == "reference-merge" && r.Case == "dora").Status);
+    }
+
+    /// <summary>
+    /// cuda-validate.sh's plumbing without a GPU: parts arrive over two transfers, are staged, joined, verified and
+    /// unpacked; a stand-in merge-export (a shell script writing a report like the real one) shows the arguments
+    /// it got and the reports land in $OUT within the 8-file limit.
+    /// </summary>
+    [TestMethod]
+    [TestCategory("Device")]
+    public void CudaValidate_PartsOverTwoTransfers_StagedJoinedUnpackedAndReportsCollected()
+    {
+        string dir = Path.Combine(_root, "cuda-" + Guid.NewGuid().ToString("N"));
+        string app = Path.Combine(dir, "app");
+        Directory.CreateDirectory(Path.Combine(app, "merge-export"));
+        Directory.CreateDirectory(Path.Combine(app, "sample"));
+        string fake = Path.Combine(app, "merge-export", "merge-export");
+        File.WriteAllText(fake, """
+            #!/usr/bin/env bash
+            if [[ "$1" == --version ]]; then echo 0.0-stand-in; exit 0; fi
+            report=""; prev=""
+            for a in "$@"; do [[ "$prev" == --report ]] && report="$a"; prev="$a"; done
+            mkdir -p "$report"
+            echo "$@" > "$report/../args.txt"
+            cat > "$report/validation.json" <<'JSON'
+            {"status": "pass", "onnxRuntimeVersion": "stand-in", "provider": {"used": "CUDAExecutionProvider", "fallbackReason": null},
+             "gates": [{"gate": "finite", "passed": true}], "comparisons": [], "warnings": [],
+             "latency": {"binding": "stand-in", "models": [{"role": "merged", "p50Ms": 1.5}],
+                         "ratios": [{"name": "merged/base", "median": 1.004, "p10": 0.99, "p90": 1.02, "pairs": 200}]}}
+            JSON
+            echo "<html></html>" > "$report/validation.html"
+            """.Replace("\r\n", "\n", StringComparison.Ordinal));
+        Assert.AreEqual(0, Run("chmod", ["+x", fake], TimeSpan.FromMinutes(1)).ExitCode);
+        File.WriteAllBytes(Path.Combine(app, "merge-export", "libonnxruntime_providers_cuda.so"), []);
+        var noise = new byte[1536 * 1024];
+        new Random(3).NextBytes(noise);   // incompressible: the archive needs two 1 MiB parts
+        File.WriteAllBytes(Path.Combine(app, "sample", "base.onnx"), noise);
+        string archive = Path.Combine(dir, "cuda-app.tar.xz");
+        Assert.AreEqual(0, Run("tar", ["-C", app, "-cJf", archive, "."], TimeSpan.FromMinutes(1)).ExitCode);
+        string built = Path.Combine(dir, "built");
+        var split = RunLib($"split_parts '{archive}' '{built}' 1");
+        Assert.AreEqual("2", split.Out.Trim(), split.Err);
+
+        string carried = Path.Combine(dir, "carried");
+        string stage = Path.Combine(dir, "stage");
+        string output = Path.Combine(dir, "out");
+        var env = new[] { ("ONNXLORA_CARRIED", carried), ("ONNXLORA_STAGE", stage), ("OUT", output) };
+        string script = Path.Combine(Scripts, "cuda-validate.sh");
+
+        // Transfer 1: the first part.
+        Directory.CreateDirectory(carried);
+        File.Copy(Path.Combine(built, "SHA256SUMS"), Path.Combine(carried, "SHA256SUMS"));
+        File.Copy(Path.Combine(built, "part-00"), Path.Combine(carried, "part-00"));
+        var first = Run("bash", [script, "stage"], TimeSpan.FromMinutes(1), env);
+        Assert.AreEqual(0, first.ExitCode, first.Out + first.Err);
+        StringAssert.Contains(first.Out, "1 of 2 parts staged");
+        StringAssert.Contains(first.Out, "still missing: part-01");
+
+        // Transfer 2: only the second part travels; the first stays staged from before.
+        File.Delete(Path.Combine(carried, "part-00"));
+        File.Copy(Path.Combine(built, "part-01"), Path.Combine(carried, "part-01"));
+        var second = Run("bash", [script, "sample"], TimeSpan.FromMinutes(2), env);
+        Assert.AreEqual(0, second.ExitCode, second.Out + second.Err);
+        StringAssert.Contains(second.Out, "2 of 2 parts staged");
+        CollectionAssert.AreEqual(noise, File.ReadAllBytes(Path.Combine(stage, "app", "sample", "base.onnx")));
+
+        string args = File.ReadAllText(Path.Combine(stage, "reports", "args.txt"));
+        StringAssert.Contains(args, "--device cuda --no-cpu-fallback");
+        StringAssert.Contains(args, Path.Combine(stage, "app", "sample", "lora-merged.onnx"));
+        string[] files = Directory.GetFiles(output).Select(f => Path.GetFileName(f)).Order(StringComparer.Ordinal).ToArray();
+        CollectionAssert.AreEqual(new[] { "cuda-validate.log", "env.txt", "sample-validation.html", "sample-validation.json", "summary.json" }, files);
+        using var summary = JsonDocument.Parse(File.ReadAllLines(Path.Combine(output, "summary.json")).Single());
+        Assert.AreEqual("CUDAExecutionProvider", summary.RootElement.GetProperty("provider").GetString());
+        Assert.AreEqual(1.004, summary.RootElement.GetProperty("ratios").GetProperty("merged/base").GetProperty("median").GetDouble());
     }
 
     private sealed record Row(string Check, string Case, string Status, string Note)
