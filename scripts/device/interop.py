@@ -801,7 +801,10 @@ class Fixtures:
             if randomize:
                 self._randomize(model)
             model.eval()
-            self._write_case(name, base_name, model, "default", base_state, self.x.ids)
+            # What PEFT wrapped: e.g. GPT-2's Conv1D (weights stored [in, out]) for the fan_in_fan_out case.
+            wrapped = sorted({type(m.base_layer).__name__ for m in model.modules() if hasattr(m, "base_layer")})
+            self._write_case(name, base_name, model, "default", base_state, self.x.ids,
+                             extra={"wrapped_layer_classes": wrapped})
         if guarded(self.x.report, "peft-fixtures", name, lambda: make() or True) is None:
             self.cases.append({"name": name, "status": "error"})
 
