@@ -84,8 +84,10 @@ def main():
             shutil.rmtree(os.path.dirname(path), ignore_errors=True)
             os.makedirs(os.path.dirname(path))
             try:
+                # The torch.export-based exporter starts at opset 18.
+                opset = args.opset if exporter == "legacy" else max(args.opset, 18)
                 kwargs = dict(input_names=["input_ids", "attention_mask"], output_names=["logits"],
-                              opset_version=args.opset)
+                              opset_version=opset)
                 with torch.no_grad():
                     if exporter == "legacy":
                         torch.onnx.export(Logits(module), (ids, mask), path, dynamo=False, do_constant_folding=True,
@@ -104,7 +106,7 @@ def main():
                     os.remove(os.path.join(os.path.dirname(path), f))
                 onnx.save_model(proto, path, save_as_external_data=True, all_tensors_to_one_file=True,
                                 location="model.onnx.data", size_threshold=1024)
-                used[folder] = exporter
+                used[folder] = f"{exporter} (opset {opset})"
                 return
             except Exception as exc:  # noqa: BLE001 - the next exporter is tried, every error reported
                 errors.append(f"{exporter}: {type(exc).__name__}: {exc}"[:2000])
