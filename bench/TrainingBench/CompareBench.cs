@@ -1,10 +1,10 @@
-using OnnxLora.Core.Peft;
 using System.Diagnostics;
 using System.Globalization;
 using System.Text.Json;
 using OnnxLora.Core.HuggingFace;
-using OnnxLora.Models.Lora;
+using OnnxLora.Core.Peft;
 using OnnxLora.Models.Llama;
+using OnnxLora.Models.Lora;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
 
@@ -51,7 +51,7 @@ internal static class CompareBench
         List<Parameter> trainable;
         if (mode == "lora")
         {
-            LoraInjection.Apply(model, new PeftAdapterConfig { TargetModules = TargetModules.FromList(Targets),  R = Rank, Alpha = 2 * Rank}, 1);
+            LoraInjection.Apply(model, new PeftAdapterConfig { TargetModules = TargetModules.FromList(Targets), R = Rank, Alpha = 2 * Rank }, 1);
             trainable = LoraInjection.TrainableParameters(model).Select(p => p.Parameter).ToList();
         }
         else

@@ -1,6 +1,6 @@
 using OnnxLora.Core.Peft;
-using OnnxLora.Models.Lora;
 using OnnxLora.Models.Llama;
+using OnnxLora.Models.Lora;
 
 namespace OnnxLora.TrainingBench;
 
@@ -14,7 +14,7 @@ internal static class ParamsBench
         var config = CompareBench.Config(hidden, layers);
         using var model = new LlamaForCausalLM(config);
         long total = model.parameters().Sum(p => p.numel());
-        LoraInjection.Apply(model, new PeftAdapterConfig { TargetModules = TargetModules.FromList(CompareBench.Targets),  R = rank, Alpha = 2 * rank });
+        LoraInjection.Apply(model, new PeftAdapterConfig { TargetModules = TargetModules.FromList(CompareBench.Targets), R = rank, Alpha = 2 * rank });
         long lora = LoraInjection.TrainableParameters(model).Sum(p => p.Parameter.numel());
         // q, k, v, o are d×d here (as many key/value heads as heads): 2·r·d each.
         long perMatrix = 2L * rank * hidden;

@@ -1,6 +1,6 @@
-using OnnxLora.Core.Peft;
 using System.Diagnostics;
 using System.Globalization;
+using OnnxLora.Core.Peft;
 using OnnxLora.Training;
 using OnnxLora.Training.Sample;
 

@@ -1,3 +1,4 @@
+using OnnxLora.Core;
 using OnnxLora.Core.Onnx;
 using OnnxLora.Models.Onnx;
 
@@ -12,8 +13,8 @@ public sealed record ExportOptions
     /// <summary>Default-domain opset, 17..21 (default 17). The IR version follows it.</summary>
     public int Opset { get; init; } = 17;
 
-    /// <summary>Weight and compute type (default <see cref="OnnxWeightType.Fp32"/>).</summary>
-    public OnnxWeightType WeightType { get; init; } = OnnxWeightType.Fp32;
+    /// <summary>Weight and compute type: <see cref="DType.F32"/> (default) or <see cref="DType.F16"/>.</summary>
+    public DType WeightType { get; init; } = DType.F32;
 
     /// <summary>External data policy (default <see cref="OnnxExternalData.Auto"/>: only above 2 GiB).</summary>
     public OnnxExternalData ExternalData { get; init; } = OnnxExternalData.Auto;

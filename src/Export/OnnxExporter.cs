@@ -1,6 +1,7 @@
 using System.Globalization;
 using System.Security.Cryptography;
 using Onnx;
+using OnnxLora.Core;
 using OnnxLora.Core.Onnx;
 using OnnxLora.Export.Internals;
 using OnnxLora.Models.Lora;
@@ -30,9 +31,8 @@ public static class OnnxExporter
     public const string ProducerName = "OnnxLora";
 
     /// <summary>Exports <paramref name="model"/> to <paramref name="path"/> (and "&lt;path&gt;.data" when the weights go external).</summary>
-    /// <exception cref="ArgumentException">An option is out of range.</exception>
-    /// <exception cref="NotSupportedException">The model, or one of its modules, has no ONNX emission (the message names its path and type).</exception>
-    /// <exception cref="IOException">An output exists and <see cref="ExportOptions.Overwrite"/> is false.</exception>
+    /// <exception cref="OnnxLoraException">Bad input: an option is out of range; the model, or one of its modules, has no ONNX
+    /// emission (the message names its path and type); or an output exists and <see cref="ExportOptions.Overwrite"/> is false.</exception>
     public static ExportResult Export(nn.Module model, string path, ExportOptions? options = null)
     {
         options ??= ExportOptions.Default;
@@ -85,9 +85,9 @@ public static class OnnxExporter
         {
             throw ExportThrow.Option(nameof(ExportOptions.Mode), options.Mode.ToString(), "Base, Merged or Unmerged");
         }
-        if (!Enum.IsDefined(options.WeightType))
+        if (options.WeightType is not (DType.F32 or DType.F16))
         {
-            throw ExportThrow.Option(nameof(ExportOptions.WeightType), options.WeightType.ToString(), "Fp32 or Fp16");
+            throw ExportThrow.Option(nameof(ExportOptions.WeightType), options.WeightType.ToString(), "F32 or F16");
         }
         if (!Enum.IsDefined(options.ExternalData))
         {
@@ -97,19 +97,19 @@ public static class OnnxExporter
         {
             if (!File.Exists(file))
             {
-                throw new FileNotFoundException($"{file}: file to fingerprint for the export metadata not found.", file);
+                throw OnnxLoraException.NotFound("file to fingerprint for the export metadata", file);
             }
         }
     }
 
-    private static List<ILoraLayer> LoraLayers(nn.Module model) => [.. LoraInjection.LoraLayers(model).Select(l => (ILoraLayer)l.Layer)];
+    private static List<LoraLayer> LoraLayers(nn.Module model) => [.. LoraInjection.LoraLayers(model).Select(l => (LoraLayer)l.Layer)];
 
     private static List<(string Key, string Value)> Metadata(nn.Module model, ExportOptions options)
     {
         var entries = new List<(string, string)>
         {
             ("onnxlora.mode", options.Mode.ToString().ToLowerInvariant()),
-            ("onnxlora.weight_type", options.WeightType.ToString().ToLowerInvariant()),
+            ("onnxlora.weight_type", options.WeightType == DType.F16 ? "fp16" : "fp32"),
             ("onnxlora.linear_weight_layout", "transposed [in, out] under the Hugging Face name; unmerged adapters transposed under their PEFT keys"),
         };
         if (options.AdapterName is { Length: > 0 } name)

@@ -30,7 +30,7 @@ public static class AdapterCombiner
     /// <summary>Writes the combined adapter to <paramref name="outputDirectory"/> (atomically) and returns its config.</summary>
     /// <param name="adapters">Adapters with weights.</param>
     /// <param name="outputDirectory">The new adapter folder.</param>
-    /// <param name="options">Combination, density, seed, SVD rank, overwrite; OutputDType is the tensors' dtype (Keep: the first adapter's).</param>
+    /// <param name="options">Combination, density, seed, SVD rank, overwrite; OutputDType is the tensors' dtype (null: the first adapter's).</param>
     public static PeftAdapterConfig Combine(IReadOnlyList<WeightedAdapter> adapters, string outputDirectory, MergeOptions? options = null)
     {
         options ??= MergeOptions.Default;
@@ -156,13 +156,8 @@ public static class AdapterCombiner
         return (a, b, rank);
     }
 
-    private static DType OutputType(PeftAdapter first, OutputDType output) => output switch
-    {
-        OutputDType.F32 => DType.F32,
-        OutputDType.F16 => DType.F16,
-        OutputDType.BF16 => DType.BF16,
-        _ => first.Modules.Count > 0 ? first.Modules[0].Tensors.Values.First().DType : DType.F32,
-    };
+    private static DType OutputType(PeftAdapter first, DType? output) =>
+        output ?? (first.Modules.Count > 0 ? first.Modules[0].Tensors.Values.First().DType : DType.F32);
 
     private static PeftAdapterConfig BuildConfig(IReadOnlyList<WeightedAdapter> adapters, List<(string Path, int Rank)> ranks)
     {

@@ -40,8 +40,8 @@ public static class CheckpointMerger
     }
 
     /// <summary>Merges <paramref name="adapters"/> into the checkpoint in <paramref name="checkpointDirectory"/>, writing <paramref name="outputDirectory"/>.</summary>
-    /// <exception cref="InvalidDataException">A malformed input, a module that maps to no tensor, or (safe mode) a non-finite merged value; the message names the tensor.</exception>
-    /// <exception cref="IOException">The output exists and overwrite is off.</exception>
+    /// <exception cref="OnnxLoraException">Bad input: a malformed input, a module that maps to no tensor, (safe mode) a non-finite
+    /// merged value (the message names the tensor), or the output exists and overwrite is off.</exception>
     public static CheckpointMergeResult Merge(string checkpointDirectory, IReadOnlyList<WeightedAdapter> adapters, string outputDirectory, MergeOptions? options = null)
     {
         options ??= MergeOptions.Default;
@@ -109,13 +109,7 @@ public static class CheckpointMerger
         return new CheckpointMergeResult(output, merged, replaced, copied, bytes);
     }
 
-    private static DType OutputTypeOf(DType input, OutputDType output) => !input.IsFloat() ? input : output switch
-    {
-        OutputDType.F32 => DType.F32,
-        OutputDType.F16 => DType.F16,
-        OutputDType.BF16 => DType.BF16,
-        _ => input,
-    };
+    private static DType OutputTypeOf(DType input, DType? output) => !input.IsFloat() ? input : output ?? input;
 
     private static void MergeTensor(MergePlan plan, string where, SafeFileHandle handle, long offset, TensorInfo t, TensorSpec spec, SafetensorsWriter writer)
     {
@@ -261,11 +255,6 @@ public static class CheckpointMerger
     }
 
     /// <summary>Bytes the merged checkpoint will take: every tensor at its output dtype.</summary>
-    private static long EstimatedOutputBytes(SafetensorsCheckpoint checkpoint, OutputDType dtype) =>
-        checkpoint.Tensors.Sum(t => !t.DType.IsFloat() ? t.ByteLength : dtype switch
-        {
-            OutputDType.F32 => t.ElementCount * 4,
-            OutputDType.F16 or OutputDType.BF16 => t.ElementCount * 2,
-            _ => t.ByteLength,
-        });
+    private static long EstimatedOutputBytes(SafetensorsCheckpoint checkpoint, DType? dtype) =>
+        checkpoint.Tensors.Sum(t => !t.DType.IsFloat() || dtype is null ? t.ByteLength : t.ElementCount * dtype.Value.SizeOf());
 }

@@ -1,3 +1,4 @@
+using OnnxLora.Core;
 namespace OnnxLora.Merge;
 
 /// <summary>How several adapters' updates of one weight are combined (PEFT's combination types).</summary>
@@ -35,16 +36,6 @@ public enum MajoritySignMethod
     Frequency,
 }
 
-/// <summary>The dtype merged weights are written in.</summary>
-public enum OutputDType
-{
-    /// <summary>Each tensor keeps its dtype.</summary>
-    Keep,
-    F32,
-    F16,
-    BF16,
-}
-
 /// <summary>
 /// Options of a merge. Defaults: <see cref="Combination.Linear"/>, density 1 (no pruning), TIES sign by
 /// total, seed 0, SVD rank = the largest input rank, dtypes kept, safe mode on, never overwrite.
@@ -66,8 +57,8 @@ public sealed record MergeOptions
     /// <summary>Rank kept by <see cref="Combination.Svd"/> and by combinations written as a new adapter; null = the largest input rank.</summary>
     public int? SvdRank { get; init; }
 
-    /// <summary>The dtype of written tensors.</summary>
-    public OutputDType OutputDType { get; init; } = OutputDType.Keep;
+    /// <summary>The dtype of written floating-point tensors (F32, F16 or BF16); null keeps each tensor's dtype.</summary>
+    public DType? OutputDType { get; init; }
 
     /// <summary>Refuse (error naming the tensor) to write a merged value that is NaN or ±Inf, including overflow of the output dtype.</summary>
     public bool SafeMode { get; init; } = true;
@@ -85,11 +76,11 @@ public sealed record MergeOptions
     {
         if (!double.IsFinite(Density) || Density < 0 || Density > 1)
         {
-            throw Internals.MergeThrow.Option(nameof(Density), $"found {Density}, expected a fraction in [0, 1]");
+            throw Internals.MergeThrow.Option(nameof(Density), $"{Density}", "a fraction in [0, 1]");
         }
         if (SvdRank is <= 0)
         {
-            throw Internals.MergeThrow.Option(nameof(SvdRank), $"found {SvdRank}, expected a positive rank");
+            throw Internals.MergeThrow.Option(nameof(SvdRank), $"{SvdRank}", "a positive rank");
         }
     }
 }

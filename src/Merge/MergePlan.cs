@@ -214,7 +214,7 @@ public sealed class MergePlan
         {
             sb.Append(inv, $", density {Options.Density}, seed {Options.Seed}");
         }
-        sb.Append(inv, $", output dtype {Options.OutputDType}, safe mode {(Options.SafeMode ? "on" : "off")}\n");
+        sb.Append(inv, $", output dtype {Options.OutputDType?.ToString() ?? "keep"}, safe mode {(Options.SafeMode ? "on" : "off")}\n");
         for (int i = 0; i < Adapters.Count; i++)
         {
             var c = Adapters[i].Adapter.Config;

@@ -1,15 +1,18 @@
+using OnnxLora.Core;
+using OnnxLora.Validate.Internals;
+
 namespace OnnxLora.Validate;
 
 /// <summary>
 /// One input fed to every model compared (and to the eager reference): a name, a shape and row-major data of
-/// one of the element kinds Int64 (<see cref="long"/>), Int32 (<see cref="int"/>), Float32 (<see cref="float"/>),
-/// Float16 (<see cref="Half"/>) or Bool (<see cref="bool"/>).
+/// one of the element types <see cref="DType.I64"/> (<see cref="long"/>), <see cref="DType.I32"/> (<see cref="int"/>),
+/// <see cref="DType.F32"/> (<see cref="float"/>), <see cref="DType.F16"/> (<see cref="Half"/>) or <see cref="DType.Bool"/> (<see cref="bool"/>).
 /// </summary>
 public sealed class InputTensor
 {
     private readonly long[] _shape;
 
-    internal InputTensor(string name, TensorElementKind elementType, long[] shape, Array data, string source)
+    internal InputTensor(string name, DType elementType, long[] shape, Array data, string source)
     {
         Name = name;
         ElementType = elementType;
@@ -22,7 +25,7 @@ public sealed class InputTensor
     public string Name { get; }
 
     /// <summary>Element type.</summary>
-    public TensorElementKind ElementType { get; }
+    public DType ElementType { get; }
 
     /// <summary>The shape.</summary>
     public IReadOnlyList<long> Shape => _shape;
@@ -47,6 +50,6 @@ public sealed class InputTensor
             return typed;
         }
         throw new ArgumentException(
-            $"input {Name}: requested {typeof(T).Name} data, but its element type is {ElementType.OnnxName()}.", nameof(T));
+            $"input {Name}: requested {typeof(T).Name} data, but its element type is {ElementType.ReportName()}.", nameof(T));
     }
 }

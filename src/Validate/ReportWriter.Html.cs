@@ -74,7 +74,7 @@ public static partial class ReportWriter
         }
         HtmlTable(h, ["Input", "Type", "Shape", "Source"], report.Inputs.Tensors.Select(t => new[]
         {
-            Code(t.Name), E(t.ElementType.OnnxName()), E(Fmt.Shape(t.Shape)), E(t.Source),
+            Code(t.Name), E(t.ElementType.ReportName()), E(Fmt.Shape(t.Shape)), E(t.Source),
         }), numeric: []);
 
         h.AppendLine("<h2>Comparisons</h2>");

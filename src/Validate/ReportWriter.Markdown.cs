@@ -60,7 +60,7 @@ public static partial class ReportWriter
             sb.AppendLine();
         }
         Table(sb, ["Input", "Type", "Shape", "Source"],
-            report.Inputs.Tensors.Select(t => new[] { $"`{t.Name}`", t.ElementType.OnnxName(), Fmt.Shape(t.Shape), t.Source }));
+            report.Inputs.Tensors.Select(t => new[] { $"`{t.Name}`", t.ElementType.ReportName(), Fmt.Shape(t.Shape), t.Source }));
 
         sb.AppendLine("### Comparisons");
         sb.AppendLine();

@@ -1,4 +1,5 @@
 using System.Text;
+using OnnxLora.Core;
 using OnnxLora.Core.IO;
 
 namespace OnnxLora.Validate;
@@ -20,7 +21,7 @@ public static partial class ReportWriter
     /// Writes validation.json, validation.md and validation.html into <paramref name="directory"/> (created if
     /// missing), each atomically. Without <paramref name="overwrite"/>, fails before writing anything when any exists.
     /// </summary>
-    /// <exception cref="IOException">A report file exists and <paramref name="overwrite"/> is false.</exception>
+    /// <exception cref="OnnxLoraException">A report file exists and <paramref name="overwrite"/> is false (bad input).</exception>
     public static ReportPaths WriteAll(ValidationReport report, string directory, bool overwrite = false)
     {
         ArgumentNullException.ThrowIfNull(report);
@@ -32,7 +33,7 @@ public static partial class ReportWriter
             {
                 if (File.Exists(p) || Directory.Exists(p))
                 {
-                    throw new IOException($"{p}: output exists; pass --force (overwrite) to replace it.");
+                    throw OnnxLoraException.OutputExists(p);
                 }
             }
         }

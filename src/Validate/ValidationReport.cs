@@ -1,3 +1,6 @@
+using OnnxLora.Core;
+using OnnxLora.Validate.Internals;
+
 namespace OnnxLora.Validate;
 
 /// <summary>Outcome of a validation run.</summary>
@@ -77,7 +80,14 @@ public sealed record ProviderReport(
     bool AllowCpuFallback,
     string Used,
     string? FallbackReason,
-    SessionSettings Session);
+    SessionSettings Session)
+{
+    /// <summary>
+    /// <see cref="FallbackReason"/> in a few words for a console line: the first library that could not be loaded
+    /// ("libcublasLt.so.13 not found"), else the first line of ONNX Runtime's message; null when CUDA was not skipped.
+    /// </summary>
+    public string? ShortFallbackReason() => FallbackReason is null ? null : SessionFactory.ShortReason(FallbackReason);
+}
 
 /// <summary>The ONNX Runtime session options every model was loaded with.</summary>
 public sealed record SessionSettings(int IntraOpThreads, int InterOpThreads, GraphOptimization GraphOptimization, string ExecutionMode);
@@ -90,10 +100,10 @@ public sealed record SessionSettings(int IntraOpThreads, int InterOpThreads, Gra
 public sealed record InputsReport(bool Generated, long? VocabSize, string? VocabSource, IReadOnlyList<InputSummary> Tensors);
 
 /// <summary>One input: name, type, shape and where its values came from.</summary>
-public sealed record InputSummary(string Name, TensorElementKind ElementType, IReadOnlyList<long> Shape, string Source);
+public sealed record InputSummary(string Name, DType ElementType, IReadOnlyList<long> Shape, string Source);
 
 /// <summary>A graph input or output as declared: name, element type and dimensions (numbers or symbolic names).</summary>
-public sealed record TensorSignature(string Name, TensorElementKind ElementType, IReadOnlyList<string> Dims);
+public sealed record TensorSignature(string Name, DType ElementType, IReadOnlyList<string> Dims);
 
 /// <summary>One ONNX model: file sizes, load cost and declared signature.</summary>
 /// <param name="Role">The model's role.</param>
@@ -144,10 +154,10 @@ public sealed record OutputComparison
 
     public required IReadOnlyList<long> Shape { get; init; }
 
-    public required TensorElementKind ActualType { get; init; }
+    public required DType ActualType { get; init; }
 
-    /// <summary>Element type of the reference output (Float32 for the eager reference).</summary>
-    public required TensorElementKind ReferenceType { get; init; }
+    /// <summary>Element type of the reference output (<see cref="DType.F32"/> for the eager reference).</summary>
+    public required DType ReferenceType { get; init; }
 
     public required long Elements { get; init; }
 

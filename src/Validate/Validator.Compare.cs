@@ -1,3 +1,4 @@
+using OnnxLora.Core;
 using OnnxLora.Validate.Internals;
 
 namespace OnnxLora.Validate;
@@ -54,7 +55,7 @@ public static partial class Validator
                 throw ValidateThrow.Invalid(EagerName, $"output {name}", $"{values?.LongLength ?? 0} values",
                     $"{a.Data.LongLength} (the merged model's shape [{string.Join(", ", a.Shape)}])");
             }
-            results.Add(ComparisonMath.Compare(name, a.Shape, a.ElementType, TensorElementKind.Float32, a.Data, values,
+            results.Add(ComparisonMath.Compare(name, a.Shape, a.ElementType, DType.F32, a.Data, values,
                 options.Atol, options.Rtol, name == options.LogitsOutput));
         }
         return new ComparisonReport(ModelRole.Merged, ModelRole.Eager, true, results);

@@ -1,6 +1,7 @@
 using System.Globalization;
 using System.Reflection;
 using Microsoft.ML.OnnxRuntime;
+using OnnxLora.Core;
 using OnnxLora.Validate.Internals;
 
 namespace OnnxLora.Validate;
@@ -15,10 +16,9 @@ public static partial class Validator
 {
     /// <summary>Runs the validation.</summary>
     /// <returns>The report; <see cref="ValidationReport.Status"/> says whether every gate passed.</returns>
-    /// <exception cref="ArgumentException">Bad options or request (including input files that miss a declared input).</exception>
-    /// <exception cref="FileNotFoundException">A model or input file does not exist.</exception>
-    /// <exception cref="InvalidDataException">A model ONNX Runtime cannot load, models that disagree on inputs or outputs, malformed input files.</exception>
-    /// <exception cref="ExecutionProviderException">CUDA was required (fallback disabled) and could not be used.</exception>
+    /// <exception cref="OnnxLoraException">Bad input: bad options or request (including input files that miss a declared input); a
+    /// model or input file that does not exist; a model ONNX Runtime cannot load, models that disagree on inputs or outputs,
+    /// malformed input files; or CUDA was required (fallback disabled) and could not be used.</exception>
     public static ValidationReport Run(ValidationRequest request, ValidationOptions? options = null, CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(request);

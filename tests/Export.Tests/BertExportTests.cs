@@ -1,3 +1,4 @@
+using OnnxLora.Core;
 using OnnxLora.Core.Onnx;
 using OnnxLora.Models.Bert;
 using OnnxLora.Models.Onnx;
@@ -77,7 +78,7 @@ public sealed class BertExportTests
     {
         using var model = TestModels.Bert();
         TestModels.InjectLora(model, TestModels.BertTargets);
-        using var ort = OrtRunner.FromBytes(OnnxFile.ToBytes(OnnxExporter.BuildModel(model, new ExportOptions { WeightType = OnnxWeightType.Fp16 })));
+        using var ort = OrtRunner.FromBytes(OnnxFile.ToBytes(OnnxExporter.BuildModel(model, new ExportOptions { WeightType = DType.F16 })));
         long[] ids = TestModels.Ids(2, 8, 64, 6);
         long[] mask = TestModels.PaddedMask(8);
 

@@ -96,9 +96,9 @@ public sealed class EmitPrimitivesTests
     }
 
     [TestMethod]
-    [DataRow(OnnxWeightType.Fp32, 1e-5)]
-    [DataRow(OnnxWeightType.Fp16, 2e-2)]
-    public void Attention_WithBooleanMask_MatchesReference(OnnxWeightType weightType, double tolerance)
+    [DataRow(DType.F32, 1e-5)]
+    [DataRow(DType.F16, 2e-2)]
+    public void Attention_WithBooleanMask_MatchesReference(DType weightType, double tolerance)
     {
         const int heads = 2, seq = 4, d = 4;
         float[] q = Reference.Random(heads * seq * d, 7), k = Reference.Random(heads * seq * d, 8), v = Reference.Random(heads * seq * d, 9);

@@ -1,3 +1,4 @@
+using OnnxLora.Core;
 using OnnxLora.Core.Onnx;
 using OnnxLora.Models;
 using OnnxLora.Models.Llama;
@@ -149,7 +150,7 @@ public sealed class LlamaExportTests
     {
         using var model = TestModels.Llama();
         TestModels.InjectLora(model, TestModels.LlamaTargets);
-        var proto = OnnxExporter.BuildModel(model, new ExportOptions { Mode = mode, WeightType = OnnxWeightType.Fp16 });
+        var proto = OnnxExporter.BuildModel(model, new ExportOptions { Mode = mode, WeightType = DType.F16 });
         Assert.IsTrue(proto.Graph.Initializer.Where(t => t.Name.EndsWith(".weight", StringComparison.Ordinal))
             .All(t => t.DataType == (int)Onnx.TensorProto.Types.DataType.Float16));
         using var ort = OrtRunner.FromBytes(OnnxFile.ToBytes(proto));

@@ -1,9 +1,9 @@
-using OnnxLora.Core.Peft;
 using System.Reflection;
-using OnnxLora.Models.Lora;
+using OnnxLora.Core.Peft;
 using OnnxLora.Models;
 using OnnxLora.Models.Bert;
 using OnnxLora.Models.Llama;
+using OnnxLora.Models.Lora;
 using static TorchSharp.torch;
 
 namespace OnnxLora.Export.Tests;
@@ -35,9 +35,10 @@ internal static class TestModels
     /// </summary>
     public static int InjectLora(nn.Module model, IReadOnlyCollection<string> targets, int rank = 4, double alpha = 8, bool dora = false, long seed = 5)
     {
-        var report = LoraInjection.Apply(model, new PeftAdapterConfig {
+        var report = LoraInjection.Apply(model, new PeftAdapterConfig
+        {
             TargetModules = TargetModules.FromList(targets),
-             R = rank,
+            R = rank,
             Alpha = alpha,
             UseDora = dora,
         }, seed);

@@ -12,6 +12,21 @@ internal static class Mutator
     public static Gen<byte[]> Mutants(byte[] original) =>
         Gen.Select(Gen.Int[0, 5], Gen.Int[1, 6], Gen.ULong, (kind, count, seed) => Mutate(original, kind, count, seed));
 
+    /// <summary>
+    /// A fixed corpus: <paramref name="count"/> mutants whose kinds, counts and seeds come from
+    /// <paramref name="seed"/> alone, so the same seed gives the same bytes on every run and machine.
+    /// </summary>
+    public static IEnumerable<byte[]> Corpus(byte[] original, int seed, int count)
+    {
+        var rng = new Random(seed);
+        for (int i = 0; i < count; i++)
+        {
+            int kind = rng.Next(0, 6), edits = rng.Next(1, 7);
+            ulong mutantSeed = (ulong)rng.NextInt64();
+            yield return Mutate(original, kind, edits, mutantSeed);
+        }
+    }
+
     private static byte[] Mutate(byte[] original, int kind, int count, ulong seed)
     {
         var rng = new Random((int)(seed ^ (seed >> 32)));

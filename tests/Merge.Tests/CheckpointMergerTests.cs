@@ -110,7 +110,7 @@ public sealed class CheckpointMergerTests
         var f = Build();
         using var _ = f.Adapter;
         string output = Path.Combine(NewDir(), "merged32");
-        CheckpointMerger.Merge(f.Checkpoint, [new(f.Adapter)], output, new MergeOptions { OutputDType = OutputDType.F32 });
+        CheckpointMerger.Merge(f.Checkpoint, [new(f.Adapter)], output, new MergeOptions { OutputDType = DType.F32 });
         using var after = SafetensorsCheckpoint.Open(output);
         Assert.IsTrue(after.Tensors.All(t => t.DType == DType.F32));
         var e0 = Add(f.Stored[Q0 + ".weight"], Scaled(Product(f.B0, f.A0, H, 2, H), 2.0));
@@ -127,7 +127,7 @@ public sealed class CheckpointMergerTests
         using var _ = f.Adapter;
         string parent = NewDir();
         string output = Path.Combine(parent, "merged");
-        var e = Assert.ThrowsExactly<InvalidDataException>(() => CheckpointMerger.Merge(f.Checkpoint, [new(f.Adapter)], output));
+        var e = BadInput.Throws(() => CheckpointMerger.Merge(f.Checkpoint, [new(f.Adapter)], output));
         StringAssert.Contains(e.Message, $"tensor '{Q1}.weight'");
         StringAssert.Contains(e.Message, "NaN");
         Assert.IsFalse(Directory.Exists(output));
@@ -153,7 +153,7 @@ public sealed class CheckpointMergerTests
         var big = Random(2 * H, 10).Select(x => x * 1e5f).ToArray();
         using var adapter = Adapter(new PeftAdapterConfig { R = 2, Alpha = 4 },
             (Key(Q0, ".lora_A.weight"), [2, H], big), (Key(Q0, ".lora_B.weight"), [H, 2], Random(H * 2, 11).Select(x => x * 10f).ToArray()));
-        var e = Assert.ThrowsExactly<InvalidDataException>(() => CheckpointMerger.Merge(f.Checkpoint, [new(adapter)], Path.Combine(NewDir(), "o")));
+        var e = BadInput.Throws(() => CheckpointMerger.Merge(f.Checkpoint, [new(adapter)], Path.Combine(NewDir(), "o")));
         StringAssert.Contains(e.Message, $"tensor '{Q0}.weight'");
         StringAssert.Contains(e.Message, "overflowing F16");
     }
@@ -165,7 +165,7 @@ public sealed class CheckpointMergerTests
         using var _ = f.Adapter;
         string output = Path.Combine(NewDir(), "merged");
         CheckpointMerger.Merge(f.Checkpoint, [new(f.Adapter)], output);
-        Assert.ThrowsExactly<IOException>(() => CheckpointMerger.Merge(f.Checkpoint, [new(f.Adapter)], output));
+        BadInput.Throws(() => CheckpointMerger.Merge(f.Checkpoint, [new(f.Adapter)], output));
         CheckpointMerger.Merge(f.Checkpoint, [new(f.Adapter, 0.0)], output, new MergeOptions { Overwrite = true });
         using var after = SafetensorsCheckpoint.Open(output);
         CollectionAssert.AreEqual(f.Stored[Q0 + ".weight"], after.ReadSingles(Q0 + ".weight"), "weight 0 leaves W unchanged");
@@ -178,7 +178,7 @@ public sealed class CheckpointMergerTests
         using var _ = f.Adapter;
         using var other = Adapter(new PeftAdapterConfig { R = 2, Alpha = 2 },
             (Key("model.layers.9.mlp.up_proj", ".lora_A.weight"), [2, H], Random(2 * H, 1)), (Key("model.layers.9.mlp.up_proj", ".lora_B.weight"), [H, 2], Random(2 * H, 2)));
-        var e = Assert.ThrowsExactly<InvalidDataException>(() => CheckpointMerger.Plan(f.Checkpoint, [new(other)]));
+        var e = BadInput.Throws(() => CheckpointMerger.Plan(f.Checkpoint, [new(other)]));
         StringAssert.Contains(e.Message, "module 'model.layers.9.mlp.up_proj' maps to no tensor");
     }
 
@@ -197,7 +197,7 @@ public sealed class CheckpointMergerTests
         string ambiguous = Checkpoint([[
             ("a.model.layers.0.self_attn.q_proj.weight", DType.F32, [H, H], w),
             ("b.model.layers.0.self_attn.q_proj.weight", DType.F32, [H, H], w)]]);
-        var e = Assert.ThrowsExactly<InvalidDataException>(() => CheckpointMerger.Plan(ambiguous, [new(SingleModule(f))]));
+        var e = BadInput.Throws(() => CheckpointMerger.Plan(ambiguous, [new(SingleModule(f))]));
         StringAssert.Contains(e.Message, "maps to several tensors: 'a.model.layers.0.self_attn.q_proj.weight', 'b.model.layers.0.self_attn.q_proj.weight'");
     }
 
@@ -207,7 +207,7 @@ public sealed class CheckpointMergerTests
         string ckpt = Checkpoint([[(Q0 + ".weight", DType.F32, [H, H + 1], Random(H * (H + 1), 1))]]);
         var f = Build();
         using var _ = f.Adapter;
-        var e = Assert.ThrowsExactly<InvalidDataException>(() => CheckpointMerger.Plan(ckpt, [new(SingleModule(f))]));
+        var e = BadInput.Throws(() => CheckpointMerger.Plan(ckpt, [new(SingleModule(f))]));
         StringAssert.Contains(e.Message, $"tensor '{Q0}.weight'");
         StringAssert.Contains(e.Message, "found shape [8, 9]");
     }

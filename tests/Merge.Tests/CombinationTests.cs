@@ -220,7 +220,7 @@ public sealed class CombinationTests
         using var lora = PeftAdapter.Load(outDir);
         Assert.AreEqual(PeftType.Lora, lora.Config.PeftType);
         AssertClose(expected, lora.ReadUpdate(M).Delta(), 1e-5, "LoHa as rank-4 LoRA", MaxAbs(expected));
-        Assert.ThrowsExactly<InvalidDataException>(() => AdapterCombiner.Combine([new(loha)], Path.Combine(NewDir(), "x"), new MergeOptions { Combination = Combination.Cat }));
+        BadInput.Throws(() => AdapterCombiner.Combine([new(loha)], Path.Combine(NewDir(), "x"), new MergeOptions { Combination = Combination.Cat }));
     }
 
     // ---- references (PEFT merge_utils semantics, plain loops) ----

@@ -45,6 +45,8 @@ public sealed class ValidateCommandTests
         Assert.AreEqual(0, code, err);
         using var doc = JsonDocument.Parse(json);
         Assert.AreEqual("passed", doc.RootElement.GetProperty("status").GetString());
+        Assert.AreEqual(0, doc.RootElement.GetProperty("exitCode").GetInt32());
+        Assert.AreEqual(JsonValueKind.Null, doc.RootElement.GetProperty("errorKind").ValueKind);
         Assert.AreEqual(0, doc.RootElement.GetProperty("failedGates").GetArrayLength());
         foreach (string key in new[] { "reportJson", "reportMarkdown", "reportHtml" })
         {
@@ -65,6 +67,7 @@ public sealed class ValidateCommandTests
         Assert.AreEqual(1, code);
         using var doc = JsonDocument.Parse(json);
         Assert.AreEqual("gate-failed", doc.RootElement.GetProperty("status").GetString());
+        Assert.AreEqual(1, doc.RootElement.GetProperty("exitCode").GetInt32());
         var gates = doc.RootElement.GetProperty("failedGates").EnumerateArray().ToList();
         Assert.IsNotEmpty(gates);
         Assert.IsTrue(gates.Any(g => g.GetProperty("output").GetString() == "logits"), json);
@@ -85,6 +88,32 @@ public sealed class ValidateCommandTests
         using var doc = JsonDocument.Parse(json);
         Assert.AreEqual("CPUExecutionProvider", doc.RootElement.GetProperty("details").GetProperty("provider").GetString());
         Assert.IsFalse(string.IsNullOrWhiteSpace(doc.RootElement.GetProperty("details").GetProperty("fallbackReason").GetString()));
+    }
+
+    [TestMethod]
+    public void Validate_AutoWithoutCuda_PrintsOneShortLine_FullTextOnlyWithVerbose()
+    {
+        using var dir = new TempDir();
+        string m = TinyLm(dir.File("m.onnx"));
+        string[] args = ["validate", "--merged", m, "--unmerged", m, "--device", "auto", "--runs", "0", "--seq", "4"];
+
+        var (code, stdout, err) = CliHarness.Run([.. args, "--report", dir.File("r")]);
+        if (stdout.Contains("provider: CUDAExecutionProvider", StringComparison.Ordinal))
+        {
+            Assert.Inconclusive("this machine has a working CUDA provider");
+        }
+        var (verboseCode, verbose, verboseErr) = CliHarness.Run([.. args, "--report", dir.File("v"), "--verbose"]);
+
+        Assert.AreEqual(0, code, err);
+        Assert.AreEqual(0, verboseCode, verboseErr);
+        string[] lines = stdout.Split('\n').Where(l => l.Contains("CUDA", StringComparison.Ordinal)).ToArray();
+        Assert.HasCount(1, lines, stdout);
+        Assert.MatchesRegex(@"^CUDA unavailable: [^|\r\n]+; using CPU\r?$", lines[0]);
+        Assert.DoesNotContain("ErrorCode", stdout, "ONNX Runtime's full text is left to the report");
+        string full = File.ReadAllText(Path.Combine(dir.File("r"), "validation.md"));
+        StringAssert.Contains(full, "ErrorCode", "the report keeps ONNX Runtime's full text");
+        StringAssert.Contains(verbose, lines[0].TrimEnd('\r'));
+        StringAssert.Contains(verbose, "ErrorCode");
     }
 
     [TestMethod]

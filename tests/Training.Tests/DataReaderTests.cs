@@ -54,7 +54,7 @@ public sealed class DataReaderTests
         using var dir = new TrainerTempDir();
         string path = dir.File("bad.jsonl");
         File.WriteAllText(path, "{\"input_ids\": [1, 2]}\n" + badLine + "\n{\"input_ids\": [1, 2]}\n");
-        var e = Assert.ThrowsExactly<InvalidDataException>(() =>
+        var e = BadInput.Throws(() =>
             JsonlDataset.Read(path, TrainingTask.CausalLanguageModeling, null, vocabSize: 10, maxLength: 8));
         StringAssert.StartsWith(e.Message, path + ": line 2: ");
         StringAssert.Contains(e.Message, expectedFragment);
@@ -69,7 +69,7 @@ public sealed class DataReaderTests
         using var dir = new TrainerTempDir();
         string path = dir.File("bad.jsonl");
         File.WriteAllText(path, badLine + "\n");
-        var e = Assert.ThrowsExactly<InvalidDataException>(() =>
+        var e = BadInput.Throws(() =>
             JsonlDataset.Read(path, TrainingTask.SequenceClassification, null, vocabSize: 10, maxLength: 8, numLabels: 3));
         StringAssert.StartsWith(e.Message, path + ": line 1: ");
         StringAssert.Contains(e.Message, expectedFragment);
@@ -81,17 +81,17 @@ public sealed class DataReaderTests
         using var dir = new TrainerTempDir();
         string path = dir.File("empty.jsonl");
         File.WriteAllText(path, "\n\n");
-        var e = Assert.ThrowsExactly<InvalidDataException>(() =>
+        var e = BadInput.Throws(() =>
             JsonlDataset.Read(path, TrainingTask.CausalLanguageModeling, null, 10, 8));
         StringAssert.Contains(e.Message, path);
         StringAssert.Contains(e.Message, "no examples");
     }
 
     [TestMethod]
-    public void Read_MissingFile_ThrowsFileNotFound()
+    public void Read_MissingFile_IsBadInput()
     {
         using var dir = new TrainerTempDir();
-        Assert.ThrowsExactly<FileNotFoundException>(() =>
+        BadInput.Throws(() =>
             JsonlDataset.Read(dir.File("nope.jsonl"), TrainingTask.CausalLanguageModeling, null, 10, 8));
     }
 

@@ -82,7 +82,7 @@ public sealed class DataTokenizerTests
         using var dir = new TrainerTempDir();
         File.WriteAllText(dir.File("tokenizer.json"),
             "{\"pre_tokenizer\":null,\"model\":{\"type\":\"Unigram\",\"vocab\":[[\"a\",-1.0]]}}");
-        var e = Assert.ThrowsExactly<InvalidDataException>(() => CheckpointTokenizer.Load(dir.Path));
+        var e = BadInput.Throws(() => CheckpointTokenizer.Load(dir.Path));
         StringAssert.Contains(e.Message, "tokenizer.json");
         StringAssert.Contains(e.Message, "model.type");
         StringAssert.Contains(e.Message, "Unigram");
@@ -93,15 +93,15 @@ public sealed class DataTokenizerTests
     {
         using var dir = new TrainerTempDir();
         File.WriteAllText(dir.File("tokenizer.json"), "{\"model\": {\"type\": \"BPE\", ");
-        var e = Assert.ThrowsExactly<InvalidDataException>(() => CheckpointTokenizer.Load(dir.Path));
+        var e = BadInput.Throws(() => CheckpointTokenizer.Load(dir.Path));
         StringAssert.Contains(e.Message, dir.File("tokenizer.json"));
     }
 
     [TestMethod]
-    public void Load_MissingFile_ThrowsFileNotFound()
+    public void Load_MissingFile_IsBadInput()
     {
         using var dir = new TrainerTempDir();
-        Assert.ThrowsExactly<FileNotFoundException>(() => CheckpointTokenizer.Load(dir.Path));
+        BadInput.Throws(() => CheckpointTokenizer.Load(dir.Path));
     }
 
     /// <summary>

@@ -107,7 +107,7 @@ public sealed class TrainerOptimizerTests
     [DataRow(nameof(TrainerOptions.EvalFraction))]
     [DataRow(nameof(TrainerOptions.Device))]
     [DataRow(nameof(TrainerOptions.CheckpointDirectory))]
-    public void Validate_BadOption_ThrowsArgumentExceptionNamingIt(string name)
+    public void Validate_BadOption_IsBadInputNamingIt(string name)
     {
         var o = name switch
         {
@@ -117,7 +117,7 @@ public sealed class TrainerOptimizerTests
             nameof(TrainerOptions.Device) => new TrainerOptions { Device = "cuda" },
             _ => new TrainerOptions { CheckpointEverySteps = 5 },
         };
-        var e = Assert.ThrowsExactly<ArgumentException>(o.Validate);
+        var e = BadInput.Throws(o.Validate);
         StringAssert.Contains(e.Message, "TrainerOptions." + name);
     }
 }

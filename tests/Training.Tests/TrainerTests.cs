@@ -1,7 +1,7 @@
 using OnnxLora.Core.Peft;
-using OnnxLora.Models.Lora;
 using OnnxLora.Models.Bert;
 using OnnxLora.Models.Llama;
+using OnnxLora.Models.Lora;
 using OnnxLora.Training.TrainerInternals;
 using static TorchSharp.torch;
 
@@ -173,7 +173,7 @@ public sealed class TrainerTests
         var options = Quick with { Steps = 2, CheckpointEverySteps = 1, CheckpointDirectory = dir.File("ckpt") };
         Trainer.Train(model, data, dir.File("a"), options);
 
-        var e = Assert.ThrowsExactly<ArgumentException>(() => Trainer.Train(model, data, dir.File("b"),
+        var e = BadInput.Throws(() => Trainer.Train(model, data, dir.File("b"),
             Quick with { Steps = 2, BatchSize = 4, ResumeFrom = Path.Combine(dir.File("ckpt"), "step-000001") }));
         StringAssert.Contains(e.Message, "BatchSize: found 4, expected 8");
         Assert.IsFalse(Directory.Exists(dir.File("b")));
@@ -313,7 +313,7 @@ public sealed class TrainerTests
         Directory.CreateDirectory(dir.File("adapter"));
         File.WriteAllText(Path.Combine(dir.File("adapter"), "keep.txt"), "x");
 
-        var e = Assert.ThrowsExactly<IOException>(() => Trainer.Train(model, data, dir.File("adapter"), Quick with { Steps = 1 }));
+        var e = BadInput.Throws(() => Trainer.Train(model, data, dir.File("adapter"), Quick with { Steps = 1 }));
         StringAssert.Contains(e.Message, dir.File("adapter"));
         Assert.IsTrue(File.Exists(Path.Combine(dir.File("adapter"), "keep.txt")));
 
@@ -329,7 +329,7 @@ public sealed class TrainerTests
         string model = TrainerFixtures.Llama(dir.File("model"));
         string data = dir.File("bad.jsonl");
         File.WriteAllText(data, "{\"input_ids\": [1, 2, 3]}\n{\"input_ids\": [1, 64]}\n");
-        var e = Assert.ThrowsExactly<InvalidDataException>(() => Trainer.Train(model, data, dir.File("adapter"), Quick));
+        var e = BadInput.Throws(() => Trainer.Train(model, data, dir.File("adapter"), Quick));
         StringAssert.Contains(e.Message, data + ": line 2");
         StringAssert.Contains(e.Message, "[0, 64)");
     }

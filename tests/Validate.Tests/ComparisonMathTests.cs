@@ -1,3 +1,4 @@
+using OnnxLora.Core;
 using OnnxLora.Validate.Internals;
 
 namespace OnnxLora.Validate.Tests;
@@ -20,7 +21,7 @@ public sealed class ComparisonMathTests
         r[7] = 0;
         a[7] = 1e-7f; // relative error uses the 1e-6 floor here: 0.1
 
-        var c = ComparisonMath.Compare("x", [3, 5, 11], TensorElementKind.Float32, TensorElementKind.Float32, a, r, 1e-3, 1e-3, top1: true);
+        var c = ComparisonMath.Compare("x", [3, 5, 11], DType.F32, DType.F32, a, r, 1e-3, 1e-3, top1: true);
 
         double maxAbs = 0, maxRel = 0, sq = 0, dot = 0, na = 0, nr = 0, refMax = 0;
         long beyond = 0;
@@ -61,7 +62,7 @@ public sealed class ComparisonMathTests
         float[] r = [1, 2, 3, 4];
         float[] a = [1, float.NaN, 3.5f, float.PositiveInfinity];
 
-        var c = ComparisonMath.Compare("x", [4], TensorElementKind.Float32, TensorElementKind.Float32, a, r, 0, 0, top1: false);
+        var c = ComparisonMath.Compare("x", [4], DType.F32, DType.F32, a, r, 0, 0, top1: false);
 
         Assert.AreEqual(2L, c.NonFiniteActual);
         Assert.AreEqual(0L, c.NonFiniteReference);
@@ -76,9 +77,9 @@ public sealed class ComparisonMathTests
     {
         float[] zeros = [0, 0, 0];
         float[] ones = [1, 1, 1];
-        Assert.AreEqual(1.0, ComparisonMath.Compare("x", [3], TensorElementKind.Float32, TensorElementKind.Float32, zeros, zeros, 0, 0, false).CosineSimilarity);
-        Assert.AreEqual(0.0, ComparisonMath.Compare("x", [3], TensorElementKind.Float32, TensorElementKind.Float32, zeros, ones, 0, 0, false).CosineSimilarity);
-        Assert.AreEqual(-1.0, ComparisonMath.Compare("x", [3], TensorElementKind.Float32, TensorElementKind.Float32, [-1, -1, -1], ones, 0, 0, false).CosineSimilarity, 1e-15);
+        Assert.AreEqual(1.0, ComparisonMath.Compare("x", [3], DType.F32, DType.F32, zeros, zeros, 0, 0, false).CosineSimilarity);
+        Assert.AreEqual(0.0, ComparisonMath.Compare("x", [3], DType.F32, DType.F32, zeros, ones, 0, 0, false).CosineSimilarity);
+        Assert.AreEqual(-1.0, ComparisonMath.Compare("x", [3], DType.F32, DType.F32, [-1, -1, -1], ones, 0, 0, false).CosineSimilarity, 1e-15);
     }
 
     [TestMethod]

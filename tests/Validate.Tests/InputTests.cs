@@ -1,3 +1,4 @@
+using OnnxLora.Core;
 using OnnxLora.Validate.Internals;
 
 namespace OnnxLora.Validate.Tests;
@@ -110,13 +111,13 @@ public sealed class InputTests
     public void ResolveShape_SymbolicDims_UseOptionsOverridesAndRules()
     {
         var options = TestFiles.Cpu with { Batch = 3, Sequence = 9, Dims = new Dictionary<string, long> { ["heads"] = 4 } };
-        var sig = new TensorSignature("past_key_values.0.key", TensorElementKind.Float32, ["batch_size", "heads", "past_sequence_length", "64"]);
+        var sig = new TensorSignature("past_key_values.0.key", DType.F32, ["batch_size", "heads", "past_sequence_length", "64"]);
 
         CollectionAssert.AreEqual(new long[] { 3, 4, 0, 64 }, InputBuilder.ResolveShape(sig, "m.onnx", options));
-        CollectionAssert.AreEqual(new long[] { 3, 9 }, InputBuilder.ResolveShape(new TensorSignature("x", TensorElementKind.Int64, ["?", "?"]), "m.onnx", options));
+        CollectionAssert.AreEqual(new long[] { 3, 9 }, InputBuilder.ResolveShape(new TensorSignature("x", DType.I64, ["?", "?"]), "m.onnx", options));
 
-        var e = Assert.ThrowsExactly<ArgumentException>(() =>
-            InputBuilder.ResolveShape(new TensorSignature("x", TensorElementKind.Float32, ["channels"]), "m.onnx", options));
+        var e = BadInput.Throws(() =>
+            InputBuilder.ResolveShape(new TensorSignature("x", DType.F32, ["channels"]), "m.onnx", options));
         StringAssert.Contains(e.Message, "'channels'");
         StringAssert.Contains(e.Message, "input x");
         StringAssert.Contains(e.Message, "--dim channels=N");
@@ -143,7 +144,7 @@ public sealed class InputTests
         File.WriteAllText(json, "{\"input_ids\": [[1, 2]]}");
         string merged = f.Merged();
 
-        var e = Assert.ThrowsExactly<ArgumentException>(() =>
+        var e = BadInput.Throws(() =>
             Validator.Run(new ValidationRequest(merged, f.Unmerged()), TestFiles.Cpu with { InputFiles = [json] }));
 
         StringAssert.Contains(e.Message, "input attention_mask: not supplied");
@@ -161,13 +162,13 @@ public sealed class InputTests
     [DataRow("{\"input_ids\": [[1, 2]], \"attention_mask\": [[1, 1, 1]]}", "input input_ids dim 1 ('sequence'): found 2, expected 3 as input attention_mask has it")]
     [DataRow("{\"input_ids\": [1, 2], \"attention_mask\": [[1, 1]]}", "input input_ids shape: found [2], expected rank 2")]
     [DataRow("{\"input_ids\": [[1, 99]], \"attention_mask\": [[1, 1]]}", "input input_ids element 1: found 99, expected a token id in [0, 48)")]
-    public void Run_MalformedJsonInputs_ThrowInvalidDataNamingFileAndInput(string text, string expected)
+    public void Run_MalformedJsonInputs_AreBadInputNamingFileAndInput(string text, string expected)
     {
         using var f = new TestFiles();
         string json = f.File("bad.json");
         File.WriteAllText(json, text);
 
-        var e = Assert.ThrowsExactly<InvalidDataException>(() =>
+        var e = BadInput.Throws(() =>
             Validator.Run(new ValidationRequest(f.Merged(), f.Unmerged()), TestFiles.Cpu with { InputFiles = [json] }));
 
         StringAssert.StartsWith(e.Message, json);
@@ -175,10 +176,10 @@ public sealed class InputTests
     }
 
     [TestMethod]
-    public void Run_InputFileMissing_ThrowsFileNotFound()
+    public void Run_InputFileMissing_IsBadInput()
     {
         using var f = new TestFiles();
-        var e = Assert.ThrowsExactly<FileNotFoundException>(() =>
+        var e = BadInput.Throws(() =>
             Validator.Run(new ValidationRequest(f.Merged(), f.Unmerged()), TestFiles.Cpu with { InputFiles = [f.File("none.json")] }));
         StringAssert.Contains(e.Message, "none.json");
     }

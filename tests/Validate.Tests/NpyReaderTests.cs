@@ -1,3 +1,4 @@
+using OnnxLora.Core;
 using OnnxLora.Validate.Internals;
 
 namespace OnnxLora.Validate.Tests;
@@ -13,7 +14,7 @@ public sealed class NpyReaderTests
 
         var a = NpyReader.Read(path);
 
-        Assert.AreEqual(TensorElementKind.Int64, a.ElementType);
+        Assert.AreEqual(DType.I64, a.ElementType);
         CollectionAssert.AreEqual(new long[] { 2, 3 }, a.Shape);
         CollectionAssert.AreEqual(new long[] { 1, 2, 3, -4, 5, long.MaxValue }, (long[])a.Data);
     }
@@ -26,7 +27,7 @@ public sealed class NpyReaderTests
 
         var a = NpyReader.Read(path);
 
-        Assert.AreEqual(TensorElementKind.Float32, a.ElementType);
+        Assert.AreEqual(DType.F32, a.ElementType);
         CollectionAssert.AreEqual(new long[] { 4 }, a.Shape);
         CollectionAssert.AreEqual(new[] { 0.5f, -1.25f, 3e-8f, 1e30f }, (float[])a.Data);
     }
@@ -40,7 +41,7 @@ public sealed class NpyReaderTests
 
         var a = NpyReader.Read(path);
 
-        Assert.AreEqual(TensorElementKind.Float16, a.ElementType);
+        Assert.AreEqual(DType.F16, a.ElementType);
         CollectionAssert.AreEqual(values, (Half[])a.Data);
     }
 
@@ -71,7 +72,7 @@ public sealed class NpyReaderTests
     [DataRow("overflowShape", "npy shape")]
     [DataRow("headerPastEnd", "npy header length")]
     [DataRow("tiny", "npy preamble")]
-    public void Read_Malformed_ThrowsInvalidDataNamingFileAndField(string kind, string field)
+    public void Read_Malformed_IsBadInputNamingFileAndField(string kind, string field)
     {
         using var f = new TestFiles();
         byte[] good = Npy.Bytes("<i8", [2, 2], Npy.Int64([1, 2, 3, 4]));
@@ -95,7 +96,7 @@ public sealed class NpyReaderTests
         };
         string path = Npy.Write(f.File($"{kind}.npy"), bytes);
 
-        var e = Assert.ThrowsExactly<InvalidDataException>(() => NpyReader.Read(path));
+        var e = BadInput.Throws(() => NpyReader.Read(path));
 
         StringAssert.StartsWith(e.Message, path);
         StringAssert.Contains(e.Message, field);
@@ -137,7 +138,7 @@ public sealed class NpyReaderTests
         string idsPath = Npy.Write(f.File("input_ids.npy"), Npy.Bytes("<f4", [1, 2], Npy.Float32([1, 2])));
         string maskPath = Npy.Write(f.File("attention_mask.npy"), Npy.Bytes("<i8", [1, 2], Npy.Int64([1, 1])));
 
-        var e = Assert.ThrowsExactly<InvalidDataException>(() =>
+        var e = BadInput.Throws(() =>
             Validator.Run(new ValidationRequest(f.Merged(), f.Unmerged()), TestFiles.Cpu with { InputFiles = [idsPath, maskPath] }));
 
         StringAssert.StartsWith(e.Message, idsPath);

@@ -1,3 +1,5 @@
+using OnnxLora.Core;
+
 namespace OnnxLora.Validate.Tests;
 
 /// <summary>
@@ -41,9 +43,56 @@ public sealed class ProviderTests
             Assert.Inconclusive("CUDA loaded on this machine.");
         }
         Assert.AreEqual(ExecutionDevice.Auto, report.Provider.Requested);
-        Assert.IsFalse(string.IsNullOrEmpty(report.Provider.FallbackReason));
+        string full = report.Provider.FallbackReason!;
+        Assert.IsFalse(string.IsNullOrEmpty(full));
+        string brief = report.Provider.ShortFallbackReason()!;
+        Assert.IsLessThan(full.Length, brief.Length);
+        Assert.DoesNotContain("\n", brief);
+        if (full.Contains("cannot open shared object file", StringComparison.Ordinal))
+        {
+            StringAssert.EndsWith(brief, " not found");
+            StringAssert.Contains(full, brief[..^" not found".Length] + ": cannot open shared object file");
+        }
         string md = ReportWriter.ToMarkdown(report);
         StringAssert.Contains(md, "Fallback reason");
+    }
+
+    /// <summary>ONNX Runtime 1.31's reason on a machine without CUDA 13 libraries (captured here with --device auto).</summary>
+    private const string CapturedReason =
+        "[ErrorCode:Fail] OrtSessionOptionsAppendExecutionProvider_Cuda: Failed to load shared library | "
+        + "/onnxruntime_src/onnxruntime/core/session/provider_bridge_ort.cc:2043 onnxruntime::Provider& onnxruntime::ProviderLibrary::Get() "
+        + "[ONNXRuntimeError] : 1 : FAIL : Failed to load library /work/wt-validate-libs/tests/Validate.Tests/bin/Release/net10.0/runtimes/linux-x64/native/"
+        + "libonnxruntime_providers_cuda.so with error: libcublasLt.so.13: cannot open shared object file: No such file or directory";
+
+    [TestMethod]
+    public void ShortReason_CapturedOrtMessage_IsTheMissingLibrary()
+    {
+        Assert.AreEqual("libcublasLt.so.13 not found", Internals.SessionFactory.ShortReason(CapturedReason));
+    }
+
+    [TestMethod]
+    [DataRow("[ErrorCode:Fail] OrtSessionOptionsAppendExecutionProvider_Cuda: Failed to load shared library | logged line",
+        "OrtSessionOptionsAppendExecutionProvider_Cuda: Failed to load shared library")]
+    [DataRow("[ErrorCode:RuntimeException] /onnxruntime_src/onnxruntime/core/providers/cuda/cuda_call.cc:129 bool onnxruntime::CudaCall() "
+        + "[ONNXRuntimeError] : 1 : FAIL : CUDA failure 100: no CUDA-capable device is detected ; GPU=0 ; hostname=h ; expr=cudaSetDevice(0);\nsecond line",
+        "CUDA failure 100: no CUDA-capable device is detected")]
+    [DataRow("Failed to load library a/libonnxruntime_providers_cuda.so with error: libcudnn.so.9: cannot open shared object file | "
+        + "libcublasLt.so.13: cannot open shared object file", "libcudnn.so.9 not found")]
+    [DataRow("  first line.\r\nsecond line", "first line")]
+    [DataRow(" \n", "ONNX Runtime gave no reason")]
+    public void ShortReason_IsOneLine(string reason, string expected)
+    {
+        Assert.AreEqual(expected, Internals.SessionFactory.ShortReason(reason));
+    }
+
+    [TestMethod]
+    public void ShortFallbackReason_NullWhenCudaWasNotSkipped()
+    {
+        var settings = new SessionSettings(0, 0, GraphOptimization.All, "sequential");
+
+        Assert.IsNull(new ProviderReport(ExecutionDevice.Cpu, 0, true, "CPUExecutionProvider", null, settings).ShortFallbackReason());
+        Assert.AreEqual("libcublasLt.so.13 not found",
+            new ProviderReport(ExecutionDevice.Auto, 0, true, "CPUExecutionProvider", CapturedReason, settings).ShortFallbackReason());
     }
 
     [TestMethod]
@@ -54,12 +103,12 @@ public sealed class ProviderTests
         var options = TestFiles.Cpu with { Device = ExecutionDevice.Cuda, AllowCpuFallback = false, DeviceId = 0 };
 
         ValidationReport? report = null;
-        ExecutionProviderException? error = null;
+        OnnxLoraException? error = null;
         try
         {
             report = Validator.Run(request, options);
         }
-        catch (ExecutionProviderException e)
+        catch (OnnxLoraException e)
         {
             error = e;
         }
@@ -69,7 +118,7 @@ public sealed class ProviderTests
             Assert.Inconclusive("CUDA loaded on this machine.");
         }
         Assert.IsNotNull(error);
-        Assert.IsInstanceOfType<InvalidOperationException>(error);
+        Assert.AreEqual(ErrorKind.BadInput, error.Kind, "the user asked for CUDA without fallback: their device, not our bug");
         StringAssert.Contains(error.Message, "CUDA execution provider (device 0) could not be used and CPU fallback is disabled");
         StringAssert.Contains(error.Message, "ErrorCode");
         Assert.IsNotNull(error.InnerException);

@@ -171,7 +171,7 @@ public sealed partial class ReportWriterTests
         Assert.IsTrue(File.Exists(paths.Html));
         File.WriteAllText(paths.Markdown, "edited");
 
-        var e = Assert.ThrowsExactly<IOException>(() => ReportWriter.WriteAll(Full.Value, dir));
+        var e = BadInput.Throws(() => ReportWriter.WriteAll(Full.Value, dir));
         StringAssert.Contains(e.Message, "validation.json");
         Assert.AreEqual("edited", File.ReadAllText(paths.Markdown), "nothing is written when any file exists");
 

@@ -1,3 +1,5 @@
+using OnnxLora.Core;
+
 namespace OnnxLora.Validate.Tests;
 
 [TestClass]
@@ -169,8 +171,8 @@ public sealed class ValidatorTests
             TestFiles.Cpu with { Atol = 1e-2, Rtol = 1e-2 });
 
         var o = report.Comparisons.Single().Outputs.Single();
-        Assert.AreEqual(TensorElementKind.Float16, o.ActualType);
-        Assert.AreEqual(TensorElementKind.Float16, o.ReferenceType);
+        Assert.AreEqual(DType.F16, o.ActualType);
+        Assert.AreEqual(DType.F16, o.ReferenceType);
         Assert.IsGreaterThan(0.5, o.ReferenceMaxAbs, "values were converted, not reinterpreted");
         Assert.IsLessThan(1e2, o.ReferenceMaxAbs);
         Assert.IsGreaterThan(0.9999, o.CosineSimilarity);
@@ -227,7 +229,7 @@ public sealed class ValidatorTests
             EagerReference = _ => new Dictionary<string, float[]> { ["logits"] = new float[5] },
         };
 
-        var e = Assert.ThrowsExactly<InvalidDataException>(() => Validator.Run(request, TestFiles.Cpu));
+        var e = BadInput.Throws(() => Validator.Run(request, TestFiles.Cpu));
         StringAssert.Contains(e.Message, "eager reference");
         StringAssert.Contains(e.Message, "output logits");
         StringAssert.Contains(e.Message, "found 5 values");
@@ -239,41 +241,41 @@ public sealed class ValidatorTests
         using var f = new TestFiles();
         string unmerged = f.Unmerged(g => g with { OutputName = "scores" });
 
-        var e = Assert.ThrowsExactly<InvalidDataException>(() => Validator.Run(new ValidationRequest(f.Merged(), unmerged), TestFiles.Cpu));
+        var e = BadInput.Throws(() => Validator.Run(new ValidationRequest(f.Merged(), unmerged), TestFiles.Cpu));
         StringAssert.Contains(e.Message, unmerged);
         StringAssert.Contains(e.Message, "outputs");
         StringAssert.Contains(e.Message, "scores");
     }
 
     [TestMethod]
-    public void Run_MissingModel_ThrowsFileNotFound()
+    public void Run_MissingModel_IsBadInput()
     {
         using var f = new TestFiles();
-        var e = Assert.ThrowsExactly<FileNotFoundException>(() => Validator.Run(new ValidationRequest(f.Merged(), f.File("nope.onnx")), TestFiles.Cpu));
+        var e = BadInput.Throws(() => Validator.Run(new ValidationRequest(f.Merged(), f.File("nope.onnx")), TestFiles.Cpu));
         StringAssert.Contains(e.Message, "unmerged model not found");
         StringAssert.Contains(e.Message, "nope.onnx");
     }
 
     [TestMethod]
-    public void Run_GarbageModel_ThrowsInvalidDataNamingTheFile()
+    public void Run_GarbageModel_IsBadInputNamingTheFile()
     {
         using var f = new TestFiles();
         string bad = f.File("bad.onnx");
         File.WriteAllBytes(bad, [1, 2, 3, 4, 5, 6, 7, 8]);
 
-        var e = Assert.ThrowsExactly<InvalidDataException>(() => Validator.Run(new ValidationRequest(bad, f.Unmerged()), TestFiles.Cpu));
+        var e = BadInput.Throws(() => Validator.Run(new ValidationRequest(bad, f.Unmerged()), TestFiles.Cpu));
         StringAssert.StartsWith(e.Message, bad);
         StringAssert.Contains(e.Message, "ONNX Runtime could not load the model");
     }
 
     [TestMethod]
-    public void Run_ModelFailsOnTheInputs_ThrowsInvalidDataNamingTheModel()
+    public void Run_ModelFailsOnTheInputs_IsBadInputNamingTheModel()
     {
         using var f = new TestFiles();
         string merged = f.Merged();
 
         // Token ids up to 999 index past the 48-row embedding: ORT's Gather fails at run time.
-        var e = Assert.ThrowsExactly<InvalidDataException>(() =>
+        var e = BadInput.Throws(() =>
             Validator.Run(new ValidationRequest(merged, f.Unmerged()), TestFiles.Cpu with { VocabSize = 1000, Batch = 4, Sequence = 32 }));
 
         StringAssert.StartsWith(e.Message, merged);
@@ -281,15 +283,15 @@ public sealed class ValidatorTests
     }
 
     [TestMethod]
-    public void Run_BadOptions_ThrowArgumentExceptionNamingTheOption()
+    public void Run_BadOptions_AreBadInputNamingTheOption()
     {
         using var f = new TestFiles();
         var request = new ValidationRequest(f.Merged(), f.Unmerged());
-        StringAssert.Contains(Assert.ThrowsExactly<ArgumentException>(() => Validator.Run(request, TestFiles.Cpu with { Batch = 0 })).Message, "option Batch");
-        StringAssert.Contains(Assert.ThrowsExactly<ArgumentException>(() => Validator.Run(request, TestFiles.Cpu with { MinTop1 = 1.5 })).Message, "option MinTop1");
-        StringAssert.Contains(Assert.ThrowsExactly<ArgumentException>(() => Validator.Run(request, TestFiles.Cpu with { Atol = double.NaN })).Message, "option Atol");
-        StringAssert.Contains(Assert.ThrowsExactly<ArgumentException>(() => Validator.Run(request, TestFiles.Cpu with { MaxLatencyRatio = 1.1, Runs = 3 })).Message, "base model");
-        StringAssert.Contains(Assert.ThrowsExactly<ArgumentException>(() => Validator.Run(new ValidationRequest(f.Merged(), null), TestFiles.Cpu)).Message, "eager reference");
+        StringAssert.Contains(BadInput.Throws(() => Validator.Run(request, TestFiles.Cpu with { Batch = 0 })).Message, "option Batch");
+        StringAssert.Contains(BadInput.Throws(() => Validator.Run(request, TestFiles.Cpu with { MinTop1 = 1.5 })).Message, "option MinTop1");
+        StringAssert.Contains(BadInput.Throws(() => Validator.Run(request, TestFiles.Cpu with { Atol = double.NaN })).Message, "option Atol");
+        StringAssert.Contains(BadInput.Throws(() => Validator.Run(request, TestFiles.Cpu with { MaxLatencyRatio = 1.1, Runs = 3 })).Message, "base model");
+        StringAssert.Contains(BadInput.Throws(() => Validator.Run(new ValidationRequest(f.Merged(), null), TestFiles.Cpu)).Message, "eager reference");
     }
 
     [TestMethod]

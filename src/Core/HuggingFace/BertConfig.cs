@@ -45,7 +45,7 @@ public sealed record BertConfig : HfConfig
     public int HeadDim => NumAttentionHeads > 0 ? HiddenSize / NumAttentionHeads : 0;
 
     /// <summary>Reads and validates a BERT config.json (folder or file).</summary>
-    /// <exception cref="InvalidDataException">Invalid, or the file holds another family.</exception>
+    /// <exception cref="OnnxLoraException">Bad input: invalid, or the file holds another family.</exception>
     public static new BertConfig Load(string dirOrFile)
     {
         var config = HfConfig.Load(dirOrFile);

@@ -162,7 +162,7 @@ internal sealed class ConfigJson
         return extras;
     }
 
-    public InvalidDataException Invalid(string name, string found, string expected) =>
+    public OnnxLoraException Invalid(string name, string found, string expected) =>
         FormatThrow.Invalid(File, $"field '{Prefix}{name}'", found, expected);
 
     private static string Describe(JsonElement v) => v.ValueKind switch

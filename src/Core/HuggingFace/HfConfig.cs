@@ -38,8 +38,8 @@ public abstract record HfConfig
     public static IReadOnlyList<string> SupportedModelTypes { get; } = ["llama", "mistral", "qwen2", "bert"];
 
     /// <summary>Reads and validates <paramref name="dirOrFile"/> (a checkpoint folder, or the config.json itself).</summary>
-    /// <exception cref="FileNotFoundException">No config.json there.</exception>
-    /// <exception cref="InvalidDataException">Malformed JSON, a wrong field type, an invalid value or an unsupported model type; the message names the file and the field.</exception>
+    /// <exception cref="OnnxLoraException">Bad input: no config.json there, malformed JSON, a wrong field type, an invalid value or an
+    /// unsupported model type; the message names the file and the field.</exception>
     public static HfConfig Load(string dirOrFile)
     {
         string file = ResolvePath(dirOrFile);
@@ -90,20 +90,20 @@ public abstract record HfConfig
         if (Directory.Exists(full))
         {
             string file = Path.Combine(full, FileName);
-            return File.Exists(file) ? file : throw new FileNotFoundException($"{full}: no {FileName} in the checkpoint folder.", file);
+            return File.Exists(file) ? file : throw FormatThrow.Invalid(full, $"no {FileName} in the checkpoint folder.");
         }
-        return File.Exists(full) ? full : throw new FileNotFoundException($"{full}: config file not found.", full);
+        return File.Exists(full) ? full : throw OnnxLoraException.NotFound("config file", full);
     }
 
     /// <summary>
     /// Checks every value (positive sizes, divisible head counts, finite positive epsilons, supported
     /// activations). Called by <see cref="Load"/>; call it on configs built in code before using them.
     /// </summary>
-    /// <exception cref="InvalidDataException">A field is invalid; the message names the file (or the record type) and the field.</exception>
+    /// <exception cref="OnnxLoraException">Bad input: a field is invalid; the message names the file (or the record type) and the field.</exception>
     public abstract void Validate();
 
     /// <summary>Writes config.json atomically: to <paramref name="dirOrFile"/>/config.json when it is a folder, else to that file.</summary>
-    /// <exception cref="IOException">The file exists and <paramref name="overwrite"/> is false.</exception>
+    /// <exception cref="OnnxLoraException">Bad input: the file exists and <paramref name="overwrite"/> is false.</exception>
     public void Save(string dirOrFile, bool overwrite = false)
     {
         string full = Path.GetFullPath(dirOrFile);
@@ -156,7 +156,7 @@ public abstract record HfConfig
     /// <summary>The name used in validation errors: the file, or the record type for configs built in code.</summary>
     private protected string Source => SourcePath ?? $"<{GetType().Name} built in code>";
 
-    private protected InvalidDataException Invalid(string field, string found, string expected) =>
+    private protected OnnxLoraException Invalid(string field, string found, string expected) =>
         FormatThrow.Invalid(Source, $"field '{field}'", found, expected);
 
     private protected void RequirePositive(string field, long value)

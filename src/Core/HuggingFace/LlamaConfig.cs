@@ -74,7 +74,7 @@ public sealed record LlamaConfig : HfConfig
     public bool OutputProjectionBias => ModelType != "qwen2" && AttentionBias;
 
     /// <summary>Reads and validates a LLaMA-family config.json (folder or file).</summary>
-    /// <exception cref="InvalidDataException">Invalid, or the file holds another family.</exception>
+    /// <exception cref="OnnxLoraException">Bad input: invalid, or the file holds another family.</exception>
     public static new LlamaConfig Load(string dirOrFile)
     {
         var config = HfConfig.Load(dirOrFile);
@@ -209,7 +209,7 @@ public sealed record LlamaConfig : HfConfig
         w.Ids("eos_token_id", EosTokenIds);
     }
 
-    internal InvalidDataException InvalidField(string field, string found, string expected) => Invalid(field, found, expected);
+    internal OnnxLoraException InvalidField(string field, string found, string expected) => Invalid(field, found, expected);
 
     private static string Text(long value) => value.ToString(CultureInfo.InvariantCulture);
 }

@@ -24,28 +24,28 @@ public sealed class AtomicDirectory : IDisposable
     public string TempPath { get; }
 
     /// <summary>Fails early (before any work) when the destination exists and may not be replaced, or is a file.</summary>
-    /// <exception cref="IOException">It exists and <paramref name="overwrite"/> is false, or it is a file.</exception>
+    /// <exception cref="OnnxLoraException">It exists and <paramref name="overwrite"/> is false, or it is a file (bad input).</exception>
     public static void CheckDestination(string finalPath, bool overwrite)
     {
         finalPath = Path.GetFullPath(finalPath);
         if (!overwrite && (Directory.Exists(finalPath) || System.IO.File.Exists(finalPath)))
         {
-            throw new IOException($"{finalPath}: output exists; pass --force (overwrite) to replace it.");
+            throw OnnxLoraException.OutputExists(finalPath);
         }
         if (System.IO.File.Exists(finalPath))
         {
-            throw new IOException($"{finalPath}: is a file; expected a folder (or nothing) there.");
+            throw OnnxLoraException.Invalid(finalPath, "is a file; expected a folder (or nothing) there.");
         }
     }
 
     /// <summary>Starts building <paramref name="finalPath"/>.</summary>
-    /// <exception cref="IOException">It exists and <paramref name="overwrite"/> is false.</exception>
+    /// <exception cref="OnnxLoraException">It exists and <paramref name="overwrite"/> is false (bad input).</exception>
     public static AtomicDirectory Create(string finalPath, bool overwrite = false)
     {
         finalPath = Path.GetFullPath(finalPath.TrimEnd(Path.DirectorySeparatorChar, Path.AltDirectorySeparatorChar));
         if (!overwrite && (Directory.Exists(finalPath) || System.IO.File.Exists(finalPath)))
         {
-            throw new IOException($"{finalPath}: output exists; pass --force (overwrite) to replace it.");
+            throw OnnxLoraException.OutputExists(finalPath);
         }
         string parent = Path.GetDirectoryName(finalPath)!;
         Directory.CreateDirectory(parent);
@@ -66,7 +66,7 @@ public sealed class AtomicDirectory : IDisposable
         {
             if (!_overwrite)
             {
-                throw new IOException($"{FinalPath}: output appeared while writing; pass --force (overwrite) to replace it.");
+                throw OnnxLoraException.OutputAppeared(FinalPath);
             }
             aside = Path.Combine(Path.GetDirectoryName(FinalPath)!, $".{Path.GetFileName(FinalPath)}.{Guid.NewGuid():N}.old");
             if (Directory.Exists(FinalPath))

@@ -29,13 +29,13 @@ public sealed class AtomicFile : IDisposable
     public FileStream Stream { get; }
 
     /// <summary>Starts writing <paramref name="finalPath"/>.</summary>
-    /// <exception cref="IOException"><paramref name="finalPath"/> exists and <paramref name="overwrite"/> is false.</exception>
+    /// <exception cref="OnnxLoraException"><paramref name="finalPath"/> exists and <paramref name="overwrite"/> is false (bad input).</exception>
     public static AtomicFile Create(string finalPath, bool overwrite = false)
     {
         finalPath = System.IO.Path.GetFullPath(finalPath);
         if (!overwrite && (File.Exists(finalPath) || Directory.Exists(finalPath)))
         {
-            throw new IOException($"{finalPath}: output exists; pass --force (overwrite) to replace it.");
+            throw OnnxLoraException.OutputExists(finalPath);
         }
         string dir = System.IO.Path.GetDirectoryName(finalPath)!;
         Directory.CreateDirectory(dir);
@@ -60,7 +60,7 @@ public sealed class AtomicFile : IDisposable
         if (!_overwrite && (File.Exists(FinalPath) || Directory.Exists(FinalPath)))
         {
             File.Delete(TempPath);
-            throw new IOException($"{FinalPath}: output appeared while writing; pass --force (overwrite) to replace it.");
+            throw OnnxLoraException.OutputAppeared(FinalPath);
         }
         File.Move(TempPath, FinalPath, overwrite: true);
         _committed = true;

@@ -14,7 +14,7 @@ public static class DiskSpace
     /// <param name="outputPath">The file or folder about to be written (it need not exist yet).</param>
     /// <param name="bytesNeeded">How many bytes the write needs (0 or less always passes).</param>
     /// <param name="what">What is written, for the message ("the merged checkpoint").</param>
-    /// <exception cref="IOException">Not enough free space.</exception>
+    /// <exception cref="OnnxLoraException">Not enough free space (bad input: the user's drive must be cleared or another chosen).</exception>
     public static void EnsureAvailable(string outputPath, long bytesNeeded, string what)
     {
         ArgumentException.ThrowIfNullOrEmpty(outputPath);
@@ -24,8 +24,7 @@ public static class DiskSpace
         }
         if (free < bytesNeeded)
         {
-            throw new IOException(
-                $"{Path.GetFullPath(outputPath)}: writing {what} needs {bytesNeeded:N0} bytes but only {free:N0} are free on {mount}.");
+            throw OnnxLoraException.Invalid(Path.GetFullPath(outputPath), $"writing {what} needs {bytesNeeded:N0} bytes but only {free:N0} are free on {mount}.");
         }
     }
 

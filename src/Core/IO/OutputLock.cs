@@ -20,7 +20,7 @@ public sealed class OutputLock : IDisposable
     public string LockPath { get; }
 
     /// <summary>Takes the lock for <paramref name="outputPath"/>, or throws at once if another process holds it.</summary>
-    /// <exception cref="IOException">Another process is writing this output.</exception>
+    /// <exception cref="OnnxLoraException">Another process is writing this output (bad input: the user runs two jobs on one output).</exception>
     public static OutputLock Acquire(string outputPath)
     {
         string full = Path.GetFullPath(outputPath.TrimEnd(Path.DirectorySeparatorChar, Path.AltDirectorySeparatorChar));
@@ -38,7 +38,7 @@ public sealed class OutputLock : IDisposable
         }
         catch (IOException e)
         {
-            throw new IOException($"{full}: another merge-export process is writing this output (lock file {lockPath}); wait for it to finish.", e);
+            throw OnnxLoraException.Invalid(full, $"another merge-export process is writing this output (lock file {lockPath}); wait for it to finish.", e);
         }
     }
 

@@ -25,8 +25,8 @@ public static partial class OnnxFile
     public static string ExternalDataFileName(string modelPath) => Path.GetFileName(modelPath) + ".data";
 
     /// <summary>Reads and validates an ONNX model.</summary>
-    /// <exception cref="FileNotFoundException">The file does not exist.</exception>
-    /// <exception cref="InvalidDataException">The file (or its external data) is malformed; the message names the file and the field.</exception>
+    /// <exception cref="OnnxLoraException">Bad input: the file does not exist, or it (or its external data) is malformed; the
+    /// message names the file and the field.</exception>
     public static ModelProto Load(string path, OnnxLoadOptions? options = null)
     {
         options ??= OnnxLoadOptions.Default;
@@ -35,7 +35,7 @@ public static partial class OnnxFile
         var info = new FileInfo(fullPath);
         if (!info.Exists)
         {
-            throw new FileNotFoundException($"{fullPath}: ONNX model not found.", fullPath);
+            throw OnnxLoraException.NotFound("ONNX model", fullPath);
         }
         if (info.Length > MaxProtobufBytes)
         {
@@ -70,8 +70,9 @@ public static partial class OnnxFile
     /// "&lt;file&gt;.data" as <paramref name="options"/> say. The model object is left as it was.
     /// </summary>
     /// <returns>The external data file written, or null when every initializer stayed in the model file.</returns>
-    /// <exception cref="IOException">An output exists and <see cref="OnnxSaveOptions.Overwrite"/> is false.</exception>
-    /// <exception cref="ArgumentException">The model exceeds 2 GiB with <see cref="OnnxExternalData.Never"/>, or its initializers cannot be written.</exception>
+    /// <exception cref="OnnxLoraException">Bad input: an output exists and <see cref="OnnxSaveOptions.Overwrite"/> is false, or the
+    /// model exceeds 2 GiB with <see cref="OnnxExternalData.Never"/>.</exception>
+    /// <exception cref="ArgumentException">The model still refers to external data it has not loaded (the caller's bug).</exception>
     public static string? Save(ModelProto model, string path, OnnxSaveOptions? options = null)
     {
         ArgumentNullException.ThrowIfNull(model);
@@ -95,7 +96,7 @@ public static partial class OnnxFile
         };
         if (!external && inlineBytes > MaxProtobufBytes - (16L << 20))
         {
-            throw new ArgumentException($"{fullPath}: the model has {inlineBytes} bytes of initializer data, over protobuf's 2 GiB limit; use external data (Auto or Always).", nameof(options));
+            throw FormatThrow.Invalid(fullPath, $"the model has {inlineBytes} bytes of initializer data, over protobuf's 2 GiB limit; use external data (Auto or Always).");
         }
         if (!options.Overwrite)
         {
@@ -124,7 +125,7 @@ public static partial class OnnxFile
     {
         if (File.Exists(path) || Directory.Exists(path))
         {
-            throw new IOException($"{path}: output exists; pass --force (overwrite) to replace it.");
+            throw OnnxLoraException.OutputExists(path);
         }
     }
 }

@@ -49,7 +49,7 @@ public static class OnnxTensors
     }
 
     /// <summary>Number of elements the tensor's dims describe (1 for a scalar).</summary>
-    /// <exception cref="InvalidDataException">A dim is negative or the count overflows.</exception>
+    /// <exception cref="OnnxLoraException">A dim is negative or the count overflows (bad input).</exception>
     public static long ElementCount(TensorProto tensor)
     {
         ArgumentNullException.ThrowIfNull(tensor);
@@ -131,7 +131,7 @@ public static class OnnxTensors
     /// int32_data (fp16/bf16 bit patterns).
     /// </summary>
     /// <exception cref="InvalidOperationException">The tensor's data is external and was not loaded.</exception>
-    /// <exception cref="InvalidDataException">The element type is not floating point or the data length does not match the dims.</exception>
+    /// <exception cref="OnnxLoraException">The element type is not floating point or the data length does not match the dims (bad input).</exception>
     public static float[] ReadAsSingle(TensorProto tensor)
     {
         ArgumentNullException.ThrowIfNull(tensor);

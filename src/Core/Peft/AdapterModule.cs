@@ -103,9 +103,9 @@ public sealed class AdapterModule
     /// <summary>The module's tensors by role.</summary>
     public IReadOnlyDictionary<AdapterTensorRole, TensorInfo> Tensors { get; }
 
-    /// <summary>The tensor with that role; throws <see cref="KeyNotFoundException"/> naming the module when absent.</summary>
+    /// <summary>The tensor with that role; throws <see cref="OnnxLoraException"/> (bad input) naming the module when absent.</summary>
     public TensorInfo this[AdapterTensorRole role] =>
-        Tensors.TryGetValue(role, out var t) ? t : throw new KeyNotFoundException($"adapter module '{ModulePath}' has no {role} tensor.");
+        Tensors.TryGetValue(role, out var t) ? t : throw OnnxLoraException.Invalid($"adapter module '{ModulePath}'", $"no {role} tensor.");
 
     public override string ToString() => $"{ModulePath} ({Kind}, r={Rank}, alpha={Alpha}, s={Scaling})";
 }

@@ -20,8 +20,8 @@ public sealed partial class PeftAdapter
     /// <paramref name="overwrite"/>, an existing folder is first renamed aside and deleted after the
     /// new one is in place. Nothing appears under <paramref name="directory"/> when any step fails.
     /// </remarks>
-    /// <exception cref="IOException">The destination exists and <paramref name="overwrite"/> is false.</exception>
-    /// <exception cref="InvalidDataException">The tensors do not form a valid adapter for <paramref name="config"/>.</exception>
+    /// <exception cref="OnnxLoraException">Bad input: the destination exists and <paramref name="overwrite"/> is false, or the
+    /// tensors do not form a valid adapter for <paramref name="config"/>.</exception>
     public static void Save(string directory, PeftAdapterConfig config, IReadOnlyList<(TensorSpec Spec, ReadOnlyMemory<byte> Data)> tensors, bool overwrite = false)
     {
         ArgumentNullException.ThrowIfNull(config);
@@ -29,7 +29,7 @@ public sealed partial class PeftAdapter
         directory = System.IO.Path.GetFullPath(directory.TrimEnd('/', '\\'));
         if (!overwrite && (System.IO.Directory.Exists(directory) || File.Exists(directory)))
         {
-            throw new IOException($"{directory}: output exists; pass --force (overwrite) to replace it.");
+            throw OnnxLoraException.OutputExists(directory);
         }
         string parent = System.IO.Path.GetDirectoryName(directory)!;
         System.IO.Directory.CreateDirectory(parent);
@@ -63,7 +63,7 @@ public sealed partial class PeftAdapter
         }
         if (!overwrite)
         {
-            throw new IOException($"{directory}: output appeared while writing; pass --force (overwrite) to replace it.");
+            throw OnnxLoraException.OutputAppeared(directory);
         }
         string old = AtomicFile.TempNameBeside(directory) + ".old";
         System.IO.Directory.Move(directory, old);

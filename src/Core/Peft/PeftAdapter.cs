@@ -50,9 +50,9 @@ public sealed partial class PeftAdapter : IDisposable
     /// <summary>The module at that path, or null.</summary>
     public AdapterModule? Find(string modulePath) => _byPath.GetValueOrDefault(modulePath);
 
-    /// <summary>The module at that path; <see cref="KeyNotFoundException"/> naming the adapter when absent.</summary>
+    /// <summary>The module at that path; <see cref="OnnxLoraException"/> (bad input) naming the adapter when absent.</summary>
     public AdapterModule Get(string modulePath) =>
-        _byPath.TryGetValue(modulePath, out var m) ? m : throw new KeyNotFoundException($"{Directory}: the adapter has no module '{modulePath}'.");
+        _byPath.TryGetValue(modulePath, out var m) ? m : throw PeftThrow.Invalid(Directory, $"the adapter has no module '{modulePath}'.");
 
     /// <summary>The update of <paramref name="module"/> with its factors read as fp32 (the one ΔW composition, <see cref="ModuleUpdate"/>).</summary>
     public ModuleUpdate ReadUpdate(AdapterModule module) => ModuleUpdate.Read(this, module);
@@ -94,15 +94,14 @@ public sealed partial class PeftAdapter : IDisposable
     /// <summary>
     /// Opens an adapter folder and validates it completely.
     /// </summary>
-    /// <exception cref="DirectoryNotFoundException">The folder does not exist.</exception>
-    /// <exception cref="FileNotFoundException">adapter_config.json or the weights are missing.</exception>
-    /// <exception cref="InvalidDataException">Anything malformed or inconsistent; the message names the file and key or field.</exception>
+    /// <exception cref="OnnxLoraException">Bad input: the folder, adapter_config.json or the weights are missing, or anything is
+    /// malformed or inconsistent; the message names the file and key or field.</exception>
     public static PeftAdapter Load(string directory, SafetensorsLimits? limits = null)
     {
         directory = System.IO.Path.GetFullPath(directory);
         if (!System.IO.Directory.Exists(directory))
         {
-            throw new DirectoryNotFoundException($"{directory}: adapter folder not found.");
+            throw OnnxLoraException.NotFound("adapter folder", directory);
         }
         var config = PeftAdapterConfig.Load(System.IO.Path.Combine(directory, PeftAdapterConfig.FileName));
         string weightsPath = System.IO.Path.Combine(directory, WeightsFileName);
@@ -113,7 +112,7 @@ public sealed partial class PeftAdapter : IDisposable
             {
                 throw PeftThrow.Invalid(pickle, $"PyTorch pickle adapter weights are not supported (they can run code when loaded); only {WeightsFileName} is read. Re-save the adapter with safe_serialization=True.");
             }
-            throw new FileNotFoundException($"{directory}: no {WeightsFileName} found beside {PeftAdapterConfig.FileName}.", weightsPath);
+            throw PeftThrow.Invalid(directory, $"no {WeightsFileName} found beside {PeftAdapterConfig.FileName}.");
         }
         var weights = SafetensorsFile.Open(weightsPath, limits);
         try

@@ -21,13 +21,13 @@ public sealed partial record PeftAdapterConfig
     private static readonly string[] LoKrFields = ["alpha", "rank_dropout", "module_dropout", "init_weights", "decompose_both", "decompose_factor"];
 
     /// <summary>Reads and validates an adapter_config.json file.</summary>
-    /// <exception cref="InvalidDataException">Malformed JSON, a field of the wrong type or out of range; the message names the file and field.</exception>
+    /// <exception cref="OnnxLoraException">Bad input: malformed JSON, a field of the wrong type or out of range; the message names the file and field.</exception>
     public static PeftAdapterConfig Load(string path)
     {
         path = Path.GetFullPath(path);
         if (!File.Exists(path))
         {
-            throw new FileNotFoundException($"{path}: adapter config not found.", path);
+            throw OnnxLoraException.NotFound("adapter config", path);
         }
         long length = new FileInfo(path).Length;
         if (length > MaxFileBytes)
@@ -107,7 +107,7 @@ public sealed partial record PeftAdapterConfig
     /// Checks every value is in range: r &gt; 0, alphas finite and ≥ 0, dropouts in [0, 1], pattern
     /// ranks &gt; 0, regexes that compile, and no setting this project cannot merge exactly.
     /// </summary>
-    /// <exception cref="InvalidDataException">The first problem found, naming <paramref name="source"/> and the field.</exception>
+    /// <exception cref="OnnxLoraException">Bad input: the first problem found, naming <paramref name="source"/> and the field.</exception>
     public void Validate(string source)
     {
         if (R <= 0)
@@ -433,7 +433,7 @@ public sealed partial record PeftAdapterConfig
             return map;
         }
 
-        private InvalidDataException Wrong(JsonNode? node, string field, string expected) =>
+        private OnnxLoraException Wrong(JsonNode? node, string field, string expected) =>
             PeftThrow.Field(source, field, Describe(node), expected);
 
         private static string Describe(JsonNode? node) => node switch

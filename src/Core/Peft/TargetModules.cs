@@ -77,7 +77,7 @@ public sealed class TargetModules : IEquatable<TargetModules>
         }
         catch (RegexParseException e)
         {
-            throw new ArgumentException($"target_modules \"{pattern}\" is not a valid regular expression ({e.Error} at offset {e.Offset}).", nameof(pattern), e);
+            throw OnnxLoraException.Invalid("target_modules", $"\"{pattern}\" is not a valid regular expression ({e.Error} at offset {e.Offset})", e);
         }
     }
 

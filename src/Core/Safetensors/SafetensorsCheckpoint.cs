@@ -53,7 +53,7 @@ public sealed class SafetensorsCheckpoint : IDisposable
         directory = System.IO.Path.GetFullPath(directory);
         if (!System.IO.Directory.Exists(directory))
         {
-            throw new DirectoryNotFoundException($"{directory}: checkpoint folder not found.");
+            throw OnnxLoraException.NotFound("checkpoint folder", directory);
         }
         string index = System.IO.Path.Combine(directory, IndexFileName);
         if (File.Exists(index))
@@ -63,7 +63,7 @@ public sealed class SafetensorsCheckpoint : IDisposable
         string single = System.IO.Path.Combine(directory, SingleFileName);
         if (!File.Exists(single))
         {
-            throw new FileNotFoundException($"{directory}: no {SingleFileName} or {IndexFileName} found; expected a Hugging Face safetensors checkpoint folder.", single);
+            throw FormatThrow.Invalid(directory, $"no {SingleFileName} or {IndexFileName} found; expected a Hugging Face safetensors checkpoint folder.");
         }
         var file = SafetensorsFile.Open(single, limits);
         var owner = file.Tensors.ToDictionary(t => t.Name, _ => file, StringComparer.Ordinal);
@@ -181,9 +181,9 @@ public sealed class SafetensorsCheckpoint : IDisposable
     public bool Contains(string name) => _owner.ContainsKey(name);
 
     /// <summary>The shard holding a tensor, and the tensor.</summary>
-    /// <exception cref="KeyNotFoundException">No shard holds it; the message names the checkpoint.</exception>
+    /// <exception cref="OnnxLoraException">No shard holds it (bad input); the message names the checkpoint.</exception>
     public (SafetensorsFile File, TensorInfo Tensor) Locate(string name) =>
-        _owner.TryGetValue(name, out var f) ? (f, f.Get(name)) : throw new KeyNotFoundException($"{Directory}: no tensor named '{name}' in the checkpoint.");
+        _owner.TryGetValue(name, out var f) ? (f, f.Get(name)) : throw FormatThrow.Invalid(Directory, $"no tensor named '{name}' in the checkpoint.");
 
     /// <summary>A float tensor's values as fp32.</summary>
     public float[] ReadSingles(string name)

@@ -52,7 +52,7 @@ public sealed unsafe partial class SafetensorsFile : IDisposable
     public IReadOnlyDictionary<string, string> Metadata { get; }
 
     /// <summary>Opens and validates a safetensors file.</summary>
-    /// <exception cref="InvalidDataException">The file is not a valid safetensors file; the message says why.</exception>
+    /// <exception cref="OnnxLoraException">The file is not a valid safetensors file (bad input); the message says why.</exception>
     public static SafetensorsFile Open(string path, SafetensorsLimits? limits = null)
     {
         limits ??= SafetensorsLimits.Default;
@@ -125,9 +125,9 @@ public sealed unsafe partial class SafetensorsFile : IDisposable
     public TensorInfo? Find(string name) => _byName.GetValueOrDefault(name);
 
     /// <summary>The tensor of that name.</summary>
-    /// <exception cref="KeyNotFoundException">No such tensor; the message names the file.</exception>
+    /// <exception cref="OnnxLoraException">No such tensor (bad input); the message names the file.</exception>
     public TensorInfo Get(string name) =>
-        _byName.TryGetValue(name, out var t) ? t : throw new KeyNotFoundException($"{Path}: no tensor named '{name}'.");
+        _byName.TryGetValue(name, out var t) ? t : throw FormatThrow.Invalid(Path, $"no tensor named '{name}'.");
 
     /// <summary>The raw little-endian bytes of a tensor smaller than 2 GiB, straight from the mapping.</summary>
     public ReadOnlySpan<byte> GetBytes(TensorInfo tensor)
@@ -168,11 +168,11 @@ public sealed unsafe partial class SafetensorsFile : IDisposable
     {
         if (!tensor.DType.IsFloat())
         {
-            throw new InvalidDataException($"{Path}: tensor '{tensor.Name}' has dtype {tensor.DType}, expected a floating-point dtype.");
+            throw FormatThrow.Invalid(Path, $"tensor '{tensor.Name}' has dtype {tensor.DType}, expected a floating-point dtype.");
         }
         if (tensor.ElementCount > Array.MaxLength)
         {
-            throw new InvalidOperationException($"{Path}: tensor '{tensor.Name}' has {tensor.ElementCount} elements, too many for one array.");
+            throw FormatThrow.Invalid(Path, $"tensor '{tensor.Name}' has {tensor.ElementCount} elements, too many for one array.");
         }
         var result = new float[tensor.ElementCount];
         FloatCodec.Decode(tensor.DType, GetBytes(tensor), result);
@@ -193,7 +193,7 @@ public sealed unsafe partial class SafetensorsFile : IDisposable
                 DType.I16 => BinaryPrimitives.ReadInt16LittleEndian(bytes[(i * 2)..]),
                 DType.I8 => (sbyte)bytes[i],
                 DType.U8 or DType.Bool => bytes[i],
-                _ => throw new InvalidDataException($"{Path}: tensor '{tensor.Name}' has dtype {tensor.DType}, expected an integer dtype."),
+                _ => throw FormatThrow.Invalid(Path, $"tensor '{tensor.Name}' has dtype {tensor.DType}, expected an integer dtype."),
             };
         }
         return result;

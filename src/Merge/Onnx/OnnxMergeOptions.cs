@@ -18,7 +18,7 @@ public sealed record OnnxMergeOptions
     /// <summary>
     /// How adapters are combined, safe mode, and the dtype: an ONNX merge keeps each initializer's
     /// dtype (the graph is unchanged), so <see cref="MergeOptions.OutputDType"/> must be
-    /// <see cref="OutputDType.Keep"/> or the dtype the merged initializers already have.
+    /// null (keep) or the dtype the merged initializers already have.
     /// </summary>
     public MergeOptions Merge { get; init; } = MergeOptions.Default;
 

@@ -26,7 +26,7 @@ public sealed record OnnxMergeResult(string OutputPath, string? ExternalDataPath
 public static class OnnxModelMerger
 {
     /// <summary>Maps every adapter module to its initializer without writing anything (the "inspect" view).</summary>
-    /// <exception cref="InvalidDataException">A module maps to no initializer or to several (the message lists candidates), or a shape or dtype does not fit.</exception>
+    /// <exception cref="OnnxLoraException">Bad input: a module maps to no initializer or to several (the message lists candidates), or a shape or dtype does not fit.</exception>
     public static OnnxMergePlan Plan(string onnxPath, IReadOnlyList<WeightedAdapter> adapters, OnnxMergeOptions? options = null)
     {
         options ??= OnnxMergeOptions.Default;
@@ -39,9 +39,9 @@ public static class OnnxModelMerger
     /// Merges <paramref name="adapters"/> into the model at <paramref name="onnxPath"/> and writes
     /// <paramref name="outputPath"/> (and "&lt;output&gt;.data" when data goes external).
     /// </summary>
-    /// <exception cref="InvalidDataException">Mapping failed, the model is malformed, or (safe mode) a merged value is not finite in the initializer's dtype.</exception>
-    /// <exception cref="IOException">The output exists and overwrite is off.</exception>
-    /// <exception cref="ArgumentException">Bad options (output equal to the input, an output dtype other than the model's).</exception>
+    /// <exception cref="OnnxLoraException">Bad input: mapping failed, the model is malformed, (safe mode) a merged value is not
+    /// finite in the initializer's dtype, the output exists and overwrite is off, or bad options (output equal to the input, an
+    /// output dtype other than the model's).</exception>
     public static OnnxMergeResult Merge(string onnxPath, IReadOnlyList<WeightedAdapter> adapters, string outputPath, OnnxMergeOptions? options = null)
     {
         options ??= OnnxMergeOptions.Default;
@@ -54,7 +54,7 @@ public static class OnnxModelMerger
         }
         if (!overwrite && (File.Exists(output) || Directory.Exists(output)))
         {
-            throw new IOException($"{output}: output exists; pass --force (overwrite) to replace it.");
+            throw OnnxLoraException.OutputExists(output);
         }
 
         var proto = Load(model, needData: true, out long? smallestExternal);
@@ -118,7 +118,7 @@ public static class OnnxModelMerger
         {
             if (!Directory.Exists(dir))
             {
-                throw new DirectoryNotFoundException($"{Path.GetFullPath(dir)}: base checkpoint folder not found.");
+                throw OnnxLoraException.NotFound("base checkpoint folder", Path.GetFullPath(dir));
             }
             checkpoint = SafetensorsCheckpoint.Open(dir);
         }
@@ -200,23 +200,17 @@ public static class OnnxModelMerger
         return FormattableString.Invariant($"{kind}{(m.UseDora ? "+dora" : "")} r={m.Rank} s={m.Scaling:G6}{(m.FanInFanOut ? " fan_in_fan_out" : "")}");
     }
 
-    private static void CheckOutputDType(OutputDType output, Dictionary<string, TargetResolution> resolved)
+    private static void CheckOutputDType(DType? output, Dictionary<string, TargetResolution> resolved)
     {
-        if (output == OutputDType.Keep)
+        if (output is not DType wanted)
         {
             return;
         }
-        var wanted = output switch
-        {
-            OutputDType.F16 => DType.F16,
-            OutputDType.BF16 => DType.BF16,
-            _ => DType.F32,
-        };
         var other = resolved.Values.FirstOrDefault(r => r.DType != wanted);
         if (other is not null)
         {
             throw OnnxMergeThrow.Option(nameof(MergeOptions.OutputDType),
-                $"found {output}, but initializer '{other.Initializer}' is {other.DType}; an ONNX merge keeps each initializer's dtype so the graph stays valid, expected Keep");
+                $"found {output}, but initializer '{other.Initializer}' is {other.DType}; an ONNX merge keeps each initializer's dtype so the graph stays valid, expected keep");
         }
     }
 

@@ -46,7 +46,7 @@ public abstract partial class BertResidualProjection : nn.Module<Tensor, Tensor,
     {
         if (name != "dense")
         {
-            throw ModelThrow.Argument(nameof(name), $"{GetType().Name} has no replaceable child '{name}'");
+            throw ModelThrow.Misuse(nameof(name), $"{GetType().Name} has no replaceable child '{name}'");
         }
         Dense = replacement;
         _internal_submodules[name] = replacement;
@@ -114,7 +114,7 @@ public sealed partial class BertIntermediate : nn.Module<Tensor, Tensor>, IChild
     {
         if (name != "dense")
         {
-            throw ModelThrow.Argument(nameof(name), $"{nameof(BertIntermediate)} has no replaceable child '{name}'");
+            throw ModelThrow.Misuse(nameof(name), $"{nameof(BertIntermediate)} has no replaceable child '{name}'");
         }
         Dense = replacement;
         _internal_submodules[name] = replacement;
@@ -195,7 +195,7 @@ public sealed partial class BertPooler : nn.Module<Tensor, Tensor>, IChildReplac
     {
         if (name != "dense")
         {
-            throw ModelThrow.Argument(nameof(name), $"{nameof(BertPooler)} has no replaceable child '{name}'");
+            throw ModelThrow.Misuse(nameof(name), $"{nameof(BertPooler)} has no replaceable child '{name}'");
         }
         Dense = replacement;
         _internal_submodules[name] = replacement;

@@ -61,7 +61,7 @@ public sealed partial class BertEmbeddings : nn.Module<Tensor, Tensor?, Tensor>,
             case "word_embeddings": WordEmbeddings = replacement; break;
             case "position_embeddings": PositionEmbeddings = replacement; break;
             case "token_type_embeddings": TokenTypeEmbeddings = replacement; break;
-            default: throw ModelThrow.Argument(nameof(name), $"{nameof(BertEmbeddings)} has no replaceable child '{name}'");
+            default: throw ModelThrow.Misuse(nameof(name), $"{nameof(BertEmbeddings)} has no replaceable child '{name}'");
         }
         _internal_submodules[name] = replacement;
     }

@@ -96,7 +96,7 @@ public sealed partial class BertModel : nn.Module<Tensor, Tensor?, Tensor>
     /// <c>gamma</c>/<c>beta</c> spellings, and skips the <c>position_ids</c> buffer. The pooler is
     /// created when the checkpoint has <c>pooler.dense</c>.
     /// </summary>
-    /// <exception cref="InvalidDataException">The config is invalid or not BERT, or the weights do not match it (all problems listed).</exception>
+    /// <exception cref="OnnxLoraException">Bad input: the config is invalid or not BERT, or the weights do not match it (all problems listed).</exception>
     public static BertModel FromPretrained(string directory)
     {
         var config = BertConfig.Load(directory);
@@ -131,7 +131,7 @@ public sealed partial class BertModel : nn.Module<Tensor, Tensor?, Tensor>
     /// <paramref name="directory"/>; for a LoRA-injected model the base weights under their original
     /// names. The stored <paramref name="dtype"/> is F32 (default), F16 or BF16.
     /// </summary>
-    /// <exception cref="IOException">An output file exists and <paramref name="overwrite"/> is false.</exception>
+    /// <exception cref="OnnxLoraException">Bad input: an output file exists and <paramref name="overwrite"/> is false.</exception>
     public void SaveCheckpoint(string directory, DType dtype = DType.F32, bool overwrite = false) =>
         CheckpointIO.Save(directory, Config, CheckpointIO.BaseTensors(this, Layout(Config, Pooler is not null)), dtype, overwrite);
 

@@ -70,7 +70,7 @@ public sealed partial class BertSelfAttention : nn.Module<Tensor, Tensor?, Tenso
             case "query": Query = replacement; break;
             case "key": Key = replacement; break;
             case "value": Value = replacement; break;
-            default: throw ModelThrow.Argument(nameof(name), $"{nameof(BertSelfAttention)} has no replaceable child '{name}'");
+            default: throw ModelThrow.Misuse(nameof(name), $"{nameof(BertSelfAttention)} has no replaceable child '{name}'");
         }
         _internal_submodules[name] = replacement;
     }

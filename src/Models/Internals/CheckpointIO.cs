@@ -23,7 +23,7 @@ internal static class CheckpointIO
     /// Pairs every expected parameter with its stored tensor. <paramref name="mapName"/> turns a stored
     /// name into the model's name, or null for a tensor to ignore (known buffers, task heads).
     /// </summary>
-    /// <exception cref="InvalidDataException">Missing, unexpected, duplicated, non-float or wrongly shaped tensors; ALL of them are listed.</exception>
+    /// <exception cref="OnnxLoraException">Bad input: missing, unexpected, duplicated, non-float or wrongly shaped tensors; ALL of them are listed.</exception>
     public static IReadOnlyList<ParameterSource> Match(SafetensorsCheckpoint checkpoint, IReadOnlyList<ParameterSpec> layout, Func<string, string?> mapName, string family)
     {
         var problems = new List<string>();
@@ -140,7 +140,8 @@ internal static class CheckpointIO
     }
 
     /// <summary>Writes config.json and model.safetensors into <paramref name="directory"/>, each atomically.</summary>
-    /// <exception cref="IOException">Either file exists and <paramref name="overwrite"/> is false (nothing is written then).</exception>
+    /// <exception cref="OnnxLoraException">Bad input: either file exists and <paramref name="overwrite"/> is false (nothing is written
+    /// then), or the dtype is not F32, F16 or BF16.</exception>
     public static void Save(string directory, HfConfig config, IReadOnlyList<(string Name, Tensor Tensor)> tensors, DType dtype, bool overwrite)
     {
         if (dtype is not (DType.F32 or DType.F16 or DType.BF16))
@@ -156,7 +157,7 @@ internal static class CheckpointIO
             {
                 if (File.Exists(path))
                 {
-                    throw new IOException($"{path}: output exists; pass overwrite to replace it.");
+                    throw OnnxLoraException.OutputExists(path);
                 }
             }
         }

@@ -95,7 +95,7 @@ public sealed partial class LlamaAttention : nn.Module<Tensor, Tensor, Tensor, T
             case "k_proj": KProj = replacement; break;
             case "v_proj": VProj = replacement; break;
             case "o_proj": OProj = replacement; break;
-            default: throw ModelThrow.Argument(nameof(name), $"{nameof(LlamaAttention)} has no replaceable child '{name}'");
+            default: throw ModelThrow.Misuse(nameof(name), $"{nameof(LlamaAttention)} has no replaceable child '{name}'");
         }
         _internal_submodules[name] = replacement;
     }

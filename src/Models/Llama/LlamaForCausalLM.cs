@@ -61,7 +61,7 @@ public sealed partial class LlamaForCausalLM : nn.Module<Tensor, Tensor?, Tensor
     }
 
     /// <summary>Loads config.json and the safetensors weights (single file or shards; F32/F16/BF16 stored, fp32 in memory).</summary>
-    /// <exception cref="InvalidDataException">The config is invalid or not LLaMA-family, or the weights do not match it (every missing, unexpected or misshapen tensor is listed).</exception>
+    /// <exception cref="OnnxLoraException">Bad input: the config is invalid or not LLaMA-family, or the weights do not match it (every missing, unexpected or misshapen tensor is listed).</exception>
     public static LlamaForCausalLM FromPretrained(string directory)
     {
         var config = LlamaConfig.Load(directory);
@@ -100,7 +100,7 @@ public sealed partial class LlamaForCausalLM : nn.Module<Tensor, Tensor?, Tensor
     /// original names and the adapters are left out. The stored <paramref name="dtype"/> is F32 (default),
     /// F16 or BF16; torch_dtype in config.json says the same.
     /// </summary>
-    /// <exception cref="IOException">An output file exists and <paramref name="overwrite"/> is false.</exception>
+    /// <exception cref="OnnxLoraException">Bad input: an output file exists and <paramref name="overwrite"/> is false.</exception>
     public void SaveCheckpoint(string directory, DType dtype = DType.F32, bool overwrite = false) =>
         CheckpointIO.Save(directory, Config, CheckpointIO.BaseTensors(this, Layout(Config)), dtype, overwrite);
 
@@ -156,7 +156,7 @@ public sealed partial class LlamaForCausalLM : nn.Module<Tensor, Tensor?, Tensor
     {
         if (name != "lm_head")
         {
-            throw ModelThrow.Argument(nameof(name), $"{nameof(LlamaForCausalLM)} has no replaceable child '{name}'");
+            throw ModelThrow.Misuse(nameof(name), $"{nameof(LlamaForCausalLM)} has no replaceable child '{name}'");
         }
         LmHead = replacement;
         _internal_submodules[name] = replacement;

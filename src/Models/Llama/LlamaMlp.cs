@@ -42,7 +42,7 @@ public sealed partial class LlamaMlp : nn.Module<Tensor, Tensor>, IChildReplacea
             case "gate_proj": GateProj = replacement; break;
             case "up_proj": UpProj = replacement; break;
             case "down_proj": DownProj = replacement; break;
-            default: throw ModelThrow.Argument(nameof(name), $"{nameof(LlamaMlp)} has no replaceable child '{name}'");
+            default: throw ModelThrow.Misuse(nameof(name), $"{nameof(LlamaMlp)} has no replaceable child '{name}'");
         }
         _internal_submodules[name] = replacement;
     }

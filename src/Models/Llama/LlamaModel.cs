@@ -106,7 +106,7 @@ public sealed partial class LlamaModel : nn.Module<Tensor, Tensor?, Tensor?, Ten
     {
         if (name != "embed_tokens")
         {
-            throw ModelThrow.Argument(nameof(name), $"{nameof(LlamaModel)} has no replaceable child '{name}'");
+            throw ModelThrow.Misuse(nameof(name), $"{nameof(LlamaModel)} has no replaceable child '{name}'");
         }
         EmbedTokens = replacement;
         _internal_submodules[name] = replacement;

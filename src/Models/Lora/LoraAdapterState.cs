@@ -76,7 +76,7 @@ public static class LoraAdapterState
     /// <param name="model">A model after <see cref="LoraInjection.Apply"/>.</param>
     /// <param name="tensors">Adapter tensors keyed by PEFT names (not disposed here).</param>
     /// <param name="source">Where the tensors came from (a file path), used in error messages.</param>
-    /// <exception cref="InvalidDataException">Missing, unexpected or misshapen tensors; all of them are listed.</exception>
+    /// <exception cref="Core.OnnxLoraException">Bad input: missing, unexpected or misshapen tensors; all of them are listed.</exception>
     public static void Load(nn.Module model, IReadOnlyDictionary<string, Tensor> tensors, string source)
     {
         ArgumentNullException.ThrowIfNull(tensors);

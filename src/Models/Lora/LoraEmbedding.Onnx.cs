@@ -4,7 +4,7 @@ namespace OnnxLora.Models.Lora;
 
 /// <summary>
 /// ONNX emission. Base mode (or adapter disabled): <c>Gather(E, ids)</c>. Merged: the same with
-/// E' from <see cref="MergedWeight"/> (Core's <see cref="Core.Peft.ModuleUpdate"/>) under the base weight's name. Unmerged:
+/// E' from <see cref="LoraLayer.MergedWeight"/> (Core's <see cref="Core.Peft.ModuleUpdate"/>) under the base weight's name. Unmerged:
 /// <c>Gather(E, ids) + s·MatMul(Gather(Aᵀ, ids), Bᵀ)</c> with Aᵀ [num, r] stored as
 /// <c>base_model.model.&lt;path&gt;.lora_embedding_A</c> and Bᵀ [r, dim] as <c>…lora_embedding_B</c>
 /// (both transposed from PEFT's layout), s as <c>…lora_scaling</c>.

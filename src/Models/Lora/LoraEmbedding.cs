@@ -13,11 +13,8 @@ namespace OnnxLora.Models.Lora;
 /// No dropout (PEFT applies none to embeddings). Registered: <c>base_layer.weight</c> (frozen),
 /// <c>lora_embedding_A</c>, <c>lora_embedding_B</c>.
 /// </summary>
-public sealed partial class LoraEmbedding : nn.Module<Tensor, Tensor>, ILoraLayer
+public sealed partial class LoraEmbedding : LoraLayer
 {
-    /// <summary>The base weight before a DoRA merge (not recoverable by subtraction); owned here until unmerge.</summary>
-    private Tensor? _savedWeight;
-
     /// <summary>Wraps <paramref name="baseLayer"/>; B is drawn from <paramref name="generator"/> (the global generator when null).</summary>
     public LoraEmbedding(Embedding baseLayer, int rank, double alpha, bool useRsLora = false, Generator? generator = null) : base(nameof(LoraEmbedding))
     {
@@ -51,61 +48,15 @@ public sealed partial class LoraEmbedding : nn.Module<Tensor, Tensor>, ILoraLaye
     public Parameter LoraEmbeddingB { get; }
 
     /// <summary>The base embedding matrix E [num_embeddings, dim].</summary>
-    public Parameter Weight => LayerFactory.RegisteredWeight(BaseLayer);
+    public override Parameter Weight => LayerFactory.RegisteredWeight(BaseLayer);
 
     public long NumEmbeddings { get; }
 
     public long EmbeddingDim { get; }
 
-    public int Rank { get; }
-
-    public double Alpha { get; }
-
-    public bool UseRsLora { get; }
-
-    /// <summary>s = α/r, or α/√r with rsLoRA.</summary>
-    public double Scaling => PeftAdapterConfig.Scaling(Alpha, Rank, UseRsLora);
-
-    /// <inheritdoc cref="LoraLinear.AdapterEnabled"/>
-    public bool AdapterEnabled { get; set; } = true;
-
-    /// <inheritdoc cref="LoraLinear.ReplaceBaseWeight"/>
-    public Tensor ReplaceBaseWeight(Tensor weight) => LoraLayerMerge.Replace(Weight, weight);
-
     /// <inheritdoc/>
-    public bool Merged { get; private set; }
-
-    /// <inheritdoc/>
-    public ModuleUpdate Update() => ModuleUpdate.LoraEmbedding(nameof(LoraEmbedding), LoraLayerMerge.Singles(LoraEmbeddingA), LoraLayerMerge.Singles(LoraEmbeddingB),
+    public override ModuleUpdate Update() => ModuleUpdate.LoraEmbedding(nameof(LoraEmbedding), LoraLayerMerge.Singles(LoraEmbeddingA), LoraLayerMerge.Singles(LoraEmbeddingB),
         Rank, Scaling, checked((int)NumEmbeddings), checked((int)EmbeddingDim));
-
-    /// <inheritdoc/>
-    public Tensor MergedWeight() => LoraLayerMerge.MergedWeight(Weight, Update());
-
-    /// <inheritdoc/>
-    public void Merge(bool safeMode = true)
-    {
-        if (Merged)
-        {
-            return;
-        }
-        _savedWeight = LoraLayerMerge.Merge(nameof(LoraEmbedding), Weight, Update(), safeMode);
-        Merged = true;
-        AdapterEnabled = false;
-    }
-
-    /// <inheritdoc/>
-    public void Unmerge()
-    {
-        if (!Merged)
-        {
-            return;
-        }
-        LoraLayerMerge.Unmerge(Weight, Update(), _savedWeight);
-        _savedWeight = null;
-        Merged = false;
-        AdapterEnabled = true;
-    }
 
     public override Tensor forward(Tensor input)
     {

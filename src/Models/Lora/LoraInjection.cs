@@ -1,5 +1,5 @@
-using OnnxLora.Core.Peft;
 using System.Runtime.CompilerServices;
+using OnnxLora.Core.Peft;
 using OnnxLora.Models.Internals;
 using OnnxLora.Models.Llama;
 using TorchSharp.Modules;
@@ -48,8 +48,7 @@ public static class LoraInjection
     /// modules_to_save require grad. The adapters are initialised from a generator seeded with
     /// <paramref name="seed"/>, in module order.
     /// </summary>
-    /// <exception cref="NotSupportedException">The config is not a LoRA config (LoHa/LoKr are merged, not attached).</exception>
-    /// <exception cref="ArgumentException">A bad value; a target (or modules_to_save entry) that matches nothing (named in the message); a target that is not a Linear or Embedding; DoRA on an embedding.</exception>
+    /// <exception cref="Core.OnnxLoraException">Bad input: not a LoRA config (LoHa/LoKr are merged, not attached); a bad value; a target (or modules_to_save entry) that matches nothing (named in the message); a target that is not a Linear or Embedding; DoRA on an embedding.</exception>
     /// <exception cref="InvalidOperationException">The model already has adapters.</exception>
     public static LoraInjectionReport Apply(nn.Module model, PeftAdapterConfig config, long seed = 0)
     {
@@ -57,11 +56,11 @@ public static class LoraInjection
         ArgumentNullException.ThrowIfNull(config);
         if (config.PeftType != PeftType.Lora)
         {
-            throw new NotSupportedException($"peft_type {config.PeftType.ToJsonName()} adapters can be merged (merge-export merge) but not attached to a TorchSharp model; only LORA adapters can.");
+            throw ModelThrow.Argument(nameof(config), $"peft_type {config.PeftType.ToJsonName()} adapters can be merged (merge-export merge) but not attached to a TorchSharp model; only LORA adapters can");
         }
         var targetModules = config.TargetModules ?? throw ModelThrow.Argument(nameof(config), "target_modules", "nothing", "a list of names, a regex or \"all-linear\"");
         var modules = model.named_modules().ToList();
-        if (modules.Any(m => m.module is ILoraLayer))
+        if (modules.Any(m => m.module is LoraLayer))
         {
             throw new InvalidOperationException("the model already has LoRA adapters; inject into a fresh model.");
         }
@@ -125,7 +124,7 @@ public static class LoraInjection
 
     /// <summary>The LoRA layers of a model with their module paths, in module order.</summary>
     public static IReadOnlyList<(string Path, nn.Module Layer)> LoraLayers(nn.Module model) =>
-        model.named_modules().Where(m => m.module is ILoraLayer).ToList();
+        model.named_modules().Where(m => m.module is LoraLayer).ToList();
 
     /// <summary>
     /// The target_modules saved after this injection: the config's regex as given, its list sorted (PEFT

@@ -1,6 +1,7 @@
 using OnnxLora.Core;
 using OnnxLora.Core.Peft;
 using OnnxLora.Models.Internals;
+using TorchSharp.Modules;
 using static TorchSharp.torch;
 
 namespace OnnxLora.Models.Lora;
@@ -10,36 +11,119 @@ namespace OnnxLora.Models.Lora;
 /// Core's <see cref="ModuleUpdate"/> (the one ΔW composition), and folding it into the base weight and
 /// back, as PEFT's <c>merge</c> / <c>unmerge</c> call <c>get_delta_weight</c>.
 /// </summary>
-public interface ILoraLayer
+public abstract class LoraLayer : nn.Module<Tensor, Tensor>
 {
+    /// <summary>The base weight before a DoRA merge (not recoverable by subtraction); owned here until unmerge.</summary>
+    private Tensor? _savedWeight;
+
+    private protected LoraLayer(string name) : base(name)
+    {
+    }
+
     /// <summary>The frozen base weight, in its stored layout ([out, in] for Linear, [num, dim] for Embedding).</summary>
-    TorchSharp.Modules.Parameter Weight { get; }
+    public abstract Parameter Weight { get; }
 
-    int Rank { get; }
+    public int Rank { get; private protected init; }
 
-    double Alpha { get; }
+    public double Alpha { get; private protected init; }
+
+    /// <summary>Scale by α/√r instead of α/r (rsLoRA).</summary>
+    public bool UseRsLora { get; private protected init; }
 
     /// <summary>s = α/r, or α/√r with rsLoRA (<see cref="PeftAdapterConfig.Scaling(double, int, bool)"/>).</summary>
-    double Scaling { get; }
+    public double Scaling => PeftAdapterConfig.Scaling(Alpha, Rank, UseRsLora);
+
+    /// <summary>
+    /// When false the layer computes only the base layer. <see cref="Merge"/> turns it off after writing
+    /// W' into the base weight, so the adapter is not applied twice.
+    /// </summary>
+    public bool AdapterEnabled { get; set; } = true;
 
     /// <summary>True after <see cref="Merge"/>: the base weight holds W' and the adapter branch is off.</summary>
-    bool Merged { get; }
+    public bool Merged { get; private set; }
 
     /// <summary>The update, with fp32 copies of the factors.</summary>
-    ModuleUpdate Update();
+    public abstract ModuleUpdate Update();
 
     /// <summary>W' = the merged weight (fp32, base layout) as a new tensor; the layer is unchanged. The caller disposes it.</summary>
-    Tensor MergedWeight();
+    public Tensor MergedWeight()
+    {
+        var w = LoraLayerMerge.Singles(Weight);
+        Update().MergeInto(w);
+        return tensor(w, Weight.shape, ScalarType.Float32);
+    }
 
     /// <summary>Writes W' into the base weight and disables the adapter branch (no-op when already merged).</summary>
     /// <exception cref="InvalidDataException">Safe mode and W' holds NaN/Inf (named); the layer is unchanged.</exception>
-    void Merge(bool safeMode = true);
+    public void Merge(bool safeMode = true)
+    {
+        if (Merged)
+        {
+            return;
+        }
+        var update = Update();
+        var w = LoraLayerMerge.Singles(Weight);
+        update.MergeInto(w);
+        long bad = safeMode ? FloatCodec.FirstNonFinite(w) : -1;
+        if (bad >= 0)
+        {
+            throw ModelThrow.Invalid(GetType().Name, "merged weight", $"{w[bad]} at element {bad}", "finite values (safe mode); check the adapter for NaN/Inf");
+        }
+        var previous = LoraLayerMerge.Replace(Weight, w);
+        if (update.IsDora)
+        {
+            _savedWeight = previous;
+        }
+        else
+        {
+            previous.Dispose();
+        }
+        Merged = true;
+        AdapterEnabled = false;
+    }
 
-    /// <summary>Restores W (recomputed as W' − ΔW, or the weight saved at merge time for DoRA) and re-enables the adapter branch.</summary>
-    void Unmerge();
+    /// <summary>Restores W (W' − ΔW, or the weight saved at merge time for DoRA) and re-enables the adapter branch.</summary>
+    public void Unmerge()
+    {
+        if (!Merged)
+        {
+            return;
+        }
+        if (_savedWeight is not null)
+        {
+            LoraLayerMerge.Replace(Weight, _savedWeight).Dispose();
+            _savedWeight.Dispose();
+            _savedWeight = null;
+        }
+        else
+        {
+            var w = LoraLayerMerge.Singles(Weight);
+            Update().UnmergeFrom(w);
+            LoraLayerMerge.Replace(Weight, w).Dispose();
+        }
+        Merged = false;
+        AdapterEnabled = true;
+    }
+
+    /// <summary>
+    /// Copies <paramref name="weight"/> (the base weight's shape) into the base weight and returns a copy of
+    /// the previous weight, which the caller owns and can pass back here to restore it.
+    /// </summary>
+    /// <exception cref="ArgumentException">The shape differs.</exception>
+    public Tensor ReplaceBaseWeight(Tensor weight) => LoraLayerMerge.Replace(Weight, weight);
+
+    protected override void Dispose(bool disposing)
+    {
+        if (disposing)
+        {
+            _savedWeight?.Dispose();
+            _savedWeight = null;
+        }
+        base.Dispose(disposing);
+    }
 }
 
-/// <summary>The merge mechanics of <see cref="ILoraLayer"/>, once for both layers.</summary>
+/// <summary>Tensor ↔ fp32 array copies and the in-place weight replacement of <see cref="LoraLayer"/>.</summary>
 internal static class LoraLayerMerge
 {
     public static float[] Singles(Tensor t)
@@ -48,51 +132,7 @@ internal static class LoraLayerMerge
         return t.detach().to(ScalarType.Float32, CPU).contiguous().data<float>().ToArray();
     }
 
-    /// <summary>W' in fp32 as a new CPU tensor of the weight's shape.</summary>
-    public static Tensor MergedWeight(Tensor weight, ModuleUpdate update)
-    {
-        var w = Singles(weight);
-        update.MergeInto(w);
-        return tensor(w, weight.shape, ScalarType.Float32);
-    }
-
-    /// <summary>
-    /// Writes W' into <paramref name="weight"/> (in its dtype and device). Returns the previous weight when
-    /// the merge cannot be undone by subtraction (DoRA), which the caller keeps until unmerge; else null.
-    /// </summary>
-    public static Tensor? Merge(string layer, Tensor weight, ModuleUpdate update, bool safeMode)
-    {
-        var w = Singles(weight);
-        update.MergeInto(w);
-        long bad = safeMode ? FloatCodec.FirstNonFinite(w) : -1;
-        if (bad >= 0)
-        {
-            throw ModelThrow.Invalid(layer, "merged weight", $"{w[bad]} at element {bad}", "finite values (safe mode); check the adapter for NaN/Inf");
-        }
-        var previous = Replace(weight, w);
-        if (update.IsDora)
-        {
-            return previous;
-        }
-        previous.Dispose();
-        return null;
-    }
-
-    /// <summary>Restores the weight merged by <see cref="Merge"/>: <paramref name="saved"/> when given (then disposed), else W' − ΔW.</summary>
-    public static void Unmerge(Tensor weight, ModuleUpdate update, Tensor? saved)
-    {
-        if (saved is not null)
-        {
-            Replace(weight, saved).Dispose();
-            saved.Dispose();
-            return;
-        }
-        var w = Singles(weight);
-        update.UnmergeFrom(w);
-        Replace(weight, w).Dispose();
-    }
-
-    private static Tensor Replace(Tensor weight, float[] values)
+    public static Tensor Replace(Tensor weight, float[] values)
     {
         using var replacement = tensor(values, weight.shape, ScalarType.Float32);
         return Replace(weight, replacement);

@@ -4,7 +4,7 @@ namespace OnnxLora.Models.Lora;
 
 /// <summary>
 /// ONNX emission. Base mode (or adapter disabled): <c>MatMul(x, Wᵀ) [+ b]</c>. Merged:
-/// the same with W' from <see cref="MergedWeight"/> (Core's <see cref="Core.Peft.ModuleUpdate"/>) under the base weight's name. Unmerged:
+/// the same with W' from <see cref="LoraLayer.MergedWeight"/> (Core's <see cref="Core.Peft.ModuleUpdate"/>) under the base weight's name. Unmerged:
 /// <c>MatMul(x, Wᵀ) + s·MatMul(MatMul(x, Aᵀ), Bᵀ) [+ b]</c> — with DoRA the sum is scaled by
 /// m / ‖W + s·B·A‖ per output — where Aᵀ [in, r] is stored as
 /// <c>base_model.model.&lt;path&gt;.lora_A.weight</c>, Bᵀ [r, out] as <c>…lora_B.weight</c> (both

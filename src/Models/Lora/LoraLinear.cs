@@ -14,11 +14,8 @@ namespace OnnxLora.Models.Lora;
 /// <c>base_layer.weight</c>/<c>base_layer.bias</c> (frozen), <c>lora_A.weight</c>, <c>lora_B.weight</c>,
 /// <c>lora_magnitude_vector</c> (DoRA only).
 /// </summary>
-public sealed partial class LoraLinear : nn.Module<Tensor, Tensor>, ILoraLayer
+public sealed partial class LoraLinear : LoraLayer
 {
-    /// <summary>The base weight before a DoRA merge (not recoverable by subtraction); owned here until unmerge.</summary>
-    private Tensor? _savedWeight;
-
     /// <summary>Wraps <paramref name="baseLayer"/>; A is initialised Kaiming-uniform (a=√5) or N(0, 1/r²) with <paramref name="initGaussian"/>, B zeros, so the output is unchanged at first. A is drawn from <paramref name="generator"/> (the global generator when null).</summary>
     public LoraLinear(Linear baseLayer, int rank, double alpha, double dropout = 0.0, bool useRsLora = false, bool useDora = false,
         bool initGaussian = false, Generator? generator = null) : base(nameof(LoraLinear))
@@ -73,7 +70,7 @@ public sealed partial class LoraLinear : nn.Module<Tensor, Tensor>, ILoraLayer
     public Parameter? Magnitude { get; }
 
     /// <summary>The base weight W [out, in].</summary>
-    public Parameter Weight => BaseLayer.weight!;
+    public override Parameter Weight => BaseLayer.weight!;
 
     /// <summary>The base bias [out], or null.</summary>
     public Parameter? Bias => BaseLayer.bias;
@@ -88,67 +85,14 @@ public sealed partial class LoraLinear : nn.Module<Tensor, Tensor>, ILoraLayer
 
     public long OutFeatures { get; }
 
-    public int Rank { get; }
-
-    public double Alpha { get; }
-
-    public bool UseRsLora { get; }
-
     public bool UseDora { get; }
 
     /// <summary>Dropout applied to the adapter's input in training mode (PEFT's lora_dropout).</summary>
     public double DropoutProbability { get; }
 
-    /// <summary>s = α/r, or α/√r with rsLoRA.</summary>
-    public double Scaling => PeftAdapterConfig.Scaling(Alpha, Rank, UseRsLora);
-
-    /// <summary>
-    /// When false the layer computes only the base Linear (x·Wᵀ + b). Set it false after writing a
-    /// merged weight into the base with <see cref="ReplaceBaseWeight"/>, so the adapter is not applied twice.
-    /// </summary>
-    public bool AdapterEnabled { get; set; } = true;
-
-    /// <summary>
-    /// Copies <paramref name="weight"/> [out, in] into the base weight (e.g. the merged W' = W + ΔW) and
-    /// returns a copy of the previous weight, which the caller owns and can pass back here to restore it.
-    /// </summary>
-    /// <exception cref="ArgumentException">The shape differs from [out, in].</exception>
-    public Tensor ReplaceBaseWeight(Tensor weight) => LoraLayerMerge.Replace(Weight, weight);
-
     /// <inheritdoc/>
-    public bool Merged { get; private set; }
-
-    /// <inheritdoc/>
-    public ModuleUpdate Update() => ModuleUpdate.Lora(nameof(LoraLinear), LoraLayerMerge.Singles(LoraA), LoraLayerMerge.Singles(LoraB),
+    public override ModuleUpdate Update() => ModuleUpdate.Lora(nameof(LoraLinear), LoraLayerMerge.Singles(LoraA), LoraLayerMerge.Singles(LoraB),
         Magnitude is null ? null : LoraLayerMerge.Singles(Magnitude), Rank, Scaling, checked((int)InFeatures), checked((int)OutFeatures));
-
-    /// <inheritdoc/>
-    public Tensor MergedWeight() => LoraLayerMerge.MergedWeight(Weight, Update());
-
-    /// <inheritdoc/>
-    public void Merge(bool safeMode = true)
-    {
-        if (Merged)
-        {
-            return;
-        }
-        _savedWeight = LoraLayerMerge.Merge(nameof(LoraLinear), Weight, Update(), safeMode);
-        Merged = true;
-        AdapterEnabled = false;
-    }
-
-    /// <inheritdoc/>
-    public void Unmerge()
-    {
-        if (!Merged)
-        {
-            return;
-        }
-        LoraLayerMerge.Unmerge(Weight, Update(), _savedWeight);
-        _savedWeight = null;
-        Merged = false;
-        AdapterEnabled = true;
-    }
 
     public override Tensor forward(Tensor input)
     {
@@ -172,16 +116,6 @@ public sealed partial class LoraLinear : nn.Module<Tensor, Tensor>, ILoraLayer
         var magNormScale = Magnitude! / norm;
         var dora = (magNormScale - 1) * baseResult + magNormScale * lora * Scaling;
         return (result + dora).MoveToOuterDisposeScope();
-    }
-
-    protected override void Dispose(bool disposing)
-    {
-        if (disposing)
-        {
-            _savedWeight?.Dispose();
-            _savedWeight = null;
-        }
-        base.Dispose(disposing);
     }
 
     /// <summary>‖W + s·B·A‖ per output row [out], without gradient.</summary>

@@ -4,7 +4,7 @@ namespace OnnxLora.Models.Lora;
 
 /// <summary>
 /// Folds every LoRA layer of an injected model into its base weight and back, through each layer's
-/// <see cref="ILoraLayer.Merge"/> / <see cref="ILoraLayer.Unmerge"/> (Core's <see cref="Core.Peft.ModuleUpdate"/>:
+/// <see cref="LoraLayer.Merge"/> / <see cref="LoraLayer.Unmerge"/> (Core's <see cref="Core.Peft.ModuleUpdate"/>:
 /// W' = W + s·B·A, E' = E + s·(B·A)ᵀ, DoRA m ⊙ (W + s·B·A)/‖W + s·B·A‖).
 /// </summary>
 public static class ModelMerge
@@ -18,7 +18,7 @@ public static class ModelMerge
         var done = new List<string>();
         foreach (var (path, layer) in LoraInjection.LoraLayers(model))
         {
-            var lora = (ILoraLayer)layer;
+            var lora = (LoraLayer)layer;
             if (!lora.Merged)
             {
                 lora.Merge(safeMode);
@@ -36,7 +36,7 @@ public static class ModelMerge
         var done = new List<string>();
         foreach (var (path, layer) in LoraInjection.LoraLayers(model))
         {
-            var lora = (ILoraLayer)layer;
+            var lora = (LoraLayer)layer;
             if (lora.Merged)
             {
                 lora.Unmerge();

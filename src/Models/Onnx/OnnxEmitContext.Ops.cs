@@ -34,7 +34,7 @@ public sealed partial class OnnxEmitContext
     {
         if (weight is null)
         {
-            throw Internals.OnnxEmitThrow.Argument(nameof(weight), $"{Path}: LayerNorm without elementwise affine parameters is not supported.");
+            throw Internals.OnnxEmitThrow.Unsupported(Path, "LayerNorm without elementwise affine parameters is not supported.");
         }
         string scale = ParameterInitializer(ParameterName("weight"), weight);
         var inputs = new List<string> { input, scale };

@@ -46,7 +46,7 @@ public sealed partial class OnnxEmitContext
         long byteCount = t.numel() * target.SizeOf();
         if (byteCount > Array.MaxLength)
         {
-            throw new NotSupportedException($"{name}: {byteCount} bytes; a single exported tensor must be under 2 GiB (protobuf's limit for one tensor in memory).");
+            throw Internals.OnnxEmitThrow.Unsupported(name, $"{byteCount} bytes; a single exported tensor must be under 2 GiB (protobuf's limit for one tensor in memory).");
         }
         byte[] bytes = new byte[byteCount];
         if (!transpose)

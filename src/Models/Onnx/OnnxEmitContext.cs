@@ -47,7 +47,7 @@ public sealed partial class OnnxEmitContext
     public int Opset => _shared.Builder.Opset;
 
     /// <summary>The element type weights are stored in and the graph computes in (F32 or F16).</summary>
-    public DType ComputeType => _shared.Options.WeightType == OnnxWeightType.Fp16 ? DType.F16 : DType.F32;
+    public DType ComputeType => _shared.Options.WeightType;
 
     /// <summary>This module's Hugging Face path ("" at the root).</summary>
     public string Path => string.Join('.', _segments);
@@ -73,7 +73,7 @@ public sealed partial class OnnxEmitContext
     /// <paramref name="input"/>: an <see cref="IOnnxExportable"/> emits itself; Linear, Embedding,
     /// LayerNorm and Dropout are built in. Anything else is an error naming its path and type.
     /// </summary>
-    /// <exception cref="NotSupportedException">The module type has no ONNX emission.</exception>
+    /// <exception cref="OnnxLoraException">The module type has no ONNX emission (bad input).</exception>
     public string Emit(nn.Module<Tensor, Tensor> module, string childName, string input)
     {
         ArgumentNullException.ThrowIfNull(module);
@@ -90,7 +90,7 @@ public sealed partial class OnnxEmitContext
     }
 
     /// <summary>The error for a module of a type the exporter cannot emit, naming its path and type.</summary>
-    public NotSupportedException UnknownModule(nn.Module module) => OnnxEmitThrow.UnknownModule(Path, module.GetType());
+    public OnnxLoraException UnknownModule(nn.Module module) => OnnxEmitThrow.UnknownModule(Path, module.GetType());
 
     /// <summary>
     /// A value computed once per graph and shared (rotary tables, attention masks): returns the

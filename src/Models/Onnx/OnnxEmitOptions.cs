@@ -1,3 +1,5 @@
+using OnnxLora.Core;
+
 namespace OnnxLora.Models.Onnx;
 
 /// <summary>What an <see cref="OnnxEmitContext"/> emits. Defaults: base mode, fp32, positions 0..seq−1.</summary>
@@ -6,8 +8,11 @@ public sealed record OnnxEmitOptions
     /// <summary>How LoRA layers appear (default <see cref="OnnxExportMode.Base"/>).</summary>
     public OnnxExportMode Mode { get; init; } = OnnxExportMode.Base;
 
-    /// <summary>Weight and compute element type (default <see cref="OnnxWeightType.Fp32"/>).</summary>
-    public OnnxWeightType WeightType { get; init; } = OnnxWeightType.Fp32;
+    /// <summary>
+    /// Weight and compute element type: <see cref="DType.F32"/> (default) or <see cref="DType.F16"/> (fp16
+    /// weights and computation; norms, softmax and masks computed in fp32 and cast).
+    /// </summary>
+    public DType WeightType { get; init; } = DType.F32;
 
     /// <summary>
     /// Decoders: declare a <c>position_ids</c> input (int64 [batch, sequence]) instead of computing

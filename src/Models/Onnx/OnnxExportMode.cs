@@ -12,13 +12,3 @@ public enum OnnxExportMode
     /// <summary>Each LoRA layer emits its base path plus the adapter branch as separate nodes and initializers.</summary>
     Unmerged,
 }
-
-/// <summary>Element type of the exported weights, and of the graph's computation.</summary>
-public enum OnnxWeightType
-{
-    /// <summary>fp32 weights and computation.</summary>
-    Fp32,
-
-    /// <summary>fp16 weights and computation; norms, softmax and masks are computed in fp32 and cast.</summary>
-    Fp16,
-}

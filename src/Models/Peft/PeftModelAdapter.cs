@@ -1,3 +1,4 @@
+using OnnxLora.Core;
 using OnnxLora.Core.Peft;
 using OnnxLora.Models.Lora;
 using static TorchSharp.torch;
@@ -12,7 +13,8 @@ namespace OnnxLora.Models.Peft;
 public static class PeftModelAdapter
 {
     /// <summary>Wraps the targeted modules of <paramref name="model"/> and loads the adapter's tensors; the model is left in eval mode.</summary>
-    /// <exception cref="InvalidDataException">The adapter is malformed or does not fit the model (missing/extra keys, wrong shapes), naming them.</exception>
+    /// <exception cref="OnnxLoraException">Bad input: the adapter is malformed or does not fit the model (missing/extra keys, wrong
+    /// shapes), naming them.</exception>
     public static LoraInjectionReport Attach(nn.Module model, string adapterDirectory)
     {
         ArgumentNullException.ThrowIfNull(model);
@@ -22,9 +24,9 @@ public static class PeftModelAdapter
         {
             report = LoraInjection.Apply(model, adapter.Config);
         }
-        catch (Exception e) when (e is ArgumentException or NotSupportedException)
+        catch (OnnxLoraException e) when (e.Kind == ErrorKind.BadInput)
         {
-            throw new InvalidDataException($"{adapter.Directory}: the adapter does not fit this model: {e.Message}", e);
+            throw OnnxLoraException.Invalid(adapter.Directory, $"the adapter does not fit this model: {e.Message}", e);
         }
         using (var scope = NewDisposeScope())
         {

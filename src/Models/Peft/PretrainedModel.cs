@@ -1,3 +1,4 @@
+using OnnxLora.Core;
 using OnnxLora.Core.HuggingFace;
 using OnnxLora.Models.Bert;
 using OnnxLora.Models.Llama;
@@ -9,7 +10,7 @@ namespace OnnxLora.Models.Peft;
 public static class PretrainedModel
 {
     /// <summary>LlamaForCausalLM for llama/mistral/qwen2, BertModel for bert; in eval mode.</summary>
-    /// <exception cref="InvalidDataException">config.json or the weights are malformed or do not match.</exception>
+    /// <exception cref="OnnxLoraException">Bad input: config.json or the weights are missing, malformed or do not match.</exception>
     public static torch.nn.Module Load(string directory)
     {
         var config = HfConfig.Load(directory);
@@ -17,7 +18,7 @@ public static class PretrainedModel
         {
             LlamaConfig => LlamaForCausalLM.FromPretrained(directory),
             BertConfig => BertModel.FromPretrained(directory),
-            _ => throw new InvalidDataException($"{HfConfig.ResolvePath(directory)}: model_type '{config.ModelType}' is not supported; expected one of {string.Join(", ", HfConfig.SupportedModelTypes)}."),
+            _ => throw OnnxLoraException.Invalid(HfConfig.ResolvePath(directory), $"model_type '{config.ModelType}' is not supported; expected one of {string.Join(", ", HfConfig.SupportedModelTypes)}."),
         };
         model.eval();
         return model;

@@ -1,4 +1,5 @@
 using Microsoft.ML.Tokenizers;
+using OnnxLora.Core;
 using OnnxLora.Training.Data.Internals;
 
 namespace OnnxLora.Training.Data;
@@ -14,7 +15,7 @@ namespace OnnxLora.Training.Data;
 /// LLaMA 3, or with a whitespace/word pre-tokenizer) and "WordPiece" (BERT). SentencePiece-style
 /// BPE (byte_fallback, Metaspace) is loaded from the folder's <c>tokenizer.model</c> when present.
 /// Anything else (Unigram, WordLevel, unknown normalizers or pre-tokenizers) fails with an
-/// <see cref="InvalidDataException"/> naming the field; pre-tokenize such data into
+/// <see cref="OnnxLoraException"/> (bad input) naming the field; pre-tokenize such data into
 /// <c>{"input_ids": [...]}</c> lines instead.
 /// </remarks>
 public sealed class CheckpointTokenizer
@@ -49,15 +50,15 @@ public sealed class CheckpointTokenizer
     public static bool Exists(string directory) => File.Exists(Path.Combine(directory, FileName));
 
     /// <summary>Loads a tokenizer from a tokenizer.json file or from the checkpoint folder holding one.</summary>
-    /// <exception cref="FileNotFoundException">No tokenizer.json there.</exception>
-    /// <exception cref="InvalidDataException">The file is malformed or uses a tokenizer type this class cannot build.</exception>
+    /// <exception cref="OnnxLoraException">Bad input: no tokenizer.json there, or the file is malformed or uses a tokenizer type this
+    /// class cannot build.</exception>
     public static CheckpointTokenizer Load(string path)
     {
         string file = Directory.Exists(path) ? Path.Combine(path, FileName) : path;
         file = Path.GetFullPath(file);
         if (!File.Exists(file))
         {
-            throw new FileNotFoundException($"{file}: tokenizer file not found.", file);
+            throw OnnxLoraException.NotFound("tokenizer file", file);
         }
         return TokenizerJson.Build(file);
     }

@@ -1,4 +1,5 @@
 using System.Text.Json;
+using OnnxLora.Core;
 using OnnxLora.Training.Data.Internals;
 
 namespace OnnxLora.Training.Data;
@@ -11,7 +12,7 @@ namespace OnnxLora.Training.Data;
 /// <item>For <see cref="TrainingTask.SequenceClassification"/> each line also holds <c>"label": n</c> (a class index).</item>
 /// </list>
 /// Other fields are ignored. Sequences longer than the maximum length are cut at the end. Any
-/// malformed line is an <see cref="InvalidDataException"/> naming the file and the line number.
+/// malformed line is a bad-input <see cref="OnnxLoraException"/> naming the file and the line number.
 /// </summary>
 public static class JsonlDataset
 {
@@ -22,8 +23,7 @@ public static class JsonlDataset
     /// <param name="vocabSize">Ids must be below this.</param>
     /// <param name="maxLength">Longer sequences are cut to this many tokens.</param>
     /// <param name="numLabels">For classification: labels must be below this; null accepts any non-negative label.</param>
-    /// <exception cref="FileNotFoundException">The file does not exist.</exception>
-    /// <exception cref="InvalidDataException">A line is malformed, or the file holds no example.</exception>
+    /// <exception cref="OnnxLoraException">Bad input: the file does not exist, a line is malformed, or the file holds no example.</exception>
     public static IReadOnlyList<TrainingExample> Read(string path, TrainingTask task, CheckpointTokenizer? tokenizer,
         int vocabSize, int maxLength, int? numLabels = null)
     {
@@ -32,7 +32,7 @@ public static class JsonlDataset
         string file = Path.GetFullPath(path);
         if (!File.Exists(file))
         {
-            throw new FileNotFoundException($"{file}: data file not found.", file);
+            throw OnnxLoraException.NotFound("data file", file);
         }
         var examples = new List<TrainingExample>();
         int lineNumber = 0;
@@ -116,7 +116,8 @@ public static class JsonlDataset
         }
         if (maxLength <= tokenizer.Prefix.Count + tokenizer.Suffix.Count)
         {
-            throw new ArgumentOutOfRangeException(nameof(maxLength), maxLength, "the maximum length must leave room for text besides the special tokens");
+            throw DataThrow.Option("MaxLength", maxLength.ToString(System.Globalization.CultureInfo.InvariantCulture),
+                $"more than the {tokenizer.Prefix.Count + tokenizer.Suffix.Count} special tokens the tokenizer adds, to leave room for text");
         }
         return tokenizer.Encode(text.GetString()!, maxLength);
     }

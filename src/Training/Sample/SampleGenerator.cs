@@ -5,8 +5,8 @@ using System.Text.Json;
 using OnnxLora.Core;
 using OnnxLora.Core.HuggingFace;
 using OnnxLora.Core.IO;
-using OnnxLora.Training.Data;
 using OnnxLora.Models.Llama;
+using OnnxLora.Training.Data;
 using OnnxLora.Training.Sample.Internals;
 
 namespace OnnxLora.Training.Sample;
@@ -46,7 +46,7 @@ public static class SampleGenerator
         Generate(directory, new SampleOptions { Seed = seed }, overwrite);
 
     /// <summary>Builds the sample into <paramref name="directory"/>, which appears only when complete.</summary>
-    /// <exception cref="IOException">The folder exists and <paramref name="overwrite"/> is false.</exception>
+    /// <exception cref="OnnxLoraException">Bad input: the folder exists and <paramref name="overwrite"/> is false.</exception>
     public static void Generate(string directory, SampleOptions options, bool overwrite = false, IProgress<string>? log = null)
     {
         ArgumentNullException.ThrowIfNull(options);
@@ -97,7 +97,7 @@ public static class SampleGenerator
     }
 
     /// <summary>Writes the committed sample (embedded in this assembly) into <paramref name="directory"/>, atomically.</summary>
-    /// <exception cref="IOException">The folder exists and <paramref name="overwrite"/> is false.</exception>
+    /// <exception cref="OnnxLoraException">Bad input: the folder exists and <paramref name="overwrite"/> is false.</exception>
     public static void WriteEmbedded(string directory, bool overwrite = false)
     {
         using var folder = AtomicDirectory.Create(directory, overwrite);
@@ -122,7 +122,7 @@ public static class SampleGenerator
 
     private static Stream OpenEmbedded(Assembly assembly, string name) =>
         assembly.GetManifestResourceStream(ResourcePrefix + name)
-            ?? throw new FileNotFoundException($"{assembly.GetName().Name}: embedded sample file '{name}' is missing (models/{DefaultName} was not embedded at build time).", name);
+            ?? throw Core.OnnxLoraException.Internal(assembly.GetName().Name ?? "", $"embedded sample file '{name}' is missing (models/{DefaultName} was not embedded at build time).");
 
     private static byte[] TaskJsonl(IEnumerable<string> lines)
     {

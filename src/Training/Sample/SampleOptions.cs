@@ -42,14 +42,14 @@ public sealed record SampleOptions
     /// <summary>Peak pretraining learning rate (AdamW, warm-up then cosine). Default 3e-3.</summary>
     public double PretrainLearningRate { get; init; } = 3e-3;
 
-    /// <summary>Checks every value; throws <see cref="ArgumentException"/> naming the option.</summary>
+    /// <summary>Checks every value; throws a bad-input <see cref="Core.OnnxLoraException"/> naming the option.</summary>
     public void Validate()
     {
         void Require(bool ok, string name, object value, string expected)
         {
             if (!ok)
             {
-                throw new ArgumentException(string.Create(System.Globalization.CultureInfo.InvariantCulture, $"SampleOptions.{name}: found {value}, expected {expected}."), name);
+                throw Core.OnnxLoraException.InvalidOption($"SampleOptions.{name}", string.Create(System.Globalization.CultureInfo.InvariantCulture, $"{value}"), expected);
             }
         }
         Require(HiddenSize > 0 && Heads > 0 && HiddenSize % Heads == 0, nameof(HiddenSize), HiddenSize, "a positive multiple of Heads");

@@ -1,5 +1,6 @@
 using System.Diagnostics;
 using System.Globalization;
+using OnnxLora.Core;
 using OnnxLora.Core.IO;
 using OnnxLora.Training.Data;
 using OnnxLora.Training.Data.Internals;
@@ -31,11 +32,9 @@ public static class Trainer
     /// <param name="options">Run settings.</param>
     /// <param name="progress">Receives a report after each optimizer step and each evaluation.</param>
     /// <param name="cancellationToken">Stops between micro-batches; nothing is written under <paramref name="outAdapterDir"/> then.</param>
-    /// <exception cref="ArgumentException">An option is invalid, or does not match the checkpoint being resumed.</exception>
-    /// <exception cref="DirectoryNotFoundException">The model folder does not exist.</exception>
-    /// <exception cref="FileNotFoundException">The data file, config.json or weights are missing.</exception>
-    /// <exception cref="InvalidDataException">The checkpoint, tokenizer or data is malformed (the message names the file).</exception>
-    /// <exception cref="IOException">The output exists and <see cref="TrainerOptions.Overwrite"/> is false.</exception>
+    /// <exception cref="OnnxLoraException">Bad input: an option is invalid or does not match the checkpoint being resumed; the model
+    /// folder, data file, config.json or weights are missing; the checkpoint, tokenizer or data is malformed (the message names the
+    /// file); the output exists and <see cref="TrainerOptions.Overwrite"/> is false; or training diverged.</exception>
     /// <exception cref="OperationCanceledException">The token was cancelled.</exception>
     public static TrainingResult Train(string modelDir, string dataFile, string outAdapterDir, TrainerOptions options,
         IProgress<TrainingProgress>? progress = null, CancellationToken cancellationToken = default) =>
@@ -53,7 +52,7 @@ public static class Trainer
         modelDir = Path.GetFullPath(modelDir);
         if (!Directory.Exists(modelDir))
         {
-            throw new DirectoryNotFoundException($"{modelDir}: model folder not found.");
+            throw OnnxLoraException.NotFound("model folder", modelDir);
         }
         AtomicDirectory.CheckDestination(outAdapterDir, options.Overwrite);
         lock (RunLock)
@@ -162,7 +161,7 @@ public static class Trainer
             double loss = lossSum / Math.Max(1, targets);
             if (!double.IsFinite(loss))
             {
-                throw new InvalidOperationException(string.Create(CultureInfo.InvariantCulture,
+                throw OnnxLoraException.InvalidOption("LearningRate", string.Create(CultureInfo.InvariantCulture,
                     $"training diverged at step {step + 1}: loss is {loss}; lower LearningRate ({options.LearningRate}) or set MaxGradNorm."));
             }
             lossHistory.Add(loss);
@@ -258,12 +257,12 @@ public static class Trainer
         {
             if (found != expected)
             {
-                throw new ArgumentException($"TrainerOptions: {name}: found {found}, expected {expected} as in the checkpoint {Path.GetFullPath(folder)}.", nameof(TrainerOptions.ResumeFrom));
+                throw OnnxLoraException.InvalidOption($"TrainerOptions.{name}", found, $"{expected} as in the checkpoint {Path.GetFullPath(folder)}");
             }
         }
         if (saved.Step < 0 || saved.Step > saved.TotalSteps)
         {
-            throw new InvalidDataException($"{Path.Combine(Path.GetFullPath(folder), TrainerCheckpoint.StateFileName)}: step: found {saved.Step}, expected 0..{saved.TotalSteps}.");
+            throw OnnxLoraException.Invalid(Path.Combine(Path.GetFullPath(folder), TrainerCheckpoint.StateFileName), "step", $"{saved.Step}", $"0..{saved.TotalSteps}");
         }
     }
 }

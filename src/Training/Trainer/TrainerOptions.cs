@@ -1,3 +1,4 @@
+using OnnxLora.Core;
 using OnnxLora.Core.Peft;
 using OnnxLora.Training.Data;
 
@@ -82,7 +83,7 @@ public sealed record TrainerOptions
     /// <summary>Replace an existing output adapter folder. Default false.</summary>
     public bool Overwrite { get; init; }
 
-    /// <summary>Checks every value; throws <see cref="ArgumentException"/> naming the option.</summary>
+    /// <summary>Checks every value; throws a bad-input <see cref="OnnxLoraException"/> naming the option.</summary>
     public void Validate()
     {
         ArgumentNullException.ThrowIfNull(Lora);
@@ -116,7 +117,7 @@ public sealed record TrainerOptions
     {
         if (!ok)
         {
-            throw new ArgumentException(string.Create(System.Globalization.CultureInfo.InvariantCulture, $"TrainerOptions.{name}: found {value}, expected {expected}."), name);
+            throw OnnxLoraException.InvalidOption($"TrainerOptions.{name}", string.Create(System.Globalization.CultureInfo.InvariantCulture, $"{value}"), expected);
         }
     }
 }

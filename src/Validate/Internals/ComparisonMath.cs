@@ -1,10 +1,12 @@
+using OnnxLora.Core;
+
 namespace OnnxLora.Validate.Internals;
 
 /// <summary>Error metrics of one output pair, accumulated in double precision.</summary>
 internal static class ComparisonMath
 {
     public static OutputComparison Compare(
-        string name, long[] shape, TensorElementKind actualType, TensorElementKind referenceType,
+        string name, long[] shape, DType actualType, DType referenceType,
         ReadOnlySpan<float> actual, ReadOnlySpan<float> reference, double atol, double rtol, bool top1)
     {
         if (actual.Length != reference.Length)

@@ -1,4 +1,5 @@
 using System.Globalization;
+using OnnxLora.Core;
 
 namespace OnnxLora.Validate.Internals;
 
@@ -40,7 +41,7 @@ internal static class InputBuilder
         return declared;
     }
 
-    public static string Describe(TensorSignature s) => $"{s.ElementType.OnnxName()} [{string.Join(", ", s.Dims)}]";
+    public static string Describe(TensorSignature s) => $"{s.ElementType.ReportName()} [{string.Join(", ", s.Dims)}]";
 
     /// <summary>Generates every declared input.</summary>
     public static List<InputTensor> Generate(
@@ -66,7 +67,7 @@ internal static class InputBuilder
             long[] shape = shapes[name];
             long count = Count(shape, model, name);
             var kind = sig.ElementType;
-            bool integer = kind is TensorElementKind.Int64 or TensorElementKind.Int32;
+            bool integer = kind is DType.I64 or DType.I32;
             long[]? ints = null;
             string source;
             if (integer && (name == InputIds || name.EndsWith("." + InputIds, StringComparison.Ordinal) || name.EndsWith("/" + InputIds, StringComparison.Ordinal)))
@@ -107,7 +108,7 @@ internal static class InputBuilder
                 ints = new long[count];
                 source = name == TokenTypeIds ? "generated: zeros" : "generated: zeros (no rule for this input)";
             }
-            else if (kind == TensorElementKind.Bool)
+            else if (kind == DType.Bool)
             {
                 result.Add(new InputTensor(name, kind, shape, Enumerable.Repeat(true, (int)count).ToArray(), "generated: true"));
                 continue;
@@ -121,14 +122,14 @@ internal static class InputBuilder
                 }
                 Array data = kind switch
                 {
-                    TensorElementKind.Float32 => values,
-                    TensorElementKind.Float16 => values.Select(f => (Half)f).ToArray(),
-                    _ => throw ValidateThrow.Invalid(model, $"input {name}", kind.OnnxName(), "an int64, int32, float32, float16 or bool input"),
+                    DType.F32 => values,
+                    DType.F16 => values.Select(f => (Half)f).ToArray(),
+                    _ => throw ValidateThrow.Invalid(model, $"input {name}", kind.ReportName(), "an int64, int32, float32, float16 or bool input"),
                 };
                 result.Add(new InputTensor(name, kind, shape, data, $"generated: uniform in [-1, 1) (seed {options.Seed})"));
                 continue;
             }
-            Array intData = kind == TensorElementKind.Int64 ? ints : ints.Select(x => checked((int)x)).ToArray();
+            Array intData = kind == DType.I64 ? ints : ints.Select(x => checked((int)x)).ToArray();
             result.Add(new InputTensor(name, kind, shape, intData, source));
         }
         return result;
@@ -158,7 +159,7 @@ internal static class InputBuilder
                 var npy = NpyReader.Read(path);
                 if (npy.ElementType != sig.ElementType)
                 {
-                    throw ValidateThrow.Invalid(path, $"input {name} dtype", npy.ElementType.OnnxName(), $"{sig.ElementType.OnnxName()} as the models declare");
+                    throw ValidateThrow.Invalid(path, $"input {name} dtype", npy.ElementType.ReportName(), $"{sig.ElementType.ReportName()} as the models declare");
                 }
                 tensors = [new InputTensor(name, npy.ElementType, npy.Shape, npy.Data, $"npy: {path}")];
             }

@@ -1,5 +1,6 @@
 using System.Runtime.InteropServices;
 using Microsoft.ML.OnnxRuntime;
+using OnnxLora.Core;
 
 namespace OnnxLora.Validate.Internals;
 
@@ -21,9 +22,9 @@ internal sealed class InputSet : IDisposable
             {
                 var pin = GCHandle.Alloc(t.Data, GCHandleType.Pinned);
                 _pins.Add(pin);
-                long bytes = t.ElementCount * ElementSize(t.ElementType);
+                long bytes = t.ElementCount * t.ElementType.SizeOf();
                 _values[t.Name] = OrtValue.CreateTensorValueWithData(
-                    OrtMemoryInfo.DefaultInstance, OrtTypes.ToOrt(t.ElementType), t.ShapeArray, pin.AddrOfPinnedObject(), bytes);
+                    OrtMemoryInfo.DefaultInstance, OrtTypes.ToOrt(t.ElementType, $"input {t.Name}"), t.ShapeArray, pin.AddrOfPinnedObject(), bytes);
             }
         }
         catch
@@ -54,12 +55,4 @@ internal sealed class InputSet : IDisposable
         }
         _pins.Clear();
     }
-
-    private static long ElementSize(TensorElementKind kind) => kind switch
-    {
-        TensorElementKind.Float64 or TensorElementKind.Int64 => 8,
-        TensorElementKind.Float32 or TensorElementKind.Int32 => 4,
-        TensorElementKind.Float16 or TensorElementKind.BFloat16 => 2,
-        _ => 1,
-    };
 }

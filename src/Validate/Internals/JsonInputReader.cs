@@ -1,4 +1,5 @@
 using System.Text.Json;
+using OnnxLora.Core;
 
 namespace OnnxLora.Validate.Internals;
 
@@ -43,7 +44,7 @@ internal static class JsonInputReader
         }
     }
 
-    private static InputTensor ReadTensor(string path, string name, TensorElementKind kind, JsonElement value)
+    private static InputTensor ReadTensor(string path, string name, DType kind, JsonElement value)
     {
         var shape = new List<long>();
         var probe = value;
@@ -71,12 +72,12 @@ internal static class JsonInputReader
 
         Array data = kind switch
         {
-            TensorElementKind.Int64 => values.Select((v, i) => Integer(path, name, i, v, long.MinValue, long.MaxValue)).ToArray(),
-            TensorElementKind.Int32 => values.Select((v, i) => (int)Integer(path, name, i, v, int.MinValue, int.MaxValue)).ToArray(),
-            TensorElementKind.Float32 => values.Select((v, i) => (float)Number(path, name, i, v)).ToArray(),
-            TensorElementKind.Float16 => values.Select((v, i) => (Half)Number(path, name, i, v)).ToArray(),
-            TensorElementKind.Bool => values.Select((v, i) => Boolean(path, name, i, v)).ToArray(),
-            _ => throw ValidateThrow.Invalid(path, $"input {name}", kind.OnnxName(), "an int64, int32, float32, float16 or bool input"),
+            DType.I64 => values.Select((v, i) => Integer(path, name, i, v, long.MinValue, long.MaxValue)).ToArray(),
+            DType.I32 => values.Select((v, i) => (int)Integer(path, name, i, v, int.MinValue, int.MaxValue)).ToArray(),
+            DType.F32 => values.Select((v, i) => (float)Number(path, name, i, v)).ToArray(),
+            DType.F16 => values.Select((v, i) => (Half)Number(path, name, i, v)).ToArray(),
+            DType.Bool => values.Select((v, i) => Boolean(path, name, i, v)).ToArray(),
+            _ => throw ValidateThrow.Invalid(path, $"input {name}", kind.ReportName(), "an int64, int32, float32, float16 or bool input"),
         };
         return new InputTensor(name, kind, [.. shape], data, $"json: {path}");
     }

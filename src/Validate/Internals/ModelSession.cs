@@ -100,7 +100,7 @@ internal sealed class ModelSession : IDisposable
         foreach (var output in Outputs)
         {
             var host = shapes[output.Name];
-            var value = OrtValue.CreateAllocatedTensorValue(allocator, OrtTypes.ToOrt(host.ElementType), host.Shape);
+            var value = OrtValue.CreateAllocatedTensorValue(allocator, OrtTypes.ToOrt(host.ElementType, $"output {output.Name}"), host.Shape);
             _boundOutputs.Add(value);
             _binding.BindOutput(output.Name, value);
         }

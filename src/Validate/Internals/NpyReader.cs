@@ -3,6 +3,7 @@ using System.Globalization;
 using System.Runtime.InteropServices;
 using System.Text;
 using System.Text.RegularExpressions;
+using OnnxLora.Core;
 
 namespace OnnxLora.Validate.Internals;
 
@@ -16,7 +17,7 @@ internal static partial class NpyReader
     private const int MaxHeader = 1 << 20;
     private static readonly byte[] Magic = [0x93, (byte)'N', (byte)'U', (byte)'M', (byte)'P', (byte)'Y'];
 
-    public sealed record NpyArray(TensorElementKind ElementType, long[] Shape, Array Data);
+    public sealed record NpyArray(DType ElementType, long[] Shape, Array Data);
 
     public static NpyArray Read(string path)
     {
@@ -73,7 +74,7 @@ internal static partial class NpyReader
             }
             count *= d;
         }
-        int itemSize = ItemSize(kind);
+        int itemSize = kind.SizeOf();
         long dataBytes = fileLength - preambleLength - headerLength;
         if (dataBytes != count * itemSize)
         {
@@ -82,10 +83,10 @@ internal static partial class NpyReader
         }
         Array data = kind switch
         {
-            TensorElementKind.Int64 => new long[count],
-            TensorElementKind.Int32 => new int[count],
-            TensorElementKind.Float32 => new float[count],
-            TensorElementKind.Float16 => new Half[count],
+            DType.I64 => new long[count],
+            DType.I32 => new int[count],
+            DType.F32 => new float[count],
+            DType.F16 => new Half[count],
             _ => new bool[count],
         };
         Span<byte> target = data switch
@@ -112,7 +113,7 @@ internal static partial class NpyReader
         return new NpyArray(kind, shape, data);
     }
 
-    internal static (TensorElementKind Kind, long[] Shape) ParseHeader(string path, string header)
+    internal static (DType Kind, long[] Shape) ParseHeader(string path, string header)
     {
         string h = header.Trim();
         if (!h.StartsWith('{') || !h.EndsWith('}'))
@@ -126,11 +127,11 @@ internal static partial class NpyReader
         }
         var kind = descr.Groups[1].Value switch
         {
-            "<i8" or "=i8" => TensorElementKind.Int64,
-            "<i4" or "=i4" => TensorElementKind.Int32,
-            "<f4" or "=f4" => TensorElementKind.Float32,
-            "<f2" or "=f2" => TensorElementKind.Float16,
-            "|b1" => TensorElementKind.Bool,
+            "<i8" or "=i8" => DType.I64,
+            "<i4" or "=i4" => DType.I32,
+            "<f4" or "=f4" => DType.F32,
+            "<f2" or "=f2" => DType.F16,
+            "|b1" => DType.Bool,
             string other => throw ValidateThrow.Invalid(path, "npy header 'descr'", $"'{other}'",
                 "a little-endian '<i8', '<i4', '<f4', '<f2' or '|b1'"),
         };
@@ -165,13 +166,6 @@ internal static partial class NpyReader
         return (kind, [.. dims]);
     }
 
-    private static int ItemSize(TensorElementKind kind) => kind switch
-    {
-        TensorElementKind.Int64 => 8,
-        TensorElementKind.Int32 or TensorElementKind.Float32 => 4,
-        TensorElementKind.Float16 => 2,
-        _ => 1,
-    };
 
     private static string Shorten(string s) => s.Length <= 80 ? $"'{s}'" : $"'{s[..80]}…'";
 

@@ -1,29 +1,58 @@
 using System.Text;
+using Google.Protobuf;
+using Google.Protobuf.Collections;
+using Google.Protobuf.Reflection;
+using static Google.Protobuf.WireFormat;
 
 namespace OnnxLora.Validate.Internals;
 
 /// <summary>
 /// Reads the few facts Validate needs from an .onnx file without materialising its weights: the external data files
-/// its initializers reference, the dims of each initializer and which initializers Gather nodes index. It walks the
-/// protobuf wire format (ModelProto.graph = 7; GraphProto.node = 1, initializer = 5; NodeProto.input = 1,
-/// op_type = 4; TensorProto.dims = 1, name = 8, external_data = 13 with key = 1/value = 2) and seeks over every
-/// other field, so embedded raw_data of any size costs no memory. Initializers inside subgraphs are not visited.
+/// its initializers reference, the dims of each initializer and which initializers Gather nodes index. Google.Protobuf's
+/// <see cref="CodedInputStream"/> reads the fields it wants (ModelProto.graph = 7; GraphProto.node = 1,
+/// initializer = 5; NodeProto.input = 1, op_type = 4; TensorProto.dims = 1, name = 8, external_data = 13 with
+/// key = 1/value = 2) and skips every other one through its 4 KiB buffer, so embedded raw_data of any size costs no
+/// memory (it is read past, not held). Initializers inside subgraphs are not visited.
 /// </summary>
+/// <remarks>
+/// Limits, set deliberately: a protobuf message is at most 2 GiB (<see cref="int.MaxValue"/> bytes; larger models
+/// keep their weights in external data files, whose offsets this scan does not read), so a larger file is
+/// rejected before reading; the recursion limit is the depth of the deepest message entered (ModelProto → graph →
+/// initializer → external_data entry). Lengths are read as protobuf's C# runtime reads them (32 bits); ONNX Runtime
+/// has loaded the model before Validate scans it, and it rejects lengths beyond 2 GiB.
+/// </remarks>
 internal sealed class OnnxFileScan
 {
-    private const int MaxString = 1 << 16;
     private const int MaxDims = 64;
+    private const int MaxDepth = 3;
+
+    private static readonly uint ModelGraph = MakeTag(7, WireType.LengthDelimited);
+    private static readonly uint GraphNode = MakeTag(1, WireType.LengthDelimited);
+    private static readonly uint GraphInitializer = MakeTag(5, WireType.LengthDelimited);
+    private static readonly uint NodeInput = MakeTag(1, WireType.LengthDelimited);
+    private static readonly uint NodeOpType = MakeTag(4, WireType.LengthDelimited);
+    private static readonly uint TensorDims = MakeTag(1, WireType.Varint);
+    private static readonly uint TensorDimsPacked = MakeTag(1, WireType.LengthDelimited);
+    private static readonly uint TensorName = MakeTag(8, WireType.LengthDelimited);
+    private static readonly uint TensorExternalData = MakeTag(13, WireType.LengthDelimited);
+    private static readonly uint EntryKey = MakeTag(1, WireType.LengthDelimited);
+    private static readonly uint EntryValue = MakeTag(2, WireType.LengthDelimited);
+    private static readonly FieldCodec<long> DimsCodec = FieldCodec.ForInt64(TensorDims);
 
     private readonly string _file;
-    private readonly Stream _stream;
+    private readonly CodedInputStream _input;
     private readonly HashSet<string> _external = new(StringComparer.Ordinal);
     private readonly Dictionary<string, long[]> _dims = new(StringComparer.Ordinal);
     private readonly List<(string Data, string Indices)> _gathers = [];
 
-    private OnnxFileScan(string file, Stream stream)
+    /// <summary>The field being read (0 while reading a tag) and the byte its tag starts at, for error messages.</summary>
+    private int _field;
+    private long _fieldStart;
+
+    private OnnxFileScan(string file, CodedInputStream input)
     {
         _file = file;
-        _stream = stream;
+        _input = input;
     }
 
     /// <summary>External data files as the model names them (relative to the model's folder).</summary>
@@ -33,19 +62,27 @@ internal sealed class OnnxFileScan
 
     public IReadOnlyList<(string Data, string Indices)> Gathers => _gathers;
 
+    /// <exception cref="InvalidDataException">The file is not a well-formed protobuf message of at most 2 GiB.</exception>
     public static OnnxFileScan Read(string path)
     {
         using var fs = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.Read, 1 << 16);
-        var scan = new OnnxFileScan(path, fs);
-        scan.Message(fs.Length, (field, wire, end) =>
+        if (fs.Length > int.MaxValue)
         {
-            if (field == 7 && wire == 2)
-            {
-                scan.Message(end, scan.GraphField);
-                return true;
-            }
-            return false;
-        });
+            throw ValidateThrow.Invalid(path, "file size", $"{fs.Length} bytes",
+                $"at most {int.MaxValue} bytes, protobuf's limit for one message (larger models keep their weights in external data files)");
+        }
+        using var input = CodedInputStream.CreateWithLimits(fs, int.MaxValue, MaxDepth);
+        var scan = new OnnxFileScan(path, input);
+        try
+        {
+            scan.Fields(tag => tag == ModelGraph && scan.Message(scan.GraphField));
+        }
+        catch (InvalidProtocolBufferException e)
+        {
+            string field = scan._field == 0 ? "protobuf tag" : $"protobuf field {scan._field}";
+            throw ValidateThrow.Invalid(path, $"{field} at byte {scan._fieldStart}",
+                $"a malformed or truncated field ({e.Message.Split(". ")[0].TrimEnd('.')})", "a well-formed ONNX ModelProto");
+        }
         return scan;
     }
 
@@ -62,22 +99,22 @@ internal sealed class OnnxFileScan
         return null;
     }
 
-    private bool GraphField(int field, int wire, long end)
+    private bool GraphField(uint tag)
     {
-        if (field == 1 && wire == 2)
+        if (tag == GraphNode)
         {
             var inputs = new List<string>();
             string op = "";
-            Message(end, (f, w, e) =>
+            Message(t =>
             {
-                if (f == 1 && w == 2)
+                if (t == NodeInput)
                 {
-                    inputs.Add(ReadString(e));
+                    inputs.Add(ReadString());
                     return true;
                 }
-                if (f == 4 && w == 2)
+                if (t == NodeOpType)
                 {
-                    op = ReadString(e);
+                    op = ReadString();
                     return true;
                 }
                 return false;
@@ -88,54 +125,42 @@ internal sealed class OnnxFileScan
             }
             return true;
         }
-        if (field == 5 && wire == 2)
-        {
-            Tensor(end);
-            return true;
-        }
-        return false;
+        return tag == GraphInitializer && Tensor();
     }
 
-    private void Tensor(long end)
+    private bool Tensor()
     {
-        var dims = new List<long>();
+        var dims = new RepeatedField<long>();
         string name = "";
-        Message(end, (f, w, e) =>
+        Message(t =>
         {
-            if (f == 1 && w == 0)
+            if (t == TensorDims || t == TensorDimsPacked)
             {
-                AddDim(dims, ReadVarint());
-                return true;
-            }
-            if (f == 1 && w == 2)
-            {
-                while (_stream.Position < e)
+                dims.AddEntriesFrom(_input, DimsCodec);
+                if (dims.Count > MaxDims)
                 {
-                    AddDim(dims, ReadVarint());
+                    throw ValidateThrow.Invalid(_file, "initializer dims", $"more than {MaxDims}", $"at most {MaxDims}");
                 }
                 return true;
             }
-            if (f == 8 && w == 2)
+            if (t == TensorName)
             {
-                name = ReadString(e);
+                name = ReadString();
                 return true;
             }
-            if (f == 13 && w == 2)
+            if (t == TensorExternalData)
             {
                 string key = "", value = "";
-                Message(e, (kf, kw, ke) =>
+                Message(e =>
                 {
-                    if (kf is 1 or 2 && kw == 2)
+                    if (e == EntryKey)
                     {
-                        string s = ReadString(ke);
-                        if (kf == 1)
-                        {
-                            key = s;
-                        }
-                        else
-                        {
-                            value = s;
-                        }
+                        key = ReadString();
+                        return true;
+                    }
+                    if (e == EntryValue)
+                    {
+                        value = ReadString();
                         return true;
                     }
                     return false;
@@ -149,107 +174,66 @@ internal sealed class OnnxFileScan
             return false;
         });
         _dims[name] = [.. dims];
+        return true;
     }
 
-    private void AddDim(List<long> dims, ulong value)
+    /// <summary>
+    /// Reads the fields of the current message to its end; <paramref name="read"/> reads the fields it wants and
+    /// returns false for the others, which are skipped. Wire types ONNX never uses (groups, 6, 7) are rejected.
+    /// </summary>
+    private void Fields(Func<uint, bool> read)
     {
-        if (dims.Count >= MaxDims)
+        while (true)
         {
-            throw ValidateThrow.Invalid(_file, "initializer dims", $"more than {MaxDims}", $"at most {MaxDims}");
-        }
-        dims.Add((long)value);
-    }
-
-    /// <summary>Reads fields until <paramref name="end"/>; <paramref name="field"/> returns false for fields it skips.</summary>
-    private void Message(long end, Func<int, int, long, bool> field)
-    {
-        while (_stream.Position < end)
-        {
-            ulong tag = ReadVarint();
-            int number = (int)(tag >> 3);
-            int wire = (int)(tag & 7);
-            long fieldEnd = -1;
-            if (wire == 2)
+            (_field, _fieldStart) = (0, _input.Position);
+            uint tag = _input.ReadTag();
+            if (tag == 0)
             {
-                ulong length = ReadVarint();
-                if (length > (ulong)(end - _stream.Position))
-                {
-                    throw ValidateThrow.Invalid(_file, $"protobuf field {number} at byte {_stream.Position}",
-                        $"length {length}", $"at most the {end - _stream.Position} bytes left in its message");
-                }
-                fieldEnd = _stream.Position + (long)length;
+                return;
             }
-            long start = _stream.Position;
-            if (field(number, wire, fieldEnd))
+            _field = GetTagFieldNumber(tag);
+            var wire = GetTagWireType(tag);
+            if (wire is not (WireType.Varint or WireType.Fixed64 or WireType.LengthDelimited or WireType.Fixed32))
             {
-                if (wire == 2)
-                {
-                    _stream.Position = fieldEnd;
-                }
-                continue;
+                throw ValidateThrow.Invalid(_file, $"protobuf field {_field} at byte {_fieldStart}", $"wire type {(int)wire}", "0, 1, 2 or 5");
             }
-            _stream.Position = start;
-            Skip(number, wire, fieldEnd);
-        }
-        if (_stream.Position != end)
-        {
-            throw ValidateThrow.Invalid(_file, "protobuf message end", $"byte {_stream.Position}", $"byte {end}");
-        }
-    }
-
-    private void Skip(int number, int wire, long fieldEnd)
-    {
-        switch (wire)
-        {
-            case 0:
-                ReadVarint();
-                break;
-            case 1:
-                _stream.Position += 8;
-                break;
-            case 2:
-                _stream.Position = fieldEnd;
-                break;
-            case 5:
-                _stream.Position += 4;
-                break;
-            default:
-                throw ValidateThrow.Invalid(_file, $"protobuf field {number} at byte {_stream.Position}", $"wire type {wire}", "0, 1, 2 or 5");
-        }
-        if (_stream.Position > _stream.Length)
-        {
-            throw ValidateThrow.Invalid(_file, $"protobuf field {number}", "a field past the end of the file", "a complete field");
-        }
-    }
-
-    private string ReadString(long end)
-    {
-        long length = end - _stream.Position;
-        if (length > MaxString)
-        {
-            return "";
-        }
-        var bytes = new byte[length];
-        _stream.ReadExactly(bytes);
-        return Encoding.UTF8.GetString(bytes);
-    }
-
-    private ulong ReadVarint()
-    {
-        ulong result = 0;
-        for (int shift = 0; shift < 64; shift += 7)
-        {
-            int b = _stream.ReadByte();
-            if (b < 0)
+            if (!read(tag))
             {
-                throw ValidateThrow.Invalid(_file, "protobuf varint", "end of file", "more bytes");
-            }
-            result |= (ulong)(b & 0x7F) << shift;
-            if ((b & 0x80) == 0)
-            {
-                return result;
+                _input.SkipLastField();
             }
         }
-        throw ValidateThrow.Invalid(_file, "protobuf varint", "more than 10 bytes", "at most 10");
+    }
+
+    /// <summary>
+    /// Reads the embedded message whose tag was just read, within the length it declares. Once its fields are read,
+    /// errors (a message that ends before its length) name the message's own field again.
+    /// </summary>
+    private bool Message(Func<uint, bool> read)
+    {
+        var (field, start) = (_field, _fieldStart);
+        _input.ReadMessage(new Embedded(() =>
+        {
+            Fields(read);
+            (_field, _fieldStart) = (field, start);
+        }));
+        return true;
+    }
+
+    /// <summary>Decodes as <see cref="Encoding.UTF8"/> does (invalid bytes become U+FFFD), not rejecting them as <see cref="CodedInputStream.ReadString"/> would.</summary>
+    private string ReadString() => Encoding.UTF8.GetString(_input.ReadBytes().Span);
+
+    /// <summary>
+    /// The shape <see cref="CodedInputStream.ReadMessage"/> needs to enter a message: it pushes the message's length
+    /// as the limit, counts the depth and calls <see cref="MergeFrom"/>, which reads the fields.
+    /// </summary>
+    private sealed class Embedded(Action readFields) : IMessage
+    {
+        public MessageDescriptor Descriptor => throw new NotSupportedException("a partial read has no descriptor");
+
+        public void MergeFrom(CodedInputStream input) => readFields();
+
+        public void WriteTo(CodedOutputStream output) => throw new NotSupportedException("a partial read is not written");
+
+        public int CalculateSize() => throw new NotSupportedException("a partial read is not written");
     }
 }

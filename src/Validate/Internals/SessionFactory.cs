@@ -1,14 +1,16 @@
 using System.Diagnostics;
+using System.Text.RegularExpressions;
 using Microsoft.ML.OnnxRuntime;
+using OnnxLora.Core;
 
 namespace OnnxLora.Validate.Internals;
 
 /// <summary>
 /// Creates every InferenceSession of a run from ONE SessionOptions object, so the models compared share threads,
 /// optimisation level and provider. The provider is decided on the first model: CUDA when asked for and it loads,
-/// else CPU (with ORT's reason recorded), or an <see cref="ExecutionProviderException"/> when fallback is off.
+/// else CPU (with ORT's reason recorded), or a bad-input <see cref="OnnxLoraException"/> when fallback is off.
 /// </summary>
-internal sealed class SessionFactory : IDisposable
+internal sealed partial class SessionFactory : IDisposable
 {
     public const string CudaProvider = "CUDAExecutionProvider";
     public const string CpuProvider = "CPUExecutionProvider";
@@ -33,7 +35,7 @@ internal sealed class SessionFactory : IDisposable
     public SessionSettings Settings => new(_options.IntraOpThreads, _options.InterOpThreads, _options.GraphOptimization, "sequential");
 
     /// <summary>Loads a model; the first call decides the provider for all.</summary>
-    /// <exception cref="InvalidDataException">ONNX Runtime cannot load the model.</exception>
+    /// <exception cref="OnnxLoraException">ONNX Runtime cannot load the model (bad input).</exception>
     public InferenceSession Load(string path, out double createMs)
     {
         if (_sessionOptions is not null)
@@ -94,12 +96,48 @@ internal sealed class SessionFactory : IDisposable
         return session;
     }
 
+    /// <summary>
+    /// One line for consoles from a <see cref="FallbackReason"/>: the first shared library that could not be loaded
+    /// ("libcublasLt.so.13 not found"), else the first line of ONNX Runtime's message without its error code,
+    /// source location and trailing "; GPU=…" details.
+    /// </summary>
+    public static string ShortReason(string reason)
+    {
+        var library = MissingLibrary().Match(reason);
+        if (library.Success)
+        {
+            return $"{library.Groups[1].Value} not found";
+        }
+        string line = reason.Trim().Split('\n')[0].Split(" | ")[0];
+        var status = OrtStatus().Match(line);
+        if (status.Success)
+        {
+            line = status.Groups[1].Value;
+        }
+        line = ErrorCode().Replace(line, "");
+        int details = line.IndexOf(" ; ", StringComparison.Ordinal);
+        line = (details > 0 ? line[..details] : line).Trim().TrimEnd('.');
+        return line.Length > 0 ? line : "ONNX Runtime gave no reason";
+    }
+
     private static string Describe(OnnxRuntimeException e, IReadOnlyList<string> logged)
     {
         var parts = new List<string> { e.Message.Trim() };
         parts.AddRange(logged.Where(m => !parts.Contains(m)));
         return string.Join(" | ", parts);
     }
+
+    /// <summary>dlopen's "libcublasLt.so.13: cannot open shared object file" (the name without its folder).</summary>
+    [GeneratedRegex(@"([\w.+-]+\.so(?:\.\d+)*): cannot open shared object file")]
+    private static partial Regex MissingLibrary();
+
+    /// <summary>ORT's "… [ONNXRuntimeError] : 1 : FAIL : message": the message.</summary>
+    [GeneratedRegex(@"\[ONNXRuntimeError\] : \d+ : \w+ : (.*)$")]
+    private static partial Regex OrtStatus();
+
+    /// <summary>ORT's "[ErrorCode:Fail] " prefix.</summary>
+    [GeneratedRegex(@"^\s*\[ErrorCode:\w+\]\s*")]
+    private static partial Regex ErrorCode();
 
     private SessionOptions MakeOptions(bool cuda)
     {

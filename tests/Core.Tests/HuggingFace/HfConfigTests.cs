@@ -160,7 +160,7 @@ public sealed class HfConfigTests
         using var dir = new TempFolder();
         string file = Write(dir, "{}");
         var config = new BertConfig { HiddenSize = 32, NumAttentionHeads = 4 };
-        Assert.ThrowsExactly<IOException>(() => config.Save(dir.Path));
+        BadInput.Throws(() => config.Save(dir.Path));
         Assert.AreEqual("{}", File.ReadAllText(file));
         config.Save(dir.Path, overwrite: true);
         Assert.AreEqual(32, BertConfig.Load(file).HiddenSize);
@@ -189,7 +189,7 @@ public sealed class HfConfigTests
         Assert.Contains(replace, valid);
         using var dir = new TempFolder();
         string file = Write(dir, valid.Replace(replace, with, StringComparison.Ordinal));
-        var ex = Assert.ThrowsExactly<InvalidDataException>(() => HfConfig.Load(file));
+        var ex = BadInput.Throws(() => HfConfig.Load(file));
         StringAssert.Contains(ex.Message, file);
         StringAssert.Contains(ex.Message, $"'{field}'");
         StringAssert.Contains(ex.Message, $"found {found}");
@@ -207,7 +207,7 @@ public sealed class HfConfigTests
         const string valid = """{"model_type":"bert","vocab_size":100,"hidden_size":64,"num_hidden_layers":2,"num_attention_heads":4,"hidden_act":"gelu","layer_norm_eps":1e-12,"type_vocab_size":2}""";
         using var dir = new TempFolder();
         string file = Write(dir, valid.Replace(replace, with, StringComparison.Ordinal));
-        var ex = Assert.ThrowsExactly<InvalidDataException>(() => BertConfig.Load(file));
+        var ex = BadInput.Throws(() => BertConfig.Load(file));
         StringAssert.Contains(ex.Message, file);
         StringAssert.Contains(ex.Message, $"'{field}'");
     }
@@ -217,7 +217,7 @@ public sealed class HfConfigTests
     {
         using var dir = new TempFolder();
         Write(dir, """{"model_type":"qwen2","vocab_size":100,"hidden_size":64,"intermediate_size":128,"num_hidden_layers":2,"num_attention_heads":4,"use_sliding_window":true}""");
-        var ex = Assert.ThrowsExactly<InvalidDataException>(() => HfConfig.Load(dir.Path));
+        var ex = BadInput.Throws(() => HfConfig.Load(dir.Path));
         StringAssert.Contains(ex.Message, "use_sliding_window");
     }
 
@@ -225,21 +225,21 @@ public sealed class HfConfigTests
     [DataRow("not json")]
     [DataRow("[1, 2]")]
     [DataRow("")]
-    public void Load_MalformedJson_ThrowsInvalidData(string content)
+    public void Load_MalformedJson_IsBadInput(string content)
     {
         using var dir = new TempFolder();
         string file = Write(dir, content);
-        var ex = Assert.ThrowsExactly<InvalidDataException>(() => HfConfig.Load(file));
+        var ex = BadInput.Throws(() => HfConfig.Load(file));
         StringAssert.Contains(ex.Message, file);
     }
 
     [TestMethod]
-    public void Load_MissingFile_ThrowsFileNotFound()
+    public void Load_MissingFile_IsBadInput()
     {
         using var dir = new TempFolder();
-        var ex = Assert.ThrowsExactly<FileNotFoundException>(() => HfConfig.Load(dir.Path));
+        var ex = BadInput.Throws(() => HfConfig.Load(dir.Path));
         StringAssert.Contains(ex.Message, "config.json");
-        Assert.ThrowsExactly<FileNotFoundException>(() => HfConfig.Load(Path.Combine(dir.Path, "missing.json")));
+        BadInput.Throws(() => HfConfig.Load(Path.Combine(dir.Path, "missing.json")));
     }
 
     [TestMethod]
@@ -247,7 +247,7 @@ public sealed class HfConfigTests
     {
         using var dir = new TempFolder();
         Write(dir, """{"model_type":"bert","vocab_size":100,"hidden_size":64,"num_hidden_layers":2,"num_attention_heads":4}""");
-        var ex = Assert.ThrowsExactly<InvalidDataException>(() => LlamaConfig.Load(dir.Path));
+        var ex = BadInput.Throws(() => LlamaConfig.Load(dir.Path));
         StringAssert.Contains(ex.Message, "model_type");
         StringAssert.Contains(ex.Message, "\"bert\"");
     }
@@ -256,7 +256,7 @@ public sealed class HfConfigTests
     public void Validate_ConfigBuiltInCode_NamesTheRecordType()
     {
         var config = new LlamaConfig { HiddenSize = 30, NumAttentionHeads = 4 };
-        var ex = Assert.ThrowsExactly<InvalidDataException>(config.Validate);
+        var ex = BadInput.Throws(config.Validate);
         StringAssert.Contains(ex.Message, "LlamaConfig");
         StringAssert.Contains(ex.Message, "num_attention_heads");
     }

@@ -40,7 +40,7 @@ public sealed class AtomicFileTests
         string path = dir.File("out.bin");
         File.WriteAllText(path, "old");
 
-        Assert.ThrowsExactly<IOException>(() => AtomicFile.Create(path));
+        BadInput.Throws(() => AtomicFile.Create(path));
 
         using var file = AtomicFile.Create(path, overwrite: true);
         file.Stream.Write("new"u8);
@@ -66,7 +66,7 @@ public sealed class AtomicDirectoryTests
         }
         Assert.AreEqual("1", File.ReadAllText(Path.Combine(final, "a.txt")));
 
-        Assert.ThrowsExactly<IOException>(() => AtomicDirectory.Create(final));
+        BadInput.Throws(() => AtomicDirectory.Create(final));
         using (var second = AtomicDirectory.Create(final, overwrite: true))
         {
             File.WriteAllText(second.File("b.txt"), "2");
@@ -99,7 +99,7 @@ public sealed class OutputLockTests
         using (OutputLock.Acquire(output))
         {
             // FileShare.None locks are per open file description; a second open in this process is refused like another process's.
-            var e = Assert.ThrowsExactly<IOException>(() => OutputLock.Acquire(output));
+            var e = BadInput.Throws(() => OutputLock.Acquire(output));
             StringAssert.Contains(e.Message, "model.onnx");
             StringAssert.Contains(e.Message, "another merge-export process");
         }

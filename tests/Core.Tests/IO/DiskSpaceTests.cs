@@ -13,7 +13,7 @@ public sealed class DiskSpaceTests
         var free = DiskSpace.FreeBytes(output);
         Assert.IsNotNull(free, "the temp folder's drive should be found");
 
-        var e = Assert.ThrowsExactly<IOException>(() => DiskSpace.EnsureAvailable(output, long.MaxValue, "the merged checkpoint"));
+        var e = BadInput.Throws(() => DiskSpace.EnsureAvailable(output, long.MaxValue, "the merged checkpoint"));
 
         StringAssert.StartsWith(e.Message, output + ": writing the merged checkpoint needs ");
         StringAssert.Contains(e.Message, long.MaxValue.ToString("N0", System.Globalization.CultureInfo.InvariantCulture));

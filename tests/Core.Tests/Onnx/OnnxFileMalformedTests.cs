@@ -17,7 +17,7 @@ public sealed class OnnxFileMalformedTests
         foreach (int cut in new[] { bytes.Length / 2, bytes.Length - 3, 1 })
         {
             File.WriteAllBytes(path, bytes[..cut]);
-            var e = Assert.ThrowsExactly<InvalidDataException>(() => OnnxFile.Load(path), $"cut at {cut}");
+            var e = BadInput.Throws(() => OnnxFile.Load(path), $"cut at {cut}");
             StringAssert.Contains(e.Message, path);
         }
     }
@@ -33,11 +33,11 @@ public sealed class OnnxFileMalformedTests
             byte[] junk = new byte[1 + random.Next(4096)];
             random.NextBytes(junk);
             File.WriteAllBytes(path, junk);
-            var e = Assert.ThrowsExactly<InvalidDataException>(() => OnnxFile.Load(path), $"trial {trial}");
+            var e = BadInput.Throws(() => OnnxFile.Load(path), $"trial {trial}");
             StringAssert.Contains(e.Message, path);
         }
         File.WriteAllText(path, "this is a text file, not a model\n");
-        Assert.ThrowsExactly<InvalidDataException>(() => OnnxFile.Load(path));
+        BadInput.Throws(() => OnnxFile.Load(path));
     }
 
     [TestMethod]
@@ -45,7 +45,7 @@ public sealed class OnnxFileMalformedTests
     {
         string path = Path.Combine(OnnxTestModels.TempFolder(), "empty.onnx");
         File.WriteAllBytes(path, []);
-        var e = Assert.ThrowsExactly<InvalidDataException>(() => OnnxFile.Load(path));
+        var e = BadInput.Throws(() => OnnxFile.Load(path));
         StringAssert.Contains(e.Message, path);
     }
 
@@ -59,7 +59,7 @@ public sealed class OnnxFileMalformedTests
         }
         try
         {
-            var e = Assert.ThrowsExactly<InvalidDataException>(() => OnnxFile.Load(path));
+            var e = BadInput.Throws(() => OnnxFile.Load(path));
             StringAssert.Contains(e.Message, path);
             StringAssert.Contains(e.Message, "external data");
         }
@@ -73,7 +73,7 @@ public sealed class OnnxFileMalformedTests
     public void Load_ExternalLocationWithDotDot_IsRejected()
     {
         var (path, _) = WithExternalReference(location: "../secret.bin");
-        var e = Assert.ThrowsExactly<InvalidDataException>(() => OnnxFile.Load(path));
+        var e = BadInput.Throws(() => OnnxFile.Load(path));
         StringAssert.Contains(e.Message, path);
         StringAssert.Contains(e.Message, "tensor 'w'");
         StringAssert.Contains(e.Message, "'../secret.bin'");
@@ -85,7 +85,7 @@ public sealed class OnnxFileMalformedTests
         string outside = Path.Combine(OnnxTestModels.TempFolder(), "abs.bin");
         File.WriteAllBytes(outside, new byte[4800]);
         var (path, _) = WithExternalReference(location: outside);
-        var e = Assert.ThrowsExactly<InvalidDataException>(() => OnnxFile.Load(path));
+        var e = BadInput.Throws(() => OnnxFile.Load(path));
         StringAssert.Contains(e.Message, "absolute path");
         StringAssert.Contains(e.Message, "tensor 'w'");
     }
@@ -98,7 +98,7 @@ public sealed class OnnxFileMalformedTests
         var (path, dir) = WithExternalReference(location: "weights.bin");
         File.CreateSymbolicLink(Path.Combine(dir, "weights.bin"), outside);
 
-        var e = Assert.ThrowsExactly<InvalidDataException>(() => OnnxFile.Load(path));
+        var e = BadInput.Throws(() => OnnxFile.Load(path));
         StringAssert.Contains(e.Message, "symbolic link");
         StringAssert.Contains(e.Message, "tensor 'w'");
     }
@@ -111,7 +111,7 @@ public sealed class OnnxFileMalformedTests
         var (path, dir) = WithExternalReference(location: "sub/w.bin");
         Directory.CreateSymbolicLink(Path.Combine(dir, "sub"), outsideDir);
 
-        var e = Assert.ThrowsExactly<InvalidDataException>(() => OnnxFile.Load(path));
+        var e = BadInput.Throws(() => OnnxFile.Load(path));
         StringAssert.Contains(e.Message, "symbolic link");
     }
 
@@ -136,7 +136,7 @@ public sealed class OnnxFileMalformedTests
     {
         var (path, dir) = WithExternalReference(location: "w.bin", offset: 4096);
         File.WriteAllBytes(Path.Combine(dir, "w.bin"), new byte[4800]);
-        var e = Assert.ThrowsExactly<InvalidDataException>(() => OnnxFile.Load(path));
+        var e = BadInput.Throws(() => OnnxFile.Load(path));
         StringAssert.Contains(e.Message, "offset + length");
         StringAssert.Contains(e.Message, "4800 bytes");
     }
@@ -146,16 +146,16 @@ public sealed class OnnxFileMalformedTests
     {
         var (path, dir) = WithExternalReference(location: "w.bin", length: 100);
         File.WriteAllBytes(Path.Combine(dir, "w.bin"), new byte[4800]);
-        var e = Assert.ThrowsExactly<InvalidDataException>(() => OnnxFile.Load(path));
+        var e = BadInput.Throws(() => OnnxFile.Load(path));
         StringAssert.Contains(e.Message, "external_data length");
         StringAssert.Contains(e.Message, "4800");
     }
 
     [TestMethod]
-    public void Load_ExternalDataFileMissing_ThrowsFileNotFound()
+    public void Load_ExternalDataFileMissing_IsBadInput()
     {
         var (path, _) = WithExternalReference(location: "absent.bin");
-        var e = Assert.ThrowsExactly<FileNotFoundException>(() => OnnxFile.Load(path));
+        var e = BadInput.Throws(() => OnnxFile.Load(path));
         StringAssert.Contains(e.Message, "absent.bin");
         StringAssert.Contains(e.Message, "tensor 'w'");
     }
@@ -169,7 +169,7 @@ public sealed class OnnxFileMalformedTests
         string path = Path.Combine(OnnxTestModels.TempFolder(), "model.onnx");
         File.WriteAllBytes(path, model.ToByteArray());
 
-        var e = Assert.ThrowsExactly<InvalidDataException>(() => OnnxFile.Load(path));
+        var e = BadInput.Throws(() => OnnxFile.Load(path));
         StringAssert.Contains(e.Message, path);
         StringAssert.Contains(e.Message, "node '/mm' (MatMul) input 'w'");
     }
@@ -183,7 +183,7 @@ public sealed class OnnxFileMalformedTests
         string path = Path.Combine(OnnxTestModels.TempFolder(), "model.onnx");
         File.WriteAllBytes(path, model.ToByteArray());
 
-        var e = Assert.ThrowsExactly<InvalidDataException>(() => OnnxFile.Load(path));
+        var e = BadInput.Throws(() => OnnxFile.Load(path));
         StringAssert.Contains(e.Message, "tensor 'w' raw_data");
         StringAssert.Contains(e.Message, "12 bytes");
     }
@@ -195,11 +195,11 @@ public sealed class OnnxFileMalformedTests
         var noGraph = new ModelProto { IrVersion = 8 };
         noGraph.OpsetImport.Add(new OperatorSetIdProto { Version = 17 });
         File.WriteAllBytes(path, noGraph.ToByteArray());
-        StringAssert.Contains(Assert.ThrowsExactly<InvalidDataException>(() => OnnxFile.Load(path)).Message, "graph");
+        StringAssert.Contains(BadInput.Throws(() => OnnxFile.Load(path)).Message, "graph");
 
         var noOpset = new ModelProto { IrVersion = 8, Graph = new GraphProto() };
         File.WriteAllBytes(path, noOpset.ToByteArray());
-        StringAssert.Contains(Assert.ThrowsExactly<InvalidDataException>(() => OnnxFile.Load(path)).Message, "opset_import");
+        StringAssert.Contains(BadInput.Throws(() => OnnxFile.Load(path)).Message, "opset_import");
     }
 
     [TestMethod]
@@ -219,7 +219,7 @@ public sealed class OnnxFileMalformedTests
         string path = Path.Combine(OnnxTestModels.TempFolder(), "deep.onnx");
         File.WriteAllBytes(path, model.ToByteArray());
 
-        var e = Assert.ThrowsExactly<InvalidDataException>(() => OnnxFile.Load(path, new OnnxLoadOptions { RecursionLimit = 50, ValidateGraph = false }));
+        var e = BadInput.Throws(() => OnnxFile.Load(path, new OnnxLoadOptions { RecursionLimit = 50, ValidateGraph = false }));
         StringAssert.Contains(e.Message, path);
     }
 

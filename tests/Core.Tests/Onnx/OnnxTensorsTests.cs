@@ -50,7 +50,7 @@ public sealed class OnnxTensorsTests
     {
         var t = new TensorProto { Name = "bad", DataType = (int)TensorProto.Types.DataType.Float, RawData = ByteString.CopyFrom(new byte[6]) };
         t.Dims.Add(2);
-        var e = Assert.ThrowsExactly<InvalidDataException>(() => OnnxTensors.ReadAsSingle(t));
+        var e = BadInput.Throws(() => OnnxTensors.ReadAsSingle(t));
         StringAssert.Contains(e.Message, "'bad'");
     }
 
@@ -58,7 +58,7 @@ public sealed class OnnxTensorsTests
     public void ReadAsSingle_IntegerTensor_Throws()
     {
         var t = OnnxTensors.Create("ids", [2], [1L, 2L]);
-        var e = Assert.ThrowsExactly<InvalidDataException>(() => OnnxTensors.ReadAsSingle(t));
+        var e = BadInput.Throws(() => OnnxTensors.ReadAsSingle(t));
         StringAssert.Contains(e.Message, "INT64");
     }
 

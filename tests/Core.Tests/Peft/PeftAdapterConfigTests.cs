@@ -190,7 +190,7 @@ public sealed class PeftAdapterConfigTests
     [DataRow("[1, 2]", "root: found Array, expected a JSON object")]
     public void Parse_Malformed_ThrowsNamingFileAndField(string json, string expectedFragment)
     {
-        var e = Assert.ThrowsExactly<InvalidDataException>(() => PeftAdapterConfig.Parse(json, "/tmp/x/adapter_config.json"));
+        var e = BadInput.Throws(() => PeftAdapterConfig.Parse(json, "/tmp/x/adapter_config.json"));
         StringAssert.StartsWith(e.Message, "/tmp/x/adapter_config.json: ");
         StringAssert.Contains(e.Message, expectedFragment);
     }

@@ -4,7 +4,7 @@ using OnnxLora.Core.Safetensors;
 
 namespace OnnxLora.Core.Tests.Safetensors;
 
-/// <summary>Hostile and broken safetensors files: each must give an InvalidDataException naming the file and the problem.</summary>
+/// <summary>Hostile and broken safetensors files: each must give a bad-input OnnxLoraException naming the file and the problem.</summary>
 [TestClass]
 public sealed class SafetensorsMalformedTests
 {
@@ -13,7 +13,7 @@ public sealed class SafetensorsMalformedTests
         using var dir = new TempDir();
         string path = dir.File("bad.safetensors");
         File.WriteAllBytes(path, bytes);
-        var e = Assert.ThrowsExactly<InvalidDataException>(() => SafetensorsFile.Open(path).Dispose());
+        var e = BadInput.Throws(() => SafetensorsFile.Open(path).Dispose());
         StringAssert.Contains(e.Message, "bad.safetensors");
         foreach (string part in messageParts)
         {
@@ -111,7 +111,7 @@ public sealed class SafetensorsMalformedTests
     {
         using var dir = new TempDir();
         File.WriteAllText(dir.File(SafetensorsCheckpoint.IndexFileName), """{"weight_map":{"w":"../outside.safetensors"}}""");
-        var e = Assert.ThrowsExactly<InvalidDataException>(() => SafetensorsCheckpoint.Open(dir.Path).Dispose());
+        var e = BadInput.Throws(() => SafetensorsCheckpoint.Open(dir.Path).Dispose());
         StringAssert.Contains(e.Message, "weight_map['w']");
         StringAssert.Contains(e.Message, "no folders");
     }
@@ -121,7 +121,7 @@ public sealed class SafetensorsMalformedTests
     {
         using var dir = new TempDir();
         File.WriteAllText(dir.File(SafetensorsCheckpoint.IndexFileName), """{"weight_map":{"w":"model-1.safetensors"}}""");
-        var e = Assert.ThrowsExactly<InvalidDataException>(() => SafetensorsCheckpoint.Open(dir.Path).Dispose());
+        var e = BadInput.Throws(() => SafetensorsCheckpoint.Open(dir.Path).Dispose());
         StringAssert.Contains(e.Message, "model-1.safetensors");
     }
 
@@ -132,7 +132,7 @@ public sealed class SafetensorsMalformedTests
         SafetensorsWriter.Save(dir.File("s1.safetensors"), [
             (new TensorSpec("w", DType.F32, [1]), new byte[4]), (new TensorSpec("extra", DType.F32, [1]), new byte[4])]);
         File.WriteAllText(dir.File(SafetensorsCheckpoint.IndexFileName), """{"weight_map":{"w":"s1.safetensors"}}""");
-        var e = Assert.ThrowsExactly<InvalidDataException>(() => SafetensorsCheckpoint.Open(dir.Path).Dispose());
+        var e = BadInput.Throws(() => SafetensorsCheckpoint.Open(dir.Path).Dispose());
         StringAssert.Contains(e.Message, "'extra'");
     }
 
@@ -140,12 +140,12 @@ public sealed class SafetensorsMalformedTests
     public void Checkpoint_FolderWithoutWeights_NamesTheExpectedFiles()
     {
         using var dir = new TempDir();
-        var e = Assert.ThrowsExactly<FileNotFoundException>(() => SafetensorsCheckpoint.Open(dir.Path).Dispose());
+        var e = BadInput.Throws(() => SafetensorsCheckpoint.Open(dir.Path).Dispose());
         StringAssert.Contains(e.Message, "model.safetensors");
     }
 
     [TestMethod]
-    public void Open_RandomMutationsOfValidFile_OnlyEverRaiseInvalidData()
+    public void Open_RandomMutationsOfValidFile_OnlyEverRaiseBadInput()
     {
         using var dir = new TempDir();
         string valid = dir.File("valid.safetensors");
@@ -178,7 +178,7 @@ public sealed class SafetensorsMalformedTests
                     _ = file.GetBytes(t).Length;
                 }
             }
-            catch (InvalidDataException)
+            catch (OnnxLoraException e) when (e.Kind == ErrorKind.BadInput)
             {
                 rejected++;
             }

@@ -18,7 +18,7 @@ public sealed partial class OnnxModelMergerTests
         var (adapter, _) = OnnxTestKit.Lora([kProj], r: 2, alpha: 2, seed: 600);
         using (adapter)
         {
-            var e = Assert.ThrowsExactly<InvalidDataException>(() => OnnxModelMerger.Plan(input, OnnxTestKit.One(adapter)));
+            var e = BadInput.Throws(() => OnnxModelMerger.Plan(input, OnnxTestKit.One(adapter)));
             StringAssert.Contains(e.Message, input);
             StringAssert.Contains(e.Message, $"module '{kProj}'");
             StringAssert.Contains(e.Message, "maps to no initializer");
@@ -34,7 +34,7 @@ public sealed partial class OnnxModelMergerTests
         var (adapter, _) = OnnxTestKit.Lora([Up], r: 2, alpha: 2, seed: 610);
         using (adapter)
         {
-            var e = Assert.ThrowsExactly<InvalidDataException>(() => OnnxModelMerger.Plan(input, OnnxTestKit.One(adapter)));
+            var e = BadInput.Throws(() => OnnxModelMerger.Plan(input, OnnxTestKit.One(adapter)));
             StringAssert.Contains(e.Message, $"module '{Up}'");
             StringAssert.Contains(e.Message, "no base checkpoint");
             StringAssert.Contains(e.Message, $"'{model.InitializerOf[Up + ".weight"]}' [8, 12]");
@@ -52,7 +52,7 @@ public sealed partial class OnnxModelMergerTests
         var (adapter, _) = OnnxTestKit.Lora([Q], r: 2, alpha: 2, seed: 620);
         using (adapter)
         {
-            var e = Assert.ThrowsExactly<InvalidDataException>(() => OnnxModelMerger.Plan(input, OnnxTestKit.One(adapter), new OnnxMergeOptions { BaseCheckpoint = checkpoint }));
+            var e = BadInput.Throws(() => OnnxModelMerger.Plan(input, OnnxTestKit.One(adapter), new OnnxMergeOptions { BaseCheckpoint = checkpoint }));
             StringAssert.Contains(e.Message, $"module '{Q}'");
             StringAssert.Contains(e.Message, "several initializers by contents");
             StringAssert.Contains(e.Message, $"'{model.InitializerOf[Q + ".weight"]}'");
@@ -71,7 +71,7 @@ public sealed partial class OnnxModelMergerTests
         using (adapter)
         {
             using var renamed = Renamed(adapter, Q, "layers.0.self_attn.q_proj");
-            var e = Assert.ThrowsExactly<InvalidDataException>(() => OnnxModelMerger.Plan(input, OnnxTestKit.One(renamed)));
+            var e = BadInput.Throws(() => OnnxModelMerger.Plan(input, OnnxTestKit.One(renamed)));
             StringAssert.Contains(e.Message, "module 'layers.0.self_attn.q_proj'");
             StringAssert.Contains(e.Message, "'model.layers.0.self_attn.q_proj.weight'");
             StringAssert.Contains(e.Message, "'decoder.layers.0.self_attn.q_proj.weight'");
@@ -104,7 +104,7 @@ public sealed partial class OnnxModelMergerTests
         using (adapter)
         {
             string output = NewOutput();
-            var e = Assert.ThrowsExactly<InvalidDataException>(() => OnnxModelMerger.Merge(input, OnnxTestKit.One(adapter), output));
+            var e = BadInput.Throws(() => OnnxModelMerger.Merge(input, OnnxTestKit.One(adapter), output));
             StringAssert.Contains(e.Message, Down);
             Assert.IsEmpty(Directory.GetFileSystemEntries(Path.GetDirectoryName(output)!), "no output, data file or temporary file is left");
         }
@@ -119,7 +119,7 @@ public sealed partial class OnnxModelMergerTests
         using (adapter)
         {
             string output = NewOutput();
-            var e = Assert.ThrowsExactly<InvalidDataException>(() => OnnxModelMerger.Merge(input, OnnxTestKit.One(adapter), output));
+            var e = BadInput.Throws(() => OnnxModelMerger.Merge(input, OnnxTestKit.One(adapter), output));
             StringAssert.Contains(e.Message, $"initializer '{model.InitializerOf[Up + ".weight"]}'");
             StringAssert.Contains(e.Message, "overflowing F16");
             Assert.IsEmpty(Directory.GetFileSystemEntries(Path.GetDirectoryName(output)!));
@@ -136,28 +136,28 @@ public sealed partial class OnnxModelMergerTests
         {
             string output = NewOutput();
             File.WriteAllText(output, "old");
-            var e = Assert.ThrowsExactly<IOException>(() => OnnxModelMerger.Merge(input, OnnxTestKit.One(adapter), output));
+            var e = BadInput.Throws(() => OnnxModelMerger.Merge(input, OnnxTestKit.One(adapter), output));
             StringAssert.Contains(e.Message, output);
             Assert.AreEqual("old", File.ReadAllText(output));
 
             OnnxModelMerger.Merge(input, OnnxTestKit.One(adapter), output, new OnnxMergeOptions { Overwrite = true });
             OnnxTestKit.AssertOutputsClose(model.Forward(OnnxTestKit.Ids, branches), OnnxTestKit.Run(output, OnnxTestKit.Ids), 1e-4, "overwritten output");
-            Assert.ThrowsExactly<ArgumentException>(() => OnnxModelMerger.Merge(input, OnnxTestKit.One(adapter), input, new OnnxMergeOptions { Overwrite = true }));
+            BadInput.Throws(() => OnnxModelMerger.Merge(input, OnnxTestKit.One(adapter), input, new OnnxMergeOptions { Overwrite = true }));
         }
     }
 
     [TestMethod]
-    public void Plan_OutputDTypeOtherThanTheModels_ThrowsArgumentException()
+    public void Plan_OutputDTypeOtherThanTheModels_IsBadInput()
     {
         var model = Build(new TorchLikeSpec { Seed = 28 });
         string input = model.Save();
         var (adapter, _) = OnnxTestKit.Lora([Q], r: 2, alpha: 2, seed: 680);
         using (adapter)
         {
-            var options = new OnnxMergeOptions { Merge = MergeOptions.Default with { OutputDType = OutputDType.F16 } };
-            var e = Assert.ThrowsExactly<ArgumentException>(() => OnnxModelMerger.Plan(input, OnnxTestKit.One(adapter), options));
+            var options = new OnnxMergeOptions { Merge = MergeOptions.Default with { OutputDType = DType.F16 } };
+            var e = BadInput.Throws(() => OnnxModelMerger.Plan(input, OnnxTestKit.One(adapter), options));
             StringAssert.Contains(e.Message, model.InitializerOf[Q + ".weight"]);
-            var same = new OnnxMergeOptions { Merge = MergeOptions.Default with { OutputDType = OutputDType.F32 } };
+            var same = new OnnxMergeOptions { Merge = MergeOptions.Default with { OutputDType = DType.F32 } };
             Assert.HasCount(1, OnnxModelMerger.Plan(input, OnnxTestKit.One(adapter), same).Entries);
         }
     }

@@ -70,7 +70,7 @@ public sealed class LoraInjectionTests
         CollectionAssert.AreEquivalent(new[] { "model.layers.0.self_attn.q_proj", "model.layers.0.self_attn.k_proj" }, report.Wrapped.Select(w => w.Path).ToArray());
 
         using var other = TinyLlama();
-        var ex = Assert.ThrowsExactly<ArgumentException>(() => LoraInjection.Apply(other, new PeftAdapterConfig { TargetModules = TargetModules.FromString("q_proj") }));
+        var ex = BadInput.Throws(() => LoraInjection.Apply(other, new PeftAdapterConfig { TargetModules = TargetModules.FromString("q_proj") }));
         StringAssert.Contains(ex.Message, "\"q_proj\"");
     }
 
@@ -97,7 +97,7 @@ public sealed class LoraInjectionTests
     public void Apply_SuffixMatchesWholeComponentsOnly()
     {
         using var model = TinyLlama();
-        var ex = Assert.ThrowsExactly<ArgumentException>(() => LoraInjection.Apply(model, new PeftAdapterConfig { TargetModules = TargetModules.FromList("q_proj", "proj", "nonexistent") }));
+        var ex = BadInput.Throws(() => LoraInjection.Apply(model, new PeftAdapterConfig { TargetModules = TargetModules.FromList("q_proj", "proj", "nonexistent") }));
         StringAssert.Contains(ex.Message, "'proj', 'nonexistent'");
         Assert.DoesNotContain("'q_proj'", ex.Message);
 
@@ -162,7 +162,7 @@ public sealed class LoraInjectionTests
     public void Apply_UnmatchedModulesToSave_ThrowsNamingIt()
     {
         using var model = TinyLlama();
-        var ex = Assert.ThrowsExactly<ArgumentException>(() => LoraInjection.Apply(model, new PeftAdapterConfig { TargetModules = TargetModules.FromList("q_proj"), ModulesToSave = ["classifier"] }));
+        var ex = BadInput.Throws(() => LoraInjection.Apply(model, new PeftAdapterConfig { TargetModules = TargetModules.FromList("q_proj"), ModulesToSave = ["classifier"] }));
         StringAssert.Contains(ex.Message, "'classifier'");
     }
 
@@ -170,7 +170,7 @@ public sealed class LoraInjectionTests
     public void Apply_TargetThatIsNotLinearOrEmbedding_ThrowsNamingIt()
     {
         using var model = TinyLlama();
-        var ex = Assert.ThrowsExactly<ArgumentException>(() => LoraInjection.Apply(model, new PeftAdapterConfig { TargetModules = TargetModules.FromList("self_attn") }));
+        var ex = BadInput.Throws(() => LoraInjection.Apply(model, new PeftAdapterConfig { TargetModules = TargetModules.FromList("self_attn") }));
         StringAssert.Contains(ex.Message, "model.layers.0.self_attn");
         StringAssert.Contains(ex.Message, "LlamaAttention");
     }
@@ -179,7 +179,7 @@ public sealed class LoraInjectionTests
     public void Apply_DoraOnEmbedding_Throws()
     {
         using var model = TinyLlama();
-        var ex = Assert.ThrowsExactly<ArgumentException>(() => LoraInjection.Apply(model, new PeftAdapterConfig { TargetModules = TargetModules.FromList("embed_tokens"), UseDora = true }));
+        var ex = BadInput.Throws(() => LoraInjection.Apply(model, new PeftAdapterConfig { TargetModules = TargetModules.FromList("embed_tokens"), UseDora = true }));
         StringAssert.Contains(ex.Message, "model.embed_tokens");
     }
 
@@ -192,13 +192,13 @@ public sealed class LoraInjectionTests
     }
 
     [TestMethod]
-    public void Apply_BadOptions_ThrowArgumentException()
+    public void Apply_BadOptions_AreBadInput()
     {
         using var model = TinyLlama();
-        Assert.ThrowsExactly<ArgumentException>(() => LoraInjection.Apply(model, new PeftAdapterConfig { TargetModules = TargetModules.FromList("q_proj"), R = 0 }));
-        Assert.ThrowsExactly<ArgumentException>(() => LoraInjection.Apply(model, new PeftAdapterConfig { TargetModules = TargetModules.FromList("q_proj"), LoraDropout = 1.0 }));
-        Assert.ThrowsExactly<ArgumentException>(() => LoraInjection.Apply(model, new PeftAdapterConfig { TargetModules = TargetModules.FromList() }));
-        var ex = Assert.ThrowsExactly<ArgumentException>(() => LoraInjection.Apply(model, new PeftAdapterConfig { TargetModules = TargetModules.FromString("(unclosed") }));
+        BadInput.Throws(() => LoraInjection.Apply(model, new PeftAdapterConfig { TargetModules = TargetModules.FromList("q_proj"), R = 0 }));
+        BadInput.Throws(() => LoraInjection.Apply(model, new PeftAdapterConfig { TargetModules = TargetModules.FromList("q_proj"), LoraDropout = 1.0 }));
+        BadInput.Throws(() => LoraInjection.Apply(model, new PeftAdapterConfig { TargetModules = TargetModules.FromList() }));
+        var ex = BadInput.Throws(() => LoraInjection.Apply(model, new PeftAdapterConfig { TargetModules = TargetModules.FromString("(unclosed") }));
         StringAssert.Contains(ex.Message, "(unclosed");
     }
 

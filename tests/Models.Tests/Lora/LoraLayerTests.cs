@@ -203,7 +203,7 @@ public sealed class LoraLayerTests
     public void Constructor_NonPositiveRank_Throws()
     {
         using var baseLayer = MakeLinear(seed: 1, bias: false);
-        var ex = Assert.ThrowsExactly<ArgumentException>(() => new LoraLinear(baseLayer, 0, alpha: 4));
+        var ex = BadInput.Throws(() => new LoraLinear(baseLayer, 0, alpha: 4));
         StringAssert.Contains(ex.Message, "rank");
     }
 

@@ -1,4 +1,5 @@
 using System.CommandLine;
+using OnnxLora.Core;
 using OnnxLora.Core.Onnx;
 using OnnxLora.Core.Peft;
 using OnnxLora.Export;
@@ -15,12 +16,13 @@ internal sealed class ExportCommand : CliCommand
 {
     private readonly Option<string> _model = new("--model") { Description = "Hugging Face checkpoint folder.", Required = true };
     private readonly Option<string[]> _adapters = new("--adapter") { Description = "PEFT adapter folder (DIR or DIR=WEIGHT; several only with --mode merged)." };
-    private readonly Option<string> _mode = new Option<string>("--mode") { Description = "base, merged (adapter folded into the weights) or unmerged (LoRA branches as separate nodes).", DefaultValueFactory = _ => "merged" }
-        .OneOf("base", "merged", "unmerged");
+    private readonly ChoiceOption<OnnxExportMode> _mode = new("--mode", "base, merged (adapter folded into the weights) or unmerged (LoRA branches as separate nodes).", OnnxExportMode.Merged,
+        ("base", OnnxExportMode.Base), ("merged", OnnxExportMode.Merged), ("unmerged", OnnxExportMode.Unmerged));
     private readonly Option<int> _opset = new Option<int>("--opset") { Description = "ONNX opset, 17..21.", DefaultValueFactory = _ => 17 };
-    private readonly Option<string> _dtype = new Option<string>("--dtype") { Description = "Weight and compute type: fp32 or fp16.", DefaultValueFactory = _ => "fp32" }.OneOf("fp32", "fp16");
-    private readonly Option<string> _external = new Option<string>("--external-data") { Description = "Weights in a .data file beside the model: auto (above 2 GB), always or never.", DefaultValueFactory = _ => "auto" }
-        .OneOf("auto", "always", "never");
+    private readonly ChoiceOption<DType> _dtype = new("--dtype", "Weight and compute type: fp32 or fp16.", DType.F32,
+        ("fp32", DType.F32), ("fp16", DType.F16));
+    private readonly ChoiceOption<OnnxExternalData> _external = new("--external-data", "Weights in a .data file beside the model: auto (above 2 GB), always or never.", OnnxExternalData.Auto,
+        ("auto", OnnxExternalData.Auto), ("always", OnnxExternalData.Always), ("never", OnnxExternalData.Never));
     private readonly Option<string> _out = new("--out") { Description = "The .onnx file to write.", Required = true };
 
     public ExportCommand(CliContext context)
@@ -43,13 +45,13 @@ internal sealed class ExportCommand : CliCommand
     protected override int Execute(ParseResult parse)
     {
         var adapters = parse.GetValue(_adapters) ?? [];
-        var mode = parse.GetValue(_mode) switch { "base" => OnnxExportMode.Base, "unmerged" => OnnxExportMode.Unmerged, _ => OnnxExportMode.Merged };
+        var mode = _mode.Read(parse);
         var options = ExportOptions.Default with
         {
             Mode = mode,
             Opset = parse.GetValue(_opset),
-            WeightType = parse.GetValue(_dtype) == "fp16" ? OnnxWeightType.Fp16 : OnnxWeightType.Fp32,
-            ExternalData = parse.GetValue(_external) switch { "always" => OnnxExternalData.Always, "never" => OnnxExternalData.Never, _ => OnnxExternalData.Auto },
+            WeightType = _dtype.Read(parse),
+            ExternalData = _external.Read(parse),
             Overwrite = Context.Force,
         };
         var result = Run(parse.GetValue(_model)!, adapters, parse.GetValue(_out)!, options);
@@ -78,15 +80,15 @@ internal sealed class ExportCommand : CliCommand
     {
         if (options.Mode != OnnxExportMode.Base && adapterArgs.Count == 0)
         {
-            throw new ArgumentException($"--mode {options.Mode.ToString().ToLowerInvariant()} needs an --adapter.");
+            throw OnnxLoraException.InvalidOption("--mode", $"{options.Mode.ToString().ToLowerInvariant()} needs an --adapter.");
         }
         if (options.Mode == OnnxExportMode.Base && adapterArgs.Count > 0)
         {
-            throw new ArgumentException("--mode base exports the model without adapters; drop --adapter or choose merged/unmerged.");
+            throw OnnxLoraException.InvalidOption("--mode", "base exports the model without adapters; drop --adapter or choose merged/unmerged.");
         }
         if (options.Mode == OnnxExportMode.Unmerged && adapterArgs.Count > 1)
         {
-            throw new ArgumentException("--mode unmerged keeps one adapter's LoRA branches as nodes; give exactly one --adapter (combine several with merge-export merge first).");
+            throw OnnxLoraException.InvalidOption("--mode", "unmerged keeps one adapter's LoRA branches as nodes; give exactly one --adapter (combine several with merge-export merge first).");
         }
         string modelFull = Path.GetFullPath(modelDir);
         var baseFiles = CheckpointFilesOf(modelFull);
@@ -97,7 +99,7 @@ internal sealed class ExportCommand : CliCommand
             double weight = adapterArgs.Count == 1 ? AdapterArgument.Parse(adapterArgs[0]).Weight : 1.0;
             if (weight != 1.0)
             {
-                throw new ArgumentException($"--adapter {adapterArgs[0]}: a weight needs several adapters or merge-export merge; export takes one adapter at weight 1.");
+                throw OnnxLoraException.InvalidOption("--adapter", $"{adapterArgs[0]}: a weight needs several adapters or merge-export merge; export takes one adapter at weight 1.");
             }
             using var loaded = LoadedModel.Load(modelFull, adapterDir);
             return OnnxExporter.Export(loaded.Module, output, options with

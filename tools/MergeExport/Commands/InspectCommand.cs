@@ -43,7 +43,7 @@ internal sealed class InspectCommand : CliCommand
         }
         else if (adapters.Length > 0)
         {
-            throw new ArgumentException($"{path}: --adapter needs an .onnx model or a checkpoint folder to map onto.");
+            throw OnnxLoraException.InvalidOption("--adapter", $"{path} is neither an .onnx model nor a checkpoint folder to map the adapter onto.");
         }
         else if (Directory.Exists(path) && File.Exists(Path.Combine(path, PeftAdapterConfig.FileName)))
         {
@@ -65,7 +65,7 @@ internal sealed class InspectCommand : CliCommand
         }
         else
         {
-            throw new FileNotFoundException($"{path}: no such file or folder.");
+            throw OnnxLoraException.NotFound("file or folder", Path.GetFullPath(path));
         }
         if (Context.Json)
         {

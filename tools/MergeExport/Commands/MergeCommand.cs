@@ -1,4 +1,5 @@
 using System.CommandLine;
+using OnnxLora.Core;
 using OnnxLora.Merge;
 using OnnxLora.MergeExport.Internals;
 
@@ -12,12 +13,14 @@ internal sealed class MergeCommand : CliCommand
 {
     private readonly Option<string?> _model = new("--model") { Description = "Checkpoint folder (safetensors, single or sharded). Omit it to combine adapters into a new adapter." };
     private readonly Option<string[]> _adapters = new("--adapter") { Description = "Adapter folder, optionally weighted: DIR or DIR=WEIGHT. Repeat for several.", Required = true, AllowMultipleArgumentsPerToken = false };
-    private readonly Option<string> _combine = new Option<string>("--combine") { Description = "How several adapters combine: linear, cat, svd, ties, dare_linear, dare_ties, magnitude_prune.", DefaultValueFactory = _ => "linear" }
-        .OneOf("linear", "cat", "svd", "ties", "dare_linear", "dare_ties", "magnitude_prune");
+    private readonly ChoiceOption<Combination> _combine = new("--combine", "How several adapters combine: linear, cat, svd, ties, dare_linear, dare_ties, magnitude_prune.", Combination.Linear,
+        ("linear", Combination.Linear), ("cat", Combination.Cat), ("svd", Combination.Svd), ("ties", Combination.Ties),
+        ("dare_linear", Combination.DareLinear), ("dare_ties", Combination.DareTies), ("magnitude_prune", Combination.MagnitudePrune));
     private readonly Option<double> _density = new Option<double>("--density") { Description = "Share of values kept by ties / dare / magnitude_prune (0..1].", DefaultValueFactory = _ => 1.0 }.Finite(1e-9, 1);
     private readonly Option<int?> _rank = new("--rank") { Description = "New rank for --combine svd (default: the largest input rank)." };
     private readonly Option<int> _seed = new("--seed") { Description = "Seed of dare's random drops." };
-    private readonly Option<string> _dtype = new Option<string>("--dtype") { Description = "Output weight dtype: keep, fp32, fp16 or bf16.", DefaultValueFactory = _ => "keep" }.OneOf("keep", "fp32", "fp16", "bf16");
+    private readonly ChoiceOption<DType?> _dtype = new("--dtype", "Output weight dtype: keep, fp32, fp16 or bf16.", null,
+        ("keep", null), ("fp32", DType.F32), ("fp16", DType.F16), ("bf16", DType.BF16));
     private readonly Option<string?> _baseCheckpoint = new("--base-checkpoint") { Description = "ONNX targets: the base checkpoint, to match anonymous weights by content." };
     private readonly Option<bool> _safe = new("--safe") { Description = "Refuse to write if a merged tensor has NaN/Inf (on by default; --safe false turns it off).", DefaultValueFactory = _ => true };
     private readonly Option<string> _out = new("--out") { Description = "Output: a checkpoint folder, an .onnx file, or (without --model) an adapter folder.", Required = true };
@@ -42,26 +45,11 @@ internal sealed class MergeCommand : CliCommand
     {
         var options = new MergeOptions
         {
-            Combination = parse.GetValue(_combine) switch
-            {
-                "cat" => Combination.Cat,
-                "svd" => Combination.Svd,
-                "ties" => Combination.Ties,
-                "dare_linear" => Combination.DareLinear,
-                "dare_ties" => Combination.DareTies,
-                "magnitude_prune" => Combination.MagnitudePrune,
-                _ => Combination.Linear,
-            },
+            Combination = _combine.Read(parse),
             Density = parse.GetValue(_density),
             SvdRank = parse.GetValue(_rank),
             Seed = parse.GetValue(_seed),
-            OutputDType = parse.GetValue(_dtype) switch
-            {
-                "fp32" => OutputDType.F32,
-                "fp16" => OutputDType.F16,
-                "bf16" => OutputDType.BF16,
-                _ => OutputDType.Keep,
-            },
+            OutputDType = _dtype.Read(parse),
             SafeMode = parse.GetValue(_safe),
             Overwrite = Context.Force,
         };

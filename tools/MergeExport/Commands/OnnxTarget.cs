@@ -1,3 +1,4 @@
+using OnnxLora.Core;
 using OnnxLora.Merge;
 using OnnxLora.Merge.Onnx;
 using OnnxLora.MergeExport.Internals;
@@ -11,7 +12,7 @@ internal static class OnnxTarget
     {
         if (!output.EndsWith(".onnx", StringComparison.OrdinalIgnoreCase))
         {
-            throw new ArgumentException($"--out {output}: merging into an ONNX model writes an ONNX model; give a path ending in .onnx.");
+            throw OnnxLoraException.InvalidOption("--out", $"{output}: merging into an ONNX model writes an ONNX model; give a path ending in .onnx.");
         }
         var onnxOptions = OnnxMergeOptions.Default with { BaseCheckpoint = baseCheckpoint, Merge = options, Overwrite = options.Overwrite };
         using var outputLock = Core.IO.OutputLock.Acquire(output);

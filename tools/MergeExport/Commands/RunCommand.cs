@@ -1,13 +1,14 @@
-using OnnxLora.Models.Peft;
 using System.CommandLine;
 using System.Diagnostics;
 using System.Globalization;
+using OnnxLora.Core;
 using OnnxLora.Core.IO;
 using OnnxLora.Export;
 using OnnxLora.Merge;
 using OnnxLora.MergeExport.Internals;
-using OnnxLora.Training;
 using OnnxLora.Models.Onnx;
+using OnnxLora.Models.Peft;
+using OnnxLora.Training;
 using OnnxLora.Training.Sample;
 using OnnxLora.Validate;
 
@@ -46,7 +47,7 @@ internal sealed class RunCommand : CliCommand
         string outDir = Path.GetFullPath(parse.GetValue(_out)!);
         if (Directory.Exists(outDir) && Directory.EnumerateFileSystemEntries(outDir).Any() && !Context.Force)
         {
-            throw new IOException($"{outDir}: output folder exists and is not empty; pass --force to replace its outputs or choose another --out.");
+            throw OnnxLoraException.Invalid(outDir, "output folder exists and is not empty; pass --force to replace its outputs or choose another --out.");
         }
         Directory.CreateDirectory(outDir);
         using var outputLock = OutputLock.Acquire(outDir);
@@ -67,7 +68,7 @@ internal sealed class RunCommand : CliCommand
             string data = Path.Combine(model, SampleGenerator.TaskFileName);
             if (!File.Exists(data))
             {
-                throw new ArgumentException($"--adapter is required with --model {model}: there is no {SampleGenerator.TaskFileName} there to train one on.");
+                throw OnnxLoraException.InvalidOption("--adapter", $"required with --model {model}: there is no {SampleGenerator.TaskFileName} there to train one on.");
             }
             adapter = Path.Combine(outDir, "adapter");
             Context.Info($"[2/5] training a LoRA adapter ({parse.GetValue(_trainSteps)} steps) on {data}");

@@ -1,6 +1,6 @@
-using OnnxLora.Core.Peft;
 using System.CommandLine;
 using System.Globalization;
+using OnnxLora.Core.Peft;
 using OnnxLora.MergeExport.Internals;
 using OnnxLora.Training;
 
@@ -74,7 +74,21 @@ internal sealed class TrainOptionSet
 
     public Option<double> Alpha { get; } = new Option<double>("--alpha") { Description = "LoRA alpha (scaling alpha/r, or alpha/sqrt(r) with --rslora).", DefaultValueFactory = _ => 16 }.Finite(0);
 
-    public Option<string[]> Targets { get; } = new("--targets") { Description = "Modules to adapt: names (PEFT suffix match), all-linear, or one full-match regex over module paths. Default: q_proj v_proj (query value for BERT).", AllowMultipleArgumentsPerToken = true };
+    public Option<TargetModules?> Targets { get; } = new("--targets")
+    {
+        Description = TargetsArgument.Help,
+        Arity = ArgumentArity.OneOrMore,
+        AllowMultipleArgumentsPerToken = true,
+        CustomParser = result =>
+        {
+            if (TargetsArgument.TryParse([.. result.Tokens.Select(t => t.Value)], out var targets, out string? error))
+            {
+                return targets;
+            }
+            result.AddError(error);
+            return null;
+        },
+    };
 
     public Option<bool> RsLora { get; } = new("--rslora") { Description = "Scale by alpha/sqrt(r) (rsLoRA)." };
 
@@ -94,7 +108,7 @@ internal sealed class TrainOptionSet
 
     public Option<int?> Threads { get; } = new("--threads") { Description = "Torch intra-op threads (default: TorchSharp's choice; 1 is often faster on small shared machines)." };
 
-    public Option<string> Device { get; } = new Option<string>("--device") { Description = "Training device (cpu; TorchSharp's CUDA natives are not available here).", DefaultValueFactory = _ => "cpu" }.OneOf("cpu");
+    public ChoiceOption<string> Device { get; } = new("--device", "Training device (cpu; TorchSharp's CUDA natives are not available here).", "cpu", ("cpu", "cpu"));
 
     public TrainOptionSet()
     {
@@ -128,7 +142,7 @@ internal sealed class TrainOptionSet
         {
             R = parse.GetValue(Rank),
             Alpha = parse.GetValue(Alpha),
-            TargetModules = TargetsOf(parse.GetValue(Targets)),
+            TargetModules = parse.GetValue(Targets),
             UseRsLora = parse.GetValue(RsLora),
             UseDora = parse.GetValue(Dora),
             LoraDropout = parse.GetValue(Dropout),
@@ -139,14 +153,7 @@ internal sealed class TrainOptionSet
         BatchSize = parse.GetValue(Batch),
         Seed = parse.GetValue(Seed),
         Threads = parse.GetValue(Threads),
-        Device = parse.GetValue(Device)!,
+        Device = Device.Read(parse),
     };
 
-    /// <summary>PEFT's target_modules from --targets: "all-linear", one full-match regex (a single value with regex characters), else a list of names; null for the family default.</summary>
-    private static TargetModules? TargetsOf(string[]? values) => values switch
-    {
-        null or [] => null,
-        [var single] when single == "all-linear" || single.AsSpan().IndexOfAny(@".*+?()[]{}|^$\") >= 0 => TargetModules.FromString(single),
-        _ => TargetModules.FromList(values),
-    };
 }

@@ -1,5 +1,6 @@
 using System.CommandLine;
 using System.Globalization;
+using OnnxLora.Core;
 using OnnxLora.MergeExport.Internals;
 using OnnxLora.Validate;
 
@@ -35,7 +36,7 @@ internal sealed class ValidateCommand : CliCommand
         string? baseModel = parse.GetValue(_base);
         if (unmerged is null)
         {
-            throw new ArgumentException("--unmerged is required: the merged model needs a reference to be compared against.");
+            throw OnnxLoraException.InvalidOption("--unmerged", "required: the merged model needs a reference to be compared against.");
         }
         foreach (string? path in new[] { merged, unmerged, baseModel })
         {
@@ -57,8 +58,8 @@ internal sealed class ValidateCommand : CliCommand
 /// <summary>The validation options shared by <c>validate</c> and <c>run</c>.</summary>
 internal sealed class ValidationOptionSet
 {
-    public Option<string> Device { get; } = new Option<string>("--device") { Description = "Where to run: auto (CUDA, else CPU), cuda or cpu.", DefaultValueFactory = _ => "auto" }
-        .OneOf("auto", "cuda", "cpu");
+    public ChoiceOption<ExecutionDevice> Device { get; } = new("--device", "Where to run: auto (CUDA, else CPU), cuda or cpu.", ExecutionDevice.Auto,
+        ("auto", ExecutionDevice.Auto), ("cuda", ExecutionDevice.Cuda), ("cpu", ExecutionDevice.Cpu));
 
     public Option<int> DeviceId { get; } = new Option<int>("--device-id") { Description = "CUDA device ordinal." }.AtLeast(0);
 
@@ -68,8 +69,8 @@ internal sealed class ValidationOptionSet
 
     public Option<int> Seq { get; } = new Option<int>("--seq") { Description = "Sequence length of generated inputs.", DefaultValueFactory = _ => 32 }.AtLeast(1);
 
-    public Option<string> Padding { get; } = new Option<string>("--padding") { Description = "Padding in generated attention masks: none, left or right.", DefaultValueFactory = _ => "none" }
-        .OneOf("none", "left", "right");
+    public ChoiceOption<PaddingSide> Padding { get; } = new("--padding", "Padding in generated attention masks: none, left or right.", PaddingSide.None,
+        ("none", PaddingSide.None), ("left", PaddingSide.Left), ("right", PaddingSide.Right));
 
     public Option<string[]> Inputs { get; } = new("--inputs") { Description = "Input files instead of generated inputs (.json, or name=file.npy).", AllowMultipleArgumentsPerToken = true };
 
@@ -101,12 +102,12 @@ internal sealed class ValidationOptionSet
 
     public ValidationOptions Read(ParseResult parse) => ValidationOptions.Default with
     {
-        Device = parse.GetValue(Device) switch { "cuda" => ExecutionDevice.Cuda, "cpu" => ExecutionDevice.Cpu, _ => ExecutionDevice.Auto },
+        Device = Device.Read(parse),
         DeviceId = parse.GetValue(DeviceId),
         AllowCpuFallback = !parse.GetValue(NoFallback),
         Batch = parse.GetValue(Batch),
         Sequence = parse.GetValue(Seq),
-        Padding = parse.GetValue(Padding) switch { "left" => PaddingSide.Left, "right" => PaddingSide.Right, _ => PaddingSide.None },
+        Padding = Padding.Read(parse),
         InputFiles = parse.GetValue(Inputs) ?? [],
         Warmup = parse.GetValue(Warmup),
         Runs = parse.GetValue(Runs),
@@ -148,7 +149,16 @@ internal static class ValidationOutput
         else
         {
             var inv = CultureInfo.InvariantCulture;
-            context.Out.WriteLine($"provider: {report.Provider.Used}{(report.Provider.FallbackReason is { } why ? $" (CUDA not used: {why})" : "")}");
+            context.Out.WriteLine($"provider: {report.Provider.Used}");
+            if (report.Provider.ShortFallbackReason() is { } why)
+            {
+                // ONNX Runtime's full text is long; it is in the reports, and on the console with --verbose.
+                context.Out.WriteLine($"CUDA unavailable: {why}; using CPU");
+                if (context.Verbose)
+                {
+                    context.Out.WriteLine($"CUDA unavailable, ONNX Runtime said: {report.Provider.FallbackReason}");
+                }
+            }
             foreach (var c in report.Comparisons)
             {
                 foreach (var o in c.Outputs)

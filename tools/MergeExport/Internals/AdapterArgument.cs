@@ -1,4 +1,5 @@
 using System.Globalization;
+using OnnxLora.Core;
 using OnnxLora.Core.Peft;
 using OnnxLora.Merge;
 
@@ -14,7 +15,7 @@ internal static class AdapterArgument
         {
             if (!double.IsFinite(w))
             {
-                throw new ArgumentException($"--adapter {value}: the weight must be a finite number.");
+                throw OnnxLoraException.InvalidOption("--adapter", $"{value}: the weight must be a finite number.");
             }
             return (value[..eq], w);
         }

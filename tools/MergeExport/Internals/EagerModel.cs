@@ -1,3 +1,4 @@
+using OnnxLora.Core;
 using OnnxLora.Models.Bert;
 using OnnxLora.Models.Llama;
 using OnnxLora.Validate;
@@ -12,7 +13,7 @@ internal static class EagerModel
     {
         using var scope = NewDisposeScope();
         using var noGrad = no_grad();
-        var ids = Int64(inputs, "input_ids") ?? throw new ArgumentException("the eager reference needs an input_ids input");
+        var ids = Int64(inputs, "input_ids") ?? throw OnnxLoraException.Invalid("eager reference", "the model has no input_ids input to run the TorchSharp model on.");
         var mask = Int64(inputs, "attention_mask");
         switch (model)
         {
@@ -29,7 +30,7 @@ internal static class EagerModel
                     return new Dictionary<string, float[]> { ["last_hidden_state"] = hidden.to(ScalarType.Float32).contiguous().data<float>().ToArray() };
                 }
             default:
-                throw new NotSupportedException($"no eager reference for model type {model.GetType().Name}");
+                throw OnnxLoraException.Invalid("eager reference", $"model type {model.GetType().Name} has no eager reference.");
         }
     };
 
@@ -42,9 +43,9 @@ internal static class EagerModel
         long[] shape = [.. input.Shape];
         return input.ElementType switch
         {
-            TensorElementKind.Int64 => tensor(input.GetData<long>().ToArray(), shape),
-            TensorElementKind.Int32 => tensor(input.GetData<int>().ToArray(), shape).to(ScalarType.Int64),
-            _ => throw new ArgumentException($"input '{name}' has element type {input.ElementType}; the eager reference expects integers"),
+            DType.I64 => tensor(input.GetData<long>().ToArray(), shape),
+            DType.I32 => tensor(input.GetData<int>().ToArray(), shape).to(ScalarType.Int64),
+            _ => throw OnnxLoraException.Invalid("eager reference", $"input '{name}'", $"element type {input.ElementType}", "integers"),
         };
     }
 }

@@ -20,21 +20,6 @@ internal static class OptionRules
         return option;
     }
 
-    /// <summary>Accepts only the listed words (case-sensitive), naming the option in the error.</summary>
-    public static Option<string> OneOf(this Option<string> option, params string[] choices)
-    {
-        option.CompletionSources.Add(choices);
-        option.Validators.Add(result =>
-        {
-            string? value = result.GetValueOrDefault<string>();
-            if (value is null || !choices.Contains(value, StringComparer.Ordinal))
-            {
-                result.AddError($"{option.Name} must be one of {string.Join(", ", choices)}; got '{value}'.");
-            }
-        });
-        return option;
-    }
-
     public static Option<double> Finite(this Option<double> option, double minimum, double maximum = double.MaxValue)
     {
         option.Validators.Add(result =>

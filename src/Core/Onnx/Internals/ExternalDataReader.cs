@@ -132,7 +132,7 @@ internal static class ExternalDataReader
         var info = new FileInfo(real);
         if (!info.Exists)
         {
-            throw new FileNotFoundException($"{modelPath}: tensor '{tensor.Name}' external_data location '{location}': data file not found at {lexical}.", lexical);
+            throw FormatThrow.Invalid(modelPath, $"tensor '{tensor.Name}' external_data location '{location}': data file not found at {lexical}.");
         }
         return new DataFile(real, info.Length);
     }

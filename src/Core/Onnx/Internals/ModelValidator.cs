@@ -114,7 +114,7 @@ internal static class ModelValidator
         {
             count = OnnxTensors.ElementCount(tensor);
         }
-        catch (InvalidDataException)
+        catch (OnnxLoraException)
         {
             throw FormatThrow.Invalid(file, $"tensor '{tensor.Name}' dims", $"[{string.Join(", ", tensor.Dims)}]", "non-negative dims with an element count that fits in 64 bits");
         }

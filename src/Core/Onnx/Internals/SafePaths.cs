@@ -1,3 +1,5 @@
+using OnnxLora.Core.Internals;
+
 namespace OnnxLora.Core.Onnx.Internals;
 
 /// <summary>
@@ -49,7 +51,7 @@ internal static class SafePaths
     {
         if (depth > MaxLinkDepth)
         {
-            throw new IOException($"{fullPath}: too many levels of symbolic links.");
+            throw FormatThrow.Invalid(fullPath, "too many levels of symbolic links.");
         }
         string root = Path.GetPathRoot(fullPath) ?? "/";
         string current = root;

@@ -1,18 +1,18 @@
 namespace OnnxLora.Core.Peft.Internals;
 
 /// <summary>
-/// The one place PEFT adapter errors are raised. Messages name the file, the field or tensor key,
-/// what was found and what was expected.
+/// PEFT adapter errors: thin names over <see cref="OnnxLoraException"/>'s factories. Messages name the
+/// file, the field or tensor key, what was found and what was expected.
 /// </summary>
 internal static class PeftThrow
 {
-    public static InvalidDataException Field(string file, string field, string found, string expected) =>
-        new($"{file}: {field}: found {found}, expected {expected}.");
+    public static OnnxLoraException Field(string file, string field, string found, string expected) =>
+        OnnxLoraException.Invalid(file, field, found, expected);
 
-    public static InvalidDataException Invalid(string file, string message) => new($"{file}: {message}");
+    public static OnnxLoraException Invalid(string file, string message) => OnnxLoraException.Invalid(file, message);
 
-    public static InvalidDataException Invalid(string file, string message, Exception inner) => new($"{file}: {message}", inner);
+    public static OnnxLoraException Invalid(string file, string message, Exception inner) => OnnxLoraException.Invalid(file, message, inner);
 
-    public static InvalidDataException Tensor(string file, string key, string found, string expected) =>
-        new($"{file}: tensor '{key}': found {found}, expected {expected}.");
+    public static OnnxLoraException Tensor(string file, string key, string found, string expected) =>
+        OnnxLoraException.Invalid(file, $"tensor '{key}'", found, expected);
 }

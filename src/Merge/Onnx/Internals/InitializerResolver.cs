@@ -86,17 +86,18 @@ internal sealed class InitializerResolver
             }
         }
 
-        string contentTried;
+        string contentTried, advice;
         if (_checkpoint is null)
         {
             contentTried = "no base checkpoint was given to match by contents";
+            advice = "Is the adapter for this model? If the model's weights are anonymous (onnx::MatMul_N), pass the base checkpoint it was exported from to match them by contents.";
         }
         else
         {
-            var byContent = MatchContents(request, out contentTried);
+            var byContent = MatchContents(request, out string? baseTensor, out contentTried);
             if (byContent.Count > 1)
             {
-                throw OnnxMergeThrow.Ambiguous(_model, request.What, $"contents (equal to checkpoint tensor '{contentTried}')",
+                throw OnnxMergeThrow.Ambiguous(_model, request.What, $"contents (equal to checkpoint tensor '{baseTensor}')",
                     byContent.Select(m => $"'{m.Key}' [{string.Join(", ", _graph.Initializers[m.Key].Dims)}]"));
             }
             if (byContent.Count == 1)
@@ -104,17 +105,25 @@ internal sealed class InitializerResolver
                 var only = byContent.Single();
                 return Finish(request, only.Key, OnnxMatchKind.Content, only.Value);
             }
+            advice = baseTensor is null
+                ? $"Is the adapter for this model, and {_checkpoint.Directory} the checkpoint {_model} was exported from?"
+                : $"Check that {_checkpoint.Directory} is the checkpoint {_model} was exported from (the same weights: not fine-tuned, merged or quantized since) and that the adapter was trained on it.";
         }
         throw OnnxMergeThrow.Unmapped(_model, request.What,
-            $"no initializer named '{request.ParamName}' (nor differing by one leading component), no MatMul/Gemm/Gather node named after the path (torch.onnx style '/{request.Path.Replace(".", "/", StringComparison.Ordinal)}/MatMul'), and {contentTried}",
-            Candidates(request));
+            $"no initializer named '{request.ParamName}' (nor differing by one leading component), no MatMul/Gemm/Gather node named after the path (torch.onnx style '{OnnxGraphIndex.NodeNameOf(request.Path, "MatMul")}'), and {contentTried}",
+            Candidates(request), advice);
     }
 
-    /// <summary>Initializers whose contents equal the checkpoint's tensor, each with the layouts it matches in.</summary>
-    private Dictionary<string, List<OnnxWeightLayout>> MatchContents(TargetRequest request, out string tried)
+    /// <summary>
+    /// Initializers whose contents equal the checkpoint's tensor, each with the layouts it matches in.
+    /// <paramref name="baseTensor"/> is the checkpoint tensor compared (null when there is none, or several);
+    /// <paramref name="tried"/> says, for a message, why nothing matched.
+    /// </summary>
+    private Dictionary<string, List<OnnxWeightLayout>> MatchContents(TargetRequest request, out string? baseTensor, out string tried)
     {
         var result = new Dictionary<string, List<OnnxWeightLayout>>(StringComparer.Ordinal);
         var found = _checkpointNames!.Find(request.ParamName);
+        baseTensor = null;
         if (found.Count != 1)
         {
             tried = found.Count == 0
@@ -132,7 +141,8 @@ internal sealed class InitializerResolver
         {
             throw OnnxMergeThrow.Invalid(_checkpoint.Directory, $"tensor '{name}' (for {request.What}) dtype", info.DType.ToString(), "a floating-point dtype");
         }
-        tried = name;
+        baseTensor = name;
+        tried = $"no initializer has the contents of its base weight '{name}' {info.Spec.ShapeText} in the base checkpoint {_checkpoint.Directory} (compared as stored{(info.Shape.Count == 2 ? " and transposed" : "")})";
         var reference = file.ReadSingles(info);
         long rows = info.Shape[0], cols = info.Shape.Count == 2 ? info.Shape[1] : 1;
         bool[] orientations = info.Shape.Count == 2 ? [false, true] : [false];

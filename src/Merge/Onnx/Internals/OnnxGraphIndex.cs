@@ -128,6 +128,29 @@ internal sealed class OnnxGraphIndex
     }
 
     /// <summary>
+    /// The name torch.onnx gives a node of the module at <paramref name="modulePath"/>: the path's
+    /// components joined by '/', an index staying dotted to its container, then the op:
+    /// "model.layers.0.self_attn.q_proj" → "/model/layers.0/self_attn/q_proj/MatMul". The inverse of
+    /// <see cref="ModulePathOf"/>.
+    /// </summary>
+    public static string NodeNameOf(string modulePath, string op)
+    {
+        var parts = new List<string>();
+        foreach (string component in modulePath.Split('.'))
+        {
+            if (parts.Count > 0 && component.Length > 0 && component.All(char.IsAsciiDigit))
+            {
+                parts[^1] += "." + component;
+            }
+            else
+            {
+                parts.Add(component);
+            }
+        }
+        return "/" + string.Join('/', parts) + "/" + op;
+    }
+
+    /// <summary>
     /// True when a node (of the graph or of a subgraph) reads the value or it is a graph output. An
     /// initializer nothing reads — a parameter an exporter left behind beside its folded copy — is
     /// never a merge target: changing it would change nothing.

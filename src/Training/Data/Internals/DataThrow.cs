@@ -1,24 +1,28 @@
+using OnnxLora.Core;
+
 namespace OnnxLora.Training.Data.Internals;
 
 /// <summary>
-/// The one place the data readers raise errors. Messages name the file, the line or field, what was
-/// found and what was expected.
+/// The data readers' errors: thin names over <see cref="OnnxLoraException"/>'s factories. Messages name the
+/// file, the line or field, what was found and what was expected.
 /// </summary>
 internal static class DataThrow
 {
-    public static InvalidDataException Line(string file, int line, string what, string found, string expected) =>
-        new($"{file}: line {line}: {what}: found {found}, expected {expected}.");
+    public static OnnxLoraException Line(string file, int line, string what, string found, string expected) =>
+        OnnxLoraException.Invalid(file, $"line {line}: {what}", found, expected);
 
-    public static InvalidDataException Line(string file, int line, string message) =>
-        new($"{file}: line {line}: {message}");
+    public static OnnxLoraException Line(string file, int line, string message) =>
+        OnnxLoraException.Invalid(file, $"line {line}: {message}");
 
-    public static InvalidDataException Line(string file, int line, string message, Exception inner) =>
-        new($"{file}: line {line}: {message}", inner);
+    public static OnnxLoraException Line(string file, int line, string message, Exception inner) =>
+        OnnxLoraException.Invalid(file, $"line {line}: {message}", inner);
 
-    public static InvalidDataException Field(string file, string field, string found, string expected) =>
-        new($"{file}: {field}: found {found}, expected {expected}.");
+    public static OnnxLoraException Field(string file, string field, string found, string expected) =>
+        OnnxLoraException.Invalid(file, field, found, expected);
 
-    public static InvalidDataException File(string file, string message) => new($"{file}: {message}");
+    public static OnnxLoraException File(string file, string message) => OnnxLoraException.Invalid(file, message);
 
-    public static InvalidDataException File(string file, string message, Exception inner) => new($"{file}: {message}", inner);
+    public static OnnxLoraException File(string file, string message, Exception inner) => OnnxLoraException.Invalid(file, message, inner);
+
+    public static OnnxLoraException Option(string option, string found, string expected) => OnnxLoraException.InvalidOption(option, found, expected);
 }

@@ -1,7 +1,7 @@
 using System.Globalization;
+using OnnxLora.Models.Llama;
 using OnnxLora.Training.Data;
 using OnnxLora.Training.Data.Internals;
-using OnnxLora.Models.Llama;
 using OnnxLora.Training.TrainerInternals;
 using static TorchSharp.torch;
 

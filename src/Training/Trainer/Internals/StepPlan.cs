@@ -1,3 +1,4 @@
+using OnnxLora.Core;
 using OnnxLora.Training.Data.Internals;
 
 namespace OnnxLora.Training.TrainerInternals;
@@ -20,7 +21,7 @@ internal sealed class StepPlan
     {
         if (trainCount <= 0)
         {
-            throw new ArgumentException("the training split is empty; lower EvalFraction or add data", nameof(trainCount));
+            throw OnnxLoraException.InvalidOption("TrainerOptions.EvalFraction", "the training split is empty; lower EvalFraction or add data");
         }
         _trainCount = trainCount;
         _batchSize = options.BatchSize;

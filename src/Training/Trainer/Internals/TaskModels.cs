@@ -1,12 +1,13 @@
 using System.Globalization;
 using System.Text.Json;
+using OnnxLora.Core;
 using OnnxLora.Core.HuggingFace;
 using OnnxLora.Core.Peft;
-using OnnxLora.Training.Data;
-using OnnxLora.Training.Data.Internals;
-using OnnxLora.Models.Lora;
 using OnnxLora.Models.Bert;
 using OnnxLora.Models.Llama;
+using OnnxLora.Models.Lora;
+using OnnxLora.Training.Data;
+using OnnxLora.Training.Data.Internals;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
 
@@ -37,7 +38,7 @@ internal static class TaskModels
             case BertConfig bert:
                 return new ModelInfo("bert", TrainingTask.SequenceClassification, bert.VocabSize, (int)(bert.PadTokenId ?? 0), LabelCount(bert));
             default:
-                throw new InvalidDataException($"{config.SourcePath}: model_type: found \"{config.ModelType}\", expected a LLaMA-family or BERT checkpoint.");
+                throw OnnxLoraException.Invalid(config.SourcePath ?? modelDir, "model_type", $"\"{config.ModelType}\"", "a LLaMA-family or BERT checkpoint");
         }
     }
 
@@ -46,7 +47,7 @@ internal static class TaskModels
         var expected = info.DefaultTask;
         if (task != expected)
         {
-            throw new ArgumentException($"TrainerOptions.Task: found {task}, expected {expected} for a {info.Family} checkpoint ({modelDir}).", nameof(options));
+            throw OnnxLoraException.InvalidOption("TrainerOptions.Task", $"{task}", $"{expected} for a {info.Family} checkpoint ({modelDir})");
         }
         string taskType = task == TrainingTask.SequenceClassification ? "SEQ_CLS" : "CAUSAL_LM";
         var config = options.Lora with
@@ -143,7 +144,7 @@ internal static class TaskModels
             var logits = model.call(ids, mask);
             if (batch.Labels!.Any(l => l >= logits.shape[1]))
             {
-                throw new ArgumentException(string.Create(CultureInfo.InvariantCulture, $"a label is outside the head's {logits.shape[1]} classes"), nameof(batch));
+                throw OnnxLoraException.Invalid("", string.Create(CultureInfo.InvariantCulture, $"a label is outside the head's {logits.shape[1]} classes; expected labels 0..{logits.shape[1] - 1} (see NumLabels)."));
             }
             return nn.functional.cross_entropy(logits, labels, reduction: nn.Reduction.Sum).MoveToOuterDisposeScope();
         }

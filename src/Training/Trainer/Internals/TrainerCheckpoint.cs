@@ -1,5 +1,6 @@
 using System.Globalization;
 using System.Text.Json;
+using OnnxLora.Core;
 using OnnxLora.Core.IO;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
@@ -80,11 +81,11 @@ internal static class TrainerCheckpoint
         string path = Path.Combine(Path.GetFullPath(folder), StateFileName);
         if (!Directory.Exists(folder))
         {
-            throw new DirectoryNotFoundException($"{Path.GetFullPath(folder)}: checkpoint folder not found.");
+            throw OnnxLoraException.NotFound("checkpoint folder", Path.GetFullPath(folder));
         }
         if (!File.Exists(path))
         {
-            throw new FileNotFoundException($"{path}: not found; expected a checkpoint folder written by the trainer.", path);
+            throw OnnxLoraException.Invalid(path, "not found; expected a checkpoint folder written by the trainer.");
         }
         try
         {
@@ -93,7 +94,7 @@ internal static class TrainerCheckpoint
             string format = r.GetProperty("format").GetString() ?? "";
             if (format != Format)
             {
-                throw new InvalidDataException($"{path}: format: found \"{format}\", expected \"{Format}\".");
+                throw OnnxLoraException.Invalid(path, "format", $"\"{format}\"", $"\"{Format}\"");
             }
             return new TrainerState
             {
@@ -115,7 +116,7 @@ internal static class TrainerCheckpoint
         }
         catch (Exception e) when (e is JsonException or KeyNotFoundException or InvalidOperationException or FormatException)
         {
-            throw new InvalidDataException($"{path}: malformed trainer state ({e.Message}).", e);
+            throw OnnxLoraException.Invalid(path, $"malformed trainer state ({e.Message}).", e);
         }
     }
 
@@ -127,7 +128,7 @@ internal static class TrainerCheckpoint
         string path = Path.Combine(folder, OptimizerFileName);
         if (!File.Exists(path))
         {
-            throw new FileNotFoundException($"{path}: optimizer state not found.", path);
+            throw OnnxLoraException.NotFound("optimizer state", path);
         }
         try
         {
@@ -136,12 +137,12 @@ internal static class TrainerCheckpoint
             optimizer.load_state_dict(reader);
             if (stream.Position != stream.Length)
             {
-                throw new InvalidDataException($"{path}: length: found {stream.Length} bytes, expected {stream.Position} (trailing data).");
+                throw OnnxLoraException.Invalid(path, "length", $"{stream.Length} bytes", $"{stream.Position} (trailing data)");
             }
         }
         catch (Exception e) when (e is EndOfStreamException or ArgumentException or IOException and not FileNotFoundException)
         {
-            throw new InvalidDataException($"{path}: optimizer state does not match this run's adapter ({e.Message}).", e);
+            throw OnnxLoraException.Invalid(path, $"optimizer state does not match this run's adapter ({e.Message}).", e);
         }
     }
 
