@@ -17,6 +17,9 @@ internal sealed class MergeCommand : CliCommand
         "How several adapters combine: delta_sum (exact Σ w·ΔW) or a PEFT add_weighted_adapter combination_type with PEFT's semantics (see the README's table).",
         Combination.DeltaSum, [.. Enum.GetValues<Combination>().Select(c => (c.ToName(), c))]);
     private readonly Option<double> _density = new Option<double>("--density") { Description = "Share of values kept by ties / dare / magnitude_prune (0..1].", DefaultValueFactory = _ => 1.0 }.Finite(1e-9, 1);
+    private readonly ChoiceOption<MajoritySignMethod> _majoritySign = new("--majority-sign-method",
+        "Sign election of ties / dare_ties (PEFT's majority_sign_method): total or frequency.", MajoritySignMethod.Total,
+        [.. Enum.GetValues<MajoritySignMethod>().Select(m => (m.ToName(), m))]);
     private readonly Option<int?> _rank = new("--rank") { Description = "New rank (PEFT's svd_rank) for --combine svd and *_svd (default: the largest adapter rank)." };
     private readonly Option<int> _seed = new("--seed") { Description = "Seed of dare's random drops." };
     private readonly ChoiceOption<DType?> _dtype = new("--dtype", "Output weight dtype: keep, fp32, fp16 or bf16.", null,
@@ -28,7 +31,7 @@ internal sealed class MergeCommand : CliCommand
     public MergeCommand(CliContext context)
         : base("merge", "Merge adapters into a checkpoint (streamed, exact in fp32), or combine adapters into a new adapter.", context)
     {
-        foreach (Option o in new Option[] { _model, _adapters, _combine, _density, _rank, _seed, _dtype, _baseCheckpoint, _safe, _out })
+        foreach (Option o in new Option[] { _model, _adapters, _combine, _density, _majoritySign, _rank, _seed, _dtype, _baseCheckpoint, _safe, _out })
         {
             Options.Add(o);
         }
@@ -47,6 +50,7 @@ internal sealed class MergeCommand : CliCommand
         {
             Combination = _combine.Read(parse),
             Density = parse.GetValue(_density),
+            MajoritySignMethod = _majoritySign.Read(parse),
             SvdRank = parse.GetValue(_rank),
             Seed = parse.GetValue(_seed),
             OutputDType = _dtype.Read(parse),
