@@ -41,6 +41,7 @@ public static partial class ReportWriter
         h.AppendLine($"<p class=\"meta\">{E(report.CreatedUtc.UtcDateTime.ToString("yyyy-MM-dd HH:mm:ss", System.Globalization.CultureInfo.InvariantCulture))} UTC · schema <code>{ValidationReport.SchemaId}</code> · OnnxLora.Validate {E(report.ToolVersion)} · ONNX Runtime {E(report.OnnxRuntimeVersion)}</p>");
         h.AppendLine($"<p><b>Provider:</b> <code>{E(p.Used)}</code> (requested {E(p.Requested.ToString().ToLowerInvariant())}, device {p.DeviceId}{(p.AllowCpuFallback ? ", CPU fallback allowed" : "")}). "
             + $"<b>Session options (all models):</b> intra-op threads {Threads(p.Session.IntraOpThreads)}, inter-op threads {Threads(p.Session.InterOpThreads)}, graph optimisation {E(p.Session.GraphOptimization.ToString().ToLowerInvariant())}, {E(p.Session.ExecutionMode)} execution.</p>");
+        h.AppendLine($"<p><b>Machine:</b> {E(MachineText(report.Machine))}.</p>");
         if (p.FallbackReason is not null)
         {
             h.AppendLine($"<div class=\"warn\"><b>Fallback reason:</b> {E(p.FallbackReason)}</div>");
@@ -119,6 +120,17 @@ public static partial class ReportWriter
             {
                 Chart(h, ReportCharts.LatencyBoxes(l), "Latency distribution per model");
                 Chart(h, ReportCharts.LatencyTimeline(l), "Latency per interleaved round");
+            }
+        }
+
+        if (report.Baseline is { } b)
+        {
+            h.AppendLine("<h2>Against the baseline</h2>");
+            h.AppendLine($"<p>{E(BaselineIntro(b))}</p>");
+            HtmlTable(h, BaselineHeader(b), b.Models.Select(m => BaselineCells(m).Select(E).ToArray()), numeric: [2, 3, 4, 5]);
+            foreach (var d in b.Differences)
+            {
+                h.AppendLine($"<div class=\"{(d.Kind == DifferenceKind.Software ? "meta" : "warn")}\">{Code(d.Field)}: {E(d.Found)} (baseline {E(d.Baseline)})</div>");
             }
         }
 

@@ -1,4 +1,5 @@
 using System.Globalization;
+using OnnxLora.Validate.Internals;
 
 namespace OnnxLora.Validate;
 
@@ -9,11 +10,12 @@ public static partial class Validator
     internal const string ToleranceGate = "tolerance";
     internal const string Top1Gate = "min-top1";
     internal const string LatencyGate = "max-latency-ratio";
+    internal const string RegressionGate = "max-regression";
 
     private static string G(double v) => v.ToString("G4", CultureInfo.InvariantCulture);
 
     private static (List<GateReport> Gates, List<GateFailure> Failures) Gates(
-        IReadOnlyList<ComparisonReport> comparisons, LatencyReport? latency, ValidationOptions o)
+        IReadOnlyList<ComparisonReport> comparisons, LatencyReport? latency, BaselineComparison? baseline, ValidationOptions o)
     {
         var failures = new List<GateFailure>();
         var gates = new List<GateReport>();
@@ -68,6 +70,18 @@ public static partial class Validator
         gates.Add(new GateReport(LatencyGate, o.MaxLatencyRatio is not null, failures.Count == before,
             o.MaxLatencyRatio is double l ? $"median merged/base ≤ {G(l)}" : "disabled",
             ratio is null ? "no merged/base ratio measured" : $"median merged/base {G(ratio.Median)} (p10 {G(ratio.P10)}, p90 {G(ratio.P90)})"));
+
+        before = failures.Count;
+        var merged = baseline?.Models.FirstOrDefault(m => m.Role == ModelRole.Merged);
+        string level = baseline is null ? "95%" : $"{G(baseline.Confidence * 100)}%";
+        if (o.MaxRegression is double max && merged is not null && merged.Verdict == LatencyVerdict.Regression)
+        {
+            failures.Add(new GateFailure(RegressionGate, null, null, merged.Ratio.Low, 1 + max,
+                $"merged latency vs baseline {baseline!.Path}: median {Fmt.Ms(merged.Current.MedianMs)} ms vs {Fmt.Ms(merged.Baseline.MedianMs)} ms, ratio {Fmt.Ratio(merged.Ratio.Ratio)} ({level} CI {Fmt.Ratio(merged.Ratio.Low)}–{Fmt.Ratio(merged.Ratio.High)}); even the interval's lower end is more than {G(max * 100)}% slower."));
+        }
+        gates.Add(new GateReport(RegressionGate, o.MaxRegression is not null, failures.Count == before,
+            o.MaxRegression is double m ? $"lower end of the {level} CI of merged/baseline median latency ≤ {G(1 + m)}" : "disabled",
+            merged is null ? "no baseline report" : $"merged median {Fmt.Ms(merged.Current.MedianMs)} ms vs baseline {Fmt.Ms(merged.Baseline.MedianMs)} ms: ratio {Fmt.Ratio(merged.Ratio.Ratio)} ({level} CI {Fmt.Ratio(merged.Ratio.Low)}–{Fmt.Ratio(merged.Ratio.High)}), {Fmt.Verdict(merged.Verdict)}"));
 
         return (gates, failures);
     }
