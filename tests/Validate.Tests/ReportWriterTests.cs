@@ -46,6 +46,9 @@ public sealed partial class ReportWriterTests
         using var doc = JsonDocument.Parse(json);
         var written = new SortedSet<string>(StringComparer.Ordinal);
         Collect(doc.RootElement, "", written);
+        // That run had no GPU and no baseline; the hand-made report has both.
+        using var known = JsonDocument.Parse(ReportWriter.ToJson(KnownReport()));
+        Collect(known.RootElement, "", written);
 
         var documented = DocumentedFields();
 
@@ -63,7 +66,7 @@ public sealed partial class ReportWriterTests
         using var doc = JsonDocument.Parse(ReportWriter.ToJson(report));
         var root = doc.RootElement;
 
-        Assert.AreEqual("onnxlora.validation/1", root.GetProperty("schema").GetString());
+        Assert.AreEqual("onnxlora.validation/2", root.GetProperty("schema").GetString());
         Assert.AreEqual("gateFailed", root.GetProperty("status").GetString());
         Assert.AreEqual("CPUExecutionProvider", root.GetProperty("provider").GetProperty("used").GetString());
         var failure = root.GetProperty("failures").EnumerateArray().First(x => x.GetProperty("gate").GetString() == "tolerance");
