@@ -43,7 +43,8 @@ internal static partial class ReportReader
         catch (JsonException e)
         {
             string at = e.LineNumber is long line ? $" at line {line + 1}, byte {e.BytePositionInLine + 1}" : "";
-            string field = e.Path is { Length: > 1 } p ? $"field {Field(p)}" : "top level";
+            string broken = BrokenAt(bytes);
+            string field = broken.Length > 0 ? $"field {broken}" : "top level";
             throw ValidateThrow.Invalid(full, field, $"JSON that is truncated or malformed{at} ({FirstSentence(e.Message)})", "a complete JSON validation report");
         }
         using (document)
@@ -98,10 +99,63 @@ internal static partial class ReportReader
             return ValidateThrow.Invalid(file, message);
         }
         string found = Find(root, path) is { } value ? Describe(value) : "nothing";
-        string expected = message.Contains("doesn't allow null", StringComparison.Ordinal) || message.Contains("null value", StringComparison.Ordinal)
+        string expected = found == "null"
             ? "a value (null is not allowed here)"
-            : ConvertedType().Match(message) is { Success: true } type ? Friendly(type.Groups[1].Value) : message;
+            : FieldType(path) is { } type ? Expected(type) : message;
         return ValidateThrow.Invalid(file, $"field {Field(path)}", found, expected);
+    }
+
+    /// <summary>
+    /// The field whose value the JSON breaks in ("latency.models[1].samplesMs"), found by reading the tokens up to the
+    /// error with a path of property names and array indices: <see cref="JsonDocument"/>'s exception carries no path.
+    /// </summary>
+    private static string BrokenAt(byte[] bytes)
+    {
+        // The open objects and arrays: the property each sits under, and for arrays the index of the latest element.
+        var open = new List<(string? Name, bool IsArray, int Index)>();
+        string? property = null;
+        var reader = new Utf8JsonReader(bytes, new JsonReaderOptions { MaxDepth = 16 });
+        try
+        {
+            while (reader.Read())
+            {
+                if (reader.TokenType == JsonTokenType.PropertyName)
+                {
+                    property = reader.GetString();
+                    continue;
+                }
+                if (reader.TokenType is JsonTokenType.EndObject or JsonTokenType.EndArray)
+                {
+                    open.RemoveAt(open.Count - 1);
+                }
+                else
+                {
+                    if (open.Count > 0 && open[^1].IsArray)
+                    {
+                        open[^1] = open[^1] with { Index = open[^1].Index + 1 };
+                    }
+                    if (reader.TokenType is JsonTokenType.StartObject or JsonTokenType.StartArray)
+                    {
+                        open.Add((property, reader.TokenType == JsonTokenType.StartArray, -1));
+                    }
+                }
+                property = null;
+            }
+        }
+        catch (JsonException)
+        {
+            // `open` and `property` now lead to where it broke.
+        }
+        var path = new System.Text.StringBuilder();
+        for (int i = 1; i < open.Count; i++)
+        {
+            path.Append(open[i - 1].IsArray ? $"[{open[i - 1].Index.ToString(CultureInfo.InvariantCulture)}]" : "." + open[i].Name);
+        }
+        if (property is not null)
+        {
+            path.Append('.').Append(property);
+        }
+        return path.ToString().TrimStart('.');
     }
 
     /// <summary>"$.latency.models[0].p50Ms" → "latency.models[0].p50Ms".</summary>
@@ -150,41 +204,75 @@ internal static partial class ReportReader
         _ => "null",
     };
 
-    /// <summary>A .NET type name from System.Text.Json's message, as the report's documentation names kinds of values.</summary>
-    private static string Friendly(string type)
+    /// <summary>
+    /// The .NET type of the field at a System.Text.Json path, from the source-generated metadata of
+    /// <see cref="ReportJson"/> (System.Text.Json names the record being built, not the field, when a constructor
+    /// parameter fails).
+    /// </summary>
+    private static Type? FieldType(string jsonPath)
     {
-        const string nullable = "System.Nullable`1[";
-        if (type.StartsWith(nullable, StringComparison.Ordinal))
+        Type? type = typeof(ReportJson);
+        foreach (Match step in PathStep().Matches(jsonPath))
         {
-            type = type[nullable.Length..].TrimEnd(']');
+            if (type is null)
+            {
+                return null;
+            }
+            if (step.Groups["name"].Success)
+            {
+                type = ReportJson.Context.GetTypeInfo(type)?.Properties.FirstOrDefault(p => p.Name == step.Groups["name"].Value)?.PropertyType;
+            }
+            else
+            {
+                type = type.IsArray ? type.GetElementType()
+                    : type.GetInterfaces().Append(type).FirstOrDefault(i => i.IsGenericType && i.GetGenericTypeDefinition() == typeof(IEnumerable<>))?.GetGenericArguments()[0];
+            }
         }
-        if (typeof(ValidationReport).Assembly.GetType(type) is { IsEnum: true } e)
+        return type;
+    }
+
+    /// <summary>What a field of this type holds, as the report's documentation says it.</summary>
+    private static string Expected(Type type)
+    {
+        type = Nullable.GetUnderlyingType(type) ?? type;
+        if (type == typeof(Core.DType))
         {
-            return "one of " + string.Join(", ", Enum.GetNames(e).Select(n => $"\"{JsonNamingPolicy.CamelCase.ConvertName(n)}\""));
+            return "one of " + string.Join(", ", Enum.GetValues<Core.DType>().Select(d => $"\"{d.ReportName()}\""));
         }
-        return type switch
+        if (type.IsEnum)
         {
-            "System.Double" or "System.Single" => "a number",
-            "System.Int32" or "System.Int64" => "an integer",
-            "System.String" => "a string",
-            "System.Boolean" => "true or false",
-            _ when type.Contains("List", StringComparison.Ordinal) || type.EndsWith("[]", StringComparison.Ordinal) => "an array",
-            _ => "an object",
-        };
+            return "one of " + string.Join(", ", Enum.GetNames(type).Select(n => $"\"{JsonNamingPolicy.CamelCase.ConvertName(n)}\""));
+        }
+        if (type == typeof(double) || type == typeof(float))
+        {
+            return "a number";
+        }
+        if (type == typeof(int) || type == typeof(long))
+        {
+            return "an integer";
+        }
+        if (type == typeof(string))
+        {
+            return "a string";
+        }
+        if (type == typeof(bool))
+        {
+            return "true or false";
+        }
+        return type != typeof(string) && type.GetInterfaces().Any(i => i == typeof(System.Collections.IEnumerable)) ? "an array" : "an object";
     }
 
     private static string FirstSentence(string message)
     {
         int pathAt = message.IndexOf(" Path: ", StringComparison.Ordinal);
         string m = pathAt > 0 ? message[..pathAt] : message;
+        int lineAt = m.IndexOf(" LineNumber: ", StringComparison.Ordinal);
+        m = lineAt > 0 ? m[..lineAt] : m;
         return m.ReplaceLineEndings(" ").Trim().TrimEnd('.');
     }
 
     [GeneratedRegex(@"missing required properties,? including:? (.+?)\.?( Path:|$)")]
     private static partial Regex MissingProperties();
-
-    [GeneratedRegex(@"could not be converted to ([\w.`\[\],]+)")]
-    private static partial Regex ConvertedType();
 
     [GeneratedRegex(@"\.(?<name>[A-Za-z_][A-Za-z0-9_]*)|\[(?<index>\d+)\]|\['(?<name>[^']*)'\]")]
     private static partial Regex PathStep();
