@@ -49,7 +49,26 @@ internal sealed class ChoiceOption<T> : Option<T>
     public IReadOnlyList<string> Words { get; }
 
     /// <summary>The parsed value, or <see cref="DefaultValue"/> when the option was not given.</summary>
-    public T Read(ParseResult parse) => parse.GetResult(this) is null ? DefaultValue : parse.GetValue(this)!;
+    /// <remarks>
+    /// Looked up from the word rather than through <c>ParseResult.GetValue</c>, which cannot return a null value of a
+    /// nullable value type (<c>--dtype keep</c> is <c>DType?</c> null) and throws InvalidCastException instead.
+    /// </remarks>
+    public T Read(ParseResult parse)
+    {
+        if (parse.GetResult(this) is not { } result)
+        {
+            return DefaultValue;
+        }
+        string word = result.Tokens.Count == 1 ? result.Tokens[0].Value : "";
+        foreach (var (w, value) in _choices)
+        {
+            if (string.Equals(w, word, StringComparison.Ordinal))
+            {
+                return value;
+            }
+        }
+        return DefaultValue;
+    }
 
     /// <summary>The word that stands for <paramref name="value"/>.</summary>
     public string WordFor(T value) =>
