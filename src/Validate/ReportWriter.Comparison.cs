@@ -124,7 +124,7 @@ public static partial class ReportWriter
         h.AppendLine("<h2>Latency</h2>");
         var header = LatencyHeader(c);
         HtmlTable(h, header, c.Latency.Select(l => LatencyCells(c, l, markdown: false).Select(E).ToArray()
-            .Select((cell, i) => i == 8 ? VerdictHtml(l.Verdict, cell) : cell).ToArray()), numeric: [2, 3, 4, 5, 6, 7, 9, 10, 11]);
+            .Select((cell, i) => i == 9 ? VerdictHtml(l.Verdict, cell) : cell).ToArray()), numeric: [2, 3, 4, 5, 6, 7, 8, 10, 11, 12]);
         Chart(h, ComparisonCharts.Ratios(c), "Ratio of median latency to the baseline with confidence intervals");
         Chart(h, ComparisonCharts.Distributions(c), "Latency distribution per model and report");
 
@@ -177,22 +177,29 @@ public static partial class ReportWriter
         var o = c.Options;
         string level = $"{Fmt.Num(o.Confidence * 100)}%";
         string gate = o.MaxRegression is double m
-            ? $" A merged model is a regression (the gate fails) when the lower end of its ratio's interval exceeds {Fmt.Ratio(1 + m)} (+{Fmt.Num(m * 100)}%)."
+            ? $" A merged model is a regression (the gate fails) when the lower end of its judged ratio's interval exceeds {Fmt.Ratio(1 + m)} (+{Fmt.Num(m * 100)}%)."
             : " No regression gate (--max-regression not given).";
         return $"Median of each model's timed runs with a {level} percentile-bootstrap confidence interval ({o.Resamples.ToString("N0", CultureInfo.InvariantCulture)} resamples, "
-            + $"seed {o.Seed} for the baseline, +1 per report); ratio = median / the baseline's median for the same model role, with a {level} interval from the same resamples."
+            + $"seed {o.Seed} for the baseline, +1 per report); ratio = median / the baseline's median for the same model role, with a {level} interval from the same resamples. "
+            + "Where a report and the baseline timed the same base model (same hash) with the same ONNX Runtime, the drift-corrected ratio is shown too and is the one judged: "
+            + "the median of the model's per-round latency relative to the base model in the same interleaved round, divided by the baseline's; a machine that is slower as a whole in one run cancels out."
             + gate;
     }
 
-    private static string RegressionLine(RunComparison c, RunLatency r) =>
-        $"{r.Label}: merged median {Fmt.Ms(r.Median.MedianMs)} ms, ratio {Fmt.Ratio(r.Ratio!.Ratio)} ({Fmt.Num(c.Options.Confidence * 100)}% CI {Fmt.Ratio(r.Ratio.Low)}–{Fmt.Ratio(r.Ratio.High)}): "
-        + $"even the lower end is more than {Fmt.Num(c.Options.MaxRegression!.Value * 100)}% slower than the baseline.";
+    private static string RegressionLine(RunComparison c, RunLatency r)
+    {
+        string level = $"{Fmt.Num(c.Options.Confidence * 100)}% CI";
+        var j = r.Judged()!;
+        string which = r.RelativeToBase is null ? "ratio" : "drift-corrected ratio (relative to the base model)";
+        return $"{r.Label}: merged median {Fmt.Ms(r.Median.MedianMs)} ms, {which} {Fmt.Ratio(j.Ratio)} ({level} {Fmt.Ratio(j.Low)}–{Fmt.Ratio(j.High)}): "
+            + $"even the lower end is more than {Fmt.Num(c.Options.MaxRegression!.Value * 100)}% slower than the baseline.";
+    }
 
     private static string[] LatencyHeader(RunComparison c)
     {
         string level = $"{Fmt.Num(c.Options.Confidence * 100)}% CI";
-        return ["Model", "Report", "Runs", $"Median ms ({level})", "p90 ms", "Tokens/s", $"Ratio to baseline ({level})", "Change", "Verdict",
-            "Max abs vs unmerged", "Top-1 vs unmerged", "Max abs vs eager"];
+        return ["Model", "Report", "Runs", $"Median ms ({level})", "p90 ms", "Tokens/s", $"Ratio to baseline ({level})",
+            $"Relative to base, drift-corrected ({level})", "Change", "Verdict", "Max abs vs unmerged", "Top-1 vs unmerged", "Max abs vs eager"];
     }
 
     private static string[] LatencyCells(RunComparison c, RunLatency l, bool markdown)
@@ -220,7 +227,8 @@ public static partial class ReportWriter
             $"{Fmt.Ms(l.Median.MedianMs)} ({Fmt.Ms(l.Median.LowMs)}–{Fmt.Ms(l.Median.HighMs)})",
             Fmt.Ms(l.P90Ms), Fmt.Rate(l.TokensPerSecond),
             l.Ratio is { } r ? $"{Fmt.Ratio(r.Ratio)} ({Fmt.Ratio(r.Low)}–{Fmt.Ratio(r.High)})" : l.Report == 0 ? "1" : "–",
-            l.Ratio is { } q ? Fmt.Change(q.Ratio) : "–",
+            l.RelativeToBase is { } d ? $"{Fmt.Ratio(d.Ratio)} ({Fmt.Ratio(d.Low)}–{Fmt.Ratio(d.High)})" : "–",
+            l.Judged() is { } q ? Fmt.Change(q.Ratio) : "–",
             verdict, Err(ModelRole.Unmerged), top1, Err(ModelRole.Eager),
         ];
     }

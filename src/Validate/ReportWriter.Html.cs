@@ -127,7 +127,7 @@ public static partial class ReportWriter
         {
             h.AppendLine("<h2>Against the baseline</h2>");
             h.AppendLine($"<p>{E(BaselineIntro(b))}</p>");
-            HtmlTable(h, BaselineHeader(b), b.Models.Select(m => BaselineCells(m).Select(E).ToArray()), numeric: [2, 3, 4, 5]);
+            HtmlTable(h, BaselineHeader(b), b.Models.Select(m => BaselineCells(m).Select(E).ToArray()), numeric: [2, 3, 4, 5, 6]);
             foreach (var d in b.Differences)
             {
                 h.AppendLine($"<div class=\"{(d.Kind == DifferenceKind.Software ? "meta" : "warn")}\">{Code(d.Field)}: {E(d.Found)} (baseline {E(d.Baseline)})</div>");

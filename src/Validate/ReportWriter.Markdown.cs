@@ -144,14 +144,15 @@ public static partial class ReportWriter
         string level = Fmt.Num(b.Confidence * 100) + "%";
         return $"This run against {b.Path} ({b.CreatedUtc.UtcDateTime.ToString("yyyy-MM-dd HH:mm:ss", System.Globalization.CultureInfo.InvariantCulture)} UTC): "
             + $"medians with {level} percentile-bootstrap intervals ({b.Resamples} resamples, seed {b.Seed}), ratio = this run / baseline."
-            + (b.MaxRegression is double m ? $" The max-regression gate fails when the lower end of the merged model's ratio interval exceeds {Fmt.Ratio(1 + m)}." : "")
+            + " Where both runs timed the same base model with the same ONNX Runtime, the drift-corrected ratio (each model's per-round latency relative to the base model, this run / baseline) is the one judged."
+            + (b.MaxRegression is double m ? $" The max-regression gate fails when the lower end of the merged model's judged interval exceeds {Fmt.Ratio(1 + m)}." : "")
             + (b.Differences.Any(d => d.Kind != DifferenceKind.Software) ? " Machines or settings differ (allowed): the ratios include that difference." : "");
     }
 
     private static string[] BaselineHeader(BaselineComparison b)
     {
         string level = Fmt.Num(b.Confidence * 100) + "% CI";
-        return ["Model", "Same model", $"Baseline median ms ({level})", $"This run ({level})", $"Ratio ({level})", "Change", "Verdict"];
+        return ["Model", "Same model", $"Baseline median ms ({level})", $"This run ({level})", $"Ratio ({level})", $"Relative to base, drift-corrected ({level})", "Change", "Verdict"];
     }
 
     private static string[] BaselineCells(BaselineLatency m) =>
@@ -159,7 +160,9 @@ public static partial class ReportWriter
         Fmt.Role(m.Role), m.SameModel ? "yes" : "no",
         $"{Fmt.Ms(m.Baseline.MedianMs)} ({Fmt.Ms(m.Baseline.LowMs)}–{Fmt.Ms(m.Baseline.HighMs)})",
         $"{Fmt.Ms(m.Current.MedianMs)} ({Fmt.Ms(m.Current.LowMs)}–{Fmt.Ms(m.Current.HighMs)})",
-        $"{Fmt.Ratio(m.Ratio.Ratio)} ({Fmt.Ratio(m.Ratio.Low)}–{Fmt.Ratio(m.Ratio.High)})", Fmt.Change(m.Ratio.Ratio), Fmt.Verdict(m.Verdict),
+        $"{Fmt.Ratio(m.Ratio.Ratio)} ({Fmt.Ratio(m.Ratio.Low)}–{Fmt.Ratio(m.Ratio.High)})",
+        m.RelativeToBase is { } r ? $"{Fmt.Ratio(r.Ratio)} ({Fmt.Ratio(r.Low)}–{Fmt.Ratio(r.High)})" : "–",
+        Fmt.Change(m.Judged().Ratio), Fmt.Verdict(m.Verdict),
     ];
 
     private static string Threads(int n) => n == 0 ? "ORT default" : n.ToString(System.Globalization.CultureInfo.InvariantCulture);

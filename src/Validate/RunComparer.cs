@@ -6,9 +6,10 @@ namespace OnnxLora.Validate;
 
 /// <summary>
 /// Compares the latency of several validation reports with the first (the baseline), across runs: for every model
-/// role and report, the median of the timed runs with a percentile-bootstrap confidence interval, and the ratio of
-/// medians to the baseline's with its interval (docs/report-schema.md, "How runs are compared"). Reports from
-/// different machines or settings are refused unless <see cref="RunComparisonOptions.AllowDifferentMachines"/>.
+/// role and report, the median of the timed runs with a percentile-bootstrap confidence interval, the ratio of
+/// medians to the baseline's with its interval and, where the base model is a valid control, the drift-corrected
+/// ratio (docs/compare.md explains the method). Reports from different machines or settings are refused unless
+/// <see cref="RunComparisonOptions.AllowDifferentMachines"/>.
 /// </summary>
 public static class RunComparer
 {
@@ -64,18 +65,44 @@ public static class RunComparer
                 var (low, high) = Bootstrap.Interval(medians, options.Confidence);
                 var median = new MedianEstimate(model.SamplesMs.Count, Bootstrap.Median(model.SamplesMs), low, high);
                 string hash = reports[i].Report.Models.FirstOrDefault(m => m.Role == role)?.ContentSha256 ?? "";
-                RatioEstimate? ratio = null;
+                RatioEstimate? ratio = null, relative = null;
                 var verdict = i == 0 ? LatencyVerdict.Baseline : LatencyVerdict.NoBaseline;
                 if (i > 0 && replicates.TryGetValue((0, role), out var baseMedians))
                 {
                     var baseModel = reports[0].Report.Latency!.Models.First(m => m.Role == role);
                     ratio = Ratio(model.SamplesMs, medians, baseModel.SamplesMs, baseMedians, options.Confidence);
-                    verdict = Verdict(ratio, options.MaxRegression);
+                    if (role != ModelRole.Base && Control(reports[0].Report, reports[i].Report))
+                    {
+                        var before = PerRound(reports[0].Report, role);
+                        var now = PerRound(reports[i].Report, role);
+                        relative = Ratio(now, Bootstrap.Medians(now, options.Resamples, unchecked(options.Seed + i)),
+                            before, Bootstrap.Medians(before, options.Resamples, options.Seed), options.Confidence);
+                    }
+                    verdict = Verdict(relative ?? ratio, options.MaxRegression);
                 }
-                rows.Add(new RunLatency(i, reports[i].Label, role, hash, median, model.Stats.P90Ms, model.TokensPerSecond, ratio, verdict));
+                rows.Add(new RunLatency(i, reports[i].Label, role, hash, median, model.Stats.P90Ms, model.TokensPerSecond, ratio, relative, verdict));
             }
         }
         return new RunComparison(options, reports, differences, rows);
+    }
+
+    /// <summary>
+    /// Whether the base model can serve as a control for the machine between two reports: both timed it, it is the same
+    /// model (content hash) and the same ONNX Runtime ran it. Then whatever slowed the base model down was the machine.
+    /// </summary>
+    internal static bool Control(ValidationReport baseline, ValidationReport report)
+    {
+        string? Hash(ValidationReport r) => r.Models.FirstOrDefault(m => m.Role == ModelRole.Base)?.ContentSha256;
+        return baseline.Latency!.Models.Any(m => m.Role == ModelRole.Base) && report.Latency!.Models.Any(m => m.Role == ModelRole.Base)
+            && Hash(baseline) is { Length: > 0 } a && a == Hash(report) && baseline.OnnxRuntimeVersion == report.OnnxRuntimeVersion;
+    }
+
+    /// <summary>A model's latency divided by the base model's in the same round, round by round.</summary>
+    private static double[] PerRound(ValidationReport r, ModelRole role)
+    {
+        var model = r.Latency!.Models.First(m => m.Role == role).SamplesMs;
+        var control = r.Latency.Models.First(m => m.Role == ModelRole.Base).SamplesMs;
+        return [.. model.Zip(control, (a, b) => a / b)];
     }
 
     /// <summary>The ratio of medians (candidate / baseline) and its percentile interval from paired replicates of independent resamples.</summary>

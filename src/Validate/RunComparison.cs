@@ -9,7 +9,7 @@ public enum LatencyVerdict
     /// <summary>The baseline report has no model of this role.</summary>
     NoBaseline,
 
-    /// <summary>The confidence interval of the ratio contains 1: no change that the noise allows to see.</summary>
+    /// <summary>The confidence interval of the judged ratio contains 1: no change that the noise allows to see.</summary>
     NoSignificantChange,
 
     /// <summary>Significantly faster: the whole confidence interval of the ratio is below 1.</summary>
@@ -96,8 +96,14 @@ public sealed record RatioEstimate(double Ratio, double Low, double High);
 /// <param name="Median">Median latency with its interval.</param>
 /// <param name="P90Ms">90th percentile latency.</param>
 /// <param name="TokensPerSecond">Throughput at the mean latency, as the report states it.</param>
-/// <param name="Ratio">Ratio to the baseline's model of the same role; null for the baseline and when it has none.</param>
-/// <param name="Verdict">What the ratio's interval says.</param>
+/// <param name="Ratio">Ratio of medians to the baseline's model of the same role; null for the baseline and when it has none.</param>
+/// <param name="RelativeToBase">
+/// The drift-corrected ratio: the median of this model's per-round latency ratios to the base model (timed in the same
+/// interleaved rounds), divided by the same median in the baseline report. Machine-wide slowdowns between the runs
+/// (load, clock speed) cancel. Only when both reports timed the same base model (same content hash) with the same
+/// ONNX Runtime, for roles other than base; else null.
+/// </param>
+/// <param name="Verdict">What the interval of <paramref name="RelativeToBase"/>, where there is one, else of <paramref name="Ratio"/>, says.</param>
 public sealed record RunLatency(
     int Report,
     string Label,
@@ -107,11 +113,17 @@ public sealed record RunLatency(
     double P90Ms,
     double TokensPerSecond,
     RatioEstimate? Ratio,
-    LatencyVerdict Verdict);
+    RatioEstimate? RelativeToBase,
+    LatencyVerdict Verdict)
+{
+    /// <summary>The ratio the verdict (and the gate) reads: <see cref="RelativeToBase"/> where there is one, else <see cref="Ratio"/>.</summary>
+    public RatioEstimate? Judged() => RelativeToBase ?? Ratio;
+}
 
 /// <summary>
 /// Several validation reports compared with the first (the baseline): per model role and report, the median
-/// latency and its ratio to the baseline with bootstrap confidence intervals. Made by <see cref="RunComparer.Compare"/>;
+/// latency and its ratio to the baseline with bootstrap confidence intervals, and where the base model is a valid
+/// control, the drift-corrected ratio (<see cref="RunLatency.RelativeToBase"/>). Made by <see cref="RunComparer.Compare"/>;
 /// written by <see cref="ReportWriter.ToComparisonMarkdown"/> and <see cref="ReportWriter.ToComparisonHtml"/>.
 /// </summary>
 /// <param name="Options">The options it was made with.</param>
@@ -162,6 +174,18 @@ public sealed record BaselineComparison(
 /// <param name="SameModel">Whether the two models have the same content hash.</param>
 /// <param name="Baseline">The baseline's median.</param>
 /// <param name="Current">This run's median.</param>
-/// <param name="Ratio">This run / baseline.</param>
-/// <param name="Verdict">What the ratio's interval says.</param>
-public sealed record BaselineLatency(ModelRole Role, bool SameModel, MedianEstimate Baseline, MedianEstimate Current, RatioEstimate Ratio, LatencyVerdict Verdict);
+/// <param name="Ratio">This run's median / the baseline's.</param>
+/// <param name="RelativeToBase">The drift-corrected ratio (see <see cref="RunLatency.RelativeToBase"/>), or null.</param>
+/// <param name="Verdict">What the interval of <paramref name="RelativeToBase"/>, where there is one, else of <paramref name="Ratio"/>, says.</param>
+public sealed record BaselineLatency(
+    ModelRole Role,
+    bool SameModel,
+    MedianEstimate Baseline,
+    MedianEstimate Current,
+    RatioEstimate Ratio,
+    RatioEstimate? RelativeToBase,
+    LatencyVerdict Verdict)
+{
+    /// <summary>The ratio the verdict (and the gate) reads: <see cref="RelativeToBase"/> where there is one, else <see cref="Ratio"/>.</summary>
+    public RatioEstimate Judged() => RelativeToBase ?? Ratio;
+}

@@ -76,13 +76,22 @@ public static partial class Validator
         string level = baseline is null ? "95%" : $"{G(baseline.Confidence * 100)}%";
         if (o.MaxRegression is double max && merged is not null && merged.Verdict == LatencyVerdict.Regression)
         {
-            failures.Add(new GateFailure(RegressionGate, null, null, merged.Ratio.Low, 1 + max,
-                $"merged latency vs baseline {baseline!.Path}: median {Fmt.Ms(merged.Current.MedianMs)} ms vs {Fmt.Ms(merged.Baseline.MedianMs)} ms, ratio {Fmt.Ratio(merged.Ratio.Ratio)} ({level} CI {Fmt.Ratio(merged.Ratio.Low)}–{Fmt.Ratio(merged.Ratio.High)}); even the interval's lower end is more than {G(max * 100)}% slower."));
+            failures.Add(new GateFailure(RegressionGate, null, null, merged.Judged().Low, 1 + max,
+                $"merged latency vs baseline {baseline!.Path}: {RegressionDetail(merged, level)}; even the interval's lower end is more than {G(max * 100)}% slower."));
         }
         gates.Add(new GateReport(RegressionGate, o.MaxRegression is not null, failures.Count == before,
-            o.MaxRegression is double m ? $"lower end of the {level} CI of merged/baseline median latency ≤ {G(1 + m)}" : "disabled",
-            merged is null ? "no baseline report" : $"merged median {Fmt.Ms(merged.Current.MedianMs)} ms vs baseline {Fmt.Ms(merged.Baseline.MedianMs)} ms: ratio {Fmt.Ratio(merged.Ratio.Ratio)} ({level} CI {Fmt.Ratio(merged.Ratio.Low)}–{Fmt.Ratio(merged.Ratio.High)}), {Fmt.Verdict(merged.Verdict)}"));
+            o.MaxRegression is double m ? $"lower end of the {level} CI of the merged model's latency ratio to the baseline ≤ {G(1 + m)}" : "disabled",
+            merged is null ? "no baseline report" : $"{RegressionDetail(merged, level)}: {Fmt.Verdict(merged.Verdict)}"));
 
         return (gates, failures);
+    }
+
+    /// <summary>"median 1.357 ms vs 1.234 ms, ratio 1.100 (95% CI 1.085–1.117), relative to the base model 1.098 (95% CI …)".</summary>
+    private static string RegressionDetail(BaselineLatency m, string level)
+    {
+        string text = $"median {Fmt.Ms(m.Current.MedianMs)} ms vs {Fmt.Ms(m.Baseline.MedianMs)} ms, ratio {Fmt.Ratio(m.Ratio.Ratio)} ({level} CI {Fmt.Ratio(m.Ratio.Low)}–{Fmt.Ratio(m.Ratio.High)})";
+        return m.RelativeToBase is { } r
+            ? $"{text}; relative to the base model (drift-corrected, judged) {Fmt.Ratio(r.Ratio)} ({level} CI {Fmt.Ratio(r.Low)}–{Fmt.Ratio(r.High)})"
+            : text;
     }
 }

@@ -308,7 +308,7 @@ public static partial class Validator
         foreach (var row in comparison.Latency.Where(l => l.Report == 1 && l.Ratio is not null))
         {
             var before = comparison.Latency.Single(l => l.Report == 0 && l.Role == row.Role);
-            models.Add(new BaselineLatency(row.Role, before.ContentSha256 == row.ContentSha256, before.Median, row.Median, row.Ratio!, row.Verdict));
+            models.Add(new BaselineLatency(row.Role, before.ContentSha256 == row.ContentSha256, before.Median, row.Median, row.Ratio!, row.RelativeToBase, row.Verdict));
         }
         return new BaselineComparison(baseline.Path, baseline.Report.CreatedUtc, options.MaxRegression, compareOptions.Confidence,
             compareOptions.Resamples, compareOptions.Seed, comparison.Differences, models);

@@ -29,13 +29,25 @@ public sealed class CompareCommandTests
         return path;
     }
 
-    /// <summary>Replaces every model's samples with a fixed spread around <paramref name="ms"/> (1% steps), so verdicts do not depend on this machine.</summary>
-    private static Action<JsonObject> Samples(double ms) => root =>
+    /// <summary>
+    /// Replaces the samples with a fixed spread around <paramref name="ms"/> (1% steps), so verdicts do not depend on this
+    /// machine: the merged model's around <paramref name="mergedMs"/> (default <paramref name="ms"/>), the others' around
+    /// <paramref name="ms"/>. Per round, merged / base is then mergedMs / ms.
+    /// </summary>
+    private static Action<JsonObject> Samples(double ms, double? mergedMs = null) => root =>
     {
         foreach (var model in root["latency"]!["models"]!.AsArray())
         {
-            model!["samplesMs"] = new JsonArray([.. Enumerable.Range(0, 40).Select(i => (JsonNode?)JsonValue.Create(ms * (1 + 0.01 * (i % 5))))]);
+            double center = model!["role"]!.GetValue<string>() == "merged" ? mergedMs ?? ms : ms;
+            model["samplesMs"] = new JsonArray([.. Enumerable.Range(0, 40).Select(i => (JsonNode?)JsonValue.Create(center * (1 + 0.01 * (i % 5))))]);
         }
+    };
+
+    /// <summary>Replaces only the merged model's samples, with <paramref name="ms"/> in every round.</summary>
+    private static Action<JsonObject> MergedSamples(double ms) => root =>
+    {
+        var merged = root["latency"]!["models"]!.AsArray().Single(m => m!["role"]!.GetValue<string>() == "merged")!;
+        merged["samplesMs"] = new JsonArray([.. merged["samplesMs"]!.AsArray().Select(_ => (JsonNode?)JsonValue.Create(ms))]);
     };
 
     private static string[] Lines(string text) => text.Split('\n', StringSplitOptions.RemoveEmptyEntries);
@@ -63,16 +75,31 @@ public sealed class CompareCommandTests
     {
         using var dir = new TempDir();
         string a = Report(dir, "a.json", Samples(2.0));
-        string b = Report(dir, "b.json", Samples(2.4));
+        string b = Report(dir, "b.json", Samples(2.0, mergedMs: 2.4));
 
         var (code, stdout, err) = CliHarness.Run("compare", a, b, "--out", dir.File("cmp"), "--max-regression", "5");
 
         Assert.AreEqual(1, code, stdout + err);
         StringAssert.Contains(stdout, $"merged    {b}: median 2.448 ms");
-        StringAssert.Contains(stdout, "ratio 1.200 (95% CI");
-        StringAssert.Contains(stdout, "): regression");
-        StringAssert.StartsWith(err, $"gate failed: {b}: merged median 2.448 ms is 20.0% slower than the baseline");
+        StringAssert.Contains(stdout, "ratio 1.200 (95% CI 1.1");
+        StringAssert.Contains(stdout, ", relative to base 1.200 (95% CI 1.200–1.200): regression");
+        StringAssert.StartsWith(err, $"gate failed: {b}: merged median 2.448 ms is 20.0% slower than the baseline relative to the base model (drift-corrected)");
         StringAssert.Contains(stdout, "REGRESSION; report: ");
+    }
+
+    [TestMethod]
+    public void Compare_WholeMachineSlower_IsNoRegressionRelativeToTheBaseModel()
+    {
+        using var dir = new TempDir();
+        string a = Report(dir, "a.json", Samples(2.0));
+        string b = Report(dir, "b.json", Samples(2.4));
+
+        var (code, stdout, err) = CliHarness.Run("compare", a, b, "--out", dir.File("cmp"), "--max-regression", "5%");
+
+        Assert.AreEqual(0, code, stdout + err);
+        StringAssert.Contains(stdout, $"merged    {b}: median 2.448 ms (95% CI 2.424–2.472), ratio 1.200 (95% CI 1.188–1.212), relative to base 1.000 (95% CI 1.000–1.000): no-significant-change");
+        StringAssert.Contains(stdout, $"base      {b}: median 2.448 ms (95% CI 2.424–2.472), ratio 1.200 (95% CI 1.188–1.212): regression");
+        StringAssert.Contains(stdout, "PASSED; report: ");
     }
 
     [TestMethod]
@@ -80,8 +107,8 @@ public sealed class CompareCommandTests
     {
         using var dir = new TempDir();
         string a = Report(dir, "a.json", Samples(2.0));
-        string b = Report(dir, "b.json", Samples(2.4));
-        string c = Report(dir, "c.json", Samples(1.8));
+        string b = Report(dir, "b.json", Samples(2.0, mergedMs: 2.4));
+        string c = Report(dir, "c.json", Samples(2.0, mergedMs: 1.8));
 
         var (code, stdout, _) = CliHarness.Run("compare", a, b, c, "--out", dir.File("cmp"), "--max-regression", "5%", "--json");
 
@@ -205,8 +232,10 @@ public sealed class CompareCommandTests
     {
         using var dir = new TempDir();
         string model = ValidateCommandTests.TinyLm(dir.File("m.onnx"));
-        string slow = Report(dir, "slow.json", Samples(1e6));
-        string fast = Report(dir, "fast.json", Samples(1e-6));
+        // The same tiny models time alike in every run; a baseline whose merged model took a second (a nanosecond) per run
+        // makes this run's merged model far faster (slower), relative to the base model too.
+        string slow = Report(dir, "slow.json", MergedSamples(1e3));
+        string fast = Report(dir, "fast.json", MergedSamples(1e-6));
         string[] Args(string baseline, string report) =>
         [
             "validate", "--merged", model, "--unmerged", model, "--base", model, "--device", "cpu", "--threads", "1", "--runs", "10",

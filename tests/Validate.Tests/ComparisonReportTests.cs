@@ -31,10 +31,12 @@ public sealed partial class ComparisonReportTests
         string md = ReportWriter.ToComparisonMarkdown(c);
 
         StringAssert.StartsWith(md, "## OnnxLora latency comparison: ❌ REGRESSION: 1 merged model is slower than the baseline beyond 5%");
-        StringAssert.Contains(md, "| Model | Report | Runs | Median ms (95% CI) | p90 ms | Tokens/s | Ratio to baseline (95% CI) | Change | Verdict | Max abs vs unmerged | Top-1 vs unmerged | Max abs vs eager |");
+        StringAssert.Contains(md, "| Model | Report | Runs | Median ms (95% CI) | p90 ms | Tokens/s | Ratio to baseline (95% CI) | Relative to base, drift-corrected (95% CI) | Change | Verdict | Max abs vs unmerged | Top-1 vs unmerged | Max abs vs eager |");
         var merged = c.Latency.Single(l => l.Label == "rank-64" && l.Role == ModelRole.Merged);
+        var r = merged.Ratio!;
+        var d = merged.RelativeToBase!;
         StringAssert.Contains(md, $"| merged | rank-64 | 60 | {Ms(merged.Median.MedianMs)} ({Ms(merged.Median.LowMs)}–{Ms(merged.Median.HighMs)}) |");
-        StringAssert.Contains(md, $"| {merged.Ratio!.Ratio:0.000} ({merged.Ratio.Low:0.000}–{merged.Ratio.High:0.000}) | +{(merged.Ratio.Ratio - 1) * 100:0.0}% | ❌ regression | 1.83e+00 | 50.00% | – |");
+        StringAssert.Contains(md, $"| {r.Ratio:0.000} ({r.Low:0.000}–{r.High:0.000}) | {d.Ratio:0.000} ({d.Low:0.000}–{d.High:0.000}) | +{(d.Ratio - 1) * 100:0.0}% | ❌ regression | 1.83e+00 | 50.00% | – |");
         StringAssert.Contains(md, "| merged | main (baseline) | 60 |");
         StringAssert.Contains(md, "| base | rank-64 | 60 |");
         StringAssert.Contains(md, "- ❌ rank-64: merged median");

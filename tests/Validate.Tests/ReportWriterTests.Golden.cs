@@ -118,9 +118,9 @@ public sealed partial class ReportWriterTests
             ],
             [
                 new BaselineLatency(ModelRole.Merged, false, new MedianEstimate(40, 1.25, 1.2, 1.3), new MedianEstimate(3, 1.5, 1, 2),
-                    new RatioEstimate(1.2, 1.1, double.PositiveInfinity), LatencyVerdict.Regression),
+                    new RatioEstimate(1.2, 1.1, double.PositiveInfinity), new RatioEstimate(1.15, 1.07, 1.2), LatencyVerdict.Regression),
                 new BaselineLatency(ModelRole.Base, true, new MedianEstimate(40, 1, 0.9, 1.1), new MedianEstimate(3, 1, 1, 1),
-                    new RatioEstimate(1, 0.9, 1.1), LatencyVerdict.NoSignificantChange),
+                    new RatioEstimate(1, 0.9, 1.1), null, LatencyVerdict.NoSignificantChange),
             ]),
             PeakMemoryBytes = 123_456_789,
             Gates =
@@ -135,7 +135,7 @@ public sealed partial class ReportWriterTests
             [
                 new GateFailure("tolerance", "merged vs unmerged", "logits", 1.83, 1e-4, "merged vs unmerged: output logits: 1203 of 576 elements beyond atol 0.0001 + rtol 0.001·|ref|"),
                 new GateFailure("max-latency-ratio", null, null, double.NaN, null, "median merged/base ratio NaN > 1.25 <b>"),
-                new GateFailure("max-regression", null, null, 1.1, 1.05, "merged latency vs baseline: ratio 1.2"),
+                new GateFailure("max-regression", null, null, 1.07, 1.05, "merged latency vs baseline: ratio 1.2, relative to the base model 1.15"),
             ],
             Warnings = ["Cuda was requested but CPU ran: CUDA failed", "tab\there, emoji 🙂, control \u0001"],
         };

@@ -78,6 +78,61 @@ public sealed class RunComparerTests
         Assert.AreEqual(LatencyVerdict.Faster, c.Latency[4].Verdict);
     }
 
+    /// <summary>Merged and base timed in the same rounds: merged = base × (1.02 ± 0.5%), both × <paramref name="machine"/>; merged also × <paramref name="slowdown"/>.</summary>
+    private static ValidationReport Interleaved(int seed, double machine, double slowdown)
+    {
+        double[] baseModel = [.. SyntheticRuns.Latencies(60, 3.0, machine, seed)];
+        var rng = new Random(seed + 1);
+        double[] merged = [.. baseModel.Select(b => b * 1.02 * slowdown * (1 + 0.005 * (rng.NextDouble() - 0.5)))];
+        return SyntheticRuns.Report(merged, baseModel);
+    }
+
+    [TestMethod]
+    public void Compare_WholeMachineTenPercentSlower_IsNoRegressionRelativeToTheBaseModel()
+    {
+        var c = RunComparer.Compare([SyntheticRuns.Compared("a", Interleaved(1, 1.0, 1.0)), SyntheticRuns.Compared("b", Interleaved(2, 1.10, 1.0))], FivePercent);
+
+        var merged = c.Latency.Single(l => l.Report == 1 && l.Role == ModelRole.Merged);
+        Assert.IsGreaterThan(1.05, merged.Ratio!.Low, "the raw ratio sees the slower machine");
+        Assert.AreEqual(1.0, merged.RelativeToBase!.Ratio, 0.01);
+        Assert.AreEqual(LatencyVerdict.NoSignificantChange, merged.Verdict, "judged on the drift-corrected ratio");
+        Assert.AreSame(merged.RelativeToBase, merged.Judged());
+        Assert.IsTrue(c.Passed);
+        var baseRow = c.Latency.Single(l => l.Report == 1 && l.Role == ModelRole.Base);
+        Assert.IsNull(baseRow.RelativeToBase);
+        Assert.AreEqual(LatencyVerdict.Regression, baseRow.Verdict, "the base model's own row shows the machine's drift, but only merged models gate");
+    }
+
+    [TestMethod]
+    public void Compare_MergedTenPercentSlowerOnAFasterMachine_IsARegressionRelativeToTheBaseModel()
+    {
+        var c = RunComparer.Compare([SyntheticRuns.Compared("a", Interleaved(1, 1.0, 1.0)), SyntheticRuns.Compared("b", Interleaved(2, 0.93, 1.10))], FivePercent);
+
+        var merged = c.Latency.Single(l => l.Report == 1 && l.Role == ModelRole.Merged);
+        Assert.IsLessThan(1.05, merged.Ratio!.Low, "the raw ratio alone would miss it");
+        Assert.AreEqual(1.10, merged.RelativeToBase!.Ratio, 0.01);
+        Assert.AreEqual(LatencyVerdict.Regression, merged.Verdict);
+        Assert.IsFalse(c.Passed);
+    }
+
+    [TestMethod]
+    public void Compare_OtherOnnxRuntimeOrBaseModel_JudgesTheRawRatio()
+    {
+        var a = Interleaved(1, 1.0, 1.0);
+        var b = Interleaved(2, 1.10, 1.0);
+        var otherRuntime = b with { OnnxRuntimeVersion = "1.32.0" };
+        var otherBase = b with { Models = [.. b.Models.Select(m => m.Role == ModelRole.Base ? m with { ContentSha256 = new string('f', 64) } : m)] };
+
+        foreach (var report in new[] { otherRuntime, otherBase })
+        {
+            var c = RunComparer.Compare([SyntheticRuns.Compared("a", a), SyntheticRuns.Compared("b", report)], FivePercent);
+
+            var merged = c.Latency.Single(l => l.Report == 1 && l.Role == ModelRole.Merged);
+            Assert.IsNull(merged.RelativeToBase);
+            Assert.AreEqual(LatencyVerdict.Regression, merged.Verdict, "no valid control: the raw ratio is judged");
+        }
+    }
+
     [TestMethod]
     public void Compare_IsDeterministic_AndTheSeedDecidesTheResamples()
     {

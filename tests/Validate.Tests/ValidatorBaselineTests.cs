@@ -37,7 +37,9 @@ public sealed class ValidatorBaselineTests
         var gate = report.Gates.Single(g => g.Gate == "max-regression");
         Assert.IsTrue(gate.Enabled);
         StringAssert.Contains(gate.Limit, "≤ 1.05");
-        StringAssert.StartsWith(gate.Detail, "merged median ");
+        StringAssert.StartsWith(gate.Detail, "median ");
+        StringAssert.Contains(gate.Detail, "; relative to the base model (drift-corrected, judged) ");
+        Assert.IsNotNull(b.Models[0].RelativeToBase);
         CollectionAssert.AreEqual(new[] { "finite", "tolerance", "min-top1", "max-latency-ratio", "max-regression" }, report.Gates.Select(g => g.Gate).ToArray());
     }
 
@@ -61,7 +63,10 @@ public sealed class ValidatorBaselineTests
         var failure = report.Failures.Single();
         Assert.AreEqual("max-regression", failure.Gate);
         Assert.AreEqual(1.05, failure.Limit);
-        Assert.AreEqual(report.Baseline!.Models[0].Ratio.Low, failure.Value);
+        var merged = report.Baseline!.Models[0];
+        Assert.IsNotNull(merged.RelativeToBase, "the same base model with the same ONNX Runtime: drift-corrected");
+        Assert.AreEqual(merged.RelativeToBase.Low, failure.Value);
+        Assert.IsNull(report.Baseline.Models[2].RelativeToBase, "the base model is the control, not compared with itself");
         StringAssert.Contains(failure.Message, baseline);
         Assert.AreEqual(LatencyVerdict.Regression, report.Baseline.Models[0].Verdict);
     }

@@ -19,26 +19,27 @@ internal static class ComparisonCharts
     }
 
     /// <summary>
-    /// Each report's ratio to the baseline per model role: a dot at the ratio and a bar over its interval, red when
-    /// it is a regression, with lines at 1 (no change) and at 1 + MaxRegression.
+    /// Each report's judged ratio to the baseline per model role (drift-corrected where there is a control, marked
+    /// "vs base"): a dot at the ratio and a bar over its interval, red when it is a regression, with lines at 1 (no
+    /// change) and at 1 + MaxRegression.
     /// </summary>
     public static byte[] Ratios(RunComparison c)
     {
         var plot = NewPlot();
         var ticks = new ScottPlot.TickGenerators.NumericManual();
-        var rows = c.Latency.Where(l => l.Ratio is not null).ToList();
+        var rows = c.Latency.Where(l => l.Judged() is not null).ToList();
         double low = 1, high = 1 + (c.Options.MaxRegression ?? 0);
         for (int i = 0; i < rows.Count; i++)
         {
             var l = rows[i];
-            var r = l.Ratio!;
+            var r = l.Judged()!;
             var color = l.Verdict == LatencyVerdict.Regression ? Color.FromHex("#c62828") : Palette[l.Report % Palette.Length];
             var bar = plot.Add.Line(i, r.Low, i, r.High);
             bar.LineWidth = 4;
             bar.LineColor = color;
             var dot = plot.Add.Marker(i, r.Ratio, MarkerShape.FilledCircle, 10, color);
             dot.LegendText = "";
-            ticks.AddMajor(i, $"{Fmt.Role(l.Role)}\n{Shorten(l.Label)}");
+            ticks.AddMajor(i, $"{Fmt.Role(l.Role)}{(l.RelativeToBase is null ? "" : " (vs base)")}\n{Shorten(l.Label)}");
             low = Math.Min(low, r.Low);
             high = Math.Max(high, r.High);
         }
@@ -53,7 +54,7 @@ internal static class ComparisonCharts
         plot.Axes.Bottom.TickGenerator = ticks;
         plot.Axes.SetLimits(-0.6, Math.Max(rows.Count, 1) - 0.4, low - pad, high + pad);
         plot.ShowLegend(Alignment.UpperRight);
-        plot.Title($"Median latency / baseline median ({Fmt.Num(c.Options.Confidence * 100)}% bootstrap interval)");
+        plot.Title($"Latency relative to the baseline, as judged ({Fmt.Num(c.Options.Confidence * 100)}% bootstrap interval)");
         plot.YLabel("ratio to baseline");
         return plot.GetImageBytes(ReportCharts.Width, ReportCharts.Height, ImageFormat.Png);
     }

@@ -102,7 +102,7 @@ internal sealed class CompareCommand : CliCommand
             var result = new CommandResult("compare", comparison.Passed ? "passed" : "gate-failed")
             {
                 Outputs = { ["compareMarkdown"] = paths.Markdown, ["compareHtml"] = paths.Html },
-                FailedGates = [.. comparison.Regressions.Select(r => new FailedGate("max-regression", r.Label, r.Ratio!.Low, 1 + max!.Value, Regression(r, level, max.Value)))],
+                FailedGates = [.. comparison.Regressions.Select(r => new FailedGate("max-regression", r.Label, r.Judged()!.Low, 1 + max!.Value, Regression(r, level, max.Value)))],
                 Details =
                 {
                     ["baseline"] = comparison.Reports[0].Label,
@@ -113,7 +113,9 @@ internal sealed class CompareCommand : CliCommand
                     {
                         report = l.Label, role = l.Role.ToString().ToLowerInvariant(), samples = l.Median.Samples,
                         medianMs = l.Median.MedianMs, medianLowMs = l.Median.LowMs, medianHighMs = l.Median.HighMs,
-                        ratio = l.Ratio?.Ratio, ratioLow = l.Ratio?.Low, ratioHigh = l.Ratio?.High, verdict = VerdictWord(l.Verdict),
+                        ratio = l.Ratio?.Ratio, ratioLow = l.Ratio?.Low, ratioHigh = l.Ratio?.High,
+                        relativeToBase = l.RelativeToBase?.Ratio, relativeToBaseLow = l.RelativeToBase?.Low, relativeToBaseHigh = l.RelativeToBase?.High,
+                        verdict = VerdictWord(l.Verdict),
                     }).ToList(),
                     ["differences"] = comparison.Differences.Select(d => new
                     {
@@ -131,8 +133,11 @@ internal sealed class CompareCommand : CliCommand
         foreach (var l in comparison.Latency)
         {
             string median = $"median {l.Median.MedianMs.ToString("F3", inv)} ms ({level} CI {l.Median.LowMs.ToString("F3", inv)}–{l.Median.HighMs.ToString("F3", inv)})";
+            string relative = l.RelativeToBase is { } d
+                ? $", relative to base {d.Ratio.ToString("F3", inv)} ({level} CI {d.Low.ToString("F3", inv)}–{d.High.ToString("F3", inv)})"
+                : "";
             string ratio = l.Ratio is { } r
-                ? $", ratio {r.Ratio.ToString("F3", inv)} ({level} CI {r.Low.ToString("F3", inv)}–{r.High.ToString("F3", inv)}): {VerdictWord(l.Verdict)}"
+                ? $", ratio {r.Ratio.ToString("F3", inv)} ({level} CI {r.Low.ToString("F3", inv)}–{r.High.ToString("F3", inv)}){relative}: {VerdictWord(l.Verdict)}"
                 : l.Report == 0 ? " (baseline)" : ": no baseline for this model";
             Context.Out.WriteLine($"{l.Role.ToString().ToLowerInvariant(),-9} {l.Label}: {median}{ratio}");
         }
@@ -147,7 +152,9 @@ internal sealed class CompareCommand : CliCommand
     private static string Regression(RunLatency r, string level, double max)
     {
         var inv = CultureInfo.InvariantCulture;
-        return $"{r.Label}: merged median {r.Median.MedianMs.ToString("F3", inv)} ms is {((r.Ratio!.Ratio - 1) * 100).ToString("F1", inv)}% slower than the baseline "
-            + $"({level} CI of the ratio {r.Ratio.Low.ToString("F3", inv)}–{r.Ratio.High.ToString("F3", inv)}; its lower end exceeds {(1 + max).ToString("G4", inv)}).";
+        var j = r.Judged()!;
+        string which = r.RelativeToBase is null ? "" : " relative to the base model (drift-corrected)";
+        return $"{r.Label}: merged median {r.Median.MedianMs.ToString("F3", inv)} ms is {((j.Ratio - 1) * 100).ToString("F1", inv)}% slower than the baseline{which} "
+            + $"({level} CI of the ratio {j.Low.ToString("F3", inv)}–{j.High.ToString("F3", inv)}; its lower end exceeds {(1 + max).ToString("G4", inv)}).";
     }
 }

@@ -158,7 +158,9 @@ internal static class ValidationOutput
                     ["maxAbsError"] = report.Comparisons.ToDictionary(c => c.Name, c => c.Outputs.Count == 0 ? 0 : c.Outputs.Max(o => o.MaxAbsError)),
                     ["baseline"] = report.Baseline?.Models.ToDictionary(m => m.Role.ToString().ToLowerInvariant(), m => (object)new
                     {
-                        ratio = m.Ratio.Ratio, low = m.Ratio.Low, high = m.Ratio.High, medianMs = m.Current.MedianMs,
+                        ratio = m.Ratio.Ratio, low = m.Ratio.Low, high = m.Ratio.High,
+                        relativeToBase = m.RelativeToBase?.Ratio, relativeToBaseLow = m.RelativeToBase?.Low, relativeToBaseHigh = m.RelativeToBase?.High,
+                        medianMs = m.Current.MedianMs,
                         baselineMedianMs = m.Baseline.MedianMs, verdict = CompareCommand.VerdictWord(m.Verdict),
                     }),
                 },
@@ -198,8 +200,12 @@ internal static class ValidationOutput
                 }
                 foreach (var m in baseline.Models)
                 {
+                    string level = (baseline.Confidence * 100).ToString("G3", inv) + "% CI";
+                    string relative = m.RelativeToBase is { } d
+                        ? $", relative to base {d.Ratio.ToString("F3", inv)} ({level} {d.Low.ToString("F3", inv)}–{d.High.ToString("F3", inv)})"
+                        : "";
                     context.Out.WriteLine($"vs baseline {m.Role.ToString().ToLowerInvariant(),-9} median {m.Current.MedianMs.ToString("F3", inv)} ms vs {m.Baseline.MedianMs.ToString("F3", inv)} ms: "
-                        + $"ratio {m.Ratio.Ratio.ToString("F3", inv)} ({(baseline.Confidence * 100).ToString("G3", inv)}% CI {m.Ratio.Low.ToString("F3", inv)}–{m.Ratio.High.ToString("F3", inv)}), {CompareCommand.VerdictWord(m.Verdict)}");
+                        + $"ratio {m.Ratio.Ratio.ToString("F3", inv)} ({level} {m.Ratio.Low.ToString("F3", inv)}–{m.Ratio.High.ToString("F3", inv)}){relative}, {CompareCommand.VerdictWord(m.Verdict)}");
                 }
             }
             foreach (var f in report.Failures)
