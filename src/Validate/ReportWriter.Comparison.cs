@@ -124,9 +124,10 @@ public static partial class ReportWriter
         h.AppendLine("<h2>Latency</h2>");
         var header = LatencyHeader(c);
         HtmlTable(h, header, c.Latency.Select(l => LatencyCells(c, l, markdown: false).Select(E).ToArray()
-            .Select((cell, i) => i == 9 ? VerdictHtml(l.Verdict, cell) : cell).ToArray()), numeric: [2, 3, 4, 5, 6, 7, 8, 10, 11, 12]);
+            .Select((cell, i) => i == 9 ? VerdictHtml(l.Verdict, cell) : cell).ToArray()), numeric: [2, 3, 4, 5, 6, 7, 8, 10, 11, 12], wide: true);
         Chart(h, ComparisonCharts.Ratios(c), "Ratio of median latency to the baseline with confidence intervals");
         Chart(h, ComparisonCharts.Distributions(c), "Latency distribution per model and report");
+        h.AppendLine($"<p class=\"meta\">Charts name reports by number: {E(string.Join(", ", c.Reports.Select((r, i) => $"#{i} {r.Label}")))}.</p>");
 
         h.AppendLine("<h2>Output errors</h2>");
         h.AppendLine("<p>Errors of each report's merged model against its references, as the validation runs measured them.</p>");
@@ -135,7 +136,7 @@ public static partial class ReportWriter
 
         h.AppendLine("<h2>Reports</h2>");
         HtmlTable(h, ["#", "Report", "Created (UTC)", "Status", "Merged model (sha256)", "Provider", "ONNX Runtime", "OnnxLora", "Rounds"],
-            c.Reports.Select((r, i) => ReportCells(r, i, markdown: false).Select(E).ToArray()), numeric: [0, 8]);
+            c.Reports.Select((r, i) => ReportCells(r, i, markdown: false).Select(E).ToArray()), numeric: [0, 8], wide: true);
 
         if (c.Differences.Count > 0)
         {

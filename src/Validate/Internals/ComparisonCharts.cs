@@ -39,7 +39,7 @@ internal static class ComparisonCharts
             bar.LineColor = color;
             var dot = plot.Add.Marker(i, r.Ratio, MarkerShape.FilledCircle, 10, color);
             dot.LegendText = "";
-            ticks.AddMajor(i, $"{Fmt.Role(l.Role)}{(l.RelativeToBase is null ? "" : " (vs base)")}\n{Shorten(l.Label)}");
+            ticks.AddMajor(i, $"{Fmt.Role(l.Role)}{(l.RelativeToBase is null ? "" : " vs base")}\nreport #{l.Report}");
             low = Math.Min(low, r.Low);
             high = Math.Max(high, r.High);
         }
@@ -78,19 +78,18 @@ internal static class ComparisonCharts
                 WhiskerMin = Stats.Percentile(samples, 0.10),
                 WhiskerMax = Stats.Percentile(samples, 0.90),
                 Width = 0.6,
-                FillColor = color.WithAlpha(0.5),
-                LineColor = color,
             };
-            plot.Add.Box(box);
-            ticks.AddMajor(position, $"{Fmt.Role(l.Role)}\n{Shorten(l.Label)}");
+            // A BoxPlot styles all its boxes alike, overriding each Box's colours: colour the plottable.
+            var added = plot.Add.Box(box);
+            added.FillColor = color.WithAlpha(0.5);
+            added.LineColor = color;
+            ticks.AddMajor(position, $"{Fmt.Role(l.Role)}\n#{l.Report}");
             position++;
         }
         plot.Axes.Bottom.TickGenerator = ticks;
         plot.Axes.SetLimitsX(-0.6, Math.Max(position, 1) - 0.4);
-        plot.Title("Latency per model and report (box q25–q75, whiskers p10–p90)");
+        plot.Title("Latency per model and report # (box q25–q75, whiskers p10–p90; colour: report)");
         plot.YLabel("ms per run");
         return plot.GetImageBytes(ReportCharts.Width, ReportCharts.Height, ImageFormat.Png);
     }
-
-    private static string Shorten(string label) => label.Length <= 24 ? label : "…" + label[^23..];
 }
