@@ -1,8 +1,8 @@
 namespace OnnxLora.Validate.Internals;
 
 /// <summary>
-/// The percentile bootstrap of medians and of ratios of medians that cross-run comparison uses (docs/report-schema.md,
-/// "How runs are compared"). Deterministic: the resamples are drawn by <see cref="Random"/> with a given seed.
+/// The percentile bootstrap of medians and of ratios of medians that cross-run comparison uses (docs/compare.md,
+/// "The statistics"). Deterministic: the resamples are drawn by <see cref="Random"/> with a given seed.
 /// </summary>
 internal static class Bootstrap
 {
