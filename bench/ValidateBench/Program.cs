@@ -5,6 +5,16 @@ using OnnxLora.ValidateBench;
 // Whole-pipeline figures for Validate: builds a synthetic base/unmerged/merged model set, runs the validator with
 // interleaved latency rounds and writes the three reports. Usage:
 //   dotnet run -c Release --project bench/ValidateBench -- [outDir] [vocab] [hidden] [layers] [rank] [batch] [seq] [runs] [device] [threads]
+// The cross-run regression gate's false alarms and detection on real runs (CompareNoise.cs):
+//   dotnet run -c Release --project bench/ValidateBench -- compare-noise [outDir] [pairs] [runs] [vocab] [hidden] [layers] [seq]
+if (args.Length > 0 && args[0] == "compare-noise")
+{
+    return CompareNoise.Run(args[1..]);
+}
+if (args.Length > 0 && args[0] == "validate-once")
+{
+    return CompareNoise.ValidateOnce(args[1..]);
+}
 string outDir = Path.GetFullPath(args.Length > 0 ? args[0] : "out/validate-bench");
 int vocab = Arg(1, 8000), hidden = Arg(2, 256), layers = Arg(3, 4), rank = Arg(4, 16), batch = Arg(5, 2), seq = Arg(6, 64), runs = Arg(7, 40);
 var device = args.Length > 8 ? Enum.Parse<ExecutionDevice>(args[8], ignoreCase: true) : ExecutionDevice.Auto;

@@ -17,6 +17,7 @@ public static partial class ReportWriter
         table{border-collapse:collapse;width:100%;font-size:13px;margin:8px 0 14px}
         th,td{border:1px solid #dde1e7;padding:5px 8px;text-align:left;vertical-align:top}
         th{background:#eef1f5}td.n{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
+        td{overflow-wrap:anywhere}table.wide{font-size:11.5px}table.wide th,table.wide td{padding:4px 5px}table.wide td:first-child,table.wide span{white-space:nowrap;overflow-wrap:normal}
         code{font-family:"DejaVu Sans Mono",monospace;font-size:12px;background:#f1f3f6;padding:1px 4px;border-radius:3px}
         .box{border-left:4px solid #c62828;background:#fdecea;padding:8px 12px;margin:8px 0;font-size:13px}
         .warn{border-left:4px solid #e0a800;background:#fff8e1;padding:8px 12px;margin:8px 0;font-size:13px}
@@ -41,6 +42,7 @@ public static partial class ReportWriter
         h.AppendLine($"<p class=\"meta\">{E(report.CreatedUtc.UtcDateTime.ToString("yyyy-MM-dd HH:mm:ss", System.Globalization.CultureInfo.InvariantCulture))} UTC · schema <code>{ValidationReport.SchemaId}</code> · OnnxLora.Validate {E(report.ToolVersion)} · ONNX Runtime {E(report.OnnxRuntimeVersion)}</p>");
         h.AppendLine($"<p><b>Provider:</b> <code>{E(p.Used)}</code> (requested {E(p.Requested.ToString().ToLowerInvariant())}, device {p.DeviceId}{(p.AllowCpuFallback ? ", CPU fallback allowed" : "")}). "
             + $"<b>Session options (all models):</b> intra-op threads {Threads(p.Session.IntraOpThreads)}, inter-op threads {Threads(p.Session.InterOpThreads)}, graph optimisation {E(p.Session.GraphOptimization.ToString().ToLowerInvariant())}, {E(p.Session.ExecutionMode)} execution.</p>");
+        h.AppendLine($"<p><b>Machine:</b> {E(MachineText(report.Machine))}.</p>");
         if (p.FallbackReason is not null)
         {
             h.AppendLine($"<div class=\"warn\"><b>Fallback reason:</b> {E(p.FallbackReason)}</div>");
@@ -122,6 +124,17 @@ public static partial class ReportWriter
             }
         }
 
+        if (report.Baseline is { } b)
+        {
+            h.AppendLine("<h2>Against the baseline</h2>");
+            h.AppendLine($"<p>{E(BaselineIntro(b))}</p>");
+            HtmlTable(h, BaselineHeader(b), b.Models.Select(m => BaselineCells(m).Select(E).ToArray()), numeric: [2, 3, 4, 5, 6]);
+            foreach (var d in b.Differences)
+            {
+                h.AppendLine($"<div class=\"{(d.Kind == DifferenceKind.Software ? "meta" : "warn")}\">{Code(d.Field)}: {E(d.Found)} (baseline {E(d.Baseline)})</div>");
+            }
+        }
+
         if (report.Warnings.Count > 0)
         {
             h.AppendLine("<h2>Warnings</h2>");
@@ -141,9 +154,9 @@ public static partial class ReportWriter
     private static void Chart(StringBuilder h, byte[] png, string alt) =>
         h.AppendLine($"<img class=\"chart\" alt=\"{E(alt)}\" src=\"data:image/png;base64,{Convert.ToBase64String(png)}\">");
 
-    private static void HtmlTable(StringBuilder h, string[] header, IEnumerable<string[]> rows, int[] numeric)
+    private static void HtmlTable(StringBuilder h, string[] header, IEnumerable<string[]> rows, int[] numeric, bool wide = false)
     {
-        h.Append("<table><thead><tr>");
+        h.Append(wide ? "<table class=\"wide\"><thead><tr>" : "<table><thead><tr>");
         foreach (string c in header)
         {
             h.Append("<th>").Append(E(c)).Append("</th>");

@@ -24,6 +24,8 @@ public static partial class ReportWriter
         sb.AppendLine();
         sb.AppendLine($"**Session options (all models):** intra-op threads {Threads(p.Session.IntraOpThreads)}, inter-op threads {Threads(p.Session.InterOpThreads)}, graph optimisation {p.Session.GraphOptimization.ToString().ToLowerInvariant()}, {p.Session.ExecutionMode} execution");
         sb.AppendLine();
+        sb.AppendLine($"**Machine:** {Cell(MachineText(report.Machine))}");
+        sb.AppendLine();
 
         sb.AppendLine("### Gates");
         sb.AppendLine();
@@ -103,6 +105,23 @@ public static partial class ReportWriter
             }
         }
 
+        if (report.Baseline is { } b)
+        {
+            sb.AppendLine("### Against the baseline");
+            sb.AppendLine();
+            sb.AppendLine(Cell(BaselineIntro(b)));
+            sb.AppendLine();
+            Table(sb, BaselineHeader(b), b.Models.Select(BaselineCells));
+            foreach (var d in b.Differences)
+            {
+                sb.AppendLine($"- {(d.Kind == DifferenceKind.Software ? "" : "⚠️ ")}`{d.Field}`: {Cell(d.Found)} (baseline {Cell(d.Baseline)})");
+            }
+            if (b.Differences.Count > 0)
+            {
+                sb.AppendLine();
+            }
+        }
+
         if (report.Warnings.Count > 0)
         {
             sb.AppendLine("### Warnings");
@@ -115,6 +134,36 @@ public static partial class ReportWriter
         }
         return sb.ToString();
     }
+
+    private static string MachineText(MachineReport m) =>
+        $"{m.CpuModel}, {m.LogicalCores} logical cores, {Fmt.Bytes(m.MemoryBytes)} memory, {m.Architecture}"
+        + (m.Gpu is { } g ? $"; GPU {g.DeviceId}: {g.Name ?? "unknown"}, driver {g.Driver ?? "unknown"}" : "");
+
+    private static string BaselineIntro(BaselineComparison b)
+    {
+        string level = Fmt.Num(b.Confidence * 100) + "%";
+        return $"This run against {b.Path} ({b.CreatedUtc.UtcDateTime.ToString("yyyy-MM-dd HH:mm:ss", System.Globalization.CultureInfo.InvariantCulture)} UTC): "
+            + $"medians with {level} percentile-bootstrap intervals ({b.Resamples} resamples, seed {b.Seed}), ratio = this run / baseline."
+            + " Where both runs timed the same base model with the same ONNX Runtime, the drift-corrected ratio (each model's per-round latency relative to the base model, this run / baseline) is the one judged."
+            + (b.MaxRegression is double m ? $" The max-regression gate fails when the lower end of the merged model's judged interval exceeds {Fmt.Ratio(1 + m)}." : "")
+            + (b.Differences.Any(d => d.Kind != DifferenceKind.Software) ? " Machines or settings differ (allowed): the ratios include that difference." : "");
+    }
+
+    private static string[] BaselineHeader(BaselineComparison b)
+    {
+        string level = Fmt.Num(b.Confidence * 100) + "% CI";
+        return ["Model", "Same model", $"Baseline median ms ({level})", $"This run ({level})", $"Ratio ({level})", $"Relative to base, drift-corrected ({level})", "Change", "Verdict"];
+    }
+
+    private static string[] BaselineCells(BaselineLatency m) =>
+    [
+        Fmt.Role(m.Role), m.SameModel ? "yes" : "no",
+        $"{Fmt.Ms(m.Baseline.MedianMs)} ({Fmt.Ms(m.Baseline.LowMs)}–{Fmt.Ms(m.Baseline.HighMs)})",
+        $"{Fmt.Ms(m.Current.MedianMs)} ({Fmt.Ms(m.Current.LowMs)}–{Fmt.Ms(m.Current.HighMs)})",
+        $"{Fmt.Ratio(m.Ratio.Ratio)} ({Fmt.Ratio(m.Ratio.Low)}–{Fmt.Ratio(m.Ratio.High)})",
+        m.RelativeToBase is { } r ? $"{Fmt.Ratio(r.Ratio)} ({Fmt.Ratio(r.Low)}–{Fmt.Ratio(r.High)})" : "–",
+        Fmt.Change(m.Judged().Ratio), Fmt.Verdict(m.Verdict),
+    ];
 
     private static string Threads(int n) => n == 0 ? "ORT default" : n.ToString(System.Globalization.CultureInfo.InvariantCulture);
 

@@ -108,6 +108,26 @@ public sealed record ValidationOptions
     /// <summary>Largest allowed median merged/base latency ratio; null disables the gate. Default null.</summary>
     public double? MaxLatencyRatio { get; init; }
 
+    /// <summary>
+    /// A validation.json of an earlier run (schema <see cref="ValidationReport.SchemaId"/>) to compare this run's latency
+    /// with, model by model (<see cref="ValidationReport.Baseline"/>). It must come from the same machine and settings
+    /// unless <see cref="AllowDifferentMachines"/>. Needs latency measured. Default null: no baseline.
+    /// </summary>
+    public string? BaselineReport { get; init; }
+
+    /// <summary>
+    /// Largest tolerated slowdown of the merged model against <see cref="BaselineReport"/>, as a fraction (0.05 = 5%):
+    /// the <c>max-regression</c> gate fails when the lower end of the confidence interval of the ratio of median
+    /// latencies (this run / baseline) exceeds 1 + MaxRegression. Needs a baseline. Default null: gate off.
+    /// </summary>
+    public double? MaxRegression { get; init; }
+
+    /// <summary>
+    /// Compare with a <see cref="BaselineReport"/> from another machine or with other settings; the differing fields are
+    /// listed in the report. Default false: such a baseline is refused (bad input) naming the first differing field.
+    /// </summary>
+    public bool AllowDifferentMachines { get; init; }
+
     /// <summary>Intra-op threads of every session; 0 lets ONNX Runtime choose. Default 0.</summary>
     public int IntraOpThreads { get; init; }
 

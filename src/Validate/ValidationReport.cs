@@ -26,10 +26,10 @@ public enum ModelRole
 /// Everything a validation run found. <see cref="ReportWriter"/> writes it as JSON (schema
 /// <see cref="SchemaId"/>, documented field by field in docs/report-schema.md), Markdown and HTML.
 /// </summary>
-public sealed record ValidationReport
+public sealed partial record ValidationReport
 {
     /// <summary>The JSON schema identifier and version.</summary>
-    public const string SchemaId = "onnxlora.validation/1";
+    public const string SchemaId = "onnxlora.validation/2";
 
     public required ValidationStatus Status { get; init; }
 
@@ -40,6 +40,9 @@ public sealed record ValidationReport
 
     /// <summary>Version of the ONNX Runtime native library.</summary>
     public required string OnnxRuntimeVersion { get; init; }
+
+    /// <summary>The machine the run was made on: what reports must share to be compared.</summary>
+    public required MachineReport Machine { get; init; }
 
     public required ValidationOptions Options { get; init; }
 
@@ -53,6 +56,11 @@ public sealed record ValidationReport
 
     /// <summary>Null when latency was not measured (<see cref="ValidationOptions.Runs"/> 0 and no duration).</summary>
     public LatencyReport? Latency { get; init; }
+
+    /// <summary>
+    /// This run's latency compared with <see cref="ValidationOptions.BaselineReport"/>'s; null when no baseline was given.
+    /// </summary>
+    public BaselineComparison? Baseline { get; init; }
 
     /// <summary>Peak resident memory of the process (VmHWM), null where /proc/self/status is not available.</summary>
     public long? PeakMemoryBytes { get; init; }
@@ -83,11 +91,37 @@ public sealed record ProviderReport(
     SessionSettings Session)
 {
     /// <summary>
+    /// The execution provider options OnnxLora set (<c>device_id</c> for CUDA; none for CPU); every other option is
+    /// ONNX Runtime's default for <see cref="ValidationReport.OnnxRuntimeVersion"/>.
+    /// </summary>
+    public IReadOnlyList<ProviderOption> Options { get; init; } = [];
+
+    /// <summary>
     /// <see cref="FallbackReason"/> in a few words for a console line: the first library that could not be loaded
     /// ("libcublasLt.so.13 not found"), else the first line of ONNX Runtime's message; null when CUDA was not skipped.
     /// </summary>
     public string? ShortFallbackReason() => FallbackReason is null ? null : SessionFactory.ShortReason(FallbackReason);
 }
+
+/// <summary>One execution provider option as ONNX Runtime names it (<c>device_id</c> = <c>0</c>).</summary>
+public sealed record ProviderOption(string Name, string Value);
+
+/// <summary>
+/// The machine a report was made on. Reports are compared only when these agree (see <see cref="RunComparer"/>).
+/// </summary>
+/// <param name="Os">Operating system and kernel as .NET describes them.</param>
+/// <param name="Architecture">Process architecture ("X64", "Arm64").</param>
+/// <param name="CpuModel">CPU model name (Linux: "model name" of /proc/cpuinfo), "unknown" where not found.</param>
+/// <param name="LogicalCores">Logical processors this process may use (<see cref="Environment.ProcessorCount"/>: affinity and container limits applied).</param>
+/// <param name="MemoryBytes">Physical memory (Linux: MemTotal of /proc/meminfo), else the memory .NET may use; null where unknown.</param>
+/// <param name="Gpu">The GPU the models ran on; null unless CUDA ran.</param>
+public sealed record MachineReport(string Os, string Architecture, string CpuModel, int LogicalCores, long? MemoryBytes, GpuReport? Gpu);
+
+/// <summary>The CUDA device the models ran on.</summary>
+/// <param name="DeviceId">CUDA device ordinal.</param>
+/// <param name="Name">Model name (Linux: /proc/driver/nvidia/gpus/*/information), null where not found.</param>
+/// <param name="Driver">NVIDIA driver version (Linux: /proc/driver/nvidia/version), null where not found.</param>
+public sealed record GpuReport(int DeviceId, string? Name, string? Driver);
 
 /// <summary>The ONNX Runtime session options every model was loaded with.</summary>
 public sealed record SessionSettings(int IntraOpThreads, int InterOpThreads, GraphOptimization GraphOptimization, string ExecutionMode);
@@ -126,6 +160,12 @@ public sealed record ModelReport(
     IReadOnlyList<TensorSignature> Inputs,
     IReadOnlyList<TensorSignature> Outputs)
 {
+    /// <summary>
+    /// SHA-256 (lower-case hex) of the .onnx file's bytes followed by the bytes of each file of
+    /// <see cref="ExternalDataFiles"/> in that order: equal hashes mean the same model.
+    /// </summary>
+    public required string ContentSha256 { get; init; }
+
     /// <summary>File plus external data.</summary>
     public long TotalBytes => FileBytes + ExternalDataBytes;
 }

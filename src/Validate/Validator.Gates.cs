@@ -1,4 +1,5 @@
 using System.Globalization;
+using OnnxLora.Validate.Internals;
 
 namespace OnnxLora.Validate;
 
@@ -9,11 +10,12 @@ public static partial class Validator
     internal const string ToleranceGate = "tolerance";
     internal const string Top1Gate = "min-top1";
     internal const string LatencyGate = "max-latency-ratio";
+    internal const string RegressionGate = "max-regression";
 
     private static string G(double v) => v.ToString("G4", CultureInfo.InvariantCulture);
 
     private static (List<GateReport> Gates, List<GateFailure> Failures) Gates(
-        IReadOnlyList<ComparisonReport> comparisons, LatencyReport? latency, ValidationOptions o)
+        IReadOnlyList<ComparisonReport> comparisons, LatencyReport? latency, BaselineComparison? baseline, ValidationOptions o)
     {
         var failures = new List<GateFailure>();
         var gates = new List<GateReport>();
@@ -69,6 +71,27 @@ public static partial class Validator
             o.MaxLatencyRatio is double l ? $"median merged/base ≤ {G(l)}" : "disabled",
             ratio is null ? "no merged/base ratio measured" : $"median merged/base {G(ratio.Median)} (p10 {G(ratio.P10)}, p90 {G(ratio.P90)})"));
 
+        before = failures.Count;
+        var merged = baseline?.Models.FirstOrDefault(m => m.Role == ModelRole.Merged);
+        string level = baseline is null ? "95%" : $"{G(baseline.Confidence * 100)}%";
+        if (o.MaxRegression is double max && merged is not null && merged.Verdict == LatencyVerdict.Regression)
+        {
+            failures.Add(new GateFailure(RegressionGate, null, null, merged.Judged().Low, 1 + max,
+                $"merged latency vs baseline {baseline!.Path}: {RegressionDetail(merged, level)}; even the interval's lower end is more than {G(max * 100)}% slower."));
+        }
+        gates.Add(new GateReport(RegressionGate, o.MaxRegression is not null, failures.Count == before,
+            o.MaxRegression is double m ? $"lower end of the {level} CI of the merged model's latency ratio to the baseline ≤ {G(1 + m)}" : "disabled",
+            merged is null ? "no baseline report" : $"{RegressionDetail(merged, level)}: {Fmt.Verdict(merged.Verdict)}"));
+
         return (gates, failures);
+    }
+
+    /// <summary>"median 1.357 ms vs 1.234 ms, ratio 1.100 (95% CI 1.085–1.117), relative to the base model 1.098 (95% CI …)".</summary>
+    private static string RegressionDetail(BaselineLatency m, string level)
+    {
+        string text = $"median {Fmt.Ms(m.Current.MedianMs)} ms vs {Fmt.Ms(m.Baseline.MedianMs)} ms, ratio {Fmt.Ratio(m.Ratio.Ratio)} ({level} CI {Fmt.Ratio(m.Ratio.Low)}–{Fmt.Ratio(m.Ratio.High)})";
+        return m.RelativeToBase is { } r
+            ? $"{text}; relative to the base model (drift-corrected, judged) {Fmt.Ratio(r.Ratio)} ({level} CI {Fmt.Ratio(r.Low)}–{Fmt.Ratio(r.High)})"
+            : text;
     }
 }

@@ -24,6 +24,7 @@ public static partial class Validator
         ArgumentNullException.ThrowIfNull(request);
         options ??= ValidationOptions.Default;
         CheckOptions(request, options);
+        var baseline = LoadBaseline(options);
 
         var models = new List<(ModelRole Role, string Path)> { (ModelRole.Merged, request.MergedPath) };
         if (request.UnmergedPath is not null)
@@ -142,25 +143,37 @@ public static partial class Validator
             }
 
             var modelReports = sessions.Select(s => DescribeModel(s, Scan(s.Path), warnings)).ToList();
-            var (gates, failures) = Gates(comparisons, latency, options);
             var inputsReport = new InputsReport(generated, vocab, vocabSource,
                 [.. inputs.Select(t => new InputSummary(t.Name, t.ElementType, t.Shape, t.Source))]);
-            return new ValidationReport
+            var report = new ValidationReport
             {
-                Status = failures.Count == 0 ? ValidationStatus.Pass : ValidationStatus.GateFailed,
+                Status = ValidationStatus.Pass,
                 CreatedUtc = DateTimeOffset.UtcNow,
                 ToolVersion = ToolVersion(),
                 OnnxRuntimeVersion = OrtEnv.Instance().GetVersionString(),
+                Machine = MachineInfo.Current(factory.UsesCuda ? options.DeviceId : null),
                 Options = options,
-                Provider = new ProviderReport(options.Device, options.DeviceId, options.AllowCpuFallback, factory.Provider!, factory.FallbackReason, factory.Settings),
+                Provider = new ProviderReport(options.Device, options.DeviceId, options.AllowCpuFallback, factory.Provider!, factory.FallbackReason, factory.Settings)
+                {
+                    Options = factory.ProviderOptions,
+                },
                 Inputs = inputsReport,
                 Models = modelReports,
                 Comparisons = comparisons,
                 Latency = latency,
                 PeakMemoryBytes = ProcessMemory.PeakResidentBytes(),
+                Gates = [],
+                Failures = [],
+                Warnings = warnings,
+            };
+            var baselineComparison = baseline is null ? null : CompareWithBaseline(baseline, report, options);
+            var (gates, failures) = Gates(comparisons, latency, baselineComparison, options);
+            return report with
+            {
+                Status = failures.Count == 0 ? ValidationStatus.Pass : ValidationStatus.GateFailed,
+                Baseline = baselineComparison,
                 Gates = gates,
                 Failures = failures,
-                Warnings = warnings,
             };
         }
         finally
@@ -230,6 +243,21 @@ public static partial class Validator
                 throw ValidateThrow.Option("MaxLatencyRatio", "latency not measured (Runs 0, no Duration)", "Runs > 0 or a Duration");
             }
         }
+        if (o.MaxRegression is double m)
+        {
+            if (!(m >= 0) || double.IsInfinity(m))
+            {
+                throw ValidateThrow.Option("MaxRegression", F(m), "a finite fraction ≥ 0 (0.05 = 5%)");
+            }
+            if (o.BaselineReport is null)
+            {
+                throw ValidateThrow.Option("MaxRegression", "no baseline report", "a baseline report (--baseline) to compare the latency with");
+            }
+        }
+        if (o.BaselineReport is not null && o.Runs == 0 && o.Duration is null)
+        {
+            throw ValidateThrow.Option("BaselineReport", "latency not measured (Runs 0, no Duration)", "Runs > 0 or a Duration, to compare with the baseline's latency");
+        }
         if (o.IntraOpThreads < 0 || o.InterOpThreads < 0)
         {
             throw ValidateThrow.Option(o.IntraOpThreads < 0 ? "IntraOpThreads" : "InterOpThreads",
@@ -246,6 +274,44 @@ public static partial class Validator
                 throw ValidateThrow.Option($"Dims[{name}]", value.ToString(CultureInfo.InvariantCulture), "at least 0");
             }
         }
+    }
+
+    /// <summary>Reads the baseline report, if any, and refuses it before anything runs when it is from another machine.</summary>
+    private static ComparedReport? LoadBaseline(ValidationOptions options)
+    {
+        if (options.BaselineReport is not string path)
+        {
+            return null;
+        }
+        string full = Path.GetFullPath(path);
+        var baseline = new ComparedReport(full, full, ValidationReport.Load(full));
+        if (baseline.Report.Latency is null)
+        {
+            throw ValidateThrow.Invalid(full, "field latency", "null (the baseline run did not time the models)", "a report of a run that measured latency");
+        }
+        RunComparer.CheckMachine(baseline, BaselineThisRun, MachineInfo.Current(null), options.AllowDifferentMachines);
+        return baseline;
+    }
+
+    private const string BaselineThisRun = "this run";
+
+    /// <summary>This run against the baseline, role by role (<see cref="RunComparer"/>; refuses other machines or settings unless allowed).</summary>
+    private static BaselineComparison CompareWithBaseline(ComparedReport baseline, ValidationReport report, ValidationOptions options)
+    {
+        var compareOptions = RunComparisonOptions.Default with
+        {
+            MaxRegression = options.MaxRegression,
+            AllowDifferentMachines = options.AllowDifferentMachines,
+        };
+        var comparison = RunComparer.Compare([baseline, new ComparedReport(BaselineThisRun, BaselineThisRun, report)], compareOptions);
+        var models = new List<BaselineLatency>();
+        foreach (var row in comparison.Latency.Where(l => l.Report == 1 && l.Ratio is not null))
+        {
+            var before = comparison.Latency.Single(l => l.Report == 0 && l.Role == row.Role);
+            models.Add(new BaselineLatency(row.Role, before.ContentSha256 == row.ContentSha256, before.Median, row.Median, row.Ratio!, row.RelativeToBase, row.Verdict));
+        }
+        return new BaselineComparison(baseline.Path, baseline.Report.CreatedUtc, options.MaxRegression, compareOptions.Confidence,
+            compareOptions.Resamples, compareOptions.Seed, comparison.Differences, models);
     }
 
     private static (long? Vocab, string? Source) StaticVocab(ModelSession merged, ValidationOptions options)
@@ -285,9 +351,13 @@ public static partial class Validator
                 warnings.Add($"{s.Path}: external data file {location} not found when measuring the model's size.");
             }
         }
+        string[] externalFiles = [.. scan.ExternalLocations.Order(StringComparer.Ordinal)];
         return new ModelReport(
-            s.Role, s.Path, new FileInfo(s.Path).Length, external, [.. scan.ExternalLocations.Order(StringComparer.Ordinal)],
-            s.SessionCreateMs, s.RssDeltaBytes, s.Inputs, s.Outputs);
+            s.Role, s.Path, new FileInfo(s.Path).Length, external, externalFiles,
+            s.SessionCreateMs, s.RssDeltaBytes, s.Inputs, s.Outputs)
+        {
+            ContentSha256 = ContentHash.Sha256(s.Path, externalFiles.Select(f => Path.Combine(dir, f))),
+        };
     }
 
     private static string ToolVersion() =>

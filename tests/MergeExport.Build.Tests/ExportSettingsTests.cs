@@ -22,6 +22,36 @@ public sealed class ExportSettingsTests
     }
 
     [TestMethod]
+    public void ToolArguments_WithABaseline_PassItAndTheRegressionGate()
+    {
+        var settings = Sample with { BaselineReport = "/p/baselines/x.json", MaxRegression = "5%", AllowDifferentMachines = true };
+
+        string[] args = [.. settings.ToolArguments("/w/out")];
+
+        CollectionAssert.AreEqual(new[] { "--baseline", "/p/baselines/x.json", "--max-regression", "5%", "--allow-different-machines" }, args[^5..]);
+        CollectionAssert.DoesNotContain((settings with { Validate = false }).ToolArguments("/w/out").ToArray(), "--baseline", "no validation, nothing to compare");
+        CollectionAssert.DoesNotContain((Sample with { MaxRegression = "5%" }).ToolArguments("/w/out").ToArray(), "--max-regression", "no baseline file, no gate");
+    }
+
+    [TestMethod]
+    [DataRow("5%", "5%")]
+    [DataRow(" 2.5 % ", "2.5 %")]
+    [DataRow("5", "5")]
+    [DataRow("", null)]
+    public void TryParsePercent_AcceptsPercentagesKeepingTheText(string text, string? expected)
+    {
+        Assert.IsTrue(ExportSettings.TryParsePercent(text, out string? value));
+        Assert.AreEqual(expected, value);
+    }
+
+    [TestMethod]
+    [DataRow("-5%")]
+    [DataRow("five")]
+    [DataRow("5%%")]
+    [DataRow("NaN")]
+    public void TryParsePercent_RejectsWhatIsNotAPercentage(string text) => Assert.IsFalse(ExportSettings.TryParsePercent(text, out _));
+
+    [TestMethod]
     public void ToolArguments_WithValidateFalse_AddsNoValidate()
     {
         IReadOnlyList<string> args = (Sample with { Validate = false }).ToolArguments("/w/out");
@@ -43,6 +73,9 @@ public sealed class ExportSettingsTests
             Sample with { ModelPath = "/p/base2" },
             Sample with { OutputPath = "/p/out/y.onnx" },
             Sample with { ReportDirectory = "/p/reports" },
+            Sample with { BaselineReport = "/p/baselines/x.json" },
+            Sample with { MaxRegression = "5%" },
+            Sample with { AllowDifferentMachines = true },
         ];
 
         foreach (ExportSettings settings in changed)

@@ -6,7 +6,7 @@ namespace OnnxLora.Validate.Tests;
 /// <summary>
 /// The JSON report of a hand-made report (no ONNX Runtime run, so every value is fixed) compared byte for byte with
 /// Golden/validation-known.json, and its fields checked by type and value. The golden file pins what readers of
-/// <c>onnxlora.validation/1</c> see: field order, nulls for absent and non-finite numbers, lower-case enums,
+/// <c>onnxlora.validation/2</c> see: field order, nulls for absent and non-finite numbers, lower-case enums,
 /// element type names, number and date formats, unescaped non-ASCII text.
 /// Regenerate (only for an intended change of the schema, documented in docs/report-schema.md):
 /// <c>ONNXLORA_REGENERATE_GOLDEN=1 dotnet test tests/Validate.Tests -c Release --filter Json_KnownReport_MatchesTheGoldenFile</c>.
@@ -38,6 +38,9 @@ public sealed partial class ReportWriterTests
             Rtol = 0.001,
             MinTop1 = 0.99,
             MaxLatencyRatio = 1.25,
+            BaselineReport = "/runs/previous/validation.json",
+            MaxRegression = 0.05,
+            AllowDifferentMachines = true,
             IntraOpThreads = 4,
             InterOpThreads = 0,
             GraphOptimization = GraphOptimization.Extended,
@@ -52,10 +55,15 @@ public sealed partial class ReportWriterTests
             CreatedUtc = new DateTimeOffset(2026, 11, 29, 10, 21, 42, TimeSpan.FromHours(1)).AddTicks(7_757_057),
             ToolVersion = "1.2.3+abc",
             OnnxRuntimeVersion = "1.31.0",
+            Machine = new MachineReport("Linux 6.8.0-45-generic #45-Ubuntu SMP", "X64", "AMD EPYC 7763 64-Core Processor", 16, 135_000_000_000,
+                new GpuReport(1, "NVIDIA H200", "570.86.15")),
             Options = options,
             Provider = new ProviderReport(ExecutionDevice.Cuda, 1, true, "CPUExecutionProvider",
                 "CUDA failed | Failed to load library libonnxruntime_providers_cuda.so with error: libcublasLt.so.13: cannot open shared object file \"x\"\\y",
-                new SessionSettings(4, 0, GraphOptimization.Extended, "sequential")),
+                new SessionSettings(4, 0, GraphOptimization.Extended, "sequential"))
+            {
+                Options = [new ProviderOption("device_id", "1")],
+            },
             Inputs = new InputsReport(true, 48, "last dimension of output logits",
             [
                 new InputSummary("attention_mask", DType.Bool, [2, 6], "generated: ones"),
@@ -65,11 +73,11 @@ public sealed partial class ReportWriterTests
             Models =
             [
                 new ModelReport(ModelRole.Merged, "/m/merged.onnx", 3_000_000_000, 5_000_000_000L, ["w.bin", "ü.bin"], 12.5, null,
-                    [signatureIn], [signatureOut]),
+                    [signatureIn], [signatureOut]) { ContentSha256 = new string('a', 64) },
                 new ModelReport(ModelRole.Unmerged, "/m/unmerged.onnx", 10, 0, [], double.NaN, -4096,
-                    [signatureIn with { ElementType = DType.I32 }], [signatureOut with { ElementType = DType.F64 }]),
+                    [signatureIn with { ElementType = DType.I32 }], [signatureOut with { ElementType = DType.F64 }]) { ContentSha256 = new string('b', 64) },
                 new ModelReport(ModelRole.Base, "/m/base.onnx", 9, 0, [], 0.1 + 0.2, 9_007_199_254_740_993,
-                    [signatureIn], [signatureOut with { ElementType = DType.F32 }]),
+                    [signatureIn], [signatureOut with { ElementType = DType.F32 }]) { ContentSha256 = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855" },
             ],
             Comparisons =
             [
@@ -103,6 +111,17 @@ public sealed partial class ReportWriterTests
             [
                 new LatencyRatio("merged/base", ModelRole.Merged, ModelRole.Base, 3, 1.5, double.NaN, 1.1, 1.9, 1.2, 1.8),
             ]),
+            Baseline = new BaselineComparison("/runs/previous/validation.json", new DateTimeOffset(2026, 11, 28, 23, 0, 0, TimeSpan.Zero), 0.05, 0.95, 2000, 1,
+            [
+                new SettingDifference("this run", "machine.cpuModel", DifferenceKind.Machine, "Intel Xeon", "AMD EPYC 7763 64-Core Processor"),
+                new SettingDifference("this run", "onnxRuntimeVersion", DifferenceKind.Software, "1.30.0", "1.31.0"),
+            ],
+            [
+                new BaselineLatency(ModelRole.Merged, false, new MedianEstimate(40, 1.25, 1.2, 1.3), new MedianEstimate(3, 1.5, 1, 2),
+                    new RatioEstimate(1.2, 1.1, double.PositiveInfinity), new RatioEstimate(1.15, 1.07, 1.2), LatencyVerdict.Regression),
+                new BaselineLatency(ModelRole.Base, true, new MedianEstimate(40, 1, 0.9, 1.1), new MedianEstimate(3, 1, 1, 1),
+                    new RatioEstimate(1, 0.9, 1.1), null, LatencyVerdict.NoSignificantChange),
+            ]),
             PeakMemoryBytes = 123_456_789,
             Gates =
             [
@@ -110,11 +129,13 @@ public sealed partial class ReportWriterTests
                 new GateReport("tolerance", true, false, "|merged − ref| ≤ 1e-4 + 1e-3·|ref|", "1203 beyond"),
                 new GateReport("min-top1", true, false, "≥ 99%", "50%"),
                 new GateReport("max-latency-ratio", true, false, "≤ 1.25", "1.5"),
+                new GateReport("max-regression", true, false, "lower end of the 95% CI of merged/baseline median latency ≤ 1.05", "ratio 1.2 (95% CI 1.1–∞)"),
             ],
             Failures =
             [
                 new GateFailure("tolerance", "merged vs unmerged", "logits", 1.83, 1e-4, "merged vs unmerged: output logits: 1203 of 576 elements beyond atol 0.0001 + rtol 0.001·|ref|"),
                 new GateFailure("max-latency-ratio", null, null, double.NaN, null, "median merged/base ratio NaN > 1.25 <b>"),
+                new GateFailure("max-regression", null, null, 1.07, 1.05, "merged latency vs baseline: ratio 1.2, relative to the base model 1.15"),
             ],
             Warnings = ["Cuda was requested but CPU ran: CUDA failed", "tab\there, emoji 🙂, control \u0001"],
         };
@@ -151,7 +172,7 @@ public sealed partial class ReportWriterTests
         StringAssert.Contains(json, "\"|merged − ref| ≤ 1e-4 + 1e-3·|ref|\"", "non-ASCII text and + are not escaped");
         StringAssert.EndsWith(json, "}\n");
 
-        Assert.AreEqual("onnxlora.validation/1", root.GetProperty("schema").GetString());
+        Assert.AreEqual("onnxlora.validation/2", root.GetProperty("schema").GetString());
         Assert.AreEqual("gateFailed", root.GetProperty("status").GetString());
         Assert.AreEqual("2026-11-29T09:21:42.7757057Z", root.GetProperty("createdUtc").GetString());
         Assert.AreEqual(123_456_789L, root.GetProperty("peakMemoryBytes").GetInt64());

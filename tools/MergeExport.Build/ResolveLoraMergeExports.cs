@@ -110,8 +110,42 @@ public sealed class ResolveLoraMergeExports : Microsoft.Build.Utilities.Task
         ok &= Gate(item, adapter, ExportSettings.Metadata.Rtol, 0, double.MaxValue, false, "a number >= 0 (e.g. 1e-3)", out string? rtol);
         ok &= Gate(item, adapter, ExportSettings.Metadata.MinTop1, 0, 1, false, "a fraction in [0, 1] (e.g. 0.99)", out string? minTop1);
         ok &= Gate(item, adapter, ExportSettings.Metadata.MaxLatencyRatio, 0, double.MaxValue, true, "a number > 0 (e.g. 1.05)", out string? maxLatencyRatio);
+
+        string maxRegressionText = item.GetMetadata(ExportSettings.Metadata.MaxRegression);
+        if (!ExportSettings.TryParsePercent(maxRegressionText, out string? maxRegression))
+        {
+            ok = LogError(BuildDiagnostics.MetadataInvalid, adapter,
+                BuildDiagnostics.MetadataNotValid(adapter, ExportSettings.Metadata.MaxRegression, maxRegressionText, "a percentage >= 0 (e.g. 5%)"));
+        }
+        string allowText = item.GetMetadata(ExportSettings.Metadata.AllowDifferentMachines).Trim();
+        bool allowDifferentMachines = false;
+        if (allowText.Length > 0 && !bool.TryParse(allowText, out allowDifferentMachines))
+        {
+            ok = LogError(BuildDiagnostics.MetadataInvalid, adapter,
+                BuildDiagnostics.MetadataNotValid(adapter, ExportSettings.Metadata.AllowDifferentMachines, allowText, "true or false"));
+        }
+        string baseline = item.GetMetadata(ExportSettings.Metadata.BaselineReport).Trim();
+        string? baselinePath = null;
+        if (baseline.Length == 0)
+        {
+            if (maxRegression is not null)
+            {
+                ok = LogError(BuildDiagnostics.MetadataInvalid, adapter, BuildDiagnostics.MaxRegressionWithoutBaseline(adapter));
+            }
+        }
+        else if (File.Exists(FullPath(baseline)))
+        {
+            baselinePath = FullPath(baseline);
+        }
+        else
+        {
+            // The first build of a pipeline has no earlier report: compare from the next one on.
+            Log.LogWarning(null, BuildDiagnostics.BaselineMissing, null, adapter, 0, 0, 0, 0,
+                BuildDiagnostics.BaselineNotFound(adapter, baseline, FullPath(baseline)));
+        }
         return ok
-            ? new ExportSettings(adapter, adapterPath, modelPath, outputPath, reportPath, validate, atol, rtol, minTop1, maxLatencyRatio)
+            ? new ExportSettings(adapter, adapterPath, modelPath, outputPath, reportPath, validate, atol, rtol, minTop1, maxLatencyRatio,
+                baselinePath, maxRegression, allowDifferentMachines)
             : null;
     }
 
@@ -140,6 +174,11 @@ public sealed class ResolveLoraMergeExports : Microsoft.Build.Utilities.Task
         AddFiles(inputs, settings.ModelPath);
         AddFiles(inputs, settings.AdapterPath);
         inputs.Add(stamp);
+        if (settings.BaselineReport is not null)
+        {
+            // A new baseline can change the verdict: it makes the item out of date.
+            inputs.Add(settings.BaselineReport);
+        }
         if (toolFile is not null)
         {
             inputs.Add(toolFile);
@@ -158,6 +197,9 @@ public sealed class ResolveLoraMergeExports : Microsoft.Build.Utilities.Task
         export.SetMetadata(ExportSettings.Metadata.Rtol, MSBuildText.Escape(settings.Rtol ?? ""));
         export.SetMetadata(ExportSettings.Metadata.MinTop1, MSBuildText.Escape(settings.MinTop1 ?? ""));
         export.SetMetadata(ExportSettings.Metadata.MaxLatencyRatio, MSBuildText.Escape(settings.MaxLatencyRatio ?? ""));
+        export.SetMetadata(ExportSettings.Metadata.BaselineReport, MSBuildText.Escape(settings.BaselineReport ?? ""));
+        export.SetMetadata(ExportSettings.Metadata.MaxRegression, MSBuildText.Escape(settings.MaxRegression ?? ""));
+        export.SetMetadata(ExportSettings.Metadata.AllowDifferentMachines, settings.AllowDifferentMachines ? "true" : "false");
         export.SetMetadata("WorkDirectory", MSBuildText.Escape(workDir));
         export.SetMetadata("StampFile", MSBuildText.Escape(stamp));
         export.SetMetadata("InputFiles", string.Join(";", inputs.Select(MSBuildText.Escape)));

@@ -68,6 +68,13 @@ public sealed partial class RunMergeExport : ToolTask
 
     public string MaxLatencyRatio { get; set; } = "";
 
+    /// <summary>Full path of an existing baseline report, or empty.</summary>
+    public string BaselineReport { get; set; } = "";
+
+    public string MaxRegression { get; set; } = "";
+
+    public bool AllowDifferentMachines { get; set; }
+
     /// <summary>Importance of the tool's stderr lines in the build log: high, normal (default) or low.</summary>
     public string ToolLogImportance { get; set; } = "normal";
 
@@ -161,7 +168,7 @@ public sealed partial class RunMergeExport : ToolTask
             line.Add(_dll);
         }
         var settings = new ExportSettings(Adapter, AdapterPath, ModelPath, OutputPath, ReportDirectory, Validate,
-            Blank(Atol), Blank(Rtol), Blank(MinTop1), Blank(MaxLatencyRatio));
+            Blank(Atol), Blank(Rtol), Blank(MinTop1), Blank(MaxLatencyRatio), Blank(BaselineReport), Blank(MaxRegression), AllowDifferentMachines);
         foreach (string argument in settings.ToolArguments(OutDirectory))
         {
             line.Add(argument);

@@ -45,5 +45,22 @@ internal static class Fmt
 
     public static string Role(ModelRole role) => role.ToString().ToLowerInvariant();
 
+    /// <summary>An enum value as the JSON report spells it ("gateFailed", "all").</summary>
+    public static string Camel(Enum value) => System.Text.Json.JsonNamingPolicy.CamelCase.ConvertName(value.ToString());
+
+    /// <summary>A verdict in words: "no significant change", "regression".</summary>
+    public static string Verdict(LatencyVerdict v) => v switch
+    {
+        LatencyVerdict.Baseline => "baseline",
+        LatencyVerdict.NoBaseline => "no baseline",
+        LatencyVerdict.NoSignificantChange => "no significant change",
+        LatencyVerdict.Faster => "faster",
+        LatencyVerdict.Slower => "slower",
+        _ => "regression",
+    };
+
+    /// <summary>A ratio as a signed change in percent: 1.1 → "+10.0%".</summary>
+    public static string Change(double ratio) => double.IsNaN(ratio) ? "–" : ((ratio - 1) * 100).ToString("+0.0;-0.0;0.0", Inv) + "%";
+
     public static string Status(ValidationStatus s) => s == ValidationStatus.Pass ? "PASS" : "FAIL";
 }

@@ -10,9 +10,10 @@ namespace OnnxLora.Validate.Internals;
 /// The shape of <c>validation.json</c> (schema <see cref="ValidationReport.SchemaId"/>, docs/report-schema.md) where
 /// it differs from <see cref="ValidationReport"/>: the schema field, sorted <c>dims</c> pairs, seconds for time
 /// spans, computed <c>totalBytes</c> and comparison names, flat latency statistics. Records whose shape already is
-/// the JSON's (<see cref="ProviderReport"/>, <see cref="InputsReport"/>, <see cref="TensorSignature"/>,
-/// <see cref="OutputComparison"/>, <see cref="LatencyRatio"/>, <see cref="GateReport"/>, <see cref="GateFailure"/>)
-/// are written as they are. Property order is field order.
+/// the JSON's (<see cref="MachineReport"/>, <see cref="ProviderReport"/>, <see cref="InputsReport"/>,
+/// <see cref="TensorSignature"/>, <see cref="OutputComparison"/>, <see cref="LatencyRatio"/>,
+/// <see cref="BaselineLatency"/>, <see cref="GateReport"/>, <see cref="GateFailure"/>) are written as they are.
+/// Property order is field order. The same records read the file back (<see cref="ToReport"/>, ReportReader.cs).
 /// </summary>
 internal sealed record ReportJson(
     string Schema,
@@ -20,12 +21,14 @@ internal sealed record ReportJson(
     string CreatedUtc,
     string ToolVersion,
     string OnnxRuntimeVersion,
+    MachineReport Machine,
     OptionsJson Options,
     ProviderReport Provider,
     InputsReport Inputs,
     IReadOnlyList<ModelJson> Models,
     IReadOnlyList<ComparisonJson> Comparisons,
     LatencyJson? Latency,
+    BaselineJson? Baseline,
     long? PeakMemoryBytes,
     IReadOnlyList<GateReport> Gates,
     IReadOnlyList<GateFailure> Failures,
@@ -35,7 +38,7 @@ internal sealed record ReportJson(
     /// The generated options plus what the attribute cannot say: text is not escaped beyond what JSON requires
     /// (the report is a file, not HTML), so "·", "≤" and "+" stay readable.
     /// </summary>
-    private static readonly ReportJsonContext Context = new(new JsonSerializerOptions(ReportJsonContext.Default.Options)
+    internal static readonly ReportJsonContext Context = new(new JsonSerializerOptions(ReportJsonContext.Default.Options)
     {
         TypeInfoResolver = null,
         Encoder = JavaScriptEncoder.UnsafeRelaxedJsonEscaping,
@@ -47,20 +50,56 @@ internal sealed record ReportJson(
     public static ReportJson From(ValidationReport r) => new(
         ValidationReport.SchemaId,
         r.Status,
-        r.CreatedUtc.UtcDateTime.ToString("O", CultureInfo.InvariantCulture),
+        ReportTime.Format(r.CreatedUtc),
         r.ToolVersion,
         r.OnnxRuntimeVersion,
+        r.Machine,
         OptionsJson.From(r.Options),
         r.Provider,
         r.Inputs,
         [.. r.Models.Select(m => new ModelJson(m.Role, m.Path, m.FileBytes, m.ExternalDataBytes, m.TotalBytes, m.ExternalDataFiles,
-            m.SessionCreateMs, m.RssDeltaBytes, m.Inputs, m.Outputs))],
+            m.ContentSha256, m.SessionCreateMs, m.RssDeltaBytes, m.Inputs, m.Outputs))],
         [.. r.Comparisons.Select(c => new ComparisonJson(c.Name, c.Actual, c.Reference, c.Gated, c.Outputs))],
         r.Latency is { } l ? LatencyJson.From(l) : null,
+        r.Baseline is { } b ? BaselineJson.From(b) : null,
         r.PeakMemoryBytes,
         r.Gates,
         r.Failures,
         r.Warnings);
+
+    /// <summary>The report this JSON describes (the inverse of <see cref="From"/>); fields <see cref="From"/> computes are not read.</summary>
+    public ValidationReport ToReport() => new()
+    {
+        Status = Status,
+        CreatedUtc = ReportTime.Parse(CreatedUtc, "createdUtc"),
+        ToolVersion = ToolVersion,
+        OnnxRuntimeVersion = OnnxRuntimeVersion,
+        Machine = Machine,
+        Options = Options.ToOptions(),
+        Provider = Provider,
+        Inputs = Inputs,
+        Models = [.. Models.Select(m => new ModelReport(m.Role, m.Path, m.FileBytes, m.ExternalDataBytes, m.ExternalDataFiles,
+            m.SessionCreateMs, m.RssDeltaBytes, m.Inputs, m.Outputs) { ContentSha256 = m.ContentSha256 })],
+        Comparisons = [.. Comparisons.Select(c => new ComparisonReport(c.Actual, c.Reference, c.Gated, c.Outputs))],
+        Latency = Latency?.ToReport(),
+        Baseline = Baseline?.ToComparison(),
+        PeakMemoryBytes = PeakMemoryBytes,
+        Gates = Gates,
+        Failures = Failures,
+        Warnings = Warnings,
+    };
+}
+
+/// <summary>Times as the report writes them: ISO 8601 UTC ("O").</summary>
+internal static class ReportTime
+{
+    public static string Format(DateTimeOffset t) => t.UtcDateTime.ToString("O", CultureInfo.InvariantCulture);
+
+    /// <exception cref="JsonException">Not an ISO 8601 time; the message names <paramref name="field"/>.</exception>
+    public static DateTimeOffset Parse(string text, string field) =>
+        DateTimeOffset.TryParseExact(text, "O", CultureInfo.InvariantCulture, DateTimeStyles.AssumeUniversal, out var t)
+            ? t
+            : throw new JsonException($"field {field}: found \"{text}\", expected an ISO 8601 UTC time (2026-11-29T09:21:42.7757057Z).");
 }
 
 /// <summary><c>options</c>: <see cref="ValidationOptions"/> with dims as sorted name/value pairs and the duration in seconds.</summary>
@@ -83,6 +122,9 @@ internal sealed record OptionsJson(
     double Rtol,
     double MinTop1,
     double? MaxLatencyRatio,
+    string? BaselineReport,
+    double? MaxRegression,
+    bool AllowDifferentMachines,
     int IntraOpThreads,
     int InterOpThreads,
     GraphOptimization GraphOptimization,
@@ -92,7 +134,37 @@ internal sealed record OptionsJson(
         o.Device, o.DeviceId, o.AllowCpuFallback, o.Batch, o.Sequence,
         [.. o.Dims.OrderBy(kv => kv.Key, StringComparer.Ordinal).Select(kv => new DimJson(kv.Key, kv.Value))],
         o.Padding, o.PadTokenId, o.Seed, o.VocabSize, o.InputFiles, o.Warmup, o.Runs, o.Duration?.TotalSeconds,
-        o.Atol, o.Rtol, o.MinTop1, o.MaxLatencyRatio, o.IntraOpThreads, o.InterOpThreads, o.GraphOptimization, o.LogitsOutput);
+        o.Atol, o.Rtol, o.MinTop1, o.MaxLatencyRatio, o.BaselineReport, o.MaxRegression, o.AllowDifferentMachines,
+        o.IntraOpThreads, o.InterOpThreads, o.GraphOptimization, o.LogitsOutput);
+
+    public ValidationOptions ToOptions() => new()
+    {
+        Device = Device,
+        DeviceId = DeviceId,
+        AllowCpuFallback = AllowCpuFallback,
+        Batch = Batch,
+        Sequence = Sequence,
+        Dims = Dims.ToDictionary(d => d.Name, d => d.Value, StringComparer.Ordinal),
+        Padding = Padding,
+        PadTokenId = PadTokenId,
+        Seed = Seed,
+        VocabSize = VocabSize,
+        InputFiles = InputFiles,
+        Warmup = Warmup,
+        Runs = Runs,
+        Duration = DurationSeconds is double s ? TimeSpan.FromSeconds(s) : null,
+        Atol = Atol,
+        Rtol = Rtol,
+        MinTop1 = MinTop1,
+        MaxLatencyRatio = MaxLatencyRatio,
+        BaselineReport = BaselineReport,
+        MaxRegression = MaxRegression,
+        AllowDifferentMachines = AllowDifferentMachines,
+        IntraOpThreads = IntraOpThreads,
+        InterOpThreads = InterOpThreads,
+        GraphOptimization = GraphOptimization,
+        LogitsOutput = LogitsOutput,
+    };
 }
 
 /// <summary><c>options.dims[]</c>.</summary>
@@ -106,6 +178,7 @@ internal sealed record ModelJson(
     long ExternalDataBytes,
     long TotalBytes,
     IReadOnlyList<string> ExternalDataFiles,
+    string ContentSha256,
     double SessionCreateMs,
     long? RssDeltaBytes,
     IReadOnlyList<TensorSignature> Inputs,
@@ -131,7 +204,39 @@ internal sealed record LatencyJson(
         [.. l.Models.Select(m => new ModelLatencyJson(m.Role, m.Stats.Count, m.Stats.MeanMs, m.Stats.StdMs, m.Stats.MinMs, m.Stats.P50Ms,
             m.Stats.P90Ms, m.Stats.P95Ms, m.Stats.P99Ms, m.Stats.MaxMs, m.SequencesPerSecond, m.TokensPerSecond, m.SamplesMs))],
         l.Ratios);
+
+    public LatencyReport ToReport() => new(
+        Mode, Warmup, Rounds, DurationSeconds, BatchSize, TokensPerRun, Binding,
+        [.. Models.Select(m => new ModelLatency(m.Role, new LatencyStats(m.Count, m.MeanMs, m.StdMs, m.MinMs, m.P50Ms, m.P90Ms, m.P95Ms, m.P99Ms, m.MaxMs),
+            m.SequencesPerSecond, m.TokensPerSecond, m.SamplesMs))],
+        Ratios);
 }
+
+/// <summary><c>baseline</c>: <see cref="BaselineComparison"/> with its time as text and differences without the report label.</summary>
+internal sealed record BaselineJson(
+    string Path,
+    string CreatedUtc,
+    double? MaxRegression,
+    double Confidence,
+    int Resamples,
+    int Seed,
+    IReadOnlyList<DifferenceJson> Differences,
+    IReadOnlyList<BaselineLatency> Models)
+{
+    /// <summary>The label differences of a validation run carry: the run itself.</summary>
+    public const string ThisRun = "this run";
+
+    public static BaselineJson From(BaselineComparison b) => new(
+        b.Path, ReportTime.Format(b.CreatedUtc), b.MaxRegression, b.Confidence, b.Resamples, b.Seed,
+        [.. b.Differences.Select(d => new DifferenceJson(d.Field, d.Kind, d.Baseline, d.Found))], b.Models);
+
+    public BaselineComparison ToComparison() => new(
+        Path, ReportTime.Parse(CreatedUtc, "baseline.createdUtc"), MaxRegression, Confidence, Resamples, Seed,
+        [.. Differences.Select(d => new SettingDifference(ThisRun, d.Field, d.Kind, d.Baseline, d.Found))], Models);
+}
+
+/// <summary><c>baseline.differences[]</c>.</summary>
+internal sealed record DifferenceJson(string Field, DifferenceKind Kind, string Baseline, string Found);
 
 /// <summary><c>latency.models[]</c>.</summary>
 internal sealed record ModelLatencyJson(
@@ -152,12 +257,14 @@ internal sealed record ModelLatencyJson(
 /// <summary>
 /// The source-generated serializer of <see cref="ReportJson"/>: camelCase fields, every field written (nulls
 /// included), enums as camelCase strings, element types by <see cref="OrtTypes.ReportName"/>, non-finite numbers
-/// as null.
+/// as null. Reading is strict: every field must be present and only nullable fields may be null.
 /// </summary>
 [JsonSourceGenerationOptions(
     PropertyNamingPolicy = JsonKnownNamingPolicy.CamelCase,
     DefaultIgnoreCondition = JsonIgnoreCondition.Never,
     WriteIndented = true,
+    RespectNullableAnnotations = true,
+    RespectRequiredConstructorParameters = true,
     Converters =
     [
         typeof(FiniteOrNullConverter),
@@ -167,6 +274,8 @@ internal sealed record ModelLatencyJson(
         typeof(CamelCaseEnumConverter<PaddingSide>),
         typeof(CamelCaseEnumConverter<GraphOptimization>),
         typeof(CamelCaseEnumConverter<ModelRole>),
+        typeof(CamelCaseEnumConverter<LatencyVerdict>),
+        typeof(CamelCaseEnumConverter<DifferenceKind>),
     ])]
 [JsonSerializable(typeof(ReportJson))]
 internal sealed partial class ReportJsonContext : JsonSerializerContext;
@@ -205,7 +314,7 @@ internal sealed class ElementTypeConverter : JsonConverter<DType>
                 return dtype;
             }
         }
-        throw new JsonException($"element type {name ?? "null"} is not one of {string.Join(", ", Enum.GetValues<DType>().Select(d => d.ReportName()))}.");
+        throw new JsonException($"one of {string.Join(", ", Enum.GetValues<DType>().Select(d => d.ReportName()))} (an element type)");
     }
 
     public override void Write(Utf8JsonWriter writer, DType value, JsonSerializerOptions options) =>

@@ -32,6 +32,10 @@ internal sealed partial class SessionFactory : IDisposable
 
     public bool UsesCuda => Provider == CudaProvider;
 
+    /// <summary>The provider options set (device_id for CUDA); the rest are ONNX Runtime's defaults.</summary>
+    public IReadOnlyList<ProviderOption> ProviderOptions =>
+        UsesCuda ? [new ProviderOption("device_id", _options.DeviceId.ToString(System.Globalization.CultureInfo.InvariantCulture))] : [];
+
     public SessionSettings Settings => new(_options.IntraOpThreads, _options.InterOpThreads, _options.GraphOptimization, "sequential");
 
     /// <summary>Loads a model; the first call decides the provider for all.</summary>

@@ -6,6 +6,7 @@ namespace OnnxLora.MergeExport.Build.FakeTool;
 /// <summary>
 /// Fake <c>merge-export run --json</c>: follows the real tool's output contract without merging anything.
 /// What it does is chosen by the file "fake-mode" in the adapter folder: pass (default), gate-fail,
+/// regression (the max-regression gate fails; needs --baseline),
 /// error (exit 2), bug (an internal error: JSON and exit 70), bug-no-json (exit 70 with only the stderr
 /// one-liner, as an older tool), cancelled (exit 130), garbage (no JSON, exit 3), hang (writes its
 /// process id to "fake.pid" in the adapter folder and sleeps for two minutes). Each call appends its arguments
@@ -92,6 +93,19 @@ internal static class Program
             [
                 new JsonObject { ["gate"] = "max-latency-ratio", ["output"] = null, ["value"] = 1.21, ["limit"] = ratioLimit, ["message"] = "merged p50 latency is 1.21x the base model's" },
                 new JsonObject { ["gate"] = "atol", ["output"] = "logits", ["value"] = 0.003, ["limit"] = 0.0001, ["message"] = "" },
+            ];
+            return Result("gate-failed", outputs, gates, null, 1);
+        }
+        if (mode == "regression")
+        {
+            string baseline = Option(args, "--baseline") ?? "(no --baseline)";
+            JsonArray gates =
+            [
+                new JsonObject
+                {
+                    ["gate"] = "max-regression", ["output"] = null, ["value"] = 1.08, ["limit"] = 1.05,
+                    ["message"] = $"merged latency vs baseline {baseline}: ratio 1.12 (95% CI 1.08–1.16)",
+                },
             ];
             return Result("gate-failed", outputs, gates, null, 1);
         }

@@ -23,7 +23,7 @@ internal static class BuildDiagnostics
     /// <summary>The item's OutputFile is missing, or two items write the same OutputFile.</summary>
     public const string OutputInvalid = "OLMX005";
 
-    /// <summary>A metadata value (Validate, Atol, Rtol, MinTop1, MaxLatencyRatio) is not valid.</summary>
+    /// <summary>A metadata value (Validate, Atol, Rtol, MinTop1, MaxLatencyRatio, MaxRegression, AllowDifferentMachines) is not valid, or MaxRegression lacks a BaselineReport.</summary>
     public const string MetadataInvalid = "OLMX006";
 
     /// <summary>The merge-export tool could not be started.</summary>
@@ -31,6 +31,9 @@ internal static class BuildDiagnostics
 
     /// <summary>Copying the merged model or the reports to their destination failed.</summary>
     public const string CopyFailed = "OLMX008";
+
+    /// <summary>Warning: the item's BaselineReport does not exist (yet); the regression gate is skipped for this build.</summary>
+    public const string BaselineMissing = "OLMX009";
 
     public static string Adapter(string adapter) => $"LoRA adapter '{adapter}'";
 
@@ -91,6 +94,12 @@ internal static class BuildDiagnostics
 
     public static string MetadataNotValid(string adapter, string name, string found, string expected) =>
         $"{Adapter(adapter)}: metadata {name}: found '{found}', expected {expected}.";
+
+    public static string MaxRegressionWithoutBaseline(string adapter) =>
+        $"{Adapter(adapter)}: metadata MaxRegression is set but BaselineReport is not; expected the validation.json of an earlier run to compare with, e.g. BaselineReport=\"baselines/x.validation.json\".";
+
+    public static string BaselineNotFound(string adapter, string baseline, string fullPath) =>
+        $"{Adapter(adapter)}: BaselineReport '{baseline}' not found (looked for {fullPath}); latency is not compared with a baseline and the max-regression gate is skipped in this build.";
 
     public static string MergedModelMissing(string adapter, string path) =>
         $"{Adapter(adapter)}: merge-export reported success but the merged model {path} does not exist.";

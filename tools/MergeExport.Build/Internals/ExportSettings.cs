@@ -6,6 +6,8 @@ namespace OnnxLora.MergeExport.Build.Internals;
 /// <summary>
 /// One LoraMergeExport item, resolved: full paths and validated gate settings, the
 /// <c>merge-export run</c> arguments it becomes, and the stamp text whose change forces a re-run.
+/// <see cref="BaselineReport"/> is the full path of an existing report (null when none is set or the file is
+/// missing); <see cref="MaxRegression"/> is kept as written ("5%").
 /// </summary>
 internal sealed record ExportSettings(
     string Adapter,
@@ -17,7 +19,10 @@ internal sealed record ExportSettings(
     string? Atol,
     string? Rtol,
     string? MinTop1,
-    string? MaxLatencyRatio)
+    string? MaxLatencyRatio,
+    string? BaselineReport = null,
+    string? MaxRegression = null,
+    bool AllowDifferentMachines = false)
 {
     /// <summary>The item metadata names, as written in project files.</summary>
     public static class Metadata
@@ -31,6 +36,9 @@ internal sealed record ExportSettings(
         public const string Rtol = "Rtol";
         public const string MinTop1 = "MinTop1";
         public const string MaxLatencyRatio = "MaxLatencyRatio";
+        public const string BaselineReport = "BaselineReport";
+        public const string MaxRegression = "MaxRegression";
+        public const string AllowDifferentMachines = "AllowDifferentMachines";
     }
 
     /// <summary>The arguments of <c>merge-export run</c> for this item, writing into <paramref name="outDirectory"/>.</summary>
@@ -48,6 +56,16 @@ internal sealed record ExportSettings(
         AddGate(args, "--rtol", Rtol);
         AddGate(args, "--min-top1", MinTop1);
         AddGate(args, "--max-latency-ratio", MaxLatencyRatio);
+        if (Validate && BaselineReport is not null)
+        {
+            args.Add("--baseline");
+            args.Add(BaselineReport);
+            AddGate(args, "--max-regression", MaxRegression);
+            if (AllowDifferentMachines)
+            {
+                args.Add("--allow-different-machines");
+            }
+        }
         return args;
     }
 
@@ -68,6 +86,9 @@ internal sealed record ExportSettings(
         text.Append("rtol=").Append(Rtol).Append('\n');
         text.Append("min-top1=").Append(MinTop1).Append('\n');
         text.Append("max-latency-ratio=").Append(MaxLatencyRatio).Append('\n');
+        text.Append("baseline=").Append(BaselineReport).Append('\n');
+        text.Append("max-regression=").Append(MaxRegression).Append('\n');
+        text.Append("allow-different-machines=").Append(AllowDifferentMachines ? "true" : "false").Append('\n');
         return text.ToString();
     }
 
@@ -98,6 +119,27 @@ internal sealed record ExportSettings(
         }
         if (!double.TryParse(text, NumberStyles.Float, CultureInfo.InvariantCulture, out double number)
             || !double.IsFinite(number) || number < min || number > max || (minExclusive && number == min))
+        {
+            return false;
+        }
+        value = text;
+        return true;
+    }
+
+    /// <summary>
+    /// Reads MaxRegression: empty means not set; otherwise a percentage ≥ 0 with an optional % sign ("5%", "5",
+    /// "2.5 %"), kept as written (trimmed) for the tool, which reads it the same way.
+    /// </summary>
+    public static bool TryParsePercent(string text, out string? value)
+    {
+        text = text.Trim();
+        value = null;
+        if (text.Length == 0)
+        {
+            return true;
+        }
+        string number = text.EndsWith('%') ? text[..^1].TrimEnd() : text;
+        if (!double.TryParse(number, NumberStyles.Float, CultureInfo.InvariantCulture, out double percent) || !double.IsFinite(percent) || percent < 0)
         {
             return false;
         }

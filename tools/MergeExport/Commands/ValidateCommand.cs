@@ -92,9 +92,20 @@ internal sealed class ValidationOptionSet
 
     public Option<int> Seed { get; } = new("--seed") { Description = "Seed of generated inputs.", DefaultValueFactory = _ => 1234 };
 
+    public Option<string?> Baseline { get; } = new("--baseline") { Description = "validation.json of an earlier run on this machine: compare latency with it, model by model." };
+
+    public PercentOption MaxRegression { get; } = new("--max-regression",
+        "With --baseline: fail (exit 1) when the merged model is significantly slower than the baseline by more than this, e.g. 5% (the lower end of the 95% bootstrap interval of the median ratio must exceed it).");
+
+    public Option<bool> AllowDifferentMachines { get; } = new("--allow-different-machines") { Description = "With --baseline: compare even when the baseline comes from another machine or other settings (the report lists the differences)." };
+
     public void AddTo(Command command)
     {
-        foreach (Option o in new Option[] { Device, DeviceId, NoFallback, Batch, Seq, Padding, Inputs, Warmup, Runs, Duration, Atol, Rtol, MinTop1, MaxLatencyRatio, Threads, Seed })
+        foreach (Option o in new Option[]
+        {
+            Device, DeviceId, NoFallback, Batch, Seq, Padding, Inputs, Warmup, Runs, Duration, Atol, Rtol, MinTop1, MaxLatencyRatio, Threads, Seed,
+            Baseline, MaxRegression, AllowDifferentMachines,
+        })
         {
             command.Options.Add(o);
         }
@@ -118,6 +129,9 @@ internal sealed class ValidationOptionSet
         MaxLatencyRatio = parse.GetValue(MaxLatencyRatio),
         IntraOpThreads = parse.GetValue(Threads),
         Seed = parse.GetValue(Seed),
+        BaselineReport = parse.GetValue(Baseline),
+        MaxRegression = parse.GetValue(MaxRegression),
+        AllowDifferentMachines = parse.GetValue(AllowDifferentMachines),
     };
 }
 
@@ -142,6 +156,13 @@ internal static class ValidationOutput
                     ["fallbackReason"] = report.Provider.FallbackReason,
                     ["latencyRatios"] = report.Latency?.Ratios.ToDictionary(r => r.Name, r => (object)new { median = r.Median, p10 = r.P10, p90 = r.P90, pairs = r.Pairs }),
                     ["maxAbsError"] = report.Comparisons.ToDictionary(c => c.Name, c => c.Outputs.Count == 0 ? 0 : c.Outputs.Max(o => o.MaxAbsError)),
+                    ["baseline"] = report.Baseline?.Models.ToDictionary(m => m.Role.ToString().ToLowerInvariant(), m => (object)new
+                    {
+                        ratio = m.Ratio.Ratio, low = m.Ratio.Low, high = m.Ratio.High,
+                        relativeToBase = m.RelativeToBase?.Ratio, relativeToBaseLow = m.RelativeToBase?.Low, relativeToBaseHigh = m.RelativeToBase?.High,
+                        medianMs = m.Current.MedianMs,
+                        baselineMedianMs = m.Baseline.MedianMs, verdict = CompareCommand.VerdictWord(m.Verdict),
+                    }),
                 },
             };
             context.Out.WriteLine(result.ToJson());
@@ -170,6 +191,22 @@ internal static class ValidationOutput
             foreach (var r in report.Latency?.Ratios ?? [])
             {
                 context.Out.WriteLine($"latency {r.Name,-18} median {r.Median.ToString("F3", inv)} (p10 {r.P10.ToString("F3", inv)}, p90 {r.P90.ToString("F3", inv)}, {r.Pairs} interleaved pairs)");
+            }
+            if (report.Baseline is { } baseline)
+            {
+                foreach (var d in baseline.Differences.Where(d => d.Kind != DifferenceKind.Software))
+                {
+                    context.Out.WriteLine($"baseline differs in {d.Field}: {d.Found} (baseline {d.Baseline}); compared because --allow-different-machines was given");
+                }
+                foreach (var m in baseline.Models)
+                {
+                    string level = (baseline.Confidence * 100).ToString("G3", inv) + "% CI";
+                    string relative = m.RelativeToBase is { } d
+                        ? $", relative to base {d.Ratio.ToString("F3", inv)} ({level} {d.Low.ToString("F3", inv)}–{d.High.ToString("F3", inv)})"
+                        : "";
+                    context.Out.WriteLine($"vs baseline {m.Role.ToString().ToLowerInvariant(),-9} median {m.Current.MedianMs.ToString("F3", inv)} ms vs {m.Baseline.MedianMs.ToString("F3", inv)} ms: "
+                        + $"ratio {m.Ratio.Ratio.ToString("F3", inv)} ({level} {m.Ratio.Low.ToString("F3", inv)}–{m.Ratio.High.ToString("F3", inv)}){relative}, {CompareCommand.VerdictWord(m.Verdict)}");
+                }
             }
             foreach (var f in report.Failures)
             {
