@@ -373,9 +373,10 @@ public sealed partial record PeftAdapterConfig
                     {
                         return Peft.TargetModules.FromString(pattern);
                     }
-                    catch (ArgumentException e)
+                    catch (OnnxLoraException e) when (e.InnerException is ArgumentException regexError)
                     {
-                        throw PeftThrow.Field(source, field, $"the regex \"{pattern}\" that does not compile ({e.Message})", "a list of names, a valid regex or \"all-linear\"");
+                        // TargetModules reports a regex that does not compile without the file; name the file and field here.
+                        throw PeftThrow.Field(source, field, $"the regex \"{pattern}\" that does not compile ({regexError.Message})", "a list of names, a valid regex or \"all-linear\"");
                     }
                 default:
                     throw Wrong(node, field, "a list of names, a regex string or \"all-linear\"");
