@@ -70,7 +70,7 @@ public sealed class OnnxFileScanTests
         byte[] initializer = Message(Initializer, Text(Name, "w"));
         string path = Write(f, Message(Graph, initializer, Tag(12, wire)));
 
-        var e = Assert.ThrowsExactly<InvalidDataException>(() => OnnxFileScan.Read(path));
+        var e = BadInput.Throws(() => OnnxFileScan.Read(path));
 
         // The bad tag follows the graph's tag and length (2 bytes) and the initializer.
         Assert.AreEqual($"{path}: protobuf field 12 at byte {2 + initializer.Length}: found wire type {wire}, expected 0, 1, 2 or 5.", e.Message);
@@ -86,7 +86,7 @@ public sealed class OnnxFileScanTests
         byte[] field = packed ? Packed(Dims, dims) : [.. dims.SelectMany(d => Varint(Dims, d))];
         string path = Write(f, Message(Graph, Message(Initializer, field)));
 
-        var e = Assert.ThrowsExactly<InvalidDataException>(() => OnnxFileScan.Read(path));
+        var e = BadInput.Throws(() => OnnxFileScan.Read(path));
 
         Assert.AreEqual($"{path}: initializer dims: found more than 64, expected at most 64.", e.Message);
     }
@@ -99,7 +99,7 @@ public sealed class OnnxFileScanTests
         byte[] graphBody = [.. Tag(Initializer, 2), 50, .. new byte[8]];
         string path = Write(f, [.. Tag(Graph, 2), (byte)graphBody.Length, .. graphBody]);
 
-        var e = Assert.ThrowsExactly<InvalidDataException>(() => OnnxFileScan.Read(path));
+        var e = BadInput.Throws(() => OnnxFileScan.Read(path));
 
         StringAssert.StartsWith(e.Message, $"{path}: protobuf field {Initializer} at byte 2: found ");
     }
@@ -110,7 +110,7 @@ public sealed class OnnxFileScanTests
         using var f = new TestFiles();
         string path = Write(f, [.. Tag(1, 0), .. Enumerable.Repeat((byte)0xFF, 11)]);
 
-        var e = Assert.ThrowsExactly<InvalidDataException>(() => OnnxFileScan.Read(path));
+        var e = BadInput.Throws(() => OnnxFileScan.Read(path));
 
         StringAssert.StartsWith(e.Message, $"{path}: protobuf field 1 at byte 0: found ");
     }
@@ -159,7 +159,7 @@ public sealed class OnnxFileScanTests
             fs.SetLength((long)int.MaxValue + 4096);
         }
 
-        var e = Assert.ThrowsExactly<InvalidDataException>(() => OnnxFileScan.Read(path));
+        var e = BadInput.Throws(() => OnnxFileScan.Read(path));
 
         StringAssert.StartsWith(e.Message, $"{path}: file size: found {(long)int.MaxValue + 4096} bytes, expected at most {int.MaxValue} bytes");
     }
