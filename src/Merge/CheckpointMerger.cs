@@ -77,7 +77,7 @@ public static class CheckpointMerger
                     {
                         replaced++;
                     }
-                    if (plan.EntriesFor(t.Name).Count > 0)
+                    if (plan.EntriesFor(t.Name).Count > 0 || plan.BiasEntriesFor(t.Name).Count > 0)
                     {
                         merged++;
                     }

@@ -33,28 +33,50 @@ public sealed record MergePlanEntry(int AdapterIndex, AdapterModule Module, stri
 /// <summary>A target tensor replaced outright by a tensor saved with an adapter (modules_to_save, bias, saved embedding).</summary>
 public sealed record ReplacementEntry(int AdapterIndex, AdapterExtraTensor Extra, string TargetTensor);
 
+/// <summary>A module's lora_B bias (lora_bias) added to the base layer's bias: bias += w·s·b, as PEFT's merge does.</summary>
+/// <param name="AdapterIndex">Index into <see cref="MergePlan.Adapters"/>.</param>
+/// <param name="Module">The adapter module carrying the bias.</param>
+/// <param name="TargetTensor">The target's bias tensor name.</param>
+/// <param name="Weight">The adapter's weight wᵢ.</param>
+public sealed record BiasEntry(int AdapterIndex, AdapterModule Module, string TargetTensor, double Weight);
+
 /// <summary>
 /// What a merge will do, decided before anything is written: each adapter module → target tensor
-/// (kind, rank, scaling, weight), each replaced tensor, and how several adapters are combined.
-/// Targets use it tensor by tensor: <see cref="ApplyTo"/> turns a base weight (fp32, stored layout)
-/// into the merged weight. Checkpoint, ONNX and TorchSharp targets all merge through this.
+/// (kind, rank, scaling, weight, layout), each replaced tensor and lora_B bias, and how several adapters
+/// are combined. Targets use it tensor by tensor: <see cref="ApplyTo"/> turns a base weight (fp32,
+/// stored layout) into the merged weight. Checkpoint, ONNX and TorchSharp targets all merge through this.
 /// </summary>
+/// <remarks>
+/// <see cref="Combination.DeltaSum"/> merges every adapter's update in the order given (PEFT's merge of
+/// several adapters: DoRA sees the weight the adapters before it left). Every PEFT combination builds,
+/// module by module, the adapter PEFT's add_weighted_adapter would build and merges that (ΔW' = B'·A',
+/// scaling 1), so a merged model equals PEFT's add_weighted_adapter followed by merge_and_unload.
+/// fan_in_fan_out of each linear LoRA module follows the layer it updates (shape, else model family),
+/// as PEFT decides it; <see cref="Warnings"/> says where that overrides the config.
+/// </remarks>
 public sealed class MergePlan
 {
     private readonly Dictionary<string, List<MergePlanEntry>> _byTensor;
     private readonly Dictionary<string, ReplacementEntry> _replacements;
+    private readonly Dictionary<string, List<BiasEntry>> _biases;
 
-    private MergePlan(string target, IReadOnlyList<WeightedAdapter> adapters, MergeOptions options,
-        List<MergePlanEntry> entries, List<ReplacementEntry> replacements)
+    private MergePlan(string target, IReadOnlyList<WeightedAdapter> adapters, MergeOptions options, CombinationChoice choice,
+        List<MergePlanEntry> entries, List<ReplacementEntry> replacements, List<BiasEntry> biases, List<string> warnings)
     {
         Target = target;
         Adapters = adapters;
         Options = options;
+        AppliedCombination = choice.Applied;
+        NewRank = choice.NewRank;
         Entries = entries;
         Replacements = replacements;
+        BiasEntries = biases;
+        Warnings = warnings;
         _byTensor = entries.GroupBy(e => e.TargetTensor, StringComparer.Ordinal).ToDictionary(g => g.Key, g => g.ToList(), StringComparer.Ordinal);
         _replacements = replacements.ToDictionary(r => r.TargetTensor, StringComparer.Ordinal);
-        TargetTensors = entries.Select(e => e.TargetTensor).Concat(replacements.Select(r => r.TargetTensor)).Distinct(StringComparer.Ordinal).ToList();
+        _biases = biases.GroupBy(b => b.TargetTensor, StringComparer.Ordinal).ToDictionary(g => g.Key, g => g.ToList(), StringComparer.Ordinal);
+        TargetTensors = entries.Select(e => e.TargetTensor).Concat(replacements.Select(r => r.TargetTensor)).Concat(biases.Select(b => b.TargetTensor))
+            .Distinct(StringComparer.Ordinal).ToList();
     }
 
     /// <summary>What is merged into (a folder, a model name); used in messages.</summary>
@@ -64,18 +86,34 @@ public sealed class MergePlan
 
     public MergeOptions Options { get; }
 
-    /// <summary>Module contributions, adapter by adapter in module order.</summary>
+    /// <summary>The combination carried out: <see cref="MergeOptions.Combination"/>, or linear for one adapter (PEFT's fallback).</summary>
+    public Combination AppliedCombination { get; }
+
+    /// <summary>The rank the *_svd combinations keep (svd_rank, else PEFT's default: the largest adapter rank).</summary>
+    public int NewRank { get; }
+
+    /// <summary>Module contributions, adapter by adapter in module order (modules carry the fan_in_fan_out the merge uses).</summary>
     public IReadOnlyList<MergePlanEntry> Entries { get; }
 
     /// <summary>Tensors replaced outright.</summary>
     public IReadOnlyList<ReplacementEntry> Replacements { get; }
 
+    /// <summary>lora_B biases added to base biases (lora_bias).</summary>
+    public IReadOnlyList<BiasEntry> BiasEntries { get; }
+
+    /// <summary>
+    /// What the user should know and PEFT would warn about: the adapters' load warnings, fan_in_fan_out
+    /// overridden by the layer type, PEFT's single-adapter fallback, a density that prunes nothing.
+    /// </summary>
+    public IReadOnlyList<string> Warnings { get; }
+
     /// <summary>Every target tensor this plan changes.</summary>
     public IReadOnlyList<string> TargetTensors { get; }
 
-    /// <summary>Plans a merge into a safetensors checkpoint (single or sharded).</summary>
+    /// <summary>Plans a merge into a safetensors checkpoint (single or sharded); its config.json's model_type helps decide fan_in_fan_out.</summary>
     public static MergePlan Create(IReadOnlyList<WeightedAdapter> adapters, SafetensorsCheckpoint checkpoint, MergeOptions? options = null) =>
-        Create(adapters, checkpoint.Tensors.ToDictionary(t => t.Name, t => t.Spec, StringComparer.Ordinal), checkpoint.Directory, options);
+        Create(adapters, checkpoint.Tensors.ToDictionary(t => t.Name, t => t.Spec, StringComparer.Ordinal), checkpoint.Directory, options,
+            LayerLayout.ModelTypeIn(checkpoint.Directory));
 
     /// <summary>
     /// Plans a merge into any target described by its tensors (name → spec). Module paths map to
@@ -86,7 +124,9 @@ public sealed class MergePlan
     /// <param name="targetTensors">The target's tensors.</param>
     /// <param name="target">Names the target in messages.</param>
     /// <param name="options">Combination and safety options.</param>
-    public static MergePlan Create(IReadOnlyList<WeightedAdapter> adapters, IReadOnlyDictionary<string, TensorSpec> targetTensors, string target, MergeOptions? options = null)
+    /// <param name="modelType">The target's Hugging Face model_type (config.json), when known: with square weights it tells nn.Linear from GPT-2's Conv1D.</param>
+    public static MergePlan Create(IReadOnlyList<WeightedAdapter> adapters, IReadOnlyDictionary<string, TensorSpec> targetTensors, string target, MergeOptions? options = null,
+        string? modelType = null)
     {
         options ??= MergeOptions.Default;
         options.Validate();
@@ -101,16 +141,20 @@ public sealed class MergePlan
                 throw MergeThrow.Option(nameof(adapters), $"{wa.Adapter.Directory}: weight {wa.Weight} is not finite");
             }
         }
+        var choice = CombinationRules.Resolve(adapters, options, newAdapter: false);
+        var warnings = adapters.SelectMany(a => a.Adapter.Warnings).ToList();
         var mapper = new TensorNameMapper(target, targetTensors.Keys);
         var entries = new List<MergePlanEntry>();
         var replacements = new List<ReplacementEntry>();
+        var biases = new List<BiasEntry>();
         for (int i = 0; i < adapters.Count; i++)
         {
             var adapter = adapters[i].Adapter;
-            foreach (var m in adapter.Modules)
+            foreach (var module in adapter.Modules)
             {
-                string name = mapper.Resolve(m.WeightName, $"adapter {adapter.Directory}: module '{m.ModulePath}'");
+                string name = mapper.Resolve(module.WeightName, $"adapter {adapter.Directory}: module '{module.ModulePath}'");
                 var spec = targetTensors[name];
+                var m = LayerLayout.Decide(adapter, module, name, spec.Shape, modelType, warnings);
                 if (!spec.Shape.SequenceEqual(m.WeightShape))
                 {
                     throw MergeThrow.Invalid(target, $"tensor '{name}' (for module '{m.ModulePath}' of {adapter.Directory})", $"shape {spec.ShapeText}",
@@ -118,6 +162,18 @@ public sealed class MergePlan
                 }
                 CheckFloat(target, spec);
                 entries.Add(new MergePlanEntry(i, m, name, adapters[i].Weight));
+                if (m.HasLoraBias)
+                {
+                    string bias = mapper.TryResolve(m.BiasName) ?? throw MergeThrow.Invalid(target,
+                        $"adapter {adapter.Directory}: module '{m.ModulePath}' has a lora_B bias (lora_bias) but the target has no tensor '{m.BiasName}'; PEFT refuses to merge lora_bias into a layer without a bias too.");
+                    var biasSpec = targetTensors[bias];
+                    if (biasSpec.Shape.Count != 1 || biasSpec.Shape[0] != m.OutFeatures)
+                    {
+                        throw MergeThrow.Invalid(target, $"tensor '{bias}' (bias for the lora_B bias of module '{m.ModulePath}' of {adapter.Directory})", $"shape {biasSpec.ShapeText}", $"[{m.OutFeatures}]");
+                    }
+                    CheckFloat(target, biasSpec);
+                    biases.Add(new BiasEntry(i, m, bias, adapters[i].Weight));
+                }
             }
             foreach (var x in adapter.ExtraTensors)
             {
@@ -141,8 +197,13 @@ public sealed class MergePlan
             {
                 throw MergeThrow.Invalid(target, $"tensor '{g.Key}': adapters disagree on its layout (fan_in_fan_out); expected all to read it the same way.");
             }
+            if (choice.Applied != Combination.DeltaSum && g.Select(e => e.Kind == AdapterModuleKind.LoraEmbedding).Distinct().Count() > 1)
+            {
+                throw MergeThrow.Invalid(target, $"tensor '{g.Key}': adapters update it both as an embedding and as a linear weight; combination {choice.Applied.ToName()} needs one kind per module.");
+            }
         }
-        return new MergePlan(target, adapters, options, entries, replacements);
+        warnings.AddRange(choice.Warnings);
+        return new MergePlan(target, adapters, options, choice, entries, replacements, biases, warnings);
     }
 
     private static void CheckFloat(string target, TensorSpec spec)
@@ -154,17 +215,20 @@ public sealed class MergePlan
     }
 
     /// <summary>True when the plan changes <paramref name="tensorName"/>.</summary>
-    public bool Touches(string tensorName) => _byTensor.ContainsKey(tensorName) || _replacements.ContainsKey(tensorName);
+    public bool Touches(string tensorName) => _byTensor.ContainsKey(tensorName) || _replacements.ContainsKey(tensorName) || _biases.ContainsKey(tensorName);
 
     /// <summary>The module contributions to one tensor (empty when none).</summary>
     public IReadOnlyList<MergePlanEntry> EntriesFor(string tensorName) => _byTensor.TryGetValue(tensorName, out var l) ? l : [];
+
+    /// <summary>The lora_B biases added to one bias tensor (empty when none).</summary>
+    public IReadOnlyList<BiasEntry> BiasEntriesFor(string tensorName) => _biases.TryGetValue(tensorName, out var l) ? l : [];
 
     /// <summary>The replacement of one tensor, or null.</summary>
     public ReplacementEntry? ReplacementFor(string tensorName) => _replacements.GetValueOrDefault(tensorName);
 
     /// <summary>
     /// Turns the base value of <paramref name="tensorName"/> (fp32, stored layout, row-major) into the
-    /// merged value in place: replacement first, then the combined module updates. With
+    /// merged value in place: replacement first, then the combined module updates, then lora_B biases. With
     /// <see cref="MergeOptions.SafeMode"/>, a NaN/Inf result is an error naming the tensor.
     /// </summary>
     public void ApplyTo(string tensorName, Span<float> weight)
@@ -180,7 +244,14 @@ public sealed class MergePlan
         }
         if (_byTensor.TryGetValue(tensorName, out var entries))
         {
-            TensorCombiner.Apply(this, tensorName, entries, weight);
+            TensorCombiner.Apply(this, entries, weight);
+        }
+        if (_biases.TryGetValue(tensorName, out var biasEntries))
+        {
+            foreach (var b in biasEntries)
+            {
+                Adapters[b.AdapterIndex].Adapter.ReadUpdate(b.Module).MergeBiasInto(weight, b.Weight);
+            }
         }
         if (Options.SafeMode)
         {
@@ -209,10 +280,22 @@ public sealed class MergePlan
     {
         var sb = new StringBuilder();
         var inv = CultureInfo.InvariantCulture;
-        sb.Append(inv, $"merge into {Target}: {Adapters.Count} adapter(s), combination {Options.Combination}");
-        if (Options.Combination is Combination.Ties or Combination.DareLinear or Combination.DareTies or Combination.MagnitudePrune)
+        sb.Append(inv, $"merge into {Target}: {Adapters.Count} adapter(s), combination {AppliedCombination.ToName()}");
+        if (AppliedCombination != Options.Combination)
+        {
+            sb.Append(inv, $" (asked {Options.Combination.ToName()})");
+        }
+        if (AppliedCombination.Prunes())
         {
             sb.Append(inv, $", density {Options.Density}, seed {Options.Seed}");
+        }
+        if (AppliedCombination.ElectsSign())
+        {
+            sb.Append(inv, $", majority_sign_method {Options.MajoritySignMethod.ToName()}");
+        }
+        if (AppliedCombination.IsSvd())
+        {
+            sb.Append(inv, $", svd_rank {NewRank}");
         }
         sb.Append(inv, $", output dtype {Options.OutputDType?.ToString() ?? "keep"}, safe mode {(Options.SafeMode ? "on" : "off")}\n");
         for (int i = 0; i < Adapters.Count; i++)
@@ -227,6 +310,10 @@ public sealed class MergePlan
         foreach (var r in Replacements)
         {
             sb.Append(inv, $"  [{r.AdapterIndex}] {r.Extra.Key} => {r.TargetTensor}  replace ({r.Extra.Kind})\n");
+        }
+        foreach (var b in BiasEntries)
+        {
+            sb.Append(inv, $"  [{b.AdapterIndex}] {b.Module.ModulePath}.lora_B.bias -> {b.TargetTensor}  add s·b s={b.Module.Scaling:G6}\n");
         }
         return sb.ToString();
     }

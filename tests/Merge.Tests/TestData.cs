@@ -58,6 +58,33 @@ internal static class TestData
         return (Adapter(config, (Key(module, ".lora_A.weight"), [r, inF], a), (Key(module, ".lora_B.weight"), [outF, r], b)), a, b);
     }
 
+    /// <summary>A LoRA adapter with several modules in one file (same r and alpha): each entry is (module, in, out, embedding); returns A and B per module.</summary>
+    public static (PeftAdapter Adapter, Dictionary<string, (float[] A, float[] B)> Factors) MultiLora(int r, double alpha, int seed,
+        IReadOnlyList<(string Module, int In, int Out, bool Embedding)> modules, bool rslora = false, bool fanInFanOut = false)
+    {
+        var factors = new Dictionary<string, (float[] A, float[] B)>(StringComparer.Ordinal);
+        var tensors = new List<(string, long[], float[])>();
+        int k = 0;
+        foreach (var (module, inF, outF, embedding) in modules)
+        {
+            var a = Random(r * inF, seed + (10 * k));
+            var b = Random(outF * r, seed + (10 * k) + 1);
+            factors[module] = (a, b);
+            tensors.Add((Key(module, embedding ? ".lora_embedding_A" : ".lora_A.weight"), [r, inF], a));
+            tensors.Add((Key(module, embedding ? ".lora_embedding_B" : ".lora_B.weight"), [outF, r], b));
+            k++;
+        }
+        var config = new PeftAdapterConfig
+        {
+            R = r,
+            Alpha = alpha,
+            UseRsLora = rslora,
+            FanInFanOut = fanInFanOut,
+            TargetModules = TargetModules.FromList(modules.Select(m => m.Module)),
+        };
+        return (Adapter(config, [.. tensors]), factors);
+    }
+
     // ---- fp64 references ----
 
     /// <summary>(L·R)[rows, cols] in fp64 with plain loops.</summary>

@@ -76,7 +76,8 @@ public sealed class ChoiceOptionTests
 
     /// <summary>Every option of the tool with a fixed set of words: a bad word exits 2 with one line naming the option and every allowed word.</summary>
     [TestMethod]
-    [DataRow("merge --adapter {a} --out {o}", "--combine", "linear,cat,svd,ties,dare_linear,dare_ties,magnitude_prune")]
+    [DataRow("merge --adapter {a} --out {o}", "--combine", "delta_sum,linear,cat,svd,ties,ties_svd,dare_linear,dare_ties,dare_linear_svd,dare_ties_svd,magnitude_prune,magnitude_prune_svd")]
+    [DataRow("merge --adapter {a} --out {o}", "--majority-sign-method", "total,frequency")]
     [DataRow("merge --adapter {a} --out {o}", "--dtype", "keep,fp32,fp16,bf16")]
     [DataRow("export --model {m} --out {o.onnx}", "--mode", "base,merged,unmerged")]
     [DataRow("export --model {m} --out {o.onnx}", "--dtype", "fp32,fp16")]

@@ -87,6 +87,26 @@ public sealed class PipelineCommandTests
     }
 
     [TestMethod]
+    public void Merge_PeftCombinationNames_AreAcceptedWithPeftsRules()
+    {
+        using var dir = new TempDir();
+        // Two adapters of one rank: a factor-space and a ΔW-space PEFT combination.
+        foreach (string name in new[] { "ties", "dare_linear_svd" })
+        {
+            string outDir = dir.File(name);
+            var (code, _, err) = CliHarness.Run("merge", "--adapter", SampleModels.Adapter + "=0.5", "--adapter", SampleModels.Adapter + "=0.25",
+                "--combine", name, "--density", "0.5", "--out", outDir);
+            Assert.AreEqual(0, code, err);
+            using var combined = PeftAdapter.Load(outDir);
+            Assert.IsTrue(combined.Modules.All(m => m.Rank == 8), $"{name} keeps the rank");
+        }
+        // One adapter: PEFT's fallback to linear, said on stderr.
+        var (one, _, warning) = CliHarness.Run("merge", "--adapter", SampleModels.Adapter, "--combine", "ties", "--density", "0.5", "--out", dir.File("one"));
+        Assert.AreEqual(0, one, warning);
+        StringAssert.Contains(warning, "warning: one adapter: combination ties becomes linear");
+    }
+
+    [TestMethod]
     public void Export_ThreeModes_WriteModelsWithTheirInterfaces()
     {
         using var dir = new TempDir();

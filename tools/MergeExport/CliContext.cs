@@ -27,6 +27,19 @@ internal sealed class CliContext(TextWriter stdout, TextWriter stderr, Cancellat
         Force = parse.GetValue(GlobalOptions.Force);
     }
 
+    /// <summary>Warnings on stderr, one line each ("warning: ..."); silent with --quiet.</summary>
+    public void Warn(IEnumerable<string> warnings)
+    {
+        if (Quiet)
+        {
+            return;
+        }
+        foreach (string w in warnings)
+        {
+            Error.WriteLine($"warning: {w}");
+        }
+    }
+
     /// <summary>A progress or status line for people (silent with --quiet or --json).</summary>
     public void Info(string line)
     {

@@ -30,6 +30,9 @@ public enum AdapterTensorRole
     /// <summary>".lora_magnitude_vector" (DoRA).</summary>
     Magnitude,
 
+    /// <summary>".lora_B.bias" (lora_bias: true): lora_B's bias [out], merged into the base layer's bias as s·b.</summary>
+    LoraBias,
+
     HadaW1A,
     HadaW1B,
     HadaW2A,
@@ -87,6 +90,29 @@ public sealed class AdapterModule
 
     /// <summary>True when this module carries a DoRA magnitude vector.</summary>
     public bool UseDora => Tensors.ContainsKey(AdapterTensorRole.Magnitude);
+
+    /// <summary>True when lora_B carries a bias (config lora_bias), added to the base layer's bias when merged.</summary>
+    public bool HasLoraBias => Tensors.ContainsKey(AdapterTensorRole.LoraBias);
+
+    /// <summary>The base layer's bias name relative to the model: ModulePath + ".bias".</summary>
+    public string BiasName => ModulePath + ".bias";
+
+    /// <summary>
+    /// This module with fan_in_fan_out set to <paramref name="fanInFanOut"/> (linear LoRA only): a merge
+    /// decides it by the target layer's type, as PEFT does, whatever the config says.
+    /// </summary>
+    public AdapterModule WithFanInFanOut(bool fanInFanOut)
+    {
+        if (fanInFanOut == FanInFanOut)
+        {
+            return this;
+        }
+        if (Kind != AdapterModuleKind.Lora)
+        {
+            throw new InvalidOperationException($"module '{ModulePath}' is {Kind}; fan_in_fan_out applies to linear LoRA modules only.");
+        }
+        return new AdapterModule(ModulePath, Kind, Rank, Alpha, Scaling, InFeatures, OutFeatures, fanInFanOut, Tensors);
+    }
 
     /// <summary>
     /// True when the base weight is stored transposed relative to ΔW = B·A's [out, in]: with

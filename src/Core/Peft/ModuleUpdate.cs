@@ -138,6 +138,30 @@ public sealed class ModuleUpdate
         }
     }
 
+    /// <summary>True when lora_B carries a bias (lora_bias), which a merge adds to the base layer's bias.</summary>
+    public bool HasBias => _factors.ContainsKey(AdapterTensorRole.LoraBias);
+
+    /// <summary>
+    /// Adds w·s·b (lora_B's bias b, lora_bias) to the base layer's bias in place, fp64 then rounded once:
+    /// PEFT's <c>Linear.merge</c> does <c>bias += lora_B.bias * scaling</c>. Nothing when the module has no bias.
+    /// </summary>
+    public void MergeBiasInto(Span<float> bias, double adapterWeight = 1.0)
+    {
+        if (!_factors.TryGetValue(AdapterTensorRole.LoraBias, out var b))
+        {
+            return;
+        }
+        if (bias.Length != OutFeatures)
+        {
+            throw new ArgumentException($"module '{ModulePath}': bias has {bias.Length} values, expected {OutFeatures}.");
+        }
+        double f = adapterWeight * Scaling;
+        for (int i = 0; i < bias.Length; i++)
+        {
+            bias[i] = (float)(bias[i] + f * b.Values[i]);
+        }
+    }
+
     /// <summary>Undoes <see cref="MergeInto"/> for additive kinds: W ← W − w·ΔW.</summary>
     /// <exception cref="InvalidOperationException">DoRA: the base row norms are not recoverable from the merged weight.</exception>
     public void UnmergeFrom(Span<float> weight, double adapterWeight = 1.0)

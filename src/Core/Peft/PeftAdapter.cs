@@ -22,13 +22,14 @@ public sealed partial class PeftAdapter : IDisposable
     private readonly Dictionary<string, AdapterModule> _byPath;
 
     private PeftAdapter(string directory, PeftAdapterConfig config, SafetensorsFile weights,
-        IReadOnlyList<AdapterModule> modules, IReadOnlyList<AdapterExtraTensor> extras)
+        IReadOnlyList<AdapterModule> modules, IReadOnlyList<AdapterExtraTensor> extras, IReadOnlyList<string> warnings)
     {
         Directory = directory;
         Config = config;
         Weights = weights;
         Modules = modules;
         ExtraTensors = extras;
+        Warnings = warnings;
         _byPath = modules.ToDictionary(m => m.ModulePath, StringComparer.Ordinal);
     }
 
@@ -46,6 +47,13 @@ public sealed partial class PeftAdapter : IDisposable
 
     /// <summary>Tensors that replace base tensors outright (modules_to_save, trained biases, saved embeddings).</summary>
     public IReadOnlyList<AdapterExtraTensor> ExtraTensors { get; }
+
+    /// <summary>
+    /// What loading found that a user should know but that is not an error: config fields this version
+    /// does not know, and tensors PEFT itself would ignore (LoRA factors of a module that
+    /// modules_to_save replaces). Each names the file.
+    /// </summary>
+    public IReadOnlyList<string> Warnings { get; }
 
     /// <summary>The module at that path, or null.</summary>
     public AdapterModule? Find(string modulePath) => _byPath.GetValueOrDefault(modulePath);
@@ -78,6 +86,7 @@ public sealed partial class PeftAdapter : IDisposable
         (_, AdapterTensorRole.LoraA) => ".lora_A.weight",
         (_, AdapterTensorRole.LoraB) => ".lora_B.weight",
         (_, AdapterTensorRole.Magnitude) => ".lora_magnitude_vector",
+        (_, AdapterTensorRole.LoraBias) => ".lora_B.bias",
         (_, AdapterTensorRole.HadaW1A) => ".hada_w1_a",
         (_, AdapterTensorRole.HadaW1B) => ".hada_w1_b",
         (_, AdapterTensorRole.HadaW2A) => ".hada_w2_a",
@@ -117,8 +126,9 @@ public sealed partial class PeftAdapter : IDisposable
         var weights = SafetensorsFile.Open(weightsPath, limits);
         try
         {
-            var (modules, extras) = Internals.AdapterKeyParser.Parse(weightsPath, config, weights.Tensors);
-            return new PeftAdapter(directory, config, weights, modules, extras);
+            var (modules, extras, warnings) = Internals.AdapterKeyParser.Parse(weightsPath, config, weights.Tensors);
+            var all = config.UnknownFieldWarnings(System.IO.Path.Combine(directory, PeftAdapterConfig.FileName)).Concat(warnings).ToList();
+            return new PeftAdapter(directory, config, weights, modules, extras, all);
         }
         catch
         {

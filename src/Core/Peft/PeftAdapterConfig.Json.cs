@@ -11,10 +11,11 @@ public sealed partial record PeftAdapterConfig
     private const long MaxFileBytes = 16_000_000;
 
     private static readonly string[] CommonFields =
-        ["peft_type", "task_type", "base_model_name_or_path", "r", "target_modules", "modules_to_save", "rank_pattern", "alpha_pattern", "layers_to_transform"];
+        ["peft_type", "task_type", "base_model_name_or_path", "r", "target_modules", "exclude_modules", "modules_to_save", "rank_pattern", "alpha_pattern",
+            "layers_to_transform", "layers_pattern"];
 
     private static readonly string[] LoraFields =
-        ["lora_alpha", "lora_dropout", "bias", "fan_in_fan_out", "use_rslora", "use_dora", "init_lora_weights"];
+        ["lora_alpha", "lora_dropout", "bias", "fan_in_fan_out", "use_rslora", "use_dora", "init_lora_weights", "lora_bias"];
 
     private static readonly string[] LoHaFields = ["alpha", "rank_dropout", "module_dropout", "init_weights"];
 
@@ -91,6 +92,9 @@ public sealed partial record PeftAdapterConfig
                 "alpha_pattern" => config with { AlphaPattern = reader.NumberMap(node, name) },
                 "init_lora_weights" or "init_weights" => config with { InitWeights = reader.BoolOrString(node, name) },
                 "layers_to_transform" => config with { LayersToTransform = reader.NullableIntList(node, name) },
+                "layers_pattern" => config with { LayersPattern = reader.NullableStringOrList(node, name) },
+                "exclude_modules" => config with { ExcludeModules = reader.Targets(node, name) },
+                "lora_bias" => config with { LoraBias = reader.Bool(node, name) },
                 "decompose_both" => config with { DecomposeBoth = reader.Bool(node, name) },
                 "decompose_factor" => config with { DecomposeFactor = reader.Int(node, name) },
                 "rank_dropout" => config with { RankDropout = reader.Number(node, name) },
@@ -131,10 +135,11 @@ public sealed partial record PeftAdapterConfig
             CheckPatternKey(source, "alpha_pattern", key);
             CheckAlpha(source, $"alpha_pattern['{key}']", alpha);
         }
-        if (PeftType != PeftType.Lora && (UseDora || UseRsLora || FanInFanOut || Bias != PeftBias.None))
+        if (PeftType != PeftType.Lora && (UseDora || UseRsLora || FanInFanOut || LoraBias || Bias != PeftBias.None))
         {
-            throw PeftThrow.Invalid(source, $"use_dora, use_rslora, fan_in_fan_out and bias apply to LORA adapters only; this is {PeftType.ToJsonName()}.");
+            throw PeftThrow.Invalid(source, $"use_dora, use_rslora, fan_in_fan_out, lora_bias and bias apply to LORA adapters only; this is {PeftType.ToJsonName()}.");
         }
+        ValidateFields(source);
         if (PeftType == PeftType.LoHa && Extras.TryGetPropertyValue("use_khatri_rao", out var kr) && kr is JsonValue v && v.TryGetValue(out bool on) && on)
         {
             throw PeftThrow.Field(source, "use_khatri_rao", "true", "false (LoHa's ABBA/Khatri-Rao scaling is not supported)");
@@ -198,12 +203,7 @@ public sealed partial record PeftAdapterConfig
         obj["base_model_name_or_path"] = BaseModelNameOrPath;
         obj["r"] = R;
         obj[AlphaFieldName] = NumberNode(Alpha);
-        obj["target_modules"] = TargetModules switch
-        {
-            null => null,
-            { Kind: TargetModulesKind.List } t => new JsonArray(t.Names.Select(n => (JsonNode?)JsonValue.Create(n)).ToArray()),
-            var t => JsonValue.Create(t.Pattern),
-        };
+        obj["target_modules"] = TargetsNode(TargetModules);
         obj["modules_to_save"] = ModulesToSave is null ? null : new JsonArray(ModulesToSave.Select(n => (JsonNode?)JsonValue.Create(n)).ToArray());
         var ranks = new JsonObject();
         foreach (var (k, v) in RankPattern)
@@ -224,6 +224,8 @@ public sealed partial record PeftAdapterConfig
             var s => JsonValue.Create(s),
         };
         obj["layers_to_transform"] = LayersToTransform is null ? null : new JsonArray(LayersToTransform.Select(i => (JsonNode?)JsonValue.Create(i)).ToArray());
+        obj["layers_pattern"] = LayersPattern is null ? null : new JsonArray(LayersPattern.Select(n => (JsonNode?)JsonValue.Create(n)).ToArray());
+        obj["exclude_modules"] = TargetsNode(ExcludeModules);
         if (PeftType == PeftType.Lora)
         {
             obj["lora_dropout"] = NumberNode(LoraDropout);
@@ -231,6 +233,7 @@ public sealed partial record PeftAdapterConfig
             obj["fan_in_fan_out"] = FanInFanOut;
             obj["use_rslora"] = UseRsLora;
             obj["use_dora"] = UseDora;
+            obj["lora_bias"] = LoraBias;
         }
         else
         {
@@ -258,6 +261,13 @@ public sealed partial record PeftAdapterConfig
         file.Stream.Write(Encoding.UTF8.GetBytes(ToJson()));
         file.Commit();
     }
+
+    private static JsonNode? TargetsNode(TargetModules? targets) => targets switch
+    {
+        null => null,
+        { Kind: TargetModulesKind.List } t => new JsonArray(t.Names.Select(n => (JsonNode?)JsonValue.Create(n)).ToArray()),
+        var t => JsonValue.Create(t.Pattern),
+    };
 
     private static JsonNode NumberNode(double d) =>
         Math.Abs(d) < 1e15 && d == Math.Floor(d) ? JsonValue.Create((long)d) : JsonValue.Create(d);
@@ -373,10 +383,9 @@ public sealed partial record PeftAdapterConfig
                     {
                         return Peft.TargetModules.FromString(pattern);
                     }
-                    catch (OnnxLoraException e) when (e.InnerException is ArgumentException regexError)
+                    catch (OnnxLoraException e) when (e.InnerException is ArgumentException inner)
                     {
-                        // TargetModules reports a regex that does not compile without the file; name the file and field here.
-                        throw PeftThrow.Field(source, field, $"the regex \"{pattern}\" that does not compile ({regexError.Message})", "a list of names, a valid regex or \"all-linear\"");
+                        throw PeftThrow.Field(source, field, $"the regex \"{pattern}\" that does not compile ({inner.Message})", "a list of names, a valid regex or \"all-linear\"");
                     }
                 default:
                     throw Wrong(node, field, "a list of names, a regex string or \"all-linear\"");
@@ -388,6 +397,14 @@ public sealed partial record PeftAdapterConfig
             null => null,
             JsonArray a => a.Select((n, i) => String(n, $"{field}[{i}]")).ToArray(),
             _ => throw Wrong(node, field, "a list of module names or null"),
+        };
+
+        public IReadOnlyList<string>? NullableStringOrList(JsonNode? node, string field) => node switch
+        {
+            null => null,
+            JsonArray a => a.Select((n, i) => String(n, $"{field}[{i}]")).ToArray(),
+            JsonValue v when v.GetValueKind() == JsonValueKind.String => [v.GetValue<string>()],
+            _ => throw Wrong(node, field, "a layer list name, a list of them, or null"),
         };
 
         public IReadOnlyList<int>? NullableIntList(JsonNode? node, string field) => node switch

@@ -68,8 +68,17 @@ public sealed partial record PeftAdapterConfig
     /// </summary>
     public string InitWeights { get; init; } = "true";
 
-    /// <summary><c>layers_to_transform</c>, or null for all layers.</summary>
+    /// <summary><c>layers_to_transform</c>, or null for all layers (see <see cref="WhyNotTargeted"/>).</summary>
     public IReadOnlyList<int>? LayersToTransform { get; init; }
+
+    /// <summary><c>layers_pattern</c>: the name(s) of the layer list whose index <see cref="LayersToTransform"/> selects, or null.</summary>
+    public IReadOnlyList<string>? LayersPattern { get; init; }
+
+    /// <summary><c>exclude_modules</c>: modules the adapter must not be applied to (a list of names or a regex), or null.</summary>
+    public TargetModules? ExcludeModules { get; init; }
+
+    /// <summary><c>lora_bias</c>: lora_B carries a bias, merged into the base layer's bias (LoRA only).</summary>
+    public bool LoraBias { get; init; }
 
     /// <summary><c>decompose_both</c> (LoKr).</summary>
     public bool DecomposeBoth { get; init; }

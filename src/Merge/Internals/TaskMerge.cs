@@ -1,46 +1,65 @@
 namespace OnnxLora.Merge.Internals;
 
+/// <summary>The task-tensor merge of a combination: PEFT's functions in peft/utils/merge_utils.py.</summary>
+internal enum TaskMethod
+{
+    /// <summary><c>task_arithmetic</c>: Σ wᵢ·τᵢ.</summary>
+    TaskArithmetic,
+
+    /// <summary><c>ties</c>: magnitude prune, elect the sign, disjoint mean of the weighted values.</summary>
+    Ties,
+
+    /// <summary><c>dare_linear</c>: random prune with rescale, then Σ wᵢ·τᵢ.</summary>
+    DareLinear,
+
+    /// <summary><c>dare_ties</c>: random prune with rescale, elect the sign, disjoint mean.</summary>
+    DareTies,
+
+    /// <summary><c>magnitude_prune</c>: magnitude prune, then Σ wᵢ·τᵢ.</summary>
+    MagnitudePrune,
+}
+
 /// <summary>
-/// PEFT's task-tensor combinations (peft.utils.merge_utils) on fp32 arrays: task arithmetic,
-/// magnitude pruning, DARE random pruning with rescale, TIES sign election and disjoint merge.
+/// PEFT's task-tensor merges (peft/utils/merge_utils.py) on fp64 arrays of equal length. Each
+/// function follows PEFT's: pruning acts on each task tensor alone; the sign election
+/// (<c>calculate_majority_sign_mask</c>) looks at the pruned, unweighted tensors; <c>disjoint_merge</c>
+/// averages the weighted values that agree with the elected sign, over max(count, 1).
 /// </summary>
 internal static class TaskMerge
 {
-    /// <summary>Combines task tensors of equal length with weights; <paramref name="seeds"/> seed DARE per task.</summary>
-    public static float[] Combine(IReadOnlyList<float[]> tasks, IReadOnlyList<double> weights, Combination combination,
+    /// <summary>Merges task tensors with weights; <paramref name="seeds"/> seed each tensor's DARE mask.</summary>
+    public static double[] Merge(IReadOnlyList<double[]> tasks, IReadOnlyList<double> weights, TaskMethod method,
         double density, MajoritySignMethod sign, IReadOnlyList<ulong> seeds)
     {
-        int n = tasks[0].Length;
-        var pruned = combination switch
+        var pruned = method switch
         {
-            Combination.Ties or Combination.MagnitudePrune => tasks.Select(t => MagnitudePrune(t, density)).ToList(),
-            Combination.DareLinear or Combination.DareTies => tasks.Select((t, i) => RandomPrune(t, density, seeds[i])).ToList(),
+            TaskMethod.Ties or TaskMethod.MagnitudePrune => tasks.Select(t => MagnitudePrune(t, density)).ToList(),
+            TaskMethod.DareLinear or TaskMethod.DareTies => tasks.Select((t, i) => RandomPrune(t, density, seeds[i])).ToList(),
             _ => tasks.ToList(),
         };
-        var result = new float[n];
-        if (combination is Combination.Ties or Combination.DareTies)
+        int n = tasks[0].Length;
+        var result = new double[n];
+        if (method is TaskMethod.Ties or TaskMethod.DareTies)
         {
             for (int e = 0; e < n; e++)
             {
                 double total = 0;
-                for (int i = 0; i < pruned.Count; i++)
+                foreach (var p in pruned)
                 {
-                    float v = pruned[i][e];
-                    total += sign == MajoritySignMethod.Total ? v : Math.Sign(v);
+                    total += sign == MajoritySignMethod.Total ? p[e] : Math.Sign(p[e]);
                 }
                 int majority = total >= 0 ? 1 : -1;
                 double sum = 0;
-                int kept = 0;
+                int agreeing = 0;
                 for (int i = 0; i < pruned.Count; i++)
                 {
-                    float v = pruned[i][e];
-                    if (Math.Sign(v) == majority)
+                    if (Math.Sign(pruned[i][e]) == majority)
                     {
-                        sum += weights[i] * v;
-                        kept++;
+                        sum += weights[i] * pruned[i][e];
+                        agreeing++;
                     }
                 }
-                result[e] = (float)(sum / Math.Max(kept, 1));
+                result[e] = sum / Math.Max(agreeing, 1);
             }
             return result;
         }
@@ -51,47 +70,43 @@ internal static class TaskMerge
             {
                 sum += weights[i] * pruned[i][e];
             }
-            result[e] = (float)sum;
+            result[e] = sum;
         }
         return result;
     }
 
-    /// <summary>Keeps the int(density·n) values of largest magnitude (density ≥ 1 keeps all).</summary>
-    public static float[] MagnitudePrune(float[] t, double density)
+    /// <summary>
+    /// PEFT's <c>magnitude_based_pruning</c>: keeps the k = int(density·n) values of largest magnitude
+    /// (ties broken by position; torch.topk leaves that unspecified); density ≥ 1 keeps all.
+    /// </summary>
+    public static double[] MagnitudePrune(double[] t, double density)
     {
         if (density >= 1)
         {
             return t;
         }
         int k = (int)(density * t.Length);
-        var result = new float[t.Length];
-        if (k == 0)
+        var result = new double[t.Length];
+        var order = Enumerable.Range(0, t.Length).OrderByDescending(i => Math.Abs(t[i])).ThenBy(i => i).Take(k);
+        foreach (int i in order)
         {
-            return result;
-        }
-        var order = new int[t.Length];
-        var keys = new float[t.Length];
-        for (int i = 0; i < t.Length; i++)
-        {
-            order[i] = i;
-            keys[i] = -Math.Abs(t[i]);
-        }
-        Array.Sort(keys, order);
-        for (int j = 0; j < k; j++)
-        {
-            result[order[j]] = t[order[j]];
+            result[i] = t[i];
         }
         return result;
     }
 
-    /// <summary>Keeps each value with probability density and divides kept values by density (DARE).</summary>
-    public static float[] RandomPrune(float[] t, double density, ulong seed)
+    /// <summary>
+    /// PEFT's <c>random_pruning</c> with rescale (DARE): keeps each value with probability density and
+    /// divides kept values by density (PEFT PR #3152 restored that division). The mask comes from a
+    /// seeded SplitMix64 stream, not torch.bernoulli, so it is reproducible but not PEFT's own draw.
+    /// </summary>
+    public static double[] RandomPrune(double[] t, double density, ulong seed)
     {
         if (density >= 1)
         {
             return t;
         }
-        var result = new float[t.Length];
+        var result = new double[t.Length];
         if (density <= 0)
         {
             return result;
@@ -101,17 +116,17 @@ internal static class TaskMerge
         {
             if (rng.NextDouble() < density)
             {
-                result[i] = (float)(t[i] / density);
+                result[i] = t[i] / density;
             }
         }
         return result;
     }
 
-    /// <summary>A stable seed for (options seed, tensor name, adapter index): FNV-1a of the name mixed with both.</summary>
-    public static ulong SeedFor(int seed, string tensor, int adapterIndex)
+    /// <summary>A stable seed for (options seed, a name such as "module/lora_A", adapter index): FNV-1a of the name mixed with both.</summary>
+    public static ulong SeedFor(int seed, string name, int adapterIndex)
     {
         ulong h = 14695981039346656037UL;
-        foreach (char c in tensor)
+        foreach (char c in name)
         {
             h = (h ^ c) * 1099511628211UL;
         }

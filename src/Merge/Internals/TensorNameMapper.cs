@@ -32,7 +32,8 @@ internal sealed class TensorNameMapper
         }
     }
 
-    public string Resolve(string name, string what)
+    /// <summary>The target tensor for <paramref name="name"/>, or null when none; several candidates are an error.</summary>
+    public string? TryResolve(string name, string? what = null)
     {
         if (_names.Contains(name))
         {
@@ -54,7 +55,16 @@ internal sealed class TensorNameMapper
         }
         if (candidates.Count > 1)
         {
-            throw MergeThrow.Invalid(_where, $"{what} maps to several tensors: {string.Join(", ", candidates.Select(c => $"'{c}'"))}; expected exactly one (names differ only by a prefix such as 'model.' or 'bert.').");
+            throw MergeThrow.Invalid(_where, $"{what ?? $"'{name}'"} maps to several tensors: {string.Join(", ", candidates.Select(c => $"'{c}'"))}; expected exactly one (names differ only by a prefix such as 'model.' or 'bert.').");
+        }
+        return null;
+    }
+
+    public string Resolve(string name, string what)
+    {
+        if (TryResolve(name, what) is { } found)
+        {
+            return found;
         }
         string leaf = name[(name.LastIndexOf('.', name.Length - 1) + 1)..];
         string module = name.Contains('.') ? name[..name.LastIndexOf('.')] : name;

@@ -9,32 +9,32 @@ namespace OnnxLora.Merge.Internals;
 internal static class TruncatedSvd
 {
     /// <summary>
-    /// M [rows, cols] ≈ L [rows, k] · R [k, cols] with L = U_k·diag(S_k), R = Vhᵀ_k (PEFT's svd
-    /// combination), k = min(rank, rows, cols).
+    /// M [rows, cols] ≈ L [rows, k] · R [k, cols] with L = U_k·diag(S_k), R = Vhᵀ_k, k = min(rank, rows,
+    /// cols): PEFT's <c>_svd_generalized_task_arithmetic_weighted_adapter</c> (U·diag(S) becomes lora_B,
+    /// Vh lora_A; no clamping, svd_clamp = None).
     /// </summary>
-    public static (float[] Left, float[] Right, int Rank) Factor(ReadOnlySpan<float> m, int rows, int cols, int rank)
+    public static (double[] Left, double[] Right, int Rank) Factor(double[] m, int rows, int cols, int rank)
     {
         int k = Math.Min(rank, Math.Min(rows, cols));
-        var values = m.ToArray();
-        var matrix = Matrix<double>.Build.Dense(rows, cols, (i, j) => values[(i * cols) + j]);
+        var matrix = Matrix<double>.Build.Dense(rows, cols, (i, j) => m[(i * cols) + j]);
         var svd = matrix.Svd(computeVectors: true);
         var u = svd.U;
         var s = svd.S;
         var vt = svd.VT;
-        var left = new float[rows * k];
-        var right = new float[k * cols];
+        var left = new double[rows * k];
+        var right = new double[k * cols];
         for (int i = 0; i < rows; i++)
         {
             for (int j = 0; j < k; j++)
             {
-                left[(i * k) + j] = (float)(u[i, j] * s[j]);
+                left[(i * k) + j] = u[i, j] * s[j];
             }
         }
         for (int j = 0; j < k; j++)
         {
             for (int c = 0; c < cols; c++)
             {
-                right[(j * cols) + c] = (float)vt[j, c];
+                right[(j * cols) + c] = vt[j, c];
             }
         }
         return (left, right, k);

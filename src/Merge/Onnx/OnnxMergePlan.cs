@@ -3,6 +3,7 @@ using System.Text;
 using System.Text.Json;
 using OnnxLora.Core;
 using OnnxLora.Core.Peft;
+using OnnxLora.Merge.Internals;
 
 namespace OnnxLora.Merge.Onnx;
 
@@ -73,6 +74,9 @@ public sealed class OnnxMergePlan
     /// <summary>One entry per adapter module and per saved tensor, adapter by adapter.</summary>
     public IReadOnlyList<OnnxMergeEntry> Entries { get; }
 
+    /// <summary>What the user should know (see <see cref="MergePlan.Warnings"/>).</summary>
+    public IReadOnlyList<string> Warnings => Merge.Warnings;
+
     /// <summary>The initializers the merge changes, sorted by name.</summary>
     public IReadOnlyList<string> Initializers { get; }
 
@@ -88,8 +92,8 @@ public sealed class OnnxMergePlan
         var inv = CultureInfo.InvariantCulture;
         var o = Merge.Options;
         var sb = new StringBuilder();
-        sb.Append(inv, $"merge into {ModelPath}: {Merge.Adapters.Count} adapter(s), combination {o.Combination}");
-        if (o.Combination is Combination.Ties or Combination.DareLinear or Combination.DareTies or Combination.MagnitudePrune)
+        sb.Append(inv, $"merge into {ModelPath}: {Merge.Adapters.Count} adapter(s), combination {Merge.AppliedCombination.ToName()}");
+        if (Merge.AppliedCombination.Prunes())
         {
             sb.Append(inv, $", density {o.Density}, seed {o.Seed}");
         }
@@ -123,7 +127,7 @@ public sealed class OnnxMergePlan
             var o = Merge.Options;
             w.WriteStartObject();
             w.WriteString("model", ModelPath);
-            w.WriteString("combination", o.Combination.ToString());
+            w.WriteString("combination", Merge.AppliedCombination.ToName());
             w.WriteNumber("density", o.Density);
             w.WriteBoolean("safe_mode", o.SafeMode);
             w.WriteStartArray("adapters");

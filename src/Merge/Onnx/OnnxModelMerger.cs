@@ -3,6 +3,7 @@ using OnnxLora.Core;
 using OnnxLora.Core.Onnx;
 using OnnxLora.Core.Peft;
 using OnnxLora.Core.Safetensors;
+using OnnxLora.Merge.Internals;
 using OnnxLora.Merge.Onnx.Internals;
 
 namespace OnnxLora.Merge.Onnx;
@@ -70,7 +71,7 @@ public static class OnnxModelMerger
             }
             var (key, layout) = plan.TargetOf(tensor.Name);
             graph.Initializer[i] = MergeInitializer(model, plan.Merge, key, layout, tensor);
-            merged += plan.Merge.EntriesFor(key).Count > 0 ? 1 : 0;
+            merged += plan.Merge.EntriesFor(key).Count > 0 || plan.Merge.BiasEntriesFor(key).Count > 0 ? 1 : 0;
             replaced += plan.Merge.ReplacementFor(key) is not null ? 1 : 0;
         }
 
@@ -156,14 +157,23 @@ public static class OnnxModelMerger
             return r;
         }
 
+        // fan_in_fan_out follows the layer type where the model family tells it (config.json beside the model or in the
+        // base checkpoint); MergePlan.Create below decides the same way and warns where that overrides the config.
+        string? modelType = LayerLayout.ModelTypeIn(Path.GetDirectoryName(model)) ?? LayerLayout.ModelTypeIn(options.BaseCheckpoint);
         for (int i = 0; i < adapters.Count; i++)
         {
             var adapter = adapters[i].Adapter;
-            foreach (var m in adapter.Modules)
+            foreach (var module in adapter.Modules)
             {
+                var m = LayerLayout.Decide(adapter, module, module.WeightName, null, modelType, []);
                 var rows = m.FanInFanOut && m.Kind != AdapterModuleKind.LoraEmbedding ? WeightRows.In : WeightRows.Out;
                 var r = Target(new TargetRequest(m.ModulePath, "weight", m.WeightShape, rows, $"adapter {adapter.Directory}: module '{m.ModulePath}'"));
                 entries.Add(Entry(i, m.ModulePath, UpdateText(m), r, graph));
+                if (m.HasLoraBias)
+                {
+                    var rb = Target(new TargetRequest(m.ModulePath, "bias", [m.OutFeatures], WeightRows.Out, $"adapter {adapter.Directory}: lora_B bias of module '{m.ModulePath}'"));
+                    entries.Add(Entry(i, m.BiasName, $"add lora_B bias s={m.Scaling.ToString("G6", System.Globalization.CultureInfo.InvariantCulture)}", rb, graph));
+                }
             }
             foreach (var x in adapter.ExtraTensors)
             {
@@ -177,7 +187,7 @@ public static class OnnxModelMerger
 
         CheckOutputDType(options.Merge.OutputDType, resolved);
         // Names are the adapters' own parameter names, so the plan maps each module exactly; shapes are the parameters'.
-        var merge = MergePlan.Create(adapters, specs, model, options.Merge);
+        var merge = MergePlan.Create(adapters, specs, model, options.Merge, modelType);
         var byInitializer = owners.ToDictionary(o => o.Key, o => (o.Value.Key, resolved[o.Value.Key].Layout), StringComparer.Ordinal);
         return new OnnxMergePlan(model, merge, entries, byInitializer);
     }

@@ -144,7 +144,7 @@ internal static class LoraLayerMerge
         ArgumentNullException.ThrowIfNull(replacement);
         if (!replacement.shape.SequenceEqual(weight.shape))
         {
-            throw ModelThrow.Argument(nameof(replacement), "replacement base weight", ModelThrow.Shape(replacement.shape), ModelThrow.Shape(weight.shape));
+            throw ModelThrow.Misuse(nameof(replacement), "replacement base weight", ModelThrow.Shape(replacement.shape), ModelThrow.Shape(weight.shape));
         }
         using var noGrad = no_grad();
         using var view = weight.detach();

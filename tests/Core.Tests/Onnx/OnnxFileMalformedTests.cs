@@ -189,6 +189,23 @@ public sealed class OnnxFileMalformedTests
     }
 
     [TestMethod]
+    public void Load_UnknownDataType_IsRejectedNamingTheTensor()
+    {
+        var model = OnnxTestModels.Linear();
+        var b = model.Graph.Initializer.Single(t => t.Name == "b");
+        b.DataType = 999;
+        string path = Path.Combine(OnnxTestModels.TempFolder(), "model.onnx");
+        File.WriteAllBytes(path, model.ToByteArray());
+
+        var e = BadInput.Throws(() => OnnxFile.Load(path));
+        StringAssert.Contains(e.Message, path);
+        StringAssert.Contains(e.Message, "tensor 'b' data_type");
+        StringAssert.Contains(e.Message, "found 999");
+        // Also when the graph is not validated and external data is not loaded (the inspect path).
+        BadInput.Throws(() => OnnxFile.Load(path, new OnnxLoadOptions { LoadExternalData = false, ValidateGraph = false }));
+    }
+
+    [TestMethod]
     public void Load_ModelWithoutGraphOrOpset_IsRejected()
     {
         string path = Path.Combine(OnnxTestModels.TempFolder(), "model.onnx");

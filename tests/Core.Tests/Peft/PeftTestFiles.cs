@@ -41,10 +41,11 @@ internal static class PeftTestFiles
         return PeftAdapter.EncodeTensor(key, shape, Values((int)n, seed), DType.F32);
     }
 
-    /// <summary>Writes config JSON and tensors as given, with no validation.</summary>
-    public static string WriteRaw(string json, IEnumerable<(TensorSpec Spec, ReadOnlyMemory<byte> Data)> tensors)
+    /// <summary>Writes config JSON and tensors as given, with no validation, in a new folder under <paramref name="root"/> (default: <see cref="Root"/>).</summary>
+    public static string WriteRaw(string json, IEnumerable<(TensorSpec Spec, ReadOnlyMemory<byte> Data)> tensors, string? root = null)
     {
-        string dir = NewDir();
+        string dir = root is null ? NewDir() : Path.Combine(root, Guid.NewGuid().ToString("N"));
+        Directory.CreateDirectory(dir);
         File.WriteAllText(Path.Combine(dir, PeftAdapterConfig.FileName), json);
         SafetensorsWriter.Save(Path.Combine(dir, PeftAdapter.WeightsFileName), tensors, PeftAdapter.WeightsMetadata);
         return dir;

@@ -18,7 +18,7 @@ public sealed partial class OnnxModelMergerTests
         var (adapter, _) = OnnxTestKit.Lora([Up], r: 2, alpha: 2, seed: 670);
         using (adapter)
         {
-            var e = Assert.ThrowsExactly<InvalidDataException>(() => OnnxModelMerger.Plan(input, OnnxTestKit.One(adapter), new OnnxMergeOptions { BaseCheckpoint = checkpoint }));
+            var e = BadInput.Throws(() => OnnxModelMerger.Plan(input, OnnxTestKit.One(adapter), new OnnxMergeOptions { BaseCheckpoint = checkpoint }));
 
             // Up [12, 8] is stored transposed [8, 12]; Down [8, 12] is stored transposed [12, 8]: both have Up's shape one way or the other.
             string[] sameShape = [$"'{model.InitializerOf[Up + ".weight"]}' [8, 12]", $"'{model.InitializerOf[Down + ".weight"]}' [12, 8]"];
@@ -42,7 +42,7 @@ public sealed partial class OnnxModelMergerTests
         var (adapter, _) = OnnxTestKit.Lora([Up], r: 2, alpha: 2, seed: 680);
         using (adapter)
         {
-            var e = Assert.ThrowsExactly<InvalidDataException>(() => OnnxModelMerger.Plan(input, OnnxTestKit.One(adapter), new OnnxMergeOptions { BaseCheckpoint = checkpoint }));
+            var e = BadInput.Throws(() => OnnxModelMerger.Plan(input, OnnxTestKit.One(adapter), new OnnxMergeOptions { BaseCheckpoint = checkpoint }));
 
             StringAssert.Contains(e.Message, $"and the base checkpoint {checkpoint} has no tensor '{Up}.weight' to match contents with. Candidates: ");
             StringAssert.EndsWith(e.Message, $"Is the adapter for this model, and {checkpoint} the checkpoint {input} was exported from?");
@@ -57,7 +57,7 @@ public sealed partial class OnnxModelMergerTests
         var (adapter, _) = OnnxTestKit.Lora([Up], r: 2, alpha: 2, seed: 690);
         using (adapter)
         {
-            var e = Assert.ThrowsExactly<InvalidDataException>(() => OnnxModelMerger.Plan(input, OnnxTestKit.One(adapter)));
+            var e = BadInput.Throws(() => OnnxModelMerger.Plan(input, OnnxTestKit.One(adapter)));
 
             StringAssert.Contains(e.Message, "and no base checkpoint was given to match by contents. Candidates: ");
             StringAssert.EndsWith(e.Message, "Is the adapter for this model? If the model's weights are anonymous (onnx::MatMul_N), pass the base checkpoint it was exported from to match them by contents.");

@@ -54,7 +54,7 @@ internal sealed class ExportCommand : CliCommand
             ExternalData = _external.Read(parse),
             Overwrite = Context.Force,
         };
-        var result = Run(parse.GetValue(_model)!, adapters, parse.GetValue(_out)!, options);
+        var result = Run(parse.GetValue(_model)!, adapters, parse.GetValue(_out)!, options, Context);
         if (Context.Json)
         {
             var outputs = new Dictionary<string, string> { ["model"] = result.ModelPath };
@@ -76,7 +76,7 @@ internal sealed class ExportCommand : CliCommand
     }
 
     /// <summary>Exports one model; shared with <c>run</c>.</summary>
-    internal static ExportResult Run(string modelDir, IReadOnlyList<string> adapterArgs, string output, ExportOptions options)
+    internal static ExportResult Run(string modelDir, IReadOnlyList<string> adapterArgs, string output, ExportOptions options, CliContext? context = null)
     {
         if (options.Mode != OnnxExportMode.Base && adapterArgs.Count == 0)
         {
@@ -115,7 +115,8 @@ internal sealed class ExportCommand : CliCommand
         try
         {
             using var loaded = LoadedModel.Load(modelFull, null);
-            AdapterMerge.MergeAdapters(loaded.Module, adapters, MergeOptions.Default);
+            var plan = AdapterMerge.MergeAdapters(loaded.Module, adapters, MergeOptions.Default);
+            context?.Warn(plan.Warnings);
             return OnnxExporter.Export(loaded.Module, output, options with
             {
                 Mode = OnnxExportMode.Base,

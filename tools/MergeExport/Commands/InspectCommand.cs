@@ -97,6 +97,7 @@ internal sealed class InspectCommand : CliCommand
     private object InspectAdapter(string path)
     {
         using var adapter = PeftAdapter.Load(path);
+        Context.Warn(adapter.Warnings);
         var c = adapter.Config;
         if (!Context.Json)
         {

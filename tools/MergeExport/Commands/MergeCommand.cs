@@ -13,11 +13,14 @@ internal sealed class MergeCommand : CliCommand
 {
     private readonly Option<string?> _model = new("--model") { Description = "Checkpoint folder (safetensors, single or sharded). Omit it to combine adapters into a new adapter." };
     private readonly Option<string[]> _adapters = new("--adapter") { Description = "Adapter folder, optionally weighted: DIR or DIR=WEIGHT. Repeat for several.", Required = true, AllowMultipleArgumentsPerToken = false };
-    private readonly ChoiceOption<Combination> _combine = new("--combine", "How several adapters combine: linear, cat, svd, ties, dare_linear, dare_ties, magnitude_prune.", Combination.Linear,
-        ("linear", Combination.Linear), ("cat", Combination.Cat), ("svd", Combination.Svd), ("ties", Combination.Ties),
-        ("dare_linear", Combination.DareLinear), ("dare_ties", Combination.DareTies), ("magnitude_prune", Combination.MagnitudePrune));
+    private readonly ChoiceOption<Combination> _combine = new("--combine",
+        "How several adapters combine: delta_sum (exact Σ w·ΔW) or a PEFT add_weighted_adapter combination_type with PEFT's semantics (see the README's table).",
+        Combination.DeltaSum, [.. Enum.GetValues<Combination>().Select(c => (c.ToName(), c))]);
     private readonly Option<double> _density = new Option<double>("--density") { Description = "Share of values kept by ties / dare / magnitude_prune (0..1].", DefaultValueFactory = _ => 1.0 }.Finite(1e-9, 1);
-    private readonly Option<int?> _rank = new("--rank") { Description = "New rank for --combine svd (default: the largest input rank)." };
+    private readonly ChoiceOption<MajoritySignMethod> _majoritySign = new("--majority-sign-method",
+        "Sign election of ties / dare_ties (PEFT's majority_sign_method): total or frequency.", MajoritySignMethod.Total,
+        [.. Enum.GetValues<MajoritySignMethod>().Select(m => (m.ToName(), m))]);
+    private readonly Option<int?> _rank = new("--rank") { Description = "New rank (PEFT's svd_rank) for --combine svd and *_svd (default: the largest adapter rank)." };
     private readonly Option<int> _seed = new("--seed") { Description = "Seed of dare's random drops." };
     private readonly ChoiceOption<DType?> _dtype = new("--dtype", "Output weight dtype: keep, fp32, fp16 or bf16.", null,
         ("keep", null), ("fp32", DType.F32), ("fp16", DType.F16), ("bf16", DType.BF16));
@@ -28,7 +31,7 @@ internal sealed class MergeCommand : CliCommand
     public MergeCommand(CliContext context)
         : base("merge", "Merge adapters into a checkpoint (streamed, exact in fp32), or combine adapters into a new adapter.", context)
     {
-        foreach (Option o in new Option[] { _model, _adapters, _combine, _density, _rank, _seed, _dtype, _baseCheckpoint, _safe, _out })
+        foreach (Option o in new Option[] { _model, _adapters, _combine, _density, _majoritySign, _rank, _seed, _dtype, _baseCheckpoint, _safe, _out })
         {
             Options.Add(o);
         }
@@ -47,6 +50,7 @@ internal sealed class MergeCommand : CliCommand
         {
             Combination = _combine.Read(parse),
             Density = parse.GetValue(_density),
+            MajoritySignMethod = _majoritySign.Read(parse),
             SvdRank = parse.GetValue(_rank),
             Seed = parse.GetValue(_seed),
             OutputDType = _dtype.Read(parse),
@@ -60,8 +64,9 @@ internal sealed class MergeCommand : CliCommand
         {
             if (model is null)
             {
-                var config = AdapterCombiner.Combine(adapters, output, options);
-                Report("adapter", output, $"combined {adapters.Count} adapters ({options.Combination}) into a rank-{config.R} adapter");
+                var combined = AdapterCombiner.Combine(adapters, output, options);
+                Context.Warn(combined.Warnings);
+                Report("adapter", output, $"combined {adapters.Count} adapters ({combined.Applied.ToName()}) into a rank-{combined.Config.R} adapter");
                 return Cli.Success;
             }
             if (File.Exists(model) && model.EndsWith(".onnx", StringComparison.OrdinalIgnoreCase))
@@ -70,6 +75,7 @@ internal sealed class MergeCommand : CliCommand
             }
             using var outputLock = Core.IO.OutputLock.Acquire(output);
             var plan = CheckpointMerger.Plan(model, adapters, options);
+            Context.Warn(plan.Warnings);
             if (Context.Verbose)
             {
                 Context.Out.WriteLine(plan.Describe());

@@ -17,6 +17,7 @@ internal static class OnnxTarget
         var onnxOptions = OnnxMergeOptions.Default with { BaseCheckpoint = baseCheckpoint, Merge = options, Overwrite = options.Overwrite };
         using var outputLock = Core.IO.OutputLock.Acquire(output);
         var plan = OnnxModelMerger.Plan(model, adapters, onnxOptions);
+        context.Warn(plan.Warnings);
         if (context.Verbose && !context.Json)
         {
             context.Out.WriteLine(plan.Describe());
@@ -49,6 +50,7 @@ internal static class OnnxTarget
         try
         {
             var plan = OnnxModelMerger.Plan(model, adapters, OnnxMergeOptions.Default with { BaseCheckpoint = baseCheckpoint });
+            context.Warn(plan.Warnings);
             if (!context.Json)
             {
                 context.Out.WriteLine(plan.Describe());
@@ -68,6 +70,7 @@ internal static class OnnxTarget
         try
         {
             var plan = CheckpointMerger.Plan(checkpoint, adapters);
+            context.Warn(plan.Warnings);
             string text = plan.Describe();
             if (!context.Json)
             {

@@ -90,7 +90,9 @@ internal sealed class RunCommand : CliCommand
         var adapters = AdapterArgument.LoadAll([adapter]);
         try
         {
-            var merged = CheckpointMerger.Merge(model, adapters, mergedCheckpoint, MergeOptions.Default with { Overwrite = Context.Force });
+            var mergeOptions = MergeOptions.Default with { Overwrite = Context.Force };
+            Context.Warn(CheckpointMerger.Plan(model, adapters, mergeOptions).Warnings);
+            var merged = CheckpointMerger.Merge(model, adapters, mergedCheckpoint, mergeOptions);
             Context.Info($"      {merged.TensorsMerged} tensors merged, {merged.TensorsCopied} copied");
         }
         finally

@@ -49,7 +49,27 @@ internal sealed class ChoiceOption<T> : Option<T>
     public IReadOnlyList<string> Words { get; }
 
     /// <summary>The parsed value, or <see cref="DefaultValue"/> when the option was not given.</summary>
-    public T Read(ParseResult parse) => parse.GetResult(this) is null ? DefaultValue : parse.GetValue(this)!;
+    /// <remarks>
+    /// Maps the word itself rather than calling <c>GetValue</c>: System.CommandLine cannot convert a parsed
+    /// null (e.g. <c>--dtype keep</c> for a <c>DType?</c>) back to a nullable value type.
+    /// </remarks>
+    public T Read(ParseResult parse)
+    {
+        var result = parse.GetResult(this);
+        if (result is null || result.Tokens.Count != 1)
+        {
+            return DefaultValue;
+        }
+        string word = result.Tokens[0].Value;
+        foreach (var (w, value) in _choices)
+        {
+            if (string.Equals(w, word, StringComparison.Ordinal))
+            {
+                return value;
+            }
+        }
+        return DefaultValue;
+    }
 
     /// <summary>The word that stands for <paramref name="value"/>.</summary>
     public string WordFor(T value) =>

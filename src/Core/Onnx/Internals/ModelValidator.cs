@@ -122,6 +122,12 @@ internal static class ModelValidator
         {
             throw FormatThrow.Invalid(file, $"tensor '{tensor.Name}' data_type", "UNDEFINED", "an element type");
         }
+        if (!Enum.IsDefined((TensorProto.Types.DataType)tensor.DataType))
+        {
+            // A value no ONNX version defines: its element size is unknown, so the data cannot be checked or copied faithfully.
+            throw FormatThrow.Invalid(file, $"tensor '{tensor.Name}' data_type", tensor.DataType.ToString(CultureInfo.InvariantCulture),
+                $"an ONNX TensorProto.DataType (1..{Enum.GetValues<TensorProto.Types.DataType>().Max(v => (int)v).ToString(CultureInfo.InvariantCulture)})");
+        }
         if (OnnxTensors.IsExternal(tensor) || tensor.RawData.IsEmpty)
         {
             return;

@@ -17,6 +17,7 @@ internal static class AdapterKeyParser
         (".lora_embedding_B", AdapterModuleKind.LoraEmbedding, AdapterTensorRole.LoraB),
         (".lora_magnitude_vector", AdapterModuleKind.Lora, AdapterTensorRole.Magnitude),
         (".lora_magnitude_vector.weight", AdapterModuleKind.Lora, AdapterTensorRole.Magnitude),
+        (".lora_B.bias", AdapterModuleKind.Lora, AdapterTensorRole.LoraBias),
     ];
 
     private static readonly (string Suffix, AdapterModuleKind Kind, AdapterTensorRole Role)[] LoHaSuffixes =
@@ -48,9 +49,10 @@ internal static class AdapterKeyParser
         public Dictionary<AdapterTensorRole, TensorInfo> Tensors { get; } = [];
     }
 
-    public static (IReadOnlyList<AdapterModule> Modules, IReadOnlyList<AdapterExtraTensor> Extras) Parse(
+    public static (IReadOnlyList<AdapterModule> Modules, IReadOnlyList<AdapterExtraTensor> Extras, IReadOnlyList<string> Warnings) Parse(
         string file, PeftAdapterConfig config, IReadOnlyList<TensorInfo> tensors)
     {
+        var warnings = new List<string>();
         var suffixes = config.PeftType switch
         {
             PeftType.Lora => LoraSuffixes,
@@ -63,6 +65,10 @@ internal static class AdapterKeyParser
         foreach (var t in tensors)
         {
             RejectUnsupported(file, t.Name);
+            if (IsIgnoredBuffer(config, t.Name))
+            {
+                continue;
+            }
             if (!t.Name.StartsWith(PeftAdapter.KeyPrefix, StringComparison.Ordinal))
             {
                 pending.Add(t);
@@ -99,8 +105,43 @@ internal static class AdapterKeyParser
 
         var modules = order.Select(g => BuildModule(file, config, g)).ToList();
         var extras = ClassifyRest(file, config, pending, groups);
-        return (modules, extras);
+        return (SelectTargeted(file, config, modules, extras, warnings), extras, warnings);
     }
+
+    /// <summary>
+    /// Keeps the modules PEFT would put this adapter on (check_target_module_exists). A module that
+    /// modules_to_save replaces keeps only its saved copy, as in PEFT (its LoRA tensors are ignored,
+    /// with a warning); any other module the config does not select is an error naming the field.
+    /// </summary>
+    private static List<AdapterModule> SelectTargeted(string file, PeftAdapterConfig config, List<AdapterModule> modules,
+        List<AdapterExtraTensor> extras, List<string> warnings)
+    {
+        string source = Path.Combine(Path.GetDirectoryName(file) ?? "", PeftAdapterConfig.FileName);
+        var kept = new List<AdapterModule>();
+        foreach (var m in modules)
+        {
+            if (config.WhyNotTargeted(m.ModulePath) is not { } why)
+            {
+                kept.Add(m);
+                continue;
+            }
+            if (why.Field == "modules_to_save")
+            {
+                bool replaced = extras.Any(x => x.Kind == AdapterExtraKind.ModulesToSave && x.TargetName == m.WeightName);
+                warnings.Add($"{file}: module '{m.ModulePath}' has {m.Kind} tensors but modules_to_save lists it ({why.Reason}); "
+                    + (replaced ? "its saved copy replaces the weight and the adapter's update is ignored, as in PEFT." : "the adapter's update is ignored, as in PEFT, and no saved copy of its weight was found."));
+                continue;
+            }
+            throw PeftThrow.Field(source, why.Field, $"a config under which PEFT would not load module '{m.ModulePath}' ({why.Reason})",
+                $"a config that selects every module with tensors in {Path.GetFileName(file)}, or a file without that module's tensors (PEFT would not apply them)");
+        }
+        return kept;
+    }
+
+    /// <summary>Training-time buffers of LoRA variants whose merge is the plain ΔW (VeLoRA, MonteCLoRA); not needed to merge.</summary>
+    private static bool IsIgnoredBuffer(PeftAdapterConfig config, string key) =>
+        (config.Extras.ContainsKey("velora_config") && config.Extras["velora_config"] is not null && key.EndsWith(".lora_velora_embed", StringComparison.Ordinal))
+        || (config.Extras.ContainsKey("monteclora_config") && config.Extras["monteclora_config"] is not null && key.Contains(".lora_monteclora_sampler.", StringComparison.Ordinal));
 
     private static void RejectUnsupported(string file, string key)
     {
@@ -161,6 +202,21 @@ internal static class AdapterKeyParser
                     else if (config.UseDora && kind == AdapterModuleKind.Lora)
                     {
                         throw PeftThrow.Tensor(file, PeftAdapter.KeyFor(path, kind, AdapterTensorRole.Magnitude), "missing", "a DoRA magnitude vector because use_dora is true");
+                    }
+                    if (g.Tensors.TryGetValue(AdapterTensorRole.LoraBias, out var bias))
+                    {
+                        if (!config.LoraBias)
+                        {
+                            throw PeftThrow.Tensor(file, bias.Name, "a lora_B bias while lora_bias is false", "lora_bias: true in adapter_config.json");
+                        }
+                        if (bias.Shape.Count != 1 || bias.Shape[0] != outF)
+                        {
+                            throw PeftThrow.Tensor(file, bias.Name, $"shape [{string.Join(", ", bias.Shape)}]", $"[{outF}] (one bias per output feature)");
+                        }
+                    }
+                    else if (config.LoraBias && kind == AdapterModuleKind.Lora)
+                    {
+                        throw PeftThrow.Tensor(file, PeftAdapter.KeyFor(path, kind, AdapterTensorRole.LoraBias), "missing", "lora_B's bias because lora_bias is true");
                     }
                     break;
                 }

@@ -1,6 +1,8 @@
-namespace OnnxLora.Core.Tests;
+using OnnxLora.Core;
 
-/// <summary>Asserts that an action fails with <see cref="OnnxLoraException"/> of kind <see cref="ErrorKind.BadInput"/>: the user's input is to blame.</summary>
+namespace OnnxLora.Testing;
+
+/// <summary>Shared by the test projects (linked into each). Asserts that an action fails with <see cref="OnnxLoraException"/> of kind <see cref="ErrorKind.BadInput"/>: the user's input is to blame.</summary>
 internal static class BadInput
 {
     public static OnnxLoraException Throws(Action action, string message = "") => Check(Assert.ThrowsExactly<OnnxLoraException>(action, message));
