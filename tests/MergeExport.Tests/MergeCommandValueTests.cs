@@ -3,7 +3,7 @@ using System.Text.Json;
 using OnnxLora.Core;
 using OnnxLora.Core.Onnx;
 using OnnxLora.Core.Safetensors;
-using OnnxLora.Core.Tests;
+using OnnxLora.Testing;
 
 namespace OnnxLora.MergeExport.Tests;
 

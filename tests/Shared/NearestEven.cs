@@ -1,8 +1,10 @@
-namespace OnnxLora.Core.Tests;
+using OnnxLora.Core;
+
+namespace OnnxLora.Testing;
 
 /// <summary>
-/// Round-to-nearest, ties-to-even into a binary16-like format (1 sign bit, <c>exponentBits</c>, <c>mantissaBits</c>,
-/// IEEE subnormals, ±Inf, NaN), computed from the definition: |x| is scaled by a power of two so that one unit is
+/// Shared by the test projects (linked into each that needs it). Round-to-nearest, ties-to-even into a binary16-like
+/// format (1 sign bit, <c>exponentBits</c>, <c>mantissaBits</c>, IEEE subnormals, ±Inf, NaN), computed from the definition: |x| is scaled by a power of two so that one unit is
 /// one ulp of x's binade (exact in fp64), rounded with <see cref="Math.Round(double, MidpointRounding)"/>, and the
 /// result is encoded field by field; a result above the largest finite value is ±Inf.
 /// </summary>
