@@ -69,8 +69,9 @@ public static class FloatCodec
             case DType.F16:
                 var halves = MemoryMarshal.Cast<byte, Half>(destination[..(n * 2)]);
                 TensorPrimitives.ConvertToHalf(source, halves);
-                // Overflow check only when some value is beyond F16's largest finite magnitude (65504); MaxMagnitude keeps the sign.
-                if (n > 0 && MathF.Abs(TensorPrimitives.MaxMagnitude(source)) >= 65504f)
+                // Overflow check only when some value is beyond F16's largest finite magnitude (65504) or a NaN hides the
+                // largest magnitude (MaxMagnitude returns NaN when any value is); MaxMagnitude keeps the sign.
+                if (n > 0 && !(MathF.Abs(TensorPrimitives.MaxMagnitude(source)) < 65504f))
                 {
                     for (int i = 0; i < n; i++)
                     {

@@ -2,6 +2,7 @@ using System.Globalization;
 using System.Reflection;
 using Microsoft.ML.OnnxRuntime;
 using OnnxLora.Core;
+using OnnxLora.Core.Onnx;
 using OnnxLora.Validate.Internals;
 
 namespace OnnxLora.Validate;
@@ -45,6 +46,21 @@ public static partial class Validator
             models[i] = (models[i].Role, full);
         }
 
+        var scans = new Dictionary<string, OnnxFileScan>(StringComparer.Ordinal);
+        OnnxFileScan Scan(string path)
+        {
+            if (!scans.TryGetValue(path, out var scan))
+            {
+                scan = OnnxFileScan.Read(path);
+                scans[path] = scan;
+            }
+            return scan;
+        }
+        foreach (var (_, path) in models)
+        {
+            CheckExternalData(path, Scan);
+        }
+
         var warnings = new List<string>();
         using var factory = new SessionFactory(options);
         var sessions = new List<ModelSession>();
@@ -60,16 +76,6 @@ public static partial class Validator
                 warnings.Add($"{options.Device} was requested but CPU ran: {factory.FallbackReason}");
             }
             var merged = sessions[0];
-            var scans = new Dictionary<string, OnnxFileScan>(StringComparer.Ordinal);
-            OnnxFileScan Scan(string path)
-            {
-                if (!scans.TryGetValue(path, out var scan))
-                {
-                    scan = OnnxFileScan.Read(path);
-                    scans[path] = scan;
-                }
-                return scan;
-            }
 
             var declared = InputBuilder.Declared(sessions.Select(s => (s.Path, s.Inputs)));
             long? vocab = null;
@@ -182,6 +188,29 @@ public static partial class Validator
             {
                 s.Dispose();
             }
+        }
+    }
+
+    /// <summary>
+    /// OnnxLora's own external-data checks (Core's <see cref="OnnxFile.Load"/>: location confined to the model's folder,
+    /// symbolic links followed; offset and length inside the data file) before ONNX Runtime opens anything the model
+    /// names, for every caller of this library. Only a model whose scan finds external_data entries is parsed for it
+    /// (its protobuf is small); a file the scan cannot read is left to ONNX Runtime, which reports it when loading.
+    /// </summary>
+    private static void CheckExternalData(string path, Func<string, OnnxFileScan> scan)
+    {
+        bool external;
+        try
+        {
+            external = scan(path).HasExternalData;
+        }
+        catch (OnnxLoraException e) when (e.Kind == ErrorKind.BadInput)
+        {
+            return;
+        }
+        if (external)
+        {
+            _ = OnnxFile.Load(path, new OnnxLoadOptions { LoadExternalData = false, ValidateGraph = false });
         }
     }
 

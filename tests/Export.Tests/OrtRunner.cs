@@ -16,6 +16,25 @@ internal sealed class OrtRunner : IDisposable
         return new OrtRunner(new InferenceSession(model, options));
     }
 
+    /// <summary>
+    /// A session on the CUDA execution provider (device 0), or Inconclusive with ONNX Runtime's reason where CUDA
+    /// cannot be used (category GPU tests).
+    /// </summary>
+    public static OrtRunner FromBytesOnCuda(byte[] model)
+    {
+        using var options = new SessionOptions { LogSeverityLevel = OrtLoggingLevel.ORT_LOGGING_LEVEL_ERROR };
+        try
+        {
+            options.AppendExecutionProvider_CUDA(0);
+        }
+        catch (OnnxRuntimeException e)
+        {
+            Assert.Inconclusive($"GPU category: no usable CUDA provider here ({e.Message.Split('\n')[0]}); "
+                + "run on a machine with an NVIDIA GPU, CUDA 13 and cuDNN 9: dotnet test --filter TestCategory=GPU");
+        }
+        return new OrtRunner(new InferenceSession(model, options));
+    }
+
     public static OrtRunner FromFile(string path)
     {
         using var options = new SessionOptions { LogSeverityLevel = OrtLoggingLevel.ORT_LOGGING_LEVEL_ERROR };

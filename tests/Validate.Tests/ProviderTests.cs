@@ -4,8 +4,8 @@ namespace OnnxLora.Validate.Tests;
 
 /// <summary>
 /// CUDA selection and fallback. On a machine without CUDA 13/cuDNN 9 or a GPU the CUDA provider cannot load, so
-/// these tests see the fallback path; where CUDA does load they are Inconclusive (the GPU path is checked there
-/// by running with --device cuda by hand).
+/// these tests see the fallback path; where CUDA does load they are Inconclusive, and the GPU path is asserted by
+/// <see cref="GpuTests"/> (category GPU: <c>dotnet test --filter TestCategory=GPU</c>).
 /// </summary>
 [TestClass]
 public sealed class ProviderTests

@@ -58,6 +58,9 @@ internal sealed class OnnxFileScan
     /// <summary>External data files as the model names them (relative to the model's folder).</summary>
     public IReadOnlyCollection<string> ExternalLocations => _external;
 
+    /// <summary>Some initializer has external_data entries (with or without a usable location).</summary>
+    public bool HasExternalData { get; private set; }
+
     public IReadOnlyDictionary<string, long[]> InitializerDims => _dims;
 
     public IReadOnlyList<(string Data, string Indices)> Gathers => _gathers;
@@ -150,6 +153,7 @@ internal sealed class OnnxFileScan
             }
             if (t == TensorExternalData)
             {
+                HasExternalData = true;
                 string key = "", value = "";
                 Message(e =>
                 {

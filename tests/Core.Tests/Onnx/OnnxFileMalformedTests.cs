@@ -240,6 +240,62 @@ public sealed class OnnxFileMalformedTests
         StringAssert.Contains(e.Message, path);
     }
 
+    [TestMethod]
+    public void Load_ExternalDataWithoutLocation_IsRejectedNamingTheTensor()
+    {
+        var (path, dir) = WithExternalEntries(("offset", "0"), ("length", "4800"));
+        File.WriteAllBytes(Path.Combine(dir, "model.onnx.data"), new byte[4800]);
+
+        var e = BadInput.Throws(() => OnnxFile.Load(path));
+        StringAssert.Contains(e.Message, path);
+        StringAssert.Contains(e.Message, "tensor 'w' external_data");
+        StringAssert.Contains(e.Message, "no 'location' entry");
+    }
+
+    [TestMethod]
+    [DataRow("-4096")]
+    [DataRow("-1")]
+    [DataRow("1e3")]
+    [DataRow("18446744073709551616")]
+    public void Load_ExternalDataWithANegativeOrMalformedOffset_IsRejected(string offset)
+    {
+        var (path, dir) = WithExternalEntries(("location", "w.bin"), ("offset", offset));
+        File.WriteAllBytes(Path.Combine(dir, "w.bin"), new byte[8192]);
+
+        var e = BadInput.Throws(() => OnnxFile.Load(path));
+        StringAssert.Contains(e.Message, path);
+        StringAssert.Contains(e.Message, "tensor 'w' external_data offset");
+        StringAssert.Contains(e.Message, $"'{offset}'");
+    }
+
+    [TestMethod]
+    public void Load_ExternalDataWithANegativeLength_IsRejected()
+    {
+        var (path, dir) = WithExternalEntries(("location", "w.bin"), ("offset", "0"), ("length", "-4800"));
+        File.WriteAllBytes(Path.Combine(dir, "w.bin"), new byte[8192]);
+
+        var e = BadInput.Throws(() => OnnxFile.Load(path));
+        StringAssert.Contains(e.Message, "tensor 'w' external_data length");
+        StringAssert.Contains(e.Message, "'-4800'");
+    }
+
+    /// <summary>A model whose initializer 'w' (fp32 [4, 300]) is external with exactly these key/value entries.</summary>
+    private static (string Path, string Dir) WithExternalEntries(params (string Key, string Value)[] entries)
+    {
+        var model = OnnxTestModels.Linear();
+        var w = model.Graph.Initializer.Single(t => t.Name == "w");
+        w.RawData = ByteString.Empty;
+        w.DataLocation = TensorProto.Types.DataLocation.External;
+        foreach (var (key, value) in entries)
+        {
+            w.ExternalData.Add(new StringStringEntryProto { Key = key, Value = value });
+        }
+        string dir = OnnxTestModels.TempFolder();
+        string path = Path.Combine(dir, "model.onnx");
+        File.WriteAllBytes(path, model.ToByteArray());
+        return (path, dir);
+    }
+
     /// <summary>A model whose initializer 'w' (fp32 [4, 300]) points at external data with the given entries.</summary>
     private static (string Path, string Dir) WithExternalReference(string location, long offset = 0, long? length = null)
     {

@@ -47,14 +47,37 @@ internal sealed record KillScenario(string Name, string OutputName, string[] Arg
 }
 
 /// <summary>One kill and what it left.</summary>
-internal sealed record KillOutcome(int Index, TimeSpan Delay, bool FinishedBeforeKill, OutputState State, int LeftoverHiddenEntries, string? Violation, bool RecoveryOk);
+/// <param name="Index">The kill's number in the campaign.</param>
+/// <param name="Delay">When the tool was killed, after its start.</param>
+/// <param name="FinishedBeforeKill">The run ended before the kill came.</param>
+/// <param name="State">What was under the final output name afterwards.</param>
+/// <param name="LeftoverHiddenEntries">Hidden entries (".name.*": temporary files, the lock file) beside the output afterwards.</param>
+/// <param name="Violation">What went wrong, or null.</param>
+/// <param name="RecoveryOk">The normal run after the kill succeeded and wrote the complete new output.</param>
+/// <param name="Targeted">The kill waited for the run's first temporary entry (a write under way) instead of a random delay.</param>
+/// <param name="TempEntriesAfterKill">Temporary entries (".name.*.partial" being written, ".name.*.old" moved aside) beside
+/// the output right after the kill: the kill landed mid-write.</param>
+/// <param name="TempEntriesAfterRecovery">Those still there after the normal run that followed (left and ignored) or 0 (cleaned).</param>
+internal sealed record KillOutcome(int Index, TimeSpan Delay, bool FinishedBeforeKill, OutputState State, int LeftoverHiddenEntries, string? Violation, bool RecoveryOk,
+    bool Targeted = false, int TempEntriesAfterKill = 0, int TempEntriesAfterRecovery = 0)
+{
+    /// <summary>Killed while a temporary entry of its output existed.</summary>
+    public bool MidWrite => !FinishedBeforeKill && TempEntriesAfterKill > 0;
+}
 
 /// <summary>The kills of one scenario, with the normal run time they were spread over.</summary>
-internal sealed record KillReport(KillScenario Scenario, TimeSpan NormalRun, IReadOnlyList<KillOutcome> Outcomes)
+internal sealed record KillReport(KillScenario Scenario, TimeSpan NormalRun, IReadOnlyList<KillOutcome> Outcomes, TimeSpan WriteWindow = default)
 {
     public int Count(OutputState state) => Outcomes.Count(o => !o.FinishedBeforeKill && o.State == state);
 
     public int FinishedBeforeKill => Outcomes.Count(o => o.FinishedBeforeKill);
+
+    public int MidWriteKills => Outcomes.Count(o => o.MidWrite);
+
+    /// <summary>One line per kill, for failure messages.</summary>
+    public string Describe() => $"{Scenario.Name}: normal run {NormalRun.TotalMilliseconds:F0} ms, write window {WriteWindow.TotalMilliseconds:F0} ms\n" + string.Join("\n", Outcomes.Select(o =>
+        $"#{o.Index} {(o.Targeted ? "in the write window" : "random")} after {o.Delay.TotalMilliseconds:F0} ms: "
+        + $"{(o.FinishedBeforeKill ? "finished" : "killed")}, {o.State}, {o.TempEntriesAfterKill} temporary entries after the kill, {o.TempEntriesAfterRecovery} after recovery"));
 
     public IEnumerable<string> Violations => Outcomes.Where(o => o.Violation is not null).Select(o => $"kill #{o.Index} after {o.Delay.TotalMilliseconds:F0} ms: {o.Violation}");
 }
@@ -69,8 +92,14 @@ internal sealed class KillCampaign(string workFolder, int seed)
 {
     private readonly Random _random = new(seed);
 
-    /// <summary>Runs <paramref name="kills"/> kills of <paramref name="scenario"/>, spread over 0..1.2× its normal run time.</summary>
-    public KillReport Run(KillScenario scenario, int kills, Action<KillOutcome>? progress = null)
+    /// <summary>
+    /// Runs <paramref name="kills"/> kills of <paramref name="scenario"/>, spread over 0..1.2× its normal run time. With
+    /// <paramref name="targetWrites"/>, three kills in four instead wait for the run's first temporary entry beside
+    /// the output (polled every millisecond) and kills the tool at a random moment of the write window measured on a
+    /// normal run (from that entry's appearance to the last temporary entry's removal): random delays over a run
+    /// dominated by start-up seldom land in the short window in which files are written and renamed into place.
+    /// </summary>
+    public KillReport Run(KillScenario scenario, int kills, Action<KillOutcome>? progress = null, bool targetWrites = false)
     {
         string refs = Path.Combine(workFolder, scenario.Name, "refs");
         string arena = Path.Combine(workFolder, scenario.Name, "arena");
@@ -90,17 +119,29 @@ internal sealed class KillCampaign(string workFolder, int seed)
         var b = Snapshot.Of(refB);
 
         string output = Path.Combine(arena, scenario.OutputName);
-        RunOk(scenario.Args(false, output));
+        var writeWindow = RunOkMeasuringWriteWindow(scenario.Args(false, output), arena, scenario.OutputName);
         var outcomes = new List<KillOutcome>();
         for (int i = 0; i < kills; i++)
         {
             bool writesB = i % 2 == 0;
             var (previous, next) = writesB ? (a, b) : (b, a);
             var delay = TimeSpan.FromMilliseconds(_random.NextDouble() * 1.2 * normal.TotalMilliseconds);
+            bool targeted = targetWrites && i % 4 != 0;
             bool finished;
             using (var child = Tool.Start(scenario.Args(writesB, output)))
             {
-                finished = child.ExitsWithin(delay);
+                if (targeted)
+                {
+                    // u² spreads the kills over the whole window (renames at its end included) but mostly early in it,
+                    // where a temporary entry exists on every run: a kill lands mid-write with probability ≥ 1 − (1 − √¾) ≈ 0.87.
+                    double u = _random.NextDouble();
+                    var into = TimeSpan.FromMilliseconds(u * u * writeWindow.TotalMilliseconds);
+                    (finished, delay) = KillDuringWrite(child, arena, scenario.OutputName, into, normal * 5);
+                }
+                else
+                {
+                    finished = child.ExitsWithin(delay);
+                }
                 if (!finished)
                 {
                     child.Kill();
@@ -108,6 +149,7 @@ internal sealed class KillCampaign(string workFolder, int seed)
             }
             var state = Classify(output, previous, next);
             var (hidden, strays) = Leftovers(arena, scenario.OutputName);
+            int tempAfterKill = TempEntries(arena, scenario.OutputName);
             string? violation = state == OutputState.Corrupt ? $"partial or mixed output under {output}: {Snapshot.Describe(output)}"
                 : strays.Count > 0 ? $"visible leftovers beside the output: {string.Join(", ", strays)}"
                 : finished && state != OutputState.New ? $"the run finished but the output is {state}"
@@ -118,13 +160,77 @@ internal sealed class KillCampaign(string workFolder, int seed)
             {
                 violation ??= $"the normal run after the kill failed or wrote something else: {recovery}";
             }
-            var outcome = new KillOutcome(i, delay, finished, state, hidden, violation, recoveryOk);
+            var outcome = new KillOutcome(i, delay, finished, state, hidden, violation, recoveryOk, targeted, tempAfterKill, TempEntries(arena, scenario.OutputName));
             outcomes.Add(outcome);
             progress?.Invoke(outcome);
             RemoveHiddenLeftovers(arena, scenario.OutputName);
         }
-        return new KillReport(scenario, normal, outcomes);
+        return new KillReport(scenario, normal, outcomes, writeWindow);
     }
+
+    /// <summary>
+    /// Polls beside the output (every millisecond) until the run's first temporary entry appears, waits
+    /// <paramref name="into"/> more, then kills the tool process itself at once (SIGKILL; the caller then kills the rest of
+    /// the tree). Returns whether the run finished first, and when it was killed.
+    /// </summary>
+    private static (bool Finished, TimeSpan At) KillDuringWrite(Tool.Started child, string arena, string outputName, TimeSpan into, TimeSpan limit)
+    {
+        var clock = Stopwatch.StartNew();
+        TimeSpan? seen = null;
+        while (clock.Elapsed < limit)
+        {
+            if (child.Process.HasExited)
+            {
+                return (true, clock.Elapsed);
+            }
+            seen ??= TempEntries(arena, outputName) > 0 ? clock.Elapsed : null;
+            if (seen is { } start && clock.Elapsed - start >= into)
+            {
+                try
+                {
+                    child.Process.Kill();
+                    return (false, clock.Elapsed);
+                }
+                catch (InvalidOperationException)
+                {
+                    return (true, clock.Elapsed);
+                }
+            }
+            Thread.Sleep(1);
+        }
+        return (child.Process.HasExited, clock.Elapsed);
+    }
+
+    /// <summary>
+    /// Runs to the end (it must succeed), polling beside the output every millisecond: how long temporary entries of the
+    /// output existed, from the first seen to the last seen (at least 1 ms), which is the window targeted kills aim into.
+    /// </summary>
+    private static TimeSpan RunOkMeasuringWriteWindow(string[] args, string arena, string outputName)
+    {
+        using var child = Tool.Start(args);
+        var clock = Stopwatch.StartNew();
+        TimeSpan? first = null, last = null;
+        while (!child.Process.HasExited)
+        {
+            if (TempEntries(arena, outputName) > 0)
+            {
+                first ??= clock.Elapsed;
+                last = clock.Elapsed;
+            }
+            Thread.Sleep(1);
+        }
+        var run = child.WaitForExit(TimeSpan.FromMinutes(3));
+        if (run.ExitCode != 0)
+        {
+            throw new InvalidOperationException($"merge-export {string.Join(' ', args)} failed: {run}");
+        }
+        return first is { } f && last is { } l ? l - f + TimeSpan.FromMilliseconds(1) : TimeSpan.FromMilliseconds(1);
+    }
+
+    /// <summary>Entries being written (".name.*.partial") or moved aside (".name.*.old") beside the output; not the lock file.</summary>
+    private static int TempEntries(string arena, string outputName) =>
+        Directory.EnumerateFileSystemEntries(arena, '.' + outputName + ".*")
+            .Count(e => e.EndsWith(".partial", StringComparison.Ordinal) || e.EndsWith(".old", StringComparison.Ordinal));
 
     private static OutputState Classify(string output, Snapshot previous, Snapshot next)
     {
