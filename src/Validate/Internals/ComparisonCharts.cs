@@ -5,18 +5,9 @@ namespace OnnxLora.Validate.Internals;
 /// <summary>The comparison report's charts, drawn by ScottPlot and returned as PNG bytes (the sizes of <see cref="ReportCharts"/>).</summary>
 internal static class ComparisonCharts
 {
-    private static readonly Color[] Palette =
-    [
-        Color.FromHex("#1f77b4"), Color.FromHex("#ff7f0e"), Color.FromHex("#2ca02c"), Color.FromHex("#9467bd"),
-        Color.FromHex("#8c564b"), Color.FromHex("#e377c2"), Color.FromHex("#17becf"), Color.FromHex("#bcbd22"),
-    ];
+    private static Color[] Palette => ReportCharts.Palette;
 
-    private static Plot NewPlot()
-    {
-        var plot = new Plot();
-        plot.Font.Set("DejaVu Sans");
-        return plot;
-    }
+    private static Plot NewPlot() => ReportCharts.NewPlot();
 
     /// <summary>
     /// Each report's judged ratio to the baseline per model role (drift-corrected where there is a control, marked

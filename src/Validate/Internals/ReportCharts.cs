@@ -10,9 +10,15 @@ internal static class ReportCharts
     public const int Height = 380;
     private const double ErrorFloor = 1e-12;
 
-    private static readonly Color[] Palette = [Color.FromHex("#1f77b4"), Color.FromHex("#ff7f0e"), Color.FromHex("#2ca02c"), Color.FromHex("#9467bd")];
+    /// <summary>The series colours of every report chart (validation and comparison), in order.</summary>
+    internal static readonly Color[] Palette =
+    [
+        Color.FromHex("#1f77b4"), Color.FromHex("#ff7f0e"), Color.FromHex("#2ca02c"), Color.FromHex("#9467bd"),
+        Color.FromHex("#8c564b"), Color.FromHex("#e377c2"), Color.FromHex("#17becf"), Color.FromHex("#bcbd22"),
+    ];
 
-    private static Plot NewPlot()
+    /// <summary>A plot with the reports' font (shared with <see cref="ComparisonCharts"/>).</summary>
+    internal static Plot NewPlot()
     {
         var plot = new Plot();
         plot.Font.Set("DejaVu Sans");
