@@ -1,11 +1,11 @@
-namespace OnnxLora.Training.Tests;
+namespace OnnxLora.Testing;
 
-/// <summary>A fresh folder under the temp path, deleted on dispose.</summary>
+/// <summary>A fresh folder under the temp path, deleted on dispose. Shared by the test projects (linked into each).</summary>
 internal sealed class TempDir : IDisposable
 {
     public TempDir()
     {
-        Path = System.IO.Path.Combine(System.IO.Path.GetTempPath(), "onnxlora-training-tests", Guid.NewGuid().ToString("N"));
+        Path = System.IO.Path.Combine(System.IO.Path.GetTempPath(), "onnxlora-tests", Guid.NewGuid().ToString("N"));
         Directory.CreateDirectory(Path);
     }
 
