@@ -1,0 +1,129 @@
+using System.Security.Cryptography;
+using System.Text.Json.Nodes;
+using OnnxLora.Core;
+using OnnxLora.Core.Peft;
+using OnnxLora.Core.Safetensors;
+
+namespace OnnxLora.MergeExport.Tests;
+
+/// <summary>
+/// The bytes <c>export</c> writes, pinned: SHA-256 of the .onnx and .onnx.data files for checkpoints in
+/// F32, F16 and BF16, tied and untied, base / merged (one adapter, DoRA, two weighted adapters) /
+/// unmerged, fp32 and fp16, embedded and external data. The expected hashes were computed by the
+/// exporter as it was before export streamed its weights (it built the whole TorchSharp model and a
+/// second copy of every weight; commit "tests/Shared/TempDir.cs: one temp-folder helper"), so the
+/// streamed exporter must write exactly what that one did.
+/// </summary>
+[TestClass]
+public sealed class ExportBytesTests
+{
+    /// <summary>Case → "sha256(model)[/sha256(data)]", from the in-memory exporter (see the class summary).</summary>
+    private static readonly Dictionary<string, string> Expected = new(StringComparer.Ordinal)
+    {
+        ["base-f32ckpt-fp32-never"] = "e7b271becdc0d18d",
+        ["base-f32ckpt-fp16-always"] = "2879428f4ffd087a/a457153d4f2cda24",
+        ["merged-f32ckpt-fp32-always"] = "903af3b83e657d60/af76c94d7656afad",
+        ["merged-f32ckpt-fp16-never"] = "46aaf62fecbe3f5d",
+        ["merged-bf16ckpt-fp16-always"] = "9b421fade2830449/5925534b9c1587b7",
+        ["merged-f16ckpt-tied-fp32-always"] = "c525a498003a8ce9/216a138d744c8335",
+        ["base-f16ckpt-tied-fp16-always"] = "2af4675420a4f568/b2243665126b3c8b",
+        ["unmerged-f32ckpt-fp16-always"] = "ad29e4ca01b6879a/fa3b3f377684a326",
+        ["merged-f32ckpt-dora-fp32-always"] = "2b1b8b6bef879ff1/b2fb58072817449e",
+        ["merged-bf16ckpt-two-fp16-always"] = "a3bc51fd42836ac7/f52af71db43ddf34",
+    };
+
+    public static IEnumerable<object[]> Cases =>
+    [
+        ["base-f32ckpt-fp32-never", "f32", false, "base", "fp32", "never", new string[0]],
+        ["base-f32ckpt-fp16-always", "f32", false, "base", "fp16", "always", new string[0]],
+        ["merged-f32ckpt-fp32-always", "f32", false, "merged", "fp32", "always", new[] { "lora" }],
+        ["merged-f32ckpt-fp16-never", "f32", false, "merged", "fp16", "never", new[] { "lora" }],
+        ["merged-bf16ckpt-fp16-always", "bf16", false, "merged", "fp16", "always", new[] { "lora" }],
+        ["merged-f16ckpt-tied-fp32-always", "f16", true, "merged", "fp32", "always", new[] { "lora" }],
+        ["base-f16ckpt-tied-fp16-always", "f16", true, "base", "fp16", "always", new string[0]],
+        ["unmerged-f32ckpt-fp16-always", "f32", false, "unmerged", "fp16", "always", new[] { "lora" }],
+        ["merged-f32ckpt-dora-fp32-always", "f32", false, "merged", "fp32", "always", new[] { "dora" }],
+        ["merged-bf16ckpt-two-fp16-always", "bf16", false, "merged", "fp16", "always", new[] { "lora=0.7", "other=0.4" }],
+    ];
+
+    [TestMethod]
+    [DynamicData(nameof(Cases))]
+    public void Export_WritesTheBytesOfTheInMemoryExporter(string name, string checkpointDtype, bool tied, string mode, string dtype, string external, string[] adapters)
+    {
+        using var dir = new TempDir();
+        string model = WriteCheckpoint(dir.File("model"), checkpointDtype switch { "f16" => DType.F16, "bf16" => DType.BF16, _ => DType.F32 }, tied);
+        var args = new List<string> { "export", "--model", model, "--mode", mode, "--dtype", dtype, "--external-data", external, "--out", dir.File("model.onnx") };
+        foreach (string adapter in adapters)
+        {
+            string[] parts = adapter.Split('=');
+            string adapterDir = parts[0] == "dora" ? WriteDoraAdapter(dir.File("dora")) : CopyAdapter(dir.File(parts[0]));
+            args.AddRange(["--adapter", parts.Length == 2 ? adapterDir + "=" + parts[1] : adapterDir]);
+        }
+
+        var (code, _, err) = CliHarness.Run([.. args]);
+
+        Assert.AreEqual(0, code, err);
+        string actual = Hash(dir.File("model.onnx")) + (File.Exists(dir.File("model.onnx.data")) ? "/" + Hash(dir.File("model.onnx.data")) : "");
+        Assert.IsTrue(Expected.TryGetValue(name, out string? expected), $"no expected hash for {name}: \"{name}\" => \"{actual}\"");
+        Assert.AreEqual(expected, actual, name);
+    }
+
+    private static string Hash(string path) => Convert.ToHexStringLower(SHA256.HashData(File.ReadAllBytes(path)))[..16];
+
+    /// <summary>The sample checkpoint re-stored in <paramref name="dtype"/> (one rounding from fp32), optionally with tied embeddings.</summary>
+    internal static string WriteCheckpoint(string directory, DType dtype, bool tied)
+    {
+        Directory.CreateDirectory(directory);
+        using (var source = SafetensorsFile.Open(Path.Combine(SampleModels.Model, "model.safetensors")))
+        {
+            var tensors = new List<(TensorSpec, ReadOnlyMemory<byte>)>();
+            foreach (var t in source.Tensors.Where(t => !(tied && t.Name == "lm_head.weight")))
+            {
+                float[] values = source.ReadSingles(t);
+                byte[] bytes = new byte[values.Length * dtype.SizeOf()];
+                FloatCodec.Encode(dtype, values, bytes);
+                tensors.Add((new TensorSpec(t.Name, dtype, t.Shape), bytes));
+            }
+            SafetensorsWriter.Save(Path.Combine(directory, "model.safetensors"), tensors, new Dictionary<string, string> { ["format"] = "pt" });
+        }
+        var config = JsonNode.Parse(File.ReadAllText(Path.Combine(SampleModels.Model, "config.json")))!;
+        config["tie_word_embeddings"] = tied;
+        config["torch_dtype"] = dtype switch { DType.F16 => "float16", DType.BF16 => "bfloat16", _ => "float32" };
+        File.WriteAllText(Path.Combine(directory, "config.json"), config.ToJsonString());
+        return directory;
+    }
+
+    private static string CopyAdapter(string directory)
+    {
+        Directory.CreateDirectory(directory);
+        foreach (string file in Directory.GetFiles(SampleModels.Adapter))
+        {
+            File.Copy(file, Path.Combine(directory, Path.GetFileName(file)));
+        }
+        return directory;
+    }
+
+    /// <summary>The sample adapter with use_dora and a magnitude vector per module (deterministic values in [0.5, 1.5)).</summary>
+    private static string WriteDoraAdapter(string directory)
+    {
+        using var sample = PeftAdapter.Load(SampleModels.Adapter);
+        var tensors = new List<(TensorSpec Spec, ReadOnlyMemory<byte> Data)>();
+        uint state = 12345;
+        foreach (var info in sample.Weights.Tensors)
+        {
+            tensors.Add(PeftAdapter.EncodeTensor(info.Name, info.Shape, sample.Weights.ReadSingles(info)));
+            if (info.Name.EndsWith(".lora_B.weight", StringComparison.Ordinal))
+            {
+                var magnitude = new float[info.Shape[0]];
+                for (int i = 0; i < magnitude.Length; i++)
+                {
+                    state = (state * 1664525) + 1013904223;
+                    magnitude[i] = 0.5f + ((state >> 8) / (float)(1 << 24));
+                }
+                tensors.Add(PeftAdapter.EncodeTensor(info.Name.Replace(".lora_B.weight", ".lora_magnitude_vector", StringComparison.Ordinal), [magnitude.Length], magnitude));
+            }
+        }
+        PeftAdapter.Save(directory, sample.Config with { UseDora = true }, tensors);
+        return directory;
+    }
+}
