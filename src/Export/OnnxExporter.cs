@@ -4,8 +4,10 @@ using Onnx;
 using OnnxLora.Core;
 using OnnxLora.Core.Onnx;
 using OnnxLora.Export.Internals;
+using OnnxLora.Merge;
 using OnnxLora.Models.Lora;
 using OnnxLora.Models.Onnx;
+using OnnxLora.Models.Peft;
 using static TorchSharp.torch;
 
 namespace OnnxLora.Export;
@@ -36,18 +38,94 @@ public static class OnnxExporter
     public static ExportResult Export(nn.Module model, string path, ExportOptions? options = null)
     {
         options ??= ExportOptions.Default;
-        var proto = BuildModel(model, options);
-        string fullPath = Path.GetFullPath(path);
-        string? dataPath = OnnxFile.Save(proto, fullPath, new OnnxSaveOptions { ExternalData = options.ExternalData, Overwrite = options.Overwrite });
-        return new ExportResult(fullPath, dataPath, proto.Graph.Node.Count, proto.Graph.Initializer.Count, LoraLayers(model).Count);
+        var layers = LoraLayers(model);
+        return Save(Build(model, options, weights: null, layers), path, options, layers.Count);
+    }
+
+    /// <summary>
+    /// Exports the Hugging Face checkpoint in <paramref name="modelDirectory"/> without loading its weights: the graph
+    /// is emitted from the model's modules built on TorchSharp's meta device (shapes only), and each weight goes
+    /// from the checkpoint to the external data file tensor by tensor as the model is written — converted to
+    /// <see cref="ExportOptions.WeightType"/>, transposed where the layout says, and in merged mode merged on the way
+    /// (W + ΔW by the same <see cref="MergePlan"/> as a checkpoint merge). Memory stays at a few tens of MB plus one
+    /// merged tensor in fp32, whatever the model's size, and no tensor is limited to 2 GiB. The bytes are those
+    /// <see cref="Export"/> writes for the same model loaded with its adapter.
+    /// </summary>
+    /// <param name="modelDirectory">The checkpoint folder (config.json and safetensors).</param>
+    /// <param name="adapters">None for <see cref="OnnxExportMode.Base"/>; one or more (weighted) for <see cref="OnnxExportMode.Merged"/>;
+    /// exactly one for <see cref="OnnxExportMode.Unmerged"/>, which loads the model and the adapter in memory (its LoRA branches are
+    /// TorchSharp modules).</param>
+    /// <param name="path">The .onnx file to write.</param>
+    /// <param name="options">Export choices; <see cref="ExportOptions.AdapterName"/> and the fingerprinted files as given.</param>
+    /// <param name="mergeOptions">How several adapters combine (default <see cref="MergeOptions.Default"/>).</param>
+    /// <exception cref="OnnxLoraException">Bad input: the checkpoint or an adapter is malformed or they do not fit; the adapter count does
+    /// not suit the mode; or as <see cref="Export"/>.</exception>
+    public static ExportResult ExportPretrained(string modelDirectory, IReadOnlyList<WeightedAdapter> adapters, string path, ExportOptions? options = null,
+        MergeOptions? mergeOptions = null)
+    {
+        ArgumentNullException.ThrowIfNull(adapters);
+        options ??= ExportOptions.Default;
+        Validate(options);
+        switch (options.Mode)
+        {
+            case OnnxExportMode.Base when adapters.Count > 0:
+                throw ExportThrow.Option(nameof(ExportOptions.Mode), "Base", "no adapters (base exports the model without them)");
+            case OnnxExportMode.Merged when adapters.Count == 0:
+            case OnnxExportMode.Unmerged when adapters.Count != 1:
+                throw ExportThrow.Option(nameof(adapters), $"{adapters.Count} adapters", options.Mode == OnnxExportMode.Merged ? "at least one to merge" : "exactly one for unmerged");
+            case OnnxExportMode.Unmerged:
+                using (var model = PretrainedModel.Load(modelDirectory))
+                {
+                    PeftModelAdapter.Attach(model, adapters[0].Adapter.Directory);
+                    return Export(model, path, options);
+                }
+        }
+        using var pretrained = PretrainedModel.LoadWithoutWeights(modelDirectory);
+        List<LoraLayerFacts> layers = [];
+        IReadOnlyList<string> warnings = [];
+        if (adapters.Count > 0)
+        {
+            var plan = MergePlan.Create(adapters, pretrained.Weights.Specs, pretrained.Directory, mergeOptions, pretrained.Config.ModelType);
+            foreach (string name in plan.TargetTensors)
+            {
+                pretrained.Weights.Rewrite(name, weight => plan.ApplyTo(name, weight));
+            }
+            warnings = plan.Warnings;
+            if (adapters.Count == 1)
+            {
+                layers = [.. plan.Entries.Select(e => new LoraLayerFacts(e.Rank, e.Alpha, e.Scaling))];
+            }
+            else
+            {
+                // Several adapters fold into the weights as one; the model is described as a base model (no single rank or scaling).
+                options = options with { Mode = OnnxExportMode.Base };
+            }
+        }
+        return Save(Build(pretrained.Module, options, pretrained.Weights, layers), path, options, layers.Count) with { Warnings = warnings };
     }
 
     /// <summary>Builds the ONNX model in memory (no file is written).</summary>
     /// <inheritdoc cref="Export" path="/exception"/>
     public static ModelProto BuildModel(nn.Module model, ExportOptions? options = null)
     {
-        ArgumentNullException.ThrowIfNull(model);
         options ??= ExportOptions.Default;
+        var (proto, data) = Build(model, options, weights: null, LoraLayers(model));
+        OnnxFile.LoadDeferredData(proto, data);
+        return proto;
+    }
+
+    private static ExportResult Save((ModelProto Proto, IReadOnlyDictionary<string, OnnxTensorSource> Data) built, string path, ExportOptions options, int loraLayers)
+    {
+        string fullPath = Path.GetFullPath(path);
+        string? dataPath = OnnxFile.Save(built.Proto, fullPath, new OnnxSaveOptions { ExternalData = options.ExternalData, Overwrite = options.Overwrite }, built.Data);
+        return new ExportResult(fullPath, dataPath, built.Proto.Graph.Node.Count, built.Proto.Graph.Initializer.Count, loraLayers);
+    }
+
+    /// <summary>The graph with its metadata; the initializers' data stays in <see cref="OnnxGraphBuilder.DeferredData"/> until written.</summary>
+    private static (ModelProto Proto, IReadOnlyDictionary<string, OnnxTensorSource> Data) Build(nn.Module model, ExportOptions options, OnnxWeightStore? weights,
+        IReadOnlyList<LoraLayerFacts> layers)
+    {
+        ArgumentNullException.ThrowIfNull(model);
         Validate(options);
         if (model is not IOnnxExportableModel exportable)
         {
@@ -63,13 +141,13 @@ public static class OnnxExporter
         };
         using (no_grad())
         {
-            exportable.EmitOnnxGraph(new OnnxEmitContext(builder, emitOptions));
+            exportable.EmitOnnxGraph(new OnnxEmitContext(builder, emitOptions, weights));
         }
-        foreach (var (key, value) in Metadata(model, options))
+        foreach (var (key, value) in Metadata(layers, options))
         {
             builder.AddMetadata(key, value);
         }
-        return builder.Build(ProducerName, ProducerVersion);
+        return (builder.Build(ProducerName, ProducerVersion), builder.DeferredData);
     }
 
     /// <summary>The producer version: this assembly's version.</summary>
@@ -102,9 +180,13 @@ public static class OnnxExporter
         }
     }
 
-    private static List<LoraLayer> LoraLayers(nn.Module model) => [.. LoraInjection.LoraLayers(model).Select(l => (LoraLayer)l.Layer)];
+    /// <summary>What the metadata says about one LoRA layer.</summary>
+    private readonly record struct LoraLayerFacts(int Rank, double Alpha, double Scaling);
 
-    private static List<(string Key, string Value)> Metadata(nn.Module model, ExportOptions options)
+    private static List<LoraLayerFacts> LoraLayers(nn.Module model) =>
+        [.. LoraInjection.LoraLayers(model).Select(l => (LoraLayer)l.Layer).Select(l => new LoraLayerFacts(l.Rank, l.Alpha, l.Scaling))];
+
+    private static List<(string Key, string Value)> Metadata(IReadOnlyList<LoraLayerFacts> layers, ExportOptions options)
     {
         var entries = new List<(string, string)>
         {
@@ -116,7 +198,6 @@ public static class OnnxExporter
         {
             entries.Add(("adapter_name", name));
         }
-        var layers = LoraLayers(model);
         if (layers.Count > 0)
         {
             var ranks = layers.Select(l => l.Rank);

@@ -68,15 +68,21 @@ public static partial class OnnxFile
     /// <summary>
     /// Writes <paramref name="model"/> to <paramref name="path"/>, moving initializer data to
     /// "&lt;file&gt;.data" as <paramref name="options"/> say. The model object is left as it was.
+    /// Initializers named in <paramref name="deferredData"/> (see <see cref="OnnxGraphBuilder.DeferredData"/>)
+    /// get their bytes from their sources as they are written: straight into the data file, one tensor
+    /// after the other, so neither the model nor one tensor has to fit in memory or under 2 GiB; a model
+    /// whose data stays inside the .onnx file (under 2 GiB) has them put in a copy of the model first.
     /// </summary>
     /// <returns>The external data file written, or null when every initializer stayed in the model file.</returns>
-    /// <exception cref="OnnxLoraException">Bad input: an output exists and <see cref="OnnxSaveOptions.Overwrite"/> is false, or the
-    /// model exceeds 2 GiB with <see cref="OnnxExternalData.Never"/>.</exception>
+    /// <exception cref="OnnxLoraException">Bad input: an output exists and <see cref="OnnxSaveOptions.Overwrite"/> is false, the
+    /// model exceeds 2 GiB with <see cref="OnnxExternalData.Never"/>, or a source cannot be read (a checkpoint truncated meanwhile).
+    /// Nothing is left under the final names then.</exception>
     /// <exception cref="ArgumentException">The model still refers to external data it has not loaded (the caller's bug).</exception>
-    public static string? Save(ModelProto model, string path, OnnxSaveOptions? options = null)
+    public static string? Save(ModelProto model, string path, OnnxSaveOptions? options = null, IReadOnlyDictionary<string, OnnxTensorSource>? deferredData = null)
     {
         ArgumentNullException.ThrowIfNull(model);
         options ??= OnnxSaveOptions.Default;
+        deferredData ??= new Dictionary<string, OnnxTensorSource>();
         ArgumentOutOfRangeException.ThrowIfNegative(options.ExternalThresholdBytes, nameof(options));
         string fullPath = Path.GetFullPath(path);
         string dataPath = Path.Combine(Path.GetDirectoryName(fullPath)!, ExternalDataFileName(fullPath));
@@ -86,7 +92,8 @@ public static partial class OnnxFile
             throw new ArgumentException($"{fullPath}: the model still refers to external data it has not loaded; load it with LoadExternalData = true before saving.", nameof(model));
         }
 
-        long inlineBytes = tensors.Sum(t => (long)t.RawData.Length + (t.FloatData.Count * 4L) + (t.Int64Data.Count * 8L) + (t.Int32Data.Count * 4L) + (t.DoubleData.Count * 8L));
+        long inlineBytes = tensors.Sum(t => deferredData.TryGetValue(t.Name, out var source) ? source.ByteLength
+            : (long)t.RawData.Length + (t.FloatData.Count * 4L) + (t.Int64Data.Count * 8L) + (t.Int32Data.Count * 4L) + (t.DoubleData.Count * 8L));
         bool external = options.ExternalData switch
         {
             OnnxExternalData.Always => true,
@@ -110,12 +117,34 @@ public static partial class OnnxFile
         DiskSpace.EnsureAvailable(fullPath, inlineBytes + (1L << 20), "the ONNX model");
         if (!external)
         {
+            if (deferredData.Count > 0)
+            {
+                model = model.Clone();
+                LoadDeferredData(model, deferredData);
+            }
             using var file = AtomicFile.Create(fullPath, options.Overwrite);
             model.WriteTo(file.Stream);
             file.Commit();
             return null;
         }
-        return ExternalDataWriter.Save(model, tensors, fullPath, dataPath, options) ? dataPath : null;
+        return ExternalDataWriter.Save(model, tensors, fullPath, dataPath, options, deferredData) ? dataPath : null;
+    }
+
+    /// <summary>
+    /// Puts the data of each initializer named in <paramref name="deferredData"/> into its raw_data, so the
+    /// model holds all its data in memory (each tensor under 2 GiB).
+    /// </summary>
+    public static void LoadDeferredData(ModelProto model, IReadOnlyDictionary<string, OnnxTensorSource> deferredData)
+    {
+        ArgumentNullException.ThrowIfNull(model);
+        ArgumentNullException.ThrowIfNull(deferredData);
+        foreach (var tensor in model.Graph?.Initializer ?? [])
+        {
+            if (deferredData.TryGetValue(tensor.Name, out var source))
+            {
+                tensor.RawData = UnsafeByteOperations.UnsafeWrap(source.ToArray());
+            }
+        }
     }
 
     /// <summary>Serializes the model (with any external data left as references) to bytes.</summary>

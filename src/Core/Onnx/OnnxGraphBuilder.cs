@@ -17,6 +17,7 @@ public sealed class OnnxGraphBuilder
     private readonly Dictionary<string, string> _constants = new(StringComparer.Ordinal);
     private readonly List<OperatorSetIdProto> _extraOpsets = [];
     private readonly List<StringStringEntryProto> _metadata = [];
+    private readonly Dictionary<string, OnnxTensorSource> _deferred = new(StringComparer.Ordinal);
     private bool _built;
 
     /// <summary>Starts a graph for the default ONNX domain at <paramref name="opset"/>.</summary>
@@ -39,6 +40,13 @@ public sealed class OnnxGraphBuilder
 
     /// <summary>Initializers added so far, in order.</summary>
     public IReadOnlyList<TensorProto> Initializers => _graph.Initializer;
+
+    /// <summary>
+    /// The data of initializers added from a <see cref="OnnxTensorSource"/>, by name: their tensors in the built
+    /// model carry name, type and dims but no data until <see cref="OnnxFile.Save(ModelProto, string, OnnxSaveOptions?, IReadOnlyDictionary{string, OnnxTensorSource}?)"/>
+    /// writes them (or <see cref="OnnxFile.LoadDeferredData"/> puts them in memory).
+    /// </summary>
+    public IReadOnlyDictionary<string, OnnxTensorSource> DeferredData => _deferred;
 
     /// <summary>True when a value (input, initializer or node output) of this name exists.</summary>
     public bool HasValue(string name) => _values.Contains(name);
@@ -87,6 +95,20 @@ public sealed class OnnxGraphBuilder
     /// <summary>Adds an initializer that wraps <paramref name="data"/> without copying; the memory must not change afterwards.</summary>
     public string AddInitializerWrapped(string name, DType dtype, ReadOnlySpan<long> shape, ReadOnlyMemory<byte> data) =>
         AddInitializer(OnnxTensors.CreateWrapped(name, dtype, shape, data));
+
+    /// <summary>
+    /// Adds an initializer whose data is produced when the model is written (see <see cref="DeferredData"/>), so
+    /// the builder never holds it: the way a model larger than memory, or with a tensor over 2 GiB, is exported.
+    /// </summary>
+    public string AddInitializer(string name, OnnxTensorSource source)
+    {
+        ArgumentNullException.ThrowIfNull(source);
+        var tensor = new TensorProto { Name = name, DataType = (int)source.DType.ToOnnx() };
+        tensor.Dims.Add(source.Shape);
+        AddInitializer(tensor);
+        _deferred.Add(name, source);
+        return name;
+    }
 
     /// <summary>Adds a prepared tensor as an initializer.</summary>
     public string AddInitializer(TensorProto tensor)

@@ -2,6 +2,7 @@ using OnnxLora.Core;
 using OnnxLora.Core.HuggingFace;
 using OnnxLora.Core.Safetensors;
 using OnnxLora.Models.Internals;
+using OnnxLora.Models.Onnx;
 using TorchSharp.Utils;
 using static TorchSharp.torch;
 
@@ -101,10 +102,22 @@ public sealed partial class BertModel : nn.Module<Tensor, Tensor?, Tensor>
     {
         var config = BertConfig.Load(directory);
         using var checkpoint = SafetensorsCheckpoint.Open(directory);
+        return FromCheckpoint(config, checkpoint, weights: null);
+    }
+
+    /// <summary>As <see cref="Llama.LlamaForCausalLM"/>'s: weights copied in, or recorded in <paramref name="weights"/> for a meta-device model.</summary>
+    internal static BertModel FromCheckpoint(BertConfig config, SafetensorsCheckpoint checkpoint, OnnxWeightStore? weights)
+    {
         CheckpointIO.CheckLayerCount(checkpoint, config.SourcePath!, config.NumHiddenLayers, tensorsPerLayer: 16);
         bool prefixed = checkpoint.Tensors.Any(t => t.Name.StartsWith(Prefix, StringComparison.Ordinal));
         bool withPooler = checkpoint.Tensors.Any(t => MapCheckpointName(t.Name, prefixed) == "pooler.dense.weight");
         var sources = CheckpointIO.Match(checkpoint, Layout(config, withPooler), name => MapCheckpointName(name, prefixed), $"bert ({nameof(BertModel)})");
+        if (weights is not null)
+        {
+            CheckpointIO.Register(weights, sources);
+            using var meta = LayerFactory.WithoutWeights();
+            return new BertModel(config, withPooler, initialize: false);
+        }
         var model = new BertModel(config, withPooler, initialize: false);
         try
         {

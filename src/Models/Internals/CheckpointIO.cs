@@ -2,6 +2,7 @@ using System.Runtime.InteropServices;
 using OnnxLora.Core;
 using OnnxLora.Core.HuggingFace;
 using OnnxLora.Core.Safetensors;
+using OnnxLora.Models.Onnx;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
 
@@ -89,6 +90,15 @@ internal static class CheckpointIO
         {
             throw ModelThrow.Invalid(configPath, "field 'num_hidden_layers'", layers.ToString(System.Globalization.CultureInfo.InvariantCulture),
                 $"at most {available / tensorsPerLayer} (the checkpoint holds {available} tensors, {tensorsPerLayer} or more per layer)");
+        }
+    }
+
+    /// <summary>Records where each matched tensor is stored, for a model built without weights (<see cref="LayerFactory.WithoutWeights"/>).</summary>
+    public static void Register(OnnxWeightStore store, IReadOnlyList<ParameterSource> sources)
+    {
+        foreach (var source in sources)
+        {
+            store.Add(source.Spec.Name, source.File, source.Tensor);
         }
     }
 

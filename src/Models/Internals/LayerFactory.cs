@@ -3,16 +3,38 @@ using static TorchSharp.torch;
 
 namespace OnnxLora.Models.Internals;
 
-/// <summary>Layer factories that allocate without random initialisation (weights are loaded or initialised afterwards).</summary>
+/// <summary>
+/// Layer factories that allocate without random initialisation (weights are loaded or initialised afterwards).
+/// Inside <see cref="WithoutWeights"/> they allocate on TorchSharp's meta device: shapes and no data, the
+/// modules an export emits from while the weights stay in the checkpoint.
+/// </summary>
 internal static class LayerFactory
 {
+    [ThreadStatic]
+    private static Device? _device;
+
     public static Linear Linear(long inFeatures, long outFeatures, bool bias) =>
-        nn.Linear(new Parameter(empty(outFeatures, inFeatures)), bias ? new Parameter(zeros(outFeatures)) : null);
+        nn.Linear(new Parameter(empty([outFeatures, inFeatures], device: _device)), bias ? new Parameter(zeros([outFeatures], device: _device)) : null);
 
     public static Embedding Embedding(long count, long dim, long? paddingIndex) =>
-        nn.Embedding(count, dim, padding_idx: paddingIndex);
+        nn.Embedding(count, dim, padding_idx: paddingIndex, device: _device);
 
-    public static LayerNorm LayerNorm(long dim, double eps) => nn.LayerNorm(dim, eps);
+    public static LayerNorm LayerNorm(long dim, double eps) => nn.LayerNorm(dim, eps, device: _device);
+
+    /// <summary>A parameter of ones (norm scales).</summary>
+    public static Parameter Ones(long dim) => new(ones([dim], device: _device));
+
+    /// <summary>Until disposed, layers made on this thread hold no data (meta device).</summary>
+    public static IDisposable WithoutWeights() => new DeviceScope(new Device(TorchSharp.DeviceType.META));
+
+    private sealed class DeviceScope : IDisposable
+    {
+        private readonly Device? _previous = _device;
+
+        public DeviceScope(Device device) => _device = device;
+
+        public void Dispose() => _device = _previous;
+    }
 
     /// <summary>
     /// The Parameter object an Embedding registered as "weight". Its <c>weight</c> property returns a new

@@ -2,6 +2,7 @@ using OnnxLora.Core;
 using OnnxLora.Core.HuggingFace;
 using OnnxLora.Core.Safetensors;
 using OnnxLora.Models.Internals;
+using OnnxLora.Models.Onnx;
 using TorchSharp.Utils;
 using static TorchSharp.torch;
 
@@ -66,8 +67,28 @@ public sealed partial class LlamaForCausalLM : nn.Module<Tensor, Tensor?, Tensor
     {
         var config = LlamaConfig.Load(directory);
         using var checkpoint = SafetensorsCheckpoint.Open(directory);
+        return FromCheckpoint(config, checkpoint, weights: null);
+    }
+
+    /// <summary>
+    /// The model of <paramref name="config"/>, matched against <paramref name="checkpoint"/>: with its
+    /// weights copied in, or — given <paramref name="weights"/> — on the meta device (no data), every parameter
+    /// (and the tied lm_head) recorded in <paramref name="weights"/> instead.
+    /// </summary>
+    internal static LlamaForCausalLM FromCheckpoint(LlamaConfig config, SafetensorsCheckpoint checkpoint, OnnxWeightStore? weights)
+    {
         CheckpointIO.CheckLayerCount(checkpoint, config.SourcePath!, config.NumHiddenLayers, tensorsPerLayer: 9);
         var sources = CheckpointIO.Match(checkpoint, Layout(config), name => MapCheckpointName(name, config), $"{config.ModelType} ({nameof(LlamaForCausalLM)})");
+        if (weights is not null)
+        {
+            CheckpointIO.Register(weights, sources);
+            if (config.TieWordEmbeddings)
+            {
+                weights.Alias("lm_head.weight", "model.embed_tokens.weight");
+            }
+            using var meta = LayerFactory.WithoutWeights();
+            return new LlamaForCausalLM(config, initialize: false);
+        }
         var model = new LlamaForCausalLM(config, initialize: false);
         try
         {

@@ -1,3 +1,4 @@
+using OnnxLora.Models.Internals;
 using TorchSharp.Modules;
 using TorchSharp.Utils;
 using static TorchSharp.torch;
@@ -13,7 +14,7 @@ public sealed partial class LlamaRmsNorm : nn.Module<Tensor, Tensor>
     public LlamaRmsNorm(long hiddenSize, double eps) : base(nameof(LlamaRmsNorm))
     {
         Eps = eps;
-        Weight = new Parameter(ones(hiddenSize));
+        Weight = LayerFactory.Ones(hiddenSize);
         RegisterComponents();
     }
 

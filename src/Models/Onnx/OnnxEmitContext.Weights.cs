@@ -10,25 +10,30 @@ public sealed partial class OnnxEmitContext
     /// The initializer holding model parameter <paramref name="parameter"/> in <see cref="ComputeType"/>
     /// (transposed when <paramref name="transpose"/>), named <paramref name="name"/>. A parameter
     /// already emitted is reused: under its first name, or through one Transpose node when it was
-    /// emitted in the other orientation (tied embeddings and LM head).
+    /// emitted in the other orientation (tied embeddings and LM head). With an <see cref="OnnxWeightStore"/>
+    /// the data is the store's tensor of that name, written when the model is saved (the parameter
+    /// then only gives the shape and may hold no data).
     /// </summary>
     public string ParameterInitializer(string name, Tensor parameter, bool transpose = false)
     {
         ArgumentNullException.ThrowIfNull(parameter);
-        string storage = StorageKey(parameter);
+        var store = _shared.Weights;
+        string storage = store is null ? StorageKey(parameter) : store.StorageKey(name);
         var key = (storage, transpose);
-        if (_shared.Weights.TryGetValue(key, out string? existing))
+        if (_shared.Emitted.TryGetValue(key, out string? existing))
         {
             return existing;
         }
-        if (parameter.dim() == 2 && _shared.Weights.TryGetValue((storage, !transpose), out string? other))
+        if (parameter.dim() == 2 && _shared.Emitted.TryGetValue((storage, !transpose), out string? other))
         {
             string flipped = Builder.AddNode("Transpose", [other], NodeName("Transpose"), OnnxAttributes.Ints("perm", 1, 0));
-            _shared.Weights.Add(key, flipped);
+            _shared.Emitted.Add(key, flipped);
             return flipped;
         }
-        string added = TensorInitializer(name, parameter, transpose, ComputeType);
-        _shared.Weights.Add(key, added);
+        string added = store is null
+            ? TensorInitializer(name, parameter, transpose, ComputeType)
+            : Builder.AddInitializer(name, store.Source(name, ComputeType, transpose));
+        _shared.Emitted.Add(key, added);
         return added;
     }
 
@@ -46,20 +51,16 @@ public sealed partial class OnnxEmitContext
         long byteCount = t.numel() * target.SizeOf();
         if (byteCount > Array.MaxLength)
         {
-            throw Internals.OnnxEmitThrow.Unsupported(name, $"{byteCount} bytes; a single exported tensor must be under 2 GiB (protobuf's limit for one tensor in memory).");
+            throw Internals.OnnxEmitThrow.Unsupported(name, $"{byteCount} bytes; a tensor computed in memory must be under 2 GiB (one array); export from the checkpoint (OnnxExporter.ExportPretrained) to stream larger ones.");
         }
-        byte[] bytes = new byte[byteCount];
-        if (!transpose)
-        {
-            t.bytes.CopyTo(bytes);
-            return Builder.AddInitializerWrapped(name, target, shape, bytes);
-        }
-        if (shape.Length != 2)
+        if (transpose && shape.Length != 2)
         {
             throw Internals.OnnxEmitThrow.Argument(nameof(value), $"{name}: only 2-D tensors can be stored transposed; found {shape.Length} dims.");
         }
-        Internals.Transposer.Transpose(t.bytes, bytes, checked((int)shape[0]), checked((int)shape[1]), target.SizeOf());
-        return Builder.AddInitializerWrapped(name, target, [shape[1], shape[0]], bytes);
+        byte[] bytes = new byte[byteCount];
+        t.bytes.CopyTo(bytes);
+        // Transposed (when asked) as the model is written, by the same code that streams checkpoint tensors.
+        return Builder.AddInitializer(name, OnnxTensorSource.FromBytes(bytes, target, shape, transpose));
     }
 
     /// <summary>A floating-point initializer from fp32 values, stored in <paramref name="dtype"/> (default <see cref="ComputeType"/>).</summary>

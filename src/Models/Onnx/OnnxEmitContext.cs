@@ -22,9 +22,13 @@ public sealed partial class OnnxEmitContext
     private readonly SharedState _shared;
     private readonly string[] _segments;
 
-    /// <summary>A root context (empty path) over <paramref name="builder"/>.</summary>
-    public OnnxEmitContext(OnnxGraphBuilder builder, OnnxEmitOptions? options = null)
-        : this(new SharedState(builder ?? throw new ArgumentNullException(nameof(builder)), options ?? new OnnxEmitOptions()), [])
+    /// <summary>
+    /// A root context (empty path) over <paramref name="builder"/>. With <paramref name="weights"/>, parameter
+    /// data comes from that store (the modules may then hold no data: meta device) and is written when the
+    /// model is saved; without, from the parameters themselves.
+    /// </summary>
+    public OnnxEmitContext(OnnxGraphBuilder builder, OnnxEmitOptions? options = null, OnnxWeightStore? weights = null)
+        : this(new SharedState(builder ?? throw new ArgumentNullException(nameof(builder)), options ?? new OnnxEmitOptions(), weights), [])
     {
     }
 
@@ -107,16 +111,19 @@ public sealed partial class OnnxEmitContext
         return value;
     }
 
-    private sealed class SharedState(OnnxGraphBuilder builder, OnnxEmitOptions options)
+    private sealed class SharedState(OnnxGraphBuilder builder, OnnxEmitOptions options, OnnxWeightStore? weights)
     {
         public OnnxGraphBuilder Builder { get; } = builder;
 
         public OnnxEmitOptions Options { get; } = options;
 
+        /// <summary>Where parameter data is stored, when the modules do not hold it.</summary>
+        public OnnxWeightStore? Weights { get; } = weights;
+
         public Dictionary<string, string> Values { get; } = new(StringComparer.Ordinal);
 
         /// <summary>Initializers made from model parameters, by (storage key, transposed).</summary>
-        public Dictionary<(string Storage, bool Transposed), string> Weights { get; } = [];
+        public Dictionary<(string Storage, bool Transposed), string> Emitted { get; } = [];
     }
 
 }

@@ -90,40 +90,25 @@ internal sealed class ExportCommand : CliCommand
         {
             throw OnnxLoraException.InvalidOption("--mode", "unmerged keeps one adapter's LoRA branches as nodes; give exactly one --adapter (combine several with merge-export merge first).");
         }
+        if (adapterArgs.Count == 1 && AdapterArgument.Parse(adapterArgs[0]).Weight != 1.0)
+        {
+            throw OnnxLoraException.InvalidOption("--adapter", $"{adapterArgs[0]}: a weight needs several adapters or merge-export merge; export takes one adapter at weight 1.");
+        }
         string modelFull = Path.GetFullPath(modelDir);
         var baseFiles = CheckpointFilesOf(modelFull);
         using var outputLock = Core.IO.OutputLock.Acquire(output);
-        if (adapterArgs.Count <= 1)
-        {
-            string? adapterDir = adapterArgs.Count == 1 ? AdapterArgument.Parse(adapterArgs[0]).Directory : null;
-            double weight = adapterArgs.Count == 1 ? AdapterArgument.Parse(adapterArgs[0]).Weight : 1.0;
-            if (weight != 1.0)
-            {
-                throw OnnxLoraException.InvalidOption("--adapter", $"{adapterArgs[0]}: a weight needs several adapters or merge-export merge; export takes one adapter at weight 1.");
-            }
-            using var loaded = LoadedModel.Load(modelFull, adapterDir);
-            return OnnxExporter.Export(loaded.Module, output, options with
-            {
-                BaseModelFiles = baseFiles,
-                AdapterName = adapterDir is null ? null : Path.GetFileName(Path.GetFullPath(adapterDir).TrimEnd('/')),
-                AdapterFiles = adapterDir is null ? [] : AdapterFilesOf(adapterDir),
-            });
-        }
-
-        // Several weighted adapters: fold them into the plain model's weights, then export it as it is.
+        // The weights stream from the checkpoint into the ONNX file (merged on the way); several adapters fold into one set of weights.
         var adapters = AdapterArgument.LoadAll(adapterArgs);
         try
         {
-            using var loaded = LoadedModel.Load(modelFull, null);
-            var plan = AdapterMerge.MergeAdapters(loaded.Module, adapters, MergeOptions.Default);
-            context?.Warn(plan.Warnings);
-            return OnnxExporter.Export(loaded.Module, output, options with
+            var result = OnnxExporter.ExportPretrained(modelFull, adapters, output, options with
             {
-                Mode = OnnxExportMode.Base,
                 BaseModelFiles = baseFiles,
-                AdapterName = string.Join("+", adapters.Select(a => Path.GetFileName(a.Adapter.Directory))),
+                AdapterName = adapters.Count == 0 ? null : string.Join("+", adapters.Select(a => Path.GetFileName(Path.GetFullPath(a.Adapter.Directory).TrimEnd('/')))),
                 AdapterFiles = adapters.SelectMany(a => AdapterFilesOf(a.Adapter.Directory)).ToList(),
-            });
+            }, MergeOptions.Default);
+            context?.Warn(result.Warnings);
+            return result;
         }
         finally
         {

@@ -12,12 +12,17 @@ namespace OnnxLora.Core.Onnx.Internals;
 /// </summary>
 internal static class ExternalDataWriter
 {
-    /// <summary>Writes both files; true when a data file was written (false when no tensor reached the threshold).</summary>
-    public static bool Save(ModelProto model, List<TensorProto> tensors, string modelPath, string dataPath, OnnxSaveOptions options)
+    /// <summary>
+    /// Writes both files; true when a data file was written (false when no tensor reached the threshold).
+    /// A tensor named in <paramref name="deferredData"/> is written from its source.
+    /// </summary>
+    public static bool Save(ModelProto model, List<TensorProto> tensors, string modelPath, string dataPath, OnnxSaveOptions options,
+        IReadOnlyDictionary<string, OnnxTensorSource> deferredData)
     {
         string location = Path.GetFileName(dataPath);
         var graph = model.Graph;
         var replaced = new List<(int Index, TensorProto Original)>();
+        int written = 0;
         using var dataFile = AtomicFile.Create(dataPath, options.Overwrite);
         using var modelFile = AtomicFile.Create(modelPath, options.Overwrite);
         try
@@ -27,15 +32,36 @@ internal static class ExternalDataWriter
             for (int i = 0; i < tensors.Count; i++)
             {
                 var tensor = tensors[i];
-                ByteString? raw = OnnxTensors.RawBytes(tensor);
-                if (raw is null || raw.Length < options.ExternalThresholdBytes)
+                var source = deferredData.GetValueOrDefault(tensor.Name);
+                ByteString? raw = source is null ? OnnxTensors.RawBytes(tensor) : null;
+                long length = source?.ByteLength ?? raw?.Length ?? 0;
+                if ((source is null && raw is null) || length < options.ExternalThresholdBytes)
                 {
+                    if (source is not null)
+                    {
+                        // Small enough to stay inline: its bytes go into a copy of the tensor.
+                        var inline = tensor.Clone();
+                        inline.RawData = UnsafeByteOperations.UnsafeWrap(source.ToArray());
+                        replaced.Add((i, tensor));
+                        graph.Initializer[i] = inline;
+                    }
                     continue;
                 }
                 int pad = (int)((OnnxFile.ExternalDataAlignment - (offset % OnnxFile.ExternalDataAlignment)) % OnnxFile.ExternalDataAlignment);
                 dataFile.Stream.Write(padding, 0, pad);
                 offset += pad;
-                dataFile.Stream.Write(raw.Span);
+                if (source is null)
+                {
+                    dataFile.Stream.Write(raw!.Span);
+                }
+                else
+                {
+                    source.WriteTo(dataFile.Stream);
+                    if (dataFile.Stream.Position != offset + length)
+                    {
+                        throw new InvalidOperationException($"initializer '{tensor.Name}': its source wrote {dataFile.Stream.Position - offset} bytes, expected {length}.");
+                    }
+                }
 
                 var reference = new TensorProto
                 {
@@ -48,8 +74,9 @@ internal static class ExternalDataWriter
                 reference.MetadataProps.Add(tensor.MetadataProps);
                 reference.ExternalData.Add(new StringStringEntryProto { Key = "location", Value = location });
                 reference.ExternalData.Add(new StringStringEntryProto { Key = "offset", Value = offset.ToString(CultureInfo.InvariantCulture) });
-                reference.ExternalData.Add(new StringStringEntryProto { Key = "length", Value = raw.Length.ToString(CultureInfo.InvariantCulture) });
-                offset += raw.Length;
+                reference.ExternalData.Add(new StringStringEntryProto { Key = "length", Value = length.ToString(CultureInfo.InvariantCulture) });
+                offset += length;
+                written++;
                 replaced.Add((i, tensor));
                 graph.Initializer[i] = reference;
             }
@@ -62,7 +89,7 @@ internal static class ExternalDataWriter
                 graph.Initializer[index] = original;
             }
         }
-        if (replaced.Count == 0)
+        if (written == 0)
         {
             // Nothing reached the threshold: no data file is needed.
             dataFile.Dispose();
@@ -72,6 +99,6 @@ internal static class ExternalDataWriter
             dataFile.Commit();
         }
         modelFile.Commit();
-        return replaced.Count > 0;
+        return written > 0;
     }
 }

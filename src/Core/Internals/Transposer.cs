@@ -1,6 +1,6 @@
 using System.Runtime.InteropServices;
 
-namespace OnnxLora.Models.Onnx.Internals;
+namespace OnnxLora.Core.Internals;
 
 /// <summary>Cache-blocked transpose of a row-major matrix of 2-, 4- or 8-byte elements.</summary>
 internal static class Transposer

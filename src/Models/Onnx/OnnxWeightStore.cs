@@ -1,0 +1,69 @@
+using OnnxLora.Core;
+using OnnxLora.Core.Onnx;
+using OnnxLora.Core.Safetensors;
+
+namespace OnnxLora.Models.Onnx;
+
+/// <summary>
+/// Where the weights of modules built without them (TorchSharp's meta device) are stored: parameter
+/// name (Hugging Face name, as the emission names its initializers) → a tensor of a safetensors
+/// checkpoint, optionally rewritten in fp32 when it is written (a merge: W + ΔW). Given to an
+/// <see cref="OnnxEmitContext"/>, it makes every parameter initializer a deferred
+/// <see cref="OnnxTensorSource"/>, so the weight bytes go from the checkpoint to the ONNX data file
+/// tensor by tensor.
+/// </summary>
+public sealed class OnnxWeightStore
+{
+    private readonly Dictionary<string, Entry> _entries = new(StringComparer.Ordinal);
+    private readonly List<string> _names = [];
+
+    private sealed record Entry(string Key, SafetensorsFile File, TensorInfo Tensor, Action<Span<float>>? Rewrite);
+
+    /// <summary>The stored parameters (aliases excluded), in the order added, with their stored specs.</summary>
+    public IReadOnlyDictionary<string, TensorSpec> Specs => _names.ToDictionary(n => n, n => _entries[n].Tensor.Spec, StringComparer.Ordinal);
+
+    /// <summary>Parameter <paramref name="name"/> is <paramref name="tensor"/> of <paramref name="file"/> (which must stay open until the model is written).</summary>
+    public void Add(string name, SafetensorsFile file, TensorInfo tensor)
+    {
+        ArgumentException.ThrowIfNullOrEmpty(name);
+        ArgumentNullException.ThrowIfNull(file);
+        ArgumentNullException.ThrowIfNull(tensor);
+        _entries.Add(name, new Entry(file.Path + ":" + tensor.Name, file, tensor, null));
+        _names.Add(name);
+    }
+
+    /// <summary>Parameter <paramref name="name"/> shares <paramref name="existing"/>'s storage (tied weights): emitted once, reused.</summary>
+    public void Alias(string name, string existing)
+    {
+        ArgumentException.ThrowIfNullOrEmpty(name);
+        _entries.Add(name, _entries[existing]);
+    }
+
+    /// <summary>
+    /// Parameter <paramref name="name"/> is written as <paramref name="rewrite"/> makes it from its fp32 values
+    /// (stored layout, row-major). It no longer shares storage with its aliases, which keep the stored value.
+    /// </summary>
+    public void Rewrite(string name, Action<Span<float>> rewrite)
+    {
+        ArgumentNullException.ThrowIfNull(rewrite);
+        var entry = _entries[name];
+        _entries[name] = entry with { Key = entry.Key + "|rewritten:" + name, Rewrite = rewrite };
+    }
+
+    /// <summary>True when <paramref name="name"/> is stored here.</summary>
+    public bool Contains(string name) => _entries.ContainsKey(name);
+
+    /// <summary>Identifies the stored data of <paramref name="name"/>: equal keys, same bytes (tied weights).</summary>
+    internal string StorageKey(string name) => Get(name).Key;
+
+    /// <summary>The data of <paramref name="name"/> as <paramref name="dtype"/>, transposed when asked.</summary>
+    internal OnnxTensorSource Source(string name, DType dtype, bool transpose)
+    {
+        var entry = Get(name);
+        return OnnxTensorSource.FromSafetensors(entry.File, entry.Tensor, dtype, transpose, entry.Rewrite);
+    }
+
+    private Entry Get(string name) => _entries.TryGetValue(name, out var entry)
+        ? entry
+        : throw new InvalidOperationException($"parameter '{name}' is emitted but the weight store has no tensor for it.");
+}
