@@ -16,8 +16,18 @@ internal static class LayerFactory
     public static Linear Linear(long inFeatures, long outFeatures, bool bias) =>
         nn.Linear(new Parameter(empty([outFeatures, inFeatures], device: _device)), bias ? new Parameter(zeros([outFeatures], device: _device)) : null);
 
-    public static Embedding Embedding(long count, long dim, long? paddingIndex) =>
-        nn.Embedding(count, dim, padding_idx: paddingIndex, device: _device);
+    public static Embedding Embedding(long count, long dim, long? paddingIndex)
+    {
+        if (_device is null)
+        {
+            return nn.Embedding(count, dim, padding_idx: paddingIndex);
+        }
+        // nn.Embedding(device: meta) and Embedding_from_pretrained(meta weight) both leave a CPU weight of the full size
+        // (measured, TorchSharp 0.107): start from a 1×1 table and give it a meta weight of the real shape.
+        var embedding = nn.Embedding(1, 1);
+        embedding.weight = new Parameter(empty([count, dim], device: _device));
+        return embedding;
+    }
 
     public static LayerNorm LayerNorm(long dim, double eps) => nn.LayerNorm(dim, eps, device: _device);
 

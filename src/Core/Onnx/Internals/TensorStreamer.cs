@@ -47,7 +47,7 @@ internal sealed class TensorStreamer : OnnxTensorSource
         if (_rewrite is not null)
         {
             values = ReadAll(reader);
-            _rewrite(values);
+            _rewrite(values.AsSpan(0, (int)_stored.ElementCount));
         }
         var fill = new Filler(reader, _stored.DType, DType, values);
         try
@@ -64,6 +64,10 @@ internal sealed class TensorStreamer : OnnxTensorSource
         finally
         {
             fill.Dispose();
+            if (values is not null)
+            {
+                ArrayPool<float>.Shared.Return(values);
+            }
         }
     }
 
@@ -71,7 +75,7 @@ internal sealed class TensorStreamer : OnnxTensorSource
     {
         int size = DType.SizeOf();
         long step = BlockBytes / size;
-        byte[] block = ArrayPool<byte>.Shared.Rent((int)Math.Min(BlockBytes, Math.Max(ByteLength, 1)));
+        byte[] block = ArrayPool<byte>.Shared.Rent(BlockBytes);
         try
         {
             for (long e = 0; e < ElementCount; e += step)
@@ -103,7 +107,8 @@ internal sealed class TensorStreamer : OnnxTensorSource
         {
             throw new InvalidOperationException($"{_stored.Name}: a transposed tensor over {BlockBytes} bytes needs a seekable destination.");
         }
-        int blockBytes = checked((int)(blockRows * rowBytes));
+        // Always whole-block buffers, so every tensor reuses the same two pooled arrays (pages beyond a small tensor stay untouched).
+        int blockBytes = Math.Max(BlockBytes, checked((int)(blockRows * rowBytes)));
         byte[] block = ArrayPool<byte>.Shared.Rent(blockBytes);
         byte[] transposed = ArrayPool<byte>.Shared.Rent(blockBytes);
         try
@@ -142,14 +147,16 @@ internal sealed class TensorStreamer : OnnxTensorSource
         {
             throw OnnxLoraException.Invalid(reader.Describe, $"tensor '{_stored.Name}' has {_stored.ElementCount} elements, more than one fp32 array holds ({Array.MaxLength}); it cannot be rewritten (merged) in memory.");
         }
-        var values = new float[_stored.ElementCount];
+        // Pooled: the same few arrays serve every rewritten tensor of a model (not one large-object-heap array each).
+        int count = (int)_stored.ElementCount;
+        var values = ArrayPool<float>.Shared.Rent(count);
         int inSize = _stored.DType.SizeOf();
         byte[] raw = ArrayPool<byte>.Shared.Rent(ConvertElements * inSize);
         try
         {
-            for (long e = 0; e < values.Length; e += ConvertElements)
+            for (long e = 0; e < count; e += ConvertElements)
             {
-                int n = (int)Math.Min(ConvertElements, values.Length - e);
+                int n = (int)Math.Min(ConvertElements, count - e);
                 reader.Read(e * inSize, raw.AsSpan(0, n * inSize));
                 FloatCodec.Decode(_stored.DType, raw.AsSpan(0, n * inSize), values.AsSpan((int)e, n));
             }

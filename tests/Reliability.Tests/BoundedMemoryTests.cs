@@ -1,0 +1,167 @@
+using System.Globalization;
+using System.Text.Json.Nodes;
+using OnnxLora.Core;
+using OnnxLora.Core.Onnx;
+using OnnxLora.Core.Peft;
+using OnnxLora.Core.Safetensors;
+
+namespace OnnxLora.Reliability;
+
+/// <summary>
+/// Export streams the weights: exporting a checkpoint several times larger than a memory bound the test sets
+/// for itself stays under it. The bound is on the growth of the tool's peak resident memory (GNU time's
+/// maximum RSS) over the same tool exporting the 3 MB sample model, so the runtime and libtorch it loads
+/// cancel out. Materialising the model — or any copy of its weights — would exceed it: the checkpoint and
+/// the written data are each more than twice the bound.
+/// </summary>
+[TestClass]
+public sealed class BoundedMemoryTests
+{
+    /// <summary>How much more the large export may hold resident than the tiny one.</summary>
+    private const long GrowthBoundBytes = 150L << 20;
+
+    // LLaMA-shaped: hidden 1024, intermediate 2816, 4 layers, 8 heads / 4 KV heads, vocab 16000: 79 M parameters, 317 MB in fp32.
+    private const int Hidden = 1024, Intermediate = 2816, Layers = 4, Heads = 8, KvHeads = 4, Vocab = 16000, Rank = 8;
+
+    [TestMethod]
+    public void Export_MergedCheckpointTwiceTheBound_StaysUnderTheBound()
+    {
+        if (!Tool.CanMeasurePeakMemory)
+        {
+            Assert.Inconclusive("/usr/bin/time is missing (bash scripts/setup.sh installs it: apt-get install time)");
+        }
+        using var dir = new TempDir();
+        string model = WriteCheckpoint(dir.File("model"));
+        string adapter = WriteAdapter(dir.File("adapter"));
+        long checkpointBytes = new FileInfo(Path.Combine(model, "model.safetensors")).Length;
+
+        var tiny = Tool.Run(["export", "--model", Tool.TinyLlama, "--mode", "base", "--external-data", "always", "--out", dir.File("tiny.onnx")],
+            TimeSpan.FromMinutes(2), measurePeakMemory: true);
+        var large = Tool.Run(["export", "--model", model, "--adapter", adapter, "--mode", "merged", "--external-data", "always", "--out", dir.File("large.onnx")],
+            TimeSpan.FromMinutes(2), measurePeakMemory: true);
+
+        Assert.AreEqual(0, tiny.ExitCode, tiny.ToString());
+        Assert.AreEqual(0, large.ExitCode, large.ToString());
+        long written = new FileInfo(dir.File("large.onnx.data")).Length;
+        Assert.IsGreaterThan(2 * GrowthBoundBytes, checkpointBytes, "the checkpoint must dwarf the bound");
+        Assert.IsGreaterThan(2 * GrowthBoundBytes, written, "the written data must dwarf the bound");
+        long growth = (large.PeakRssKiB!.Value - tiny.PeakRssKiB!.Value) * 1024;
+        Console.WriteLine($"peak RSS: tiny export {tiny.PeakRssKiB} KiB, {checkpointBytes >> 20} MB export {large.PeakRssKiB} KiB (growth {growth >> 20} MB, bound {GrowthBoundBytes >> 20} MB)");
+        Assert.IsLessThan(GrowthBoundBytes, growth, $"peak RSS grew by {growth} bytes exporting a {checkpointBytes}-byte checkpoint");
+
+        // The streamed bytes are right: a merged projection and the (block-transposed) lm_head against fp64 sums of the inputs.
+        var exported = OnnxFile.Load(dir.File("large.onnx"), new OnnxLoadOptions { LoadExternalData = false });
+        using var checkpoint = SafetensorsFile.Open(Path.Combine(model, "model.safetensors"));
+        using var lora = PeftAdapter.Load(adapter);
+        float[] w = checkpoint.ReadSingles("model.layers.1.self_attn.q_proj.weight");
+        float[] a = lora.Weights.ReadSingles(PeftAdapter.KeyPrefix + "model.layers.1.self_attn.q_proj.lora_A.weight");
+        float[] b = lora.Weights.ReadSingles(PeftAdapter.KeyPrefix + "model.layers.1.self_attn.q_proj.lora_B.weight");
+        float[] q = Initializer(exported, dir.File("large.onnx.data"), "model.layers.1.self_attn.q_proj.weight", Hidden, Hidden);
+        float[] head = Initializer(exported, dir.File("large.onnx.data"), "lm_head.weight", Hidden, Vocab);
+        float[] headStored = checkpoint.ReadSingles("lm_head.weight");
+        double scaling = 16.0 / Rank;
+        for (int i = 0; i < 4000; i++)
+        {
+            int r = (int)(i * 7919L % Hidden), c = (int)(i * 104729L % Hidden);
+            double expected = w[(r * Hidden) + c];
+            for (int k = 0; k < Rank; k++)
+            {
+                expected += scaling * b[(r * Rank) + k] * (double)a[(k * Hidden) + c];
+            }
+            Assert.AreEqual(expected, q[(c * Hidden) + r], 1e-6, $"q_proj W'[{r}, {c}] (stored transposed)");
+            int v = (int)(i * 15485863L % Vocab);
+            Assert.AreEqual(headStored[(v * Hidden) + c], head[(c * Vocab) + v], $"lm_head W[{v}, {c}] (stored transposed)");
+        }
+    }
+
+    /// <summary>An fp32 initializer [rows, cols] read from the external data file.</summary>
+    private static float[] Initializer(Onnx.ModelProto model, string dataFile, string name, int rows, int cols)
+    {
+        var tensor = model.Graph.Initializer.Single(t => t.Name == name);
+        CollectionAssert.AreEqual(new long[] { rows, cols }, tensor.Dims.ToArray(), name);
+        long offset = long.Parse(tensor.ExternalData.Single(e => e.Key == "offset").Value, CultureInfo.InvariantCulture);
+        var values = new float[rows * cols];
+        using var stream = File.OpenRead(dataFile);
+        stream.Position = offset;
+        stream.ReadExactly(System.Runtime.InteropServices.MemoryMarshal.AsBytes(values.AsSpan()));
+        return values;
+    }
+
+    private static string WriteCheckpoint(string directory)
+    {
+        Directory.CreateDirectory(directory);
+        int headDim = Hidden / Heads;
+        var specs = new List<TensorSpec> { new("model.embed_tokens.weight", DType.F32, [Vocab, Hidden]) };
+        for (int i = 0; i < Layers; i++)
+        {
+            string p = $"model.layers.{i}.";
+            specs.Add(new(p + "self_attn.q_proj.weight", DType.F32, [Heads * headDim, Hidden]));
+            specs.Add(new(p + "self_attn.k_proj.weight", DType.F32, [KvHeads * headDim, Hidden]));
+            specs.Add(new(p + "self_attn.v_proj.weight", DType.F32, [KvHeads * headDim, Hidden]));
+            specs.Add(new(p + "self_attn.o_proj.weight", DType.F32, [Hidden, Heads * headDim]));
+            specs.Add(new(p + "mlp.gate_proj.weight", DType.F32, [Intermediate, Hidden]));
+            specs.Add(new(p + "mlp.up_proj.weight", DType.F32, [Intermediate, Hidden]));
+            specs.Add(new(p + "mlp.down_proj.weight", DType.F32, [Hidden, Intermediate]));
+            specs.Add(new(p + "input_layernorm.weight", DType.F32, [Hidden]));
+            specs.Add(new(p + "post_attention_layernorm.weight", DType.F32, [Hidden]));
+        }
+        specs.Add(new("model.norm.weight", DType.F32, [Hidden]));
+        specs.Add(new("lm_head.weight", DType.F32, [Vocab, Hidden]));
+        using (var writer = SafetensorsWriter.Create(Path.Combine(directory, "model.safetensors"), specs, new Dictionary<string, string> { ["format"] = "pt" }))
+        {
+            uint state = 1;
+            foreach (var spec in specs)
+            {
+                writer.Write(spec.Name, System.Runtime.InteropServices.MemoryMarshal.AsBytes(Values(checked((int)spec.ElementCount), ref state).AsSpan()));
+            }
+            writer.Commit();
+        }
+        var config = new JsonObject
+        {
+            ["model_type"] = "llama",
+            ["architectures"] = new JsonArray("LlamaForCausalLM"),
+            ["vocab_size"] = Vocab,
+            ["hidden_size"] = Hidden,
+            ["intermediate_size"] = Intermediate,
+            ["num_hidden_layers"] = Layers,
+            ["num_attention_heads"] = Heads,
+            ["num_key_value_heads"] = KvHeads,
+            ["max_position_embeddings"] = 64,
+            ["rms_norm_eps"] = 1e-5,
+            ["tie_word_embeddings"] = false,
+            ["torch_dtype"] = "float32",
+        };
+        File.WriteAllText(Path.Combine(directory, "config.json"), config.ToJsonString());
+        return directory;
+    }
+
+    private static string WriteAdapter(string directory)
+    {
+        var tensors = new List<(TensorSpec Spec, ReadOnlyMemory<byte> Data)>();
+        uint state = 7;
+        for (int i = 0; i < Layers; i++)
+        {
+            foreach (string module in new[] { "self_attn.q_proj", "mlp.gate_proj" })
+            {
+                int outFeatures = module == "mlp.gate_proj" ? Intermediate : Hidden;
+                string key = $"{PeftAdapter.KeyPrefix}model.layers.{i}.{module}";
+                tensors.Add(PeftAdapter.EncodeTensor(key + ".lora_A.weight", [Rank, Hidden], Values(Rank * Hidden, ref state)));
+                tensors.Add(PeftAdapter.EncodeTensor(key + ".lora_B.weight", [outFeatures, Rank], Values(outFeatures * Rank, ref state)));
+            }
+        }
+        PeftAdapter.Save(directory, new PeftAdapterConfig { R = Rank, Alpha = 16, TargetModules = TargetModules.FromList(["q_proj", "gate_proj"]) }, tensors);
+        return directory;
+    }
+
+    /// <summary>Deterministic values in [-0.05, 0.05) from a linear congruential generator (fast enough for 80 M values).</summary>
+    private static float[] Values(int count, ref uint state)
+    {
+        var values = new float[count];
+        for (int i = 0; i < count; i++)
+        {
+            state = (state * 1664525) + 1013904223;
+            values[i] = ((state >> 8) / (float)(1 << 24) * 0.1f) - 0.05f;
+        }
+        return values;
+    }
+}
