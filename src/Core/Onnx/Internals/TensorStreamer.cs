@@ -24,10 +24,18 @@ internal sealed class TensorStreamer : OnnxTensorSource
     private readonly TensorSpec _stored;
     private readonly bool _transpose;
     private readonly Action<Span<float>>? _rewrite;
+    private readonly int _blockBytes;
 
-    public TensorStreamer(Input input, TensorSpec stored, DType dtype, bool transpose, Action<Span<float>>? rewrite)
+    /// <param name="input">Where the stored bytes are.</param>
+    /// <param name="stored">The stored tensor's name, type and shape.</param>
+    /// <param name="dtype">The output type.</param>
+    /// <param name="transpose">Write the transpose of the 2-D tensor.</param>
+    /// <param name="rewrite">Changes the whole tensor in fp32 (stored layout) before it is converted.</param>
+    /// <param name="blockBytes">Output bytes per block; smaller only in tests, to exercise the block paths on small tensors.</param>
+    public TensorStreamer(Input input, TensorSpec stored, DType dtype, bool transpose, Action<Span<float>>? rewrite, int blockBytes = BlockBytes)
         : base(dtype, transpose ? TransposedShape(stored) : stored.Shape)
     {
+        _blockBytes = blockBytes;
         _input = input;
         _stored = stored;
         _transpose = transpose;
@@ -74,8 +82,8 @@ internal sealed class TensorStreamer : OnnxTensorSource
     private void WriteInOrder(Stream destination, Filler fill)
     {
         int size = DType.SizeOf();
-        long step = BlockBytes / size;
-        byte[] block = ArrayPool<byte>.Shared.Rent(BlockBytes);
+        long step = _blockBytes / size;
+        byte[] block = ArrayPool<byte>.Shared.Rent(_blockBytes);
         try
         {
             for (long e = 0; e < ElementCount; e += step)
@@ -102,13 +110,13 @@ internal sealed class TensorStreamer : OnnxTensorSource
             return;
         }
         long rowBytes = (long)cols * size;
-        int blockRows = (int)Math.Clamp(BlockBytes / rowBytes, 1, rows);
+        int blockRows = (int)Math.Clamp(_blockBytes / rowBytes, 1, rows);
         if (blockRows < rows && !destination.CanSeek)
         {
-            throw new InvalidOperationException($"{_stored.Name}: a transposed tensor over {BlockBytes} bytes needs a seekable destination.");
+            throw new InvalidOperationException($"{_stored.Name}: a transposed tensor over {_blockBytes} bytes needs a seekable destination.");
         }
         // Always whole-block buffers, so every tensor reuses the same two pooled arrays (pages beyond a small tensor stay untouched).
-        int blockBytes = Math.Max(BlockBytes, checked((int)(blockRows * rowBytes)));
+        int blockBytes = Math.Max(_blockBytes, checked((int)(blockRows * rowBytes)));
         byte[] block = ArrayPool<byte>.Shared.Rent(blockBytes);
         byte[] transposed = ArrayPool<byte>.Shared.Rent(blockBytes);
         try
