@@ -1,140 +1,305 @@
 using System.Diagnostics;
 using System.Globalization;
-using Microsoft.ML.OnnxRuntime;
+using System.Text;
+using System.Text.Json.Nodes;
+using OnnxLora.Core;
 using OnnxLora.Core.Onnx;
+using OnnxLora.Core.Peft;
+using OnnxLora.Core.Safetensors;
 using OnnxLora.Export;
-using OnnxLora.Models;
-using OnnxLora.Models.Llama;
+using OnnxLora.Merge;
 using OnnxLora.Models.Onnx;
-using static TorchSharp.torch;
+using OnnxLora.Models.Peft;
 
-// Export throughput of a model whose weights exceed 2 GiB (so external data is required), measured
-// side by side with a plain write of the same number of bytes (A B A B ...), then one ORT run of the
-// exported file against the eager forward.
-//   dotnet run -c Release --project bench/ExportBench -- [--repeats 3] [--dir /tmp/x] [--layers 8]
-var culture = CultureInfo.InvariantCulture;
-int repeats = IntArg("--repeats", 3);
-int layers = IntArg("--layers", 8);
-string dir = StringArg("--dir", Path.Combine(Path.GetTempPath(), "onnxlora-exportbench"));
-Directory.CreateDirectory(dir);
-
-var config = TinyConfigs.Llama() with
+// Export of a checkpoint to ONNX (merged mode, external data) side by side with File.Copy of the checkpoint's
+// safetensors files, each trial in its own child process so that its peak resident set (VmHWM) is its own.
+// Trials are interleaved A B [C] A B [C]; C (optional) is the in-memory exporter (TorchSharp model loaded with its
+// weights, adapter attached, OnnxExporter.Export), the way export worked before it streamed.
+//
+//   dotnet run -c Release --project bench/ExportBench -- [--trials 5] [--dir /tmp/exportbench] [--out docs/benchmarks-export.md]
+//       [--layers 22] [--dtype fp16|fp32] [--in-memory] [--base] [--model DIR --adapter DIR]
+//   Without --model a LLaMA-shaped fp16 checkpoint (hidden 2048, intermediate 5632, 32/4 heads, vocab 32000, --layers
+//   layers: TinyLlama-1.1B's shapes) and a LoRA r=16 adapter on all 7 projections are generated under --dir. With --model
+//   (e.g. an 8B-shaped folder made by bench/MergeBench) and --adapter, those are used as they are and left in place.
+//   --base exports without an adapter (no merge: the streaming alone).
+//   (child modes: export <model> <adapter|-> <out.onnx> <fp16|fp32> | memory <model> <adapter> <out.onnx> <fp16|fp32> | copy <model> <outdir>)
+var inv = CultureInfo.InvariantCulture;
+if (args.Length > 0 && args[0] is "export" or "memory" or "copy")
 {
-    VocabSize = 32000,
-    HiddenSize = 2048,
-    IntermediateSize = 5632,
-    NumHiddenLayers = layers,
-    NumAttentionHeads = 32,
-    NumKeyValueHeads = 32,
-    MaxPositionEmbeddings = 2048,
-};
-Console.WriteLine($"model: llama hidden {config.HiddenSize}, intermediate {config.IntermediateSize}, layers {layers}, vocab {config.VocabSize}");
-var create = Stopwatch.StartNew();
-using var model = LlamaForCausalLM.CreateRandom(config, seed: 1, std: 0.02);
-model.eval();
-long parameterBytes = model.parameters().Sum(p => p.numel() * 4);
-Console.WriteLine($"parameters: {parameterBytes / 1e9:F3} GB fp32 (created in {create.Elapsed.TotalSeconds:F1} s)");
-
-string modelPath = Path.Combine(dir, "model.onnx");
-string plainPath = Path.Combine(dir, "plain.bin");
-var exportSeconds = new List<double>();
-var buildSeconds = new List<double>();
-var plainSeconds = new List<double>();
-long exportedBytes = 0;
-var options = new ExportOptions { Mode = OnnxExportMode.Base, ExternalData = OnnxExternalData.Auto, Overwrite = true };
-byte[] buffer = new byte[64 << 20];
-new Random(7).NextBytes(buffer);
-for (int r = 0; r < repeats; r++)
-{
-    DeleteOutputs();
-    GC.Collect();
-    // OnnxExporter.Export is BuildModel followed by OnnxFile.Save; timed as its two phases.
     var sw = Stopwatch.StartNew();
-    var proto = OnnxExporter.BuildModel(model, options);
-    buildSeconds.Add(sw.Elapsed.TotalSeconds);
-    string? dataPath = OnnxFile.Save(proto, modelPath, new OnnxSaveOptions { ExternalData = options.ExternalData, Overwrite = true });
-    exportSeconds.Add(sw.Elapsed.TotalSeconds);
-    exportedBytes = new FileInfo(modelPath).Length + (dataPath is null ? 0 : new FileInfo(dataPath).Length);
-    if (dataPath is null)
+    if (args[0] == "copy")
     {
-        throw new InvalidOperationException("expected external data above 2 GiB");
-    }
-    Console.WriteLine($"  export {r}: {exportSeconds[^1]:F2} s (build {buildSeconds[^1]:F2} s), {exportedBytes / 1e6:F0} MB → {exportedBytes / 1e6 / exportSeconds[^1]:F0} MB/s");
-
-    File.Delete(plainPath);
-    GC.Collect();
-    sw.Restart();
-    using (var stream = new FileStream(plainPath, FileMode.CreateNew, FileAccess.Write, FileShare.None, 1 << 16))
-    {
-        for (long left = exportedBytes; left > 0; left -= buffer.Length)
+        Directory.CreateDirectory(args[2]);
+        foreach (string file in Directory.GetFiles(args[1], "*.safetensors"))
         {
-            stream.Write(buffer, 0, (int)Math.Min(left, buffer.Length));
+            string dest = Path.Combine(args[2], Path.GetFileName(file));
+            File.Copy(file, dest);
+            using var fs = new FileStream(dest, FileMode.Open, FileAccess.ReadWrite);
+            fs.Flush(flushToDisk: true);
         }
-        stream.Flush(flushToDisk: true);
     }
-    plainSeconds.Add(sw.Elapsed.TotalSeconds);
-    Console.WriteLine($"  plain  {r}: {plainSeconds[^1]:F2} s → {exportedBytes / 1e6 / plainSeconds[^1]:F0} MB/s");
+    else
+    {
+        var options = ExportOptions.Default with
+        {
+            Mode = args[2] == "-" ? OnnxExportMode.Base : OnnxExportMode.Merged,
+            WeightType = args[4] == "fp32" ? DType.F32 : DType.F16,
+            ExternalData = OnnxExternalData.Always,
+        };
+        if (args[0] == "export")
+        {
+            using var adapter = args[2] == "-" ? null : PeftAdapter.Load(args[2]);
+            OnnxExporter.ExportPretrained(args[1], adapter is null ? [] : [new WeightedAdapter(adapter)], args[3], options);
+        }
+        else
+        {
+            using var model = PretrainedModel.Load(args[1]);
+            if (args[2] != "-")
+            {
+                PeftModelAdapter.Attach(model, args[2]);
+            }
+            OnnxExporter.Export(model, args[3], options);
+        }
+    }
+    sw.Stop();
+    Console.WriteLine(string.Create(inv, $"{sw.Elapsed.TotalSeconds:F3} {VmHwmKb()}"));
+    return 0;
 }
-File.Delete(plainPath);
 
-// One ORT run of the last export (CPU), compared with the eager forward.
-const int batch = 1, seq = 16;
-long[] ids = Enumerable.Range(0, batch * seq).Select(i => (long)(i * 37 % config.VocabSize)).ToArray();
-long[] mask = Enumerable.Repeat(1L, batch * seq).ToArray();
-var load = Stopwatch.StartNew();
-using var sessionOptions = new SessionOptions { LogSeverityLevel = OrtLoggingLevel.ORT_LOGGING_LEVEL_ERROR };
-using var session = new InferenceSession(modelPath, sessionOptions);
-double loadSeconds = load.Elapsed.TotalSeconds;
-using var idsValue = OrtValue.CreateTensorValueFromMemory(ids, [batch, seq]);
-using var maskValue = OrtValue.CreateTensorValueFromMemory(mask, [batch, seq]);
-using var runOptions = new RunOptions();
-var run = Stopwatch.StartNew();
-using var outputs = session.Run(runOptions, new Dictionary<string, OrtValue> { ["input_ids"] = idsValue, ["attention_mask"] = maskValue }, ["logits"]);
-double runSeconds = run.Elapsed.TotalSeconds;
-float[] ortLogits = outputs[0].GetTensorDataAsSpan<float>().ToArray();
-float[] eager;
-using (var scope = NewDisposeScope())
-using (no_grad())
+int trials = Arg("--trials", 5);
+int layers = Arg("--layers", 22);
+string root = ArgS("--dir", "/tmp/exportbench");
+string report = ArgS("--out", "docs/benchmarks-export.md");
+string dtype = ArgS("--dtype", "fp16");
+bool inMemory = args.Contains("--in-memory");
+bool baseMode = args.Contains("--base");
+string? givenModel = ArgS("--model", null!);
+string? givenAdapter = ArgS("--adapter", null!);
+
+if (Directory.Exists(root))
 {
-    eager = model.call(tensor(ids, [batch, seq]), tensor(mask, [batch, seq])).contiguous().data<float>().ToArray();
+    Directory.Delete(root, recursive: true);
 }
-double maxDiff = ortLogits.Zip(eager, (a, b) => Math.Abs((double)a - b)).Max();
+Directory.CreateDirectory(root);
+try
+{
+    string model = givenModel ?? Path.Combine(root, "model");
+    string adapterDir = baseMode ? "-" : givenAdapter ?? Path.Combine(root, "adapter");
+    if (givenModel is null)
+    {
+        var genWatch = Stopwatch.StartNew();
+        WriteCheckpoint(model, layers);
+        if (!baseMode)
+        {
+            WriteAdapter(adapterDir, layers);
+        }
+        Console.WriteLine(string.Create(inv, $"generated in {genWatch.Elapsed.TotalSeconds:F1} s"));
+    }
+    var files = Directory.GetFiles(model, "*.safetensors");
+    long checkpointBytes = files.Sum(f => new FileInfo(f).Length);
+    var config = JsonNode.Parse(File.ReadAllText(Path.Combine(model, "config.json")))!;
+    long largest;
+    using (var checkpoint = SafetensorsCheckpoint.Open(model))
+    {
+        largest = checkpoint.Tensors.Max(t => t.ByteLength);
+    }
+    Console.WriteLine(string.Create(inv, $"checkpoint: {checkpointBytes / 1e9:F2} GB in {files.Length} file(s), largest tensor {largest / 1e6:F0} MB"));
 
-Console.WriteLine();
-Console.WriteLine($"| what | median | min | max |");
-Console.WriteLine($"|---|---|---|---|");
-Console.WriteLine(Row("export (BuildModel + atomic write, external data)", exportSeconds));
-Console.WriteLine(Row("  of which BuildModel (weights → fp32 initializers, Linear weights transposed)", buildSeconds));
-Console.WriteLine(Row("plain write of the same bytes (64 MiB chunks, fsync)", plainSeconds));
-Console.WriteLine();
-Console.WriteLine($"bytes written per export: {exportedBytes / 1e6:F0} MB; export/plain time ratio (medians): {Median(exportSeconds) / Median(plainSeconds):F2}");
-Console.WriteLine($"ORT CPU: session create {loadSeconds:F1} s, run ({batch}, {seq}) {runSeconds * 1000:F0} ms, max |ORT − eager| = {maxDiff:G3}");
-DeleteOutputs();
+    var export = new List<(double Seconds, long Kb)>();
+    var copy = new List<(double Seconds, long Kb)>();
+    var memory = new List<(double Seconds, long Kb)>();
+    long written = 0;
+    string loadBefore = File.ReadAllText("/proc/loadavg").Trim();
+    for (int t = 0; t < trials; t++)
+    {
+        string onnx = Path.Combine(root, "out", "model.onnx");
+        Directory.CreateDirectory(Path.GetDirectoryName(onnx)!);
+        export.Add(Child("export", model, adapterDir, onnx, dtype));
+        written = new FileInfo(onnx).Length + new FileInfo(onnx + ".data").Length;
+        Directory.Delete(Path.Combine(root, "out"), recursive: true);
+        copy.Add(Child("copy", model, Path.Combine(root, "out-copy")));
+        Directory.Delete(Path.Combine(root, "out-copy"), recursive: true);
+        string line = string.Create(inv, $"trial {t + 1}: export {export[^1].Seconds:F2} s / {export[^1].Kb / 1024.0:F0} MiB, File.Copy {copy[^1].Seconds:F2} s / {copy[^1].Kb / 1024.0:F0} MiB");
+        if (inMemory)
+        {
+            Directory.CreateDirectory(Path.Combine(root, "out-memory"));
+            memory.Add(Child("memory", model, adapterDir, Path.Combine(root, "out-memory", "model.onnx"), dtype));
+            Directory.Delete(Path.Combine(root, "out-memory"), recursive: true);
+            line += string.Create(inv, $", in-memory export {memory[^1].Seconds:F2} s / {memory[^1].Kb / 1024.0:F0} MiB");
+        }
+        Console.WriteLine(line);
+    }
+    string loadAfter = File.ReadAllText("/proc/loadavg").Trim();
+
+    var sb = new StringBuilder();
+    sb.AppendLine("# Export benchmark (bench/ExportBench)");
+    sb.AppendLine();
+    sb.AppendLine(string.Create(inv, $"Checkpoint: `{(givenModel is null ? "generated" : givenModel)}`, LLaMA-shaped (hidden {config["hidden_size"]}, intermediate {config["intermediate_size"]}, {config["num_hidden_layers"]} layers, {config["num_attention_heads"]}/{config["num_key_value_heads"]} heads, vocab {config["vocab_size"]}), {checkpointBytes / 1e9:F2} GB of safetensors in {files.Length} file(s), largest tensor {largest / 1e6:F0} MB. Adapter: `{(givenAdapter is null ? "generated" : givenAdapter)}`{(givenAdapter is null ? ", LoRA r=16 fp32 on all 7 projections of every layer" : "")}. Export: {(baseMode ? "base" : "merged")}, {dtype}, external data; {written / 1e9:F2} GB written (.onnx + .onnx.data)."));
+    sb.AppendLine();
+    sb.AppendLine("Method: each trial runs in its own child process (`ExportBench export|copy|memory`), timed from inside the child. A = `OnnxExporter.ExportPretrained` (config + safetensors headers → meta-device modules → graph; each weight read from the checkpoint, merged W + ΔW where the adapter targets it, converted, transposed in blocks and written to the data file; fsync and rename), B = `File.Copy` of the checkpoint's safetensors files + fsync (in-kernel copy_file_range on Linux)" + (inMemory ? ", C = the in-memory exporter (TorchSharp model with its weights in fp32, adapter attached, `OnnxExporter.Export`: how export worked before it streamed)" : "") + $", interleaved A B{(inMemory ? " C" : "")}; outputs deleted after each trial; the checkpoint is in the page cache after the first trial. Peak memory is the child's VmHWM from /proc/self/status (it includes the .NET runtime and libtorch, ~170 MiB for a tiny export).");
+    sb.AppendLine(string.Create(inv, $"Machine: {Environment.ProcessorCount} cores, {GC.GetGCMemoryInfo().TotalAvailableMemoryBytes / 1e9:F0} GB RAM, ext4 virtual disk, .NET {Environment.Version}, {DateTime.UtcNow:yyyy-MM-dd}. Shared with other jobs: /proc/loadavg before `{loadBefore}`, after `{loadAfter}`, so absolute times are noisy; compare within a trial."));
+    sb.AppendLine();
+    sb.AppendLine("| | median time (s) | min–max (s) | median peak RSS (MiB) | min–max (MiB) |");
+    sb.AppendLine("|---|---|---|---|---|");
+    sb.AppendLine(Row("A export, streamed (ExportPretrained)", export));
+    sb.AppendLine(Row("B File.Copy of the checkpoint", copy));
+    if (inMemory)
+    {
+        sb.AppendLine(Row("C export, in memory (Export of a loaded model)", memory));
+    }
+    sb.AppendLine();
+    string ratios = string.Join(", ", export.Zip(copy, (e, c) => (e.Seconds / c.Seconds).ToString("F2", inv)));
+    sb.Append(string.Create(inv, $"Ratio of medians: export / File.Copy time {Median(export.Select(m => m.Seconds)) / Median(copy.Select(c => c.Seconds)):F2}× (per-trial ratios {ratios})."));
+    sb.AppendLine(inMemory ? string.Create(inv, $" In-memory / streamed peak RSS {Median(memory.Select(m => (double)m.Kb)) / Median(export.Select(m => (double)m.Kb)):F1}×.") : "");
+    sb.AppendLine();
+    sb.AppendLine("Raw trials (s, MiB): export " + string.Join("; ", export.Select(m => string.Create(inv, $"{m.Seconds:F2}, {m.Kb / 1024.0:F0}")))
+        + " | copy " + string.Join("; ", copy.Select(c => string.Create(inv, $"{c.Seconds:F2}, {c.Kb / 1024.0:F0}")))
+        + (inMemory ? " | in-memory " + string.Join("; ", memory.Select(c => string.Create(inv, $"{c.Seconds:F2}, {c.Kb / 1024.0:F0}"))) : ""));
+    Directory.CreateDirectory(Path.GetDirectoryName(Path.GetFullPath(report))!);
+    File.WriteAllText(report, sb.ToString());
+    Console.WriteLine(sb.ToString());
+}
+finally
+{
+    Directory.Delete(root, recursive: true);
+}
 return 0;
 
-string Row(string what, List<double> seconds) =>
-    $"| {what} | {Median(seconds):F2} s ({exportedBytes / 1e6 / Median(seconds):F0} MB/s) | {seconds.Min():F2} s | {seconds.Max():F2} s |";
+string Row(string name, List<(double Seconds, long Kb)> r) => string.Create(inv,
+    $"| {name} | {Median(r.Select(x => x.Seconds)):F2} | {r.Min(x => x.Seconds):F2}–{r.Max(x => x.Seconds):F2} | {Median(r.Select(x => x.Kb / 1024.0)):F0} | {r.Min(x => x.Kb) / 1024.0:F0}–{r.Max(x => x.Kb) / 1024.0:F0} |");
 
-static double Median(List<double> values)
+static double Median(IEnumerable<double> values)
 {
-    var sorted = values.Order().ToList();
-    return sorted.Count % 2 == 1 ? sorted[sorted.Count / 2] : (sorted[sorted.Count / 2 - 1] + sorted[sorted.Count / 2]) / 2;
+    var v = values.Order().ToArray();
+    return v.Length % 2 == 1 ? v[v.Length / 2] : (v[v.Length / 2 - 1] + v[v.Length / 2]) / 2;
 }
 
-void DeleteOutputs()
+(double Seconds, long Kb) Child(params string[] childArgs)
 {
-    File.Delete(modelPath);
-    File.Delete(modelPath + ".data");
+    var psi = new ProcessStartInfo(Environment.ProcessPath!) { RedirectStandardOutput = true, RedirectStandardError = true };
+    if (Path.GetFileNameWithoutExtension(Environment.ProcessPath!) == "dotnet")
+    {
+        psi.ArgumentList.Add(typeof(Program).Assembly.Location);
+    }
+    foreach (string a in childArgs)
+    {
+        psi.ArgumentList.Add(a);
+    }
+    using var p = Process.Start(psi)!;
+    string stdout = p.StandardOutput.ReadToEnd();
+    string stderr = p.StandardError.ReadToEnd();
+    p.WaitForExit();
+    if (p.ExitCode != 0)
+    {
+        throw new InvalidOperationException($"child {string.Join(' ', childArgs)} failed: {stderr}");
+    }
+    var parts = stdout.Trim().Split('\n')[^1].Split(' ');
+    return (double.Parse(parts[0], inv), long.Parse(parts[1], inv));
 }
 
-int IntArg(string name, int fallback)
+static long VmHwmKb()
 {
-    int i = Array.IndexOf(args, name);
-    return i >= 0 && i + 1 < args.Length ? int.Parse(args[i + 1], culture) : fallback;
+    foreach (string line in File.ReadLines("/proc/self/status"))
+    {
+        if (line.StartsWith("VmHWM:", StringComparison.Ordinal))
+        {
+            return long.Parse(line[6..].Trim().Split(' ')[0], CultureInfo.InvariantCulture);
+        }
+    }
+    return -1;
 }
 
-string StringArg(string name, string fallback)
+// TinyLlama-1.1B's shapes; fp16 values from a linear congruential generator (weights ~N-ish(0, 0.02), norms 1).
+void WriteCheckpoint(string directory, int layerCount)
 {
-    int i = Array.IndexOf(args, name);
-    return i >= 0 && i + 1 < args.Length ? args[i + 1] : fallback;
+    const int Hidden = 2048, Intermediate = 5632, Heads = 32, KvHeads = 4, Vocab = 32000;
+    int kv = KvHeads * (Hidden / Heads);
+    Directory.CreateDirectory(directory);
+    var specs = new List<TensorSpec> { new("model.embed_tokens.weight", DType.F16, [Vocab, Hidden]) };
+    for (int i = 0; i < layerCount; i++)
+    {
+        string p = $"model.layers.{i}.";
+        specs.Add(new(p + "self_attn.q_proj.weight", DType.F16, [Hidden, Hidden]));
+        specs.Add(new(p + "self_attn.k_proj.weight", DType.F16, [kv, Hidden]));
+        specs.Add(new(p + "self_attn.v_proj.weight", DType.F16, [kv, Hidden]));
+        specs.Add(new(p + "self_attn.o_proj.weight", DType.F16, [Hidden, Hidden]));
+        specs.Add(new(p + "mlp.gate_proj.weight", DType.F16, [Intermediate, Hidden]));
+        specs.Add(new(p + "mlp.up_proj.weight", DType.F16, [Intermediate, Hidden]));
+        specs.Add(new(p + "mlp.down_proj.weight", DType.F16, [Hidden, Intermediate]));
+        specs.Add(new(p + "input_layernorm.weight", DType.F16, [Hidden]));
+        specs.Add(new(p + "post_attention_layernorm.weight", DType.F16, [Hidden]));
+    }
+    specs.Add(new("model.norm.weight", DType.F16, [Hidden]));
+    specs.Add(new("lm_head.weight", DType.F16, [Vocab, Hidden]));
+    uint state = 1;
+    using (var writer = SafetensorsWriter.Create(Path.Combine(directory, "model.safetensors"), specs, new Dictionary<string, string> { ["format"] = "pt" }))
+    {
+        foreach (var spec in specs)
+        {
+            var values = Values(checked((int)spec.ElementCount), ref state, spec.Name.EndsWith("norm.weight", StringComparison.Ordinal) ? 1f : 0f);
+            var bytes = new byte[values.Length * 2];
+            FloatCodec.Encode(DType.F16, values, bytes);
+            writer.Write(spec.Name, bytes);
+        }
+        writer.Commit();
+    }
+    var config = new JsonObject
+    {
+        ["model_type"] = "llama",
+        ["architectures"] = new JsonArray("LlamaForCausalLM"),
+        ["vocab_size"] = Vocab,
+        ["hidden_size"] = Hidden,
+        ["intermediate_size"] = Intermediate,
+        ["num_hidden_layers"] = layerCount,
+        ["num_attention_heads"] = Heads,
+        ["num_key_value_heads"] = KvHeads,
+        ["max_position_embeddings"] = 2048,
+        ["rms_norm_eps"] = 1e-5,
+        ["tie_word_embeddings"] = false,
+        ["torch_dtype"] = "float16",
+    };
+    File.WriteAllText(Path.Combine(directory, "config.json"), config.ToJsonString());
 }
+
+void WriteAdapter(string directory, int layerCount)
+{
+    const int Hidden = 2048, Intermediate = 5632, Heads = 32, KvHeads = 4, Rank = 16;
+    int kv = KvHeads * (Hidden / Heads);
+    var shapes = new (string Module, int In, int Out)[]
+    {
+        ("self_attn.q_proj", Hidden, Hidden), ("self_attn.k_proj", Hidden, kv), ("self_attn.v_proj", Hidden, kv), ("self_attn.o_proj", Hidden, Hidden),
+        ("mlp.gate_proj", Hidden, Intermediate), ("mlp.up_proj", Hidden, Intermediate), ("mlp.down_proj", Intermediate, Hidden),
+    };
+    var tensors = new List<(TensorSpec Spec, ReadOnlyMemory<byte> Data)>();
+    uint state = 99;
+    for (int i = 0; i < layerCount; i++)
+    {
+        foreach (var (module, inF, outF) in shapes)
+        {
+            string key = $"{PeftAdapter.KeyPrefix}model.layers.{i}.{module}";
+            tensors.Add(PeftAdapter.EncodeTensor(key + ".lora_A.weight", [Rank, inF], Values(Rank * inF, ref state, 0)));
+            tensors.Add(PeftAdapter.EncodeTensor(key + ".lora_B.weight", [outF, Rank], Values(outF * Rank, ref state, 0)));
+        }
+    }
+    PeftAdapter.Save(directory, new PeftAdapterConfig
+    {
+        R = Rank,
+        Alpha = 32,
+        TargetModules = TargetModules.FromList(["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]),
+    }, tensors);
+}
+
+static float[] Values(int count, ref uint state, float offset)
+{
+    var values = new float[count];
+    for (int i = 0; i < count; i++)
+    {
+        state = (state * 1664525) + 1013904223;
+        values[i] = offset + (((state >> 8) / (float)(1 << 24)) - 0.5f) * 0.07f;
+    }
+    return values;
+}
+
+int Arg(string name, int fallback) => Array.IndexOf(args, name) is int i and >= 0 ? int.Parse(args[i + 1], inv) : fallback;
+
+string ArgS(string name, string fallback) => Array.IndexOf(args, name) is int i and >= 0 ? args[i + 1] : fallback;
