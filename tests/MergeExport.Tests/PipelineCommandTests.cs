@@ -255,13 +255,33 @@ public sealed class PipelineBadInputTests
     }
 
     [TestMethod]
-    public void Export_TargetNotFoundInModel()
+    [DataRow("unmerged")]
+    [DataRow("merged")]
+    public void Export_TargetNotFoundInModel(string mode)
     {
         using var dir = new TempDir();
         string adapter = HandAdapter(dir, "a", """{"peft_type":"LORA","r":4,"lora_alpha":8,"target_modules":["no_such_proj"]}""",
             ("base_model.model.model.layers.0.self_attn.no_such_proj.lora_A.weight", [4, 128]),
             ("base_model.model.model.layers.0.self_attn.no_such_proj.lora_B.weight", [128, 4]));
-        AssertBadInput(dir, "m.onnx", ["export", "--model", SampleModels.Model, "--adapter", adapter, "--mode", "unmerged", "--out", dir.File("m.onnx")], "no_such_proj");
+        AssertBadInput(dir, "m.onnx", ["export", "--model", SampleModels.Model, "--adapter", adapter, "--mode", mode, "--out", dir.File("m.onnx")], "no_such_proj");
+    }
+
+    [TestMethod]
+    [DataRow("base")]
+    [DataRow("merged")]
+    public void Export_CheckpointNotMatchingItsConfig_ListsTheProblemAndWritesNothing(string mode)
+    {
+        using var dir = new TempDir();
+        string model = dir.File("model");
+        Directory.CreateDirectory(model);
+        File.Copy(Path.Combine(SampleModels.Model, "model.safetensors"), Path.Combine(model, "model.safetensors"));
+        var config = System.Text.Json.Nodes.JsonNode.Parse(File.ReadAllText(Path.Combine(SampleModels.Model, "config.json")))!;
+        config["num_hidden_layers"] = 3;
+        File.WriteAllText(Path.Combine(model, "config.json"), config.ToJsonString());
+        string[] adapter = mode == "base" ? [] : ["--adapter", SampleModels.Adapter];
+
+        AssertBadInput(dir, "m.onnx", ["export", "--model", model, .. adapter, "--mode", mode, "--out", dir.File("m.onnx")], "unexpected 'model.layers.3.");
+        Assert.IsFalse(File.Exists(dir.File("m.onnx.data")), "no data file");
     }
 
     [TestMethod]

@@ -59,8 +59,13 @@ public sealed partial class OnnxEmitContext
         }
         byte[] bytes = new byte[byteCount];
         t.bytes.CopyTo(bytes);
-        // Transposed (when asked) as the model is written, by the same code that streams checkpoint tensors.
-        return Builder.AddInitializer(name, OnnxTensorSource.FromBytes(bytes, target, shape, transpose));
+        if (!transpose)
+        {
+            return Builder.AddInitializerWrapped(name, target, shape, bytes);
+        }
+        // Held in the model (a computed tensor has no file to stream from), transposed by the code that streams checkpoint tensors.
+        var transposed = OnnxTensorSource.FromBytes(bytes, target, shape, transpose: true);
+        return Builder.AddInitializerWrapped(name, target, [.. transposed.Shape], transposed.ToArray());
     }
 
     /// <summary>A floating-point initializer from fp32 values, stored in <paramref name="dtype"/> (default <see cref="ComputeType"/>).</summary>
