@@ -2,6 +2,7 @@ using System.Diagnostics;
 using System.Globalization;
 using System.Text;
 using System.Text.Json.Nodes;
+using OnnxLora.Bench;
 using OnnxLora.Core;
 using OnnxLora.Core.Onnx;
 using OnnxLora.Core.Peft;
@@ -10,6 +11,7 @@ using OnnxLora.Export;
 using OnnxLora.Merge;
 using OnnxLora.Models.Onnx;
 using OnnxLora.Models.Peft;
+using OnnxLora.Testing;
 
 // Export of a checkpoint to ONNX (merged mode, external data) side by side with File.Copy of the checkpoint's
 // safetensors files, each trial in its own child process so that its peak resident set (VmHWM) is its own.
@@ -62,7 +64,7 @@ if (args.Length > 0 && args[0] is "export" or "memory" or "copy")
         }
     }
     sw.Stop();
-    Console.WriteLine(string.Create(inv, $"{sw.Elapsed.TotalSeconds:F3} {VmHwmKb()}"));
+    Console.WriteLine(ChildTrial.Report(sw.Elapsed.TotalSeconds));
     return 0;
 }
 
@@ -88,10 +90,12 @@ try
     if (givenModel is null)
     {
         var genWatch = Stopwatch.StartNew();
-        WriteCheckpoint(model, layers);
+        // TinyLlama-1.1B's shapes with --layers layers; the adapter targets all 7 projections.
+        var shape = new SyntheticLlama.Shape(Hidden: 2048, Intermediate: 5632, Layers: layers, Heads: 32, KvHeads: 4, Vocab: 32000);
+        SyntheticLlama.WriteCheckpoint(model, shape, DType.F16);
         if (!baseMode)
         {
-            WriteAdapter(adapterDir, layers);
+            SyntheticLlama.WriteAdapter(adapterDir, shape, rank: 16, alpha: 32, ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]);
         }
         Console.WriteLine(string.Create(inv, $"generated in {genWatch.Elapsed.TotalSeconds:F1} s"));
     }
@@ -114,16 +118,16 @@ try
     {
         string onnx = Path.Combine(root, "out", "model.onnx");
         Directory.CreateDirectory(Path.GetDirectoryName(onnx)!);
-        export.Add(Child("export", model, adapterDir, onnx, dtype));
+        export.Add(ChildTrial.Run("export", model, adapterDir, onnx, dtype));
         written = new FileInfo(onnx).Length + new FileInfo(onnx + ".data").Length;
         Directory.Delete(Path.Combine(root, "out"), recursive: true);
-        copy.Add(Child("copy", model, Path.Combine(root, "out-copy")));
+        copy.Add(ChildTrial.Run("copy", model, Path.Combine(root, "out-copy")));
         Directory.Delete(Path.Combine(root, "out-copy"), recursive: true);
         string line = string.Create(inv, $"trial {t + 1}: export {export[^1].Seconds:F2} s / {export[^1].Kb / 1024.0:F0} MiB, File.Copy {copy[^1].Seconds:F2} s / {copy[^1].Kb / 1024.0:F0} MiB");
         if (inMemory)
         {
             Directory.CreateDirectory(Path.Combine(root, "out-memory"));
-            memory.Add(Child("memory", model, adapterDir, Path.Combine(root, "out-memory", "model.onnx"), dtype));
+            memory.Add(ChildTrial.Run("memory", model, adapterDir, Path.Combine(root, "out-memory", "model.onnx"), dtype));
             Directory.Delete(Path.Combine(root, "out-memory"), recursive: true);
             line += string.Create(inv, $", in-memory export {memory[^1].Seconds:F2} s / {memory[^1].Kb / 1024.0:F0} MiB");
         }
@@ -149,8 +153,8 @@ try
     }
     sb.AppendLine();
     string ratios = string.Join(", ", export.Zip(copy, (e, c) => (e.Seconds / c.Seconds).ToString("F2", inv)));
-    sb.Append(string.Create(inv, $"Ratio of medians: export / File.Copy time {Median(export.Select(m => m.Seconds)) / Median(copy.Select(c => c.Seconds)):F2}× (per-trial ratios {ratios})."));
-    sb.AppendLine(inMemory ? string.Create(inv, $" In-memory / streamed peak RSS {Median(memory.Select(m => (double)m.Kb)) / Median(export.Select(m => (double)m.Kb)):F1}×.") : "");
+    sb.Append(string.Create(inv, $"Ratio of medians: export / File.Copy time {ChildTrial.Median(export.Select(m => m.Seconds)) / ChildTrial.Median(copy.Select(c => c.Seconds)):F2}× (per-trial ratios {ratios})."));
+    sb.AppendLine(inMemory ? string.Create(inv, $" In-memory / streamed peak RSS {ChildTrial.Median(memory.Select(m => (double)m.Kb)) / ChildTrial.Median(export.Select(m => (double)m.Kb)):F1}×.") : "");
     sb.AppendLine();
     sb.AppendLine("Raw trials (s, MiB): export " + string.Join("; ", export.Select(m => string.Create(inv, $"{m.Seconds:F2}, {m.Kb / 1024.0:F0}")))
         + " | copy " + string.Join("; ", copy.Select(c => string.Create(inv, $"{c.Seconds:F2}, {c.Kb / 1024.0:F0}")))
@@ -166,139 +170,7 @@ finally
 return 0;
 
 string Row(string name, List<(double Seconds, long Kb)> r) => string.Create(inv,
-    $"| {name} | {Median(r.Select(x => x.Seconds)):F2} | {r.Min(x => x.Seconds):F2}–{r.Max(x => x.Seconds):F2} | {Median(r.Select(x => x.Kb / 1024.0)):F0} | {r.Min(x => x.Kb) / 1024.0:F0}–{r.Max(x => x.Kb) / 1024.0:F0} |");
-
-static double Median(IEnumerable<double> values)
-{
-    var v = values.Order().ToArray();
-    return v.Length % 2 == 1 ? v[v.Length / 2] : (v[v.Length / 2 - 1] + v[v.Length / 2]) / 2;
-}
-
-(double Seconds, long Kb) Child(params string[] childArgs)
-{
-    var psi = new ProcessStartInfo(Environment.ProcessPath!) { RedirectStandardOutput = true, RedirectStandardError = true };
-    if (Path.GetFileNameWithoutExtension(Environment.ProcessPath!) == "dotnet")
-    {
-        psi.ArgumentList.Add(typeof(Program).Assembly.Location);
-    }
-    foreach (string a in childArgs)
-    {
-        psi.ArgumentList.Add(a);
-    }
-    using var p = Process.Start(psi)!;
-    string stdout = p.StandardOutput.ReadToEnd();
-    string stderr = p.StandardError.ReadToEnd();
-    p.WaitForExit();
-    if (p.ExitCode != 0)
-    {
-        throw new InvalidOperationException($"child {string.Join(' ', childArgs)} failed: {stderr}");
-    }
-    var parts = stdout.Trim().Split('\n')[^1].Split(' ');
-    return (double.Parse(parts[0], inv), long.Parse(parts[1], inv));
-}
-
-static long VmHwmKb()
-{
-    foreach (string line in File.ReadLines("/proc/self/status"))
-    {
-        if (line.StartsWith("VmHWM:", StringComparison.Ordinal))
-        {
-            return long.Parse(line[6..].Trim().Split(' ')[0], CultureInfo.InvariantCulture);
-        }
-    }
-    return -1;
-}
-
-// TinyLlama-1.1B's shapes; fp16 values from a linear congruential generator (weights ~N-ish(0, 0.02), norms 1).
-void WriteCheckpoint(string directory, int layerCount)
-{
-    const int Hidden = 2048, Intermediate = 5632, Heads = 32, KvHeads = 4, Vocab = 32000;
-    int kv = KvHeads * (Hidden / Heads);
-    Directory.CreateDirectory(directory);
-    var specs = new List<TensorSpec> { new("model.embed_tokens.weight", DType.F16, [Vocab, Hidden]) };
-    for (int i = 0; i < layerCount; i++)
-    {
-        string p = $"model.layers.{i}.";
-        specs.Add(new(p + "self_attn.q_proj.weight", DType.F16, [Hidden, Hidden]));
-        specs.Add(new(p + "self_attn.k_proj.weight", DType.F16, [kv, Hidden]));
-        specs.Add(new(p + "self_attn.v_proj.weight", DType.F16, [kv, Hidden]));
-        specs.Add(new(p + "self_attn.o_proj.weight", DType.F16, [Hidden, Hidden]));
-        specs.Add(new(p + "mlp.gate_proj.weight", DType.F16, [Intermediate, Hidden]));
-        specs.Add(new(p + "mlp.up_proj.weight", DType.F16, [Intermediate, Hidden]));
-        specs.Add(new(p + "mlp.down_proj.weight", DType.F16, [Hidden, Intermediate]));
-        specs.Add(new(p + "input_layernorm.weight", DType.F16, [Hidden]));
-        specs.Add(new(p + "post_attention_layernorm.weight", DType.F16, [Hidden]));
-    }
-    specs.Add(new("model.norm.weight", DType.F16, [Hidden]));
-    specs.Add(new("lm_head.weight", DType.F16, [Vocab, Hidden]));
-    uint state = 1;
-    using (var writer = SafetensorsWriter.Create(Path.Combine(directory, "model.safetensors"), specs, new Dictionary<string, string> { ["format"] = "pt" }))
-    {
-        foreach (var spec in specs)
-        {
-            var values = Values(checked((int)spec.ElementCount), ref state, spec.Name.EndsWith("norm.weight", StringComparison.Ordinal) ? 1f : 0f);
-            var bytes = new byte[values.Length * 2];
-            FloatCodec.Encode(DType.F16, values, bytes);
-            writer.Write(spec.Name, bytes);
-        }
-        writer.Commit();
-    }
-    var config = new JsonObject
-    {
-        ["model_type"] = "llama",
-        ["architectures"] = new JsonArray("LlamaForCausalLM"),
-        ["vocab_size"] = Vocab,
-        ["hidden_size"] = Hidden,
-        ["intermediate_size"] = Intermediate,
-        ["num_hidden_layers"] = layerCount,
-        ["num_attention_heads"] = Heads,
-        ["num_key_value_heads"] = KvHeads,
-        ["max_position_embeddings"] = 2048,
-        ["rms_norm_eps"] = 1e-5,
-        ["tie_word_embeddings"] = false,
-        ["torch_dtype"] = "float16",
-    };
-    File.WriteAllText(Path.Combine(directory, "config.json"), config.ToJsonString());
-}
-
-void WriteAdapter(string directory, int layerCount)
-{
-    const int Hidden = 2048, Intermediate = 5632, Heads = 32, KvHeads = 4, Rank = 16;
-    int kv = KvHeads * (Hidden / Heads);
-    var shapes = new (string Module, int In, int Out)[]
-    {
-        ("self_attn.q_proj", Hidden, Hidden), ("self_attn.k_proj", Hidden, kv), ("self_attn.v_proj", Hidden, kv), ("self_attn.o_proj", Hidden, Hidden),
-        ("mlp.gate_proj", Hidden, Intermediate), ("mlp.up_proj", Hidden, Intermediate), ("mlp.down_proj", Intermediate, Hidden),
-    };
-    var tensors = new List<(TensorSpec Spec, ReadOnlyMemory<byte> Data)>();
-    uint state = 99;
-    for (int i = 0; i < layerCount; i++)
-    {
-        foreach (var (module, inF, outF) in shapes)
-        {
-            string key = $"{PeftAdapter.KeyPrefix}model.layers.{i}.{module}";
-            tensors.Add(PeftAdapter.EncodeTensor(key + ".lora_A.weight", [Rank, inF], Values(Rank * inF, ref state, 0)));
-            tensors.Add(PeftAdapter.EncodeTensor(key + ".lora_B.weight", [outF, Rank], Values(outF * Rank, ref state, 0)));
-        }
-    }
-    PeftAdapter.Save(directory, new PeftAdapterConfig
-    {
-        R = Rank,
-        Alpha = 32,
-        TargetModules = TargetModules.FromList(["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]),
-    }, tensors);
-}
-
-static float[] Values(int count, ref uint state, float offset)
-{
-    var values = new float[count];
-    for (int i = 0; i < count; i++)
-    {
-        state = (state * 1664525) + 1013904223;
-        values[i] = offset + (((state >> 8) / (float)(1 << 24)) - 0.5f) * 0.07f;
-    }
-    return values;
-}
+    $"| {name} | {ChildTrial.Median(r.Select(x => x.Seconds)):F2} | {r.Min(x => x.Seconds):F2}–{r.Max(x => x.Seconds):F2} | {ChildTrial.Median(r.Select(x => x.Kb / 1024.0)):F0} | {r.Min(x => x.Kb) / 1024.0:F0}–{r.Max(x => x.Kb) / 1024.0:F0} |");
 
 int Arg(string name, int fallback) => Array.IndexOf(args, name) is int i and >= 0 ? int.Parse(args[i + 1], inv) : fallback;
 

@@ -1,9 +1,9 @@
 using System.Globalization;
-using System.Text.Json.Nodes;
 using OnnxLora.Core;
 using OnnxLora.Core.Onnx;
 using OnnxLora.Core.Peft;
 using OnnxLora.Core.Safetensors;
+using OnnxLora.Testing;
 
 namespace OnnxLora.Reliability;
 
@@ -20,8 +20,10 @@ public sealed class BoundedMemoryTests
     /// <summary>How much more the large export may hold resident than the tiny one.</summary>
     private const long GrowthBoundBytes = 150L << 20;
 
-    // LLaMA-shaped: hidden 1024, intermediate 2816, 4 layers, 8 heads / 4 KV heads, vocab 16000: 79 M parameters, 317 MB in fp32.
-    private const int Hidden = 1024, Intermediate = 2816, Layers = 4, Heads = 8, KvHeads = 4, Vocab = 16000, Rank = 8;
+    private const int Hidden = 1024, Vocab = 16000, Rank = 8;
+
+    /// <summary>LLaMA-shaped: hidden 1024, intermediate 2816, 4 layers, 8 heads / 4 KV heads, vocab 16000: 79 M parameters, 317 MB in fp32.</summary>
+    private static readonly SyntheticLlama.Shape Shape = new(Hidden, 2816, 4, 8, 4, Vocab);
 
     [TestMethod]
     public void Export_MergedCheckpointTwiceTheBound_StaysUnderTheBound()
@@ -31,8 +33,9 @@ public sealed class BoundedMemoryTests
             Assert.Inconclusive("/usr/bin/time is missing (bash scripts/setup.sh installs it: apt-get install time)");
         }
         using var dir = new TempDir();
-        string model = WriteCheckpoint(dir.File("model"));
-        string adapter = WriteAdapter(dir.File("adapter"));
+        string model = dir.File("model"), adapter = dir.File("adapter");
+        SyntheticLlama.WriteCheckpoint(model, Shape, DType.F32);
+        SyntheticLlama.WriteAdapter(adapter, Shape, Rank, alpha: 16, ["q_proj", "gate_proj"]);
         long checkpointBytes = new FileInfo(Path.Combine(model, "model.safetensors")).Length;
 
         var tiny = Tool.Run(["export", "--model", Tool.TinyLlama, "--mode", "base", "--external-data", "always", "--out", dir.File("tiny.onnx")],
@@ -84,84 +87,6 @@ public sealed class BoundedMemoryTests
         using var stream = File.OpenRead(dataFile);
         stream.Position = offset;
         stream.ReadExactly(System.Runtime.InteropServices.MemoryMarshal.AsBytes(values.AsSpan()));
-        return values;
-    }
-
-    private static string WriteCheckpoint(string directory)
-    {
-        Directory.CreateDirectory(directory);
-        int headDim = Hidden / Heads;
-        var specs = new List<TensorSpec> { new("model.embed_tokens.weight", DType.F32, [Vocab, Hidden]) };
-        for (int i = 0; i < Layers; i++)
-        {
-            string p = $"model.layers.{i}.";
-            specs.Add(new(p + "self_attn.q_proj.weight", DType.F32, [Heads * headDim, Hidden]));
-            specs.Add(new(p + "self_attn.k_proj.weight", DType.F32, [KvHeads * headDim, Hidden]));
-            specs.Add(new(p + "self_attn.v_proj.weight", DType.F32, [KvHeads * headDim, Hidden]));
-            specs.Add(new(p + "self_attn.o_proj.weight", DType.F32, [Hidden, Heads * headDim]));
-            specs.Add(new(p + "mlp.gate_proj.weight", DType.F32, [Intermediate, Hidden]));
-            specs.Add(new(p + "mlp.up_proj.weight", DType.F32, [Intermediate, Hidden]));
-            specs.Add(new(p + "mlp.down_proj.weight", DType.F32, [Hidden, Intermediate]));
-            specs.Add(new(p + "input_layernorm.weight", DType.F32, [Hidden]));
-            specs.Add(new(p + "post_attention_layernorm.weight", DType.F32, [Hidden]));
-        }
-        specs.Add(new("model.norm.weight", DType.F32, [Hidden]));
-        specs.Add(new("lm_head.weight", DType.F32, [Vocab, Hidden]));
-        using (var writer = SafetensorsWriter.Create(Path.Combine(directory, "model.safetensors"), specs, new Dictionary<string, string> { ["format"] = "pt" }))
-        {
-            uint state = 1;
-            foreach (var spec in specs)
-            {
-                writer.Write(spec.Name, System.Runtime.InteropServices.MemoryMarshal.AsBytes(Values(checked((int)spec.ElementCount), ref state).AsSpan()));
-            }
-            writer.Commit();
-        }
-        var config = new JsonObject
-        {
-            ["model_type"] = "llama",
-            ["architectures"] = new JsonArray("LlamaForCausalLM"),
-            ["vocab_size"] = Vocab,
-            ["hidden_size"] = Hidden,
-            ["intermediate_size"] = Intermediate,
-            ["num_hidden_layers"] = Layers,
-            ["num_attention_heads"] = Heads,
-            ["num_key_value_heads"] = KvHeads,
-            ["max_position_embeddings"] = 64,
-            ["rms_norm_eps"] = 1e-5,
-            ["tie_word_embeddings"] = false,
-            ["torch_dtype"] = "float32",
-        };
-        File.WriteAllText(Path.Combine(directory, "config.json"), config.ToJsonString());
-        return directory;
-    }
-
-    private static string WriteAdapter(string directory)
-    {
-        var tensors = new List<(TensorSpec Spec, ReadOnlyMemory<byte> Data)>();
-        uint state = 7;
-        for (int i = 0; i < Layers; i++)
-        {
-            foreach (string module in new[] { "self_attn.q_proj", "mlp.gate_proj" })
-            {
-                int outFeatures = module == "mlp.gate_proj" ? Intermediate : Hidden;
-                string key = $"{PeftAdapter.KeyPrefix}model.layers.{i}.{module}";
-                tensors.Add(PeftAdapter.EncodeTensor(key + ".lora_A.weight", [Rank, Hidden], Values(Rank * Hidden, ref state)));
-                tensors.Add(PeftAdapter.EncodeTensor(key + ".lora_B.weight", [outFeatures, Rank], Values(outFeatures * Rank, ref state)));
-            }
-        }
-        PeftAdapter.Save(directory, new PeftAdapterConfig { R = Rank, Alpha = 16, TargetModules = TargetModules.FromList(["q_proj", "gate_proj"]) }, tensors);
-        return directory;
-    }
-
-    /// <summary>Deterministic values in [-0.05, 0.05) from a linear congruential generator (fast enough for 80 M values).</summary>
-    private static float[] Values(int count, ref uint state)
-    {
-        var values = new float[count];
-        for (int i = 0; i < count; i++)
-        {
-            state = (state * 1664525) + 1013904223;
-            values[i] = ((state >> 8) / (float)(1 << 24) * 0.1f) - 0.05f;
-        }
         return values;
     }
 }
