@@ -1,6 +1,5 @@
 using System.Diagnostics;
 using System.Globalization;
-using OnnxLora.Core.Peft;
 using OnnxLora.Training;
 using OnnxLora.Training.Sample;
 

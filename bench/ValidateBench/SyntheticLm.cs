@@ -1,5 +1,3 @@
-using Google.Protobuf;
-using Onnx;
 using DataType = Onnx.TensorProto.Types.DataType;
 
 namespace OnnxLora.ValidateBench;

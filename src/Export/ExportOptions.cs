@@ -47,4 +47,8 @@ public sealed record ExportOptions
 /// <param name="NodeCount">Nodes in the graph.</param>
 /// <param name="InitializerCount">Initializers in the graph.</param>
 /// <param name="LoraLayerCount">LoRA layers found in the model.</param>
-public sealed record ExportResult(string ModelPath, string? ExternalDataPath, int NodeCount, int InitializerCount, int LoraLayerCount);
+public sealed record ExportResult(string ModelPath, string? ExternalDataPath, int NodeCount, int InitializerCount, int LoraLayerCount)
+{
+    /// <summary>With <see cref="OnnxExportMode.Adapters"/>: the ONNX Runtime adapter files written beside the model.</summary>
+    public IReadOnlyList<string> AdapterFiles { get; init; } = [];
+}

@@ -36,11 +36,22 @@ public static class OnnxExporter
     public static ExportResult Export(nn.Module model, string path, ExportOptions? options = null)
     {
         options ??= ExportOptions.Default;
-        var proto = BuildModel(model, options);
+        return Save(BuildModel(model, options), path, options, LoraLayers(model).Count);
+    }
+
+    /// <summary>Writes a model built by <see cref="BuildModel"/> as <see cref="Export"/> does.</summary>
+    /// <exception cref="OnnxLoraException">An output exists and <see cref="ExportOptions.Overwrite"/> is false (bad input).</exception>
+    public static ExportResult Save(ModelProto proto, string path, ExportOptions options, int loraLayerCount)
+    {
+        ArgumentNullException.ThrowIfNull(proto);
+        ArgumentNullException.ThrowIfNull(options);
         string fullPath = Path.GetFullPath(path);
         string? dataPath = OnnxFile.Save(proto, fullPath, new OnnxSaveOptions { ExternalData = options.ExternalData, Overwrite = options.Overwrite });
-        return new ExportResult(fullPath, dataPath, proto.Graph.Node.Count, proto.Graph.Initializer.Count, LoraLayers(model).Count);
+        return new ExportResult(fullPath, dataPath, proto.Graph.Node.Count, proto.Graph.Initializer.Count, loraLayerCount);
     }
+
+    /// <summary>The number of LoRA layers in <paramref name="model"/>.</summary>
+    public static int LoraLayerCount(nn.Module model) => LoraLayers(model).Count;
 
     /// <summary>Builds the ONNX model in memory (no file is written).</summary>
     /// <inheritdoc cref="Export" path="/exception"/>
@@ -83,7 +94,7 @@ public static class OnnxExporter
         }
         if (!Enum.IsDefined(options.Mode))
         {
-            throw ExportThrow.Option(nameof(ExportOptions.Mode), options.Mode.ToString(), "Base, Merged or Unmerged");
+            throw ExportThrow.Option(nameof(ExportOptions.Mode), options.Mode.ToString(), "Base, Merged, Unmerged or Adapters");
         }
         if (options.WeightType is not (DType.F32 or DType.F16))
         {
@@ -117,7 +128,8 @@ public static class OnnxExporter
             entries.Add(("adapter_name", name));
         }
         var layers = LoraLayers(model);
-        if (layers.Count > 0)
+        // An adapter-ready graph is rank-agnostic: each run's adapter file brings its own factors.
+        if (layers.Count > 0 && options.Mode != OnnxExportMode.Adapters)
         {
             var ranks = layers.Select(l => l.Rank);
             var alphas = layers.Select(l => l.Alpha);

@@ -1,6 +1,3 @@
-using Microsoft.ML.OnnxRuntime;
-using Microsoft.ML.OnnxRuntime.Tensors;
-
 namespace OnnxLora.Export.Tests;
 
 /// <summary>Runs an ONNX model with ONNX Runtime's CPU provider.</summary>

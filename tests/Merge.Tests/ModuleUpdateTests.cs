@@ -1,4 +1,3 @@
-using OnnxLora.Core.Peft;
 using static OnnxLora.Merge.Tests.TestData;
 
 namespace OnnxLora.Merge.Tests;

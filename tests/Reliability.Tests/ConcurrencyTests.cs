@@ -1,5 +1,3 @@
-using OnnxLora.Core.IO;
-
 namespace OnnxLora.Reliability.Tests;
 
 /// <summary>Several merge-export processes at once: same output (one waits its turn or is told why), or different work (both succeed).</summary>

@@ -1,6 +1,4 @@
 using OnnxLora.Training.TrainerInternals;
-using TorchSharp.Modules;
-using static TorchSharp.torch;
 
 namespace OnnxLora.Training.Tests;
 

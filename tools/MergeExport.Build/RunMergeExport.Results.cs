@@ -1,5 +1,3 @@
-using Microsoft.Build.Framework;
-using Microsoft.Build.Utilities;
 using OnnxLora.MergeExport.Build.Internals;
 
 namespace OnnxLora.MergeExport.Build;

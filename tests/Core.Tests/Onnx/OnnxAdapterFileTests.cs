@@ -1,7 +1,7 @@
 using System.Buffers.Binary;
 using OnnxLora.Core.Onnx;
-using OnnxLora.Core.Tests.Peft;
 using OnnxLora.Core.Peft;
+using OnnxLora.Core.Tests.Peft;
 
 namespace OnnxLora.Core.Tests.Onnx;
 

@@ -1,7 +1,4 @@
 using System.Text.Json;
-using Onnx;
-using OnnxLora.Core;
-using OnnxLora.Core.Onnx;
 using OnnxLora.Merge.Onnx;
 using static OnnxLora.Merge.Tests.Onnx.TorchLikeModel;
 

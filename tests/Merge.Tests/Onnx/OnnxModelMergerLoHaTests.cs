@@ -1,4 +1,3 @@
-using OnnxLora.Core.Peft;
 using OnnxLora.Merge.Onnx;
 using static OnnxLora.Merge.Tests.Onnx.TorchLikeModel;
 

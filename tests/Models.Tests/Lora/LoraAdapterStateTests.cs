@@ -1,7 +1,5 @@
-using OnnxLora.Core.Peft;
 using OnnxLora.Models.Llama;
 using OnnxLora.Models.Lora;
-using static TorchSharp.torch;
 
 namespace OnnxLora.Models.Tests.Lora;
 

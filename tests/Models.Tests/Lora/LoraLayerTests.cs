@@ -1,6 +1,4 @@
 using OnnxLora.Models.Lora;
-using TorchSharp.Modules;
-using static TorchSharp.torch;
 
 namespace OnnxLora.Models.Tests.Lora;
 

@@ -1,7 +1,5 @@
-using OnnxLora.Core.HuggingFace;
 using OnnxLora.Models.Llama;
 using OnnxLora.Models.Tests.Reference;
-using static TorchSharp.torch;
 
 namespace OnnxLora.Models.Tests.Models;
 

@@ -1,4 +1,3 @@
-using OnnxLora.Core.HuggingFace;
 using OnnxLora.Models.Llama;
 
 namespace OnnxLora.Models.Tests.Models;

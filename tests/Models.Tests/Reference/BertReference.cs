@@ -1,5 +1,3 @@
-using OnnxLora.Core.HuggingFace;
-
 namespace OnnxLora.Models.Tests.Reference;
 
 /// <summary>A BERT encoder forward from the Hugging Face equations, plain loops in double on raw checkpoint arrays.</summary>

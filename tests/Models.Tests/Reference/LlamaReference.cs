@@ -1,5 +1,3 @@
-using OnnxLora.Core.HuggingFace;
-
 namespace OnnxLora.Models.Tests.Reference;
 
 /// <summary>

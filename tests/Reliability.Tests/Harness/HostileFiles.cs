@@ -1,7 +1,5 @@
 using System.Buffers.Binary;
 using System.Text;
-using Google.Protobuf;
-using Onnx;
 
 namespace OnnxLora.Reliability;
 

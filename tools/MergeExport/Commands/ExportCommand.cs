@@ -16,8 +16,10 @@ internal sealed class ExportCommand : CliCommand
 {
     private readonly Option<string> _model = new("--model") { Description = "Hugging Face checkpoint folder.", Required = true };
     private readonly Option<string[]> _adapters = new("--adapter") { Description = "PEFT adapter folder (DIR or DIR=WEIGHT; several only with --mode merged)." };
-    private readonly ChoiceOption<OnnxExportMode> _mode = new("--mode", "base, merged (adapter folded into the weights) or unmerged (LoRA branches as separate nodes).", OnnxExportMode.Merged,
-        ("base", OnnxExportMode.Base), ("merged", OnnxExportMode.Merged), ("unmerged", OnnxExportMode.Unmerged));
+    private readonly ChoiceOption<OnnxExportMode> _mode = new("--mode",
+        "base, merged (adapter folded into the weights), unmerged (LoRA branches as separate nodes) or adapters (LoRA factors as graph inputs "
+        + "for ONNX Runtime's adapters; writes one <adapter>.onnx_adapter per --adapter beside the model).", OnnxExportMode.Merged,
+        ("base", OnnxExportMode.Base), ("merged", OnnxExportMode.Merged), ("unmerged", OnnxExportMode.Unmerged), ("adapters", OnnxExportMode.Adapters));
     private readonly Option<int> _opset = new Option<int>("--opset") { Description = "ONNX opset, 17..21.", DefaultValueFactory = _ => 17 };
     private readonly ChoiceOption<DType> _dtype = new("--dtype", "Weight and compute type: fp32 or fp16.", DType.F32,
         ("fp32", DType.F32), ("fp16", DType.F16));
@@ -62,6 +64,10 @@ internal sealed class ExportCommand : CliCommand
             {
                 outputs["externalData"] = data;
             }
+            for (int i = 0; i < result.AdapterFiles.Count; i++)
+            {
+                outputs[$"onnxAdapter{i}"] = result.AdapterFiles[i];
+            }
             Context.Out.WriteLine(new CommandResult("export", "passed")
             {
                 Outputs = outputs,
@@ -71,6 +77,10 @@ internal sealed class ExportCommand : CliCommand
         else
         {
             Context.Info($"exported {mode.ToString().ToLowerInvariant()} model: {result.ModelPath} ({result.NodeCount} nodes, {result.InitializerCount} initializers, {result.LoraLayerCount} LoRA layers)");
+            foreach (string file in result.AdapterFiles)
+            {
+                Context.Info($"wrote ONNX Runtime adapter {file}");
+            }
         }
         return Cli.Success;
     }
@@ -93,6 +103,10 @@ internal sealed class ExportCommand : CliCommand
         string modelFull = Path.GetFullPath(modelDir);
         var baseFiles = CheckpointFilesOf(modelFull);
         using var outputLock = Core.IO.OutputLock.Acquire(output);
+        if (options.Mode == OnnxExportMode.Adapters)
+        {
+            return ExportAdapters(modelFull, baseFiles, adapterArgs, output, options);
+        }
         if (adapterArgs.Count <= 1)
         {
             string? adapterDir = adapterArgs.Count == 1 ? AdapterArgument.Parse(adapterArgs[0]).Directory : null;
@@ -129,6 +143,47 @@ internal sealed class ExportCommand : CliCommand
         {
             AdapterArgument.DisposeAll(adapters);
         }
+    }
+
+    /// <summary>
+    /// The adapter-ready graph (LoRA factors as inputs, modules from the first adapter) and, beside it, one
+    /// ONNX Runtime adapter file per adapter (<c>&lt;folder name&gt;.onnx_adapter</c>), each checked against the
+    /// graph's inputs before anything is written.
+    /// </summary>
+    private static ExportResult ExportAdapters(string modelFull, IReadOnlyList<string> baseFiles, IReadOnlyList<string> adapterArgs, string output, ExportOptions options)
+    {
+        var dirs = adapterArgs.Select(a => AdapterArgument.Parse(a)).ToList();
+        int weighted = dirs.FindIndex(d => d.Weight != 1.0);
+        if (weighted >= 0)
+        {
+            throw OnnxLoraException.InvalidOption("--adapter", $"{adapterArgs[weighted]}: --mode adapters writes each adapter to its own file; weights do not apply.");
+        }
+        string outDir = Path.GetDirectoryName(Path.GetFullPath(output))!;
+        var files = dirs.Select(d => Path.Combine(outDir, Path.GetFileName(Path.GetFullPath(d.Directory).TrimEnd('/')) + OnnxAdapterFile.Extension)).ToList();
+        if (files.Distinct(StringComparer.Ordinal).Count() != files.Count)
+        {
+            throw OnnxLoraException.InvalidOption("--adapter", "two adapter folders have the same name; their .onnx_adapter files would collide.");
+        }
+        using var loaded = LoadedModel.Load(modelFull, dirs[0].Directory);
+        var proto = OnnxExporter.BuildModel(loaded.Module, options with
+        {
+            BaseModelFiles = baseFiles,
+            AdapterFiles = dirs.SelectMany(d => AdapterFilesOf(d.Directory)).ToList(),
+        });
+        var parameters = new List<IReadOnlyList<OnnxAdapterParameter>>();
+        for (int i = 0; i < dirs.Count; i++)
+        {
+            using var peft = PeftAdapter.Load(dirs[i].Directory);
+            var p = OnnxAdapterFile.FromPeft(peft, options.WeightType);
+            OnnxAdapterFile.CheckFits(new OnnxAdapter(OnnxAdapterFile.CurrentFormatVersion, 0, 0, p), peft.Directory, proto.Graph, output);
+            parameters.Add(p);
+        }
+        var result = OnnxExporter.Save(proto, output, options, OnnxExporter.LoraLayerCount(loaded.Module));
+        for (int i = 0; i < dirs.Count; i++)
+        {
+            OnnxAdapterFile.Write(files[i], parameters[i], overwrite: options.Overwrite);
+        }
+        return result with { AdapterFiles = files };
     }
 
     /// <summary>
