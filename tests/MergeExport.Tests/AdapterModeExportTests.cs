@@ -66,6 +66,38 @@ public sealed class AdapterModeExportTests
     }
 
     [TestMethod]
+    public void Validate_MergedAgainstTheAdapterModelWithItsAdapterActive_PassesAndReportsIt_AndAForeignAdapterIsOneLine()
+    {
+        using var dir = new TempDir();
+        Assert.AreEqual(0, CliHarness.Run("export", "--model", SampleModels.Model, "--adapter", SampleModels.Adapter, "--mode", "adapters", "--out", dir.File("a.onnx")).ExitCode);
+        Assert.AreEqual(0, CliHarness.Run("export", "--model", SampleModels.Model, "--adapter", SampleModels.Adapter, "--mode", "merged", "--out", dir.File("m.onnx")).ExitCode);
+        string adapterFile = dir.File("tiny-llama-lora.onnx_adapter");
+
+        var (code, json, err) = CliHarness.Run("validate", "--merged", dir.File("m.onnx"), "--adapters-model", dir.File("a.onnx"), "--onnx-adapter", adapterFile,
+            "--runs", "3", "--warmup", "1", "--report", dir.File("report"), "--json");
+        Assert.AreEqual(0, code, err + json);
+        using (var report = System.Text.Json.JsonDocument.Parse(File.ReadAllText(dir.File("report/validation.json"))))
+        {
+            var models = report.RootElement.GetProperty("models").EnumerateArray().ToList();
+            var adapterModel = models.Single(m => m.GetProperty("role").GetString() == "adapter");
+            Assert.AreEqual(adapterFile, adapterModel.GetProperty("activeAdapter").GetString());
+            var comparison = report.RootElement.GetProperty("comparisons").EnumerateArray().Single(c => c.GetProperty("reference").GetString() == "adapter");
+            Assert.IsTrue(comparison.GetProperty("gated").GetBoolean());
+        }
+
+        // An adapter for other modules (MLP instead of attention) does not fit the graph's inputs: one line naming it.
+        string foreign = dir.File("foreign.onnx_adapter");
+        Core.Onnx.OnnxAdapterFile.Write(foreign, [new Core.Onnx.OnnxAdapterParameter("base_model.model.model.layers.0.mlp.up_proj.lora_A.weight", DType.F32, [128, 2], new byte[128 * 2 * 4])]);
+        var (badCode, _, badErr) = CliHarness.Run("validate", "--merged", dir.File("m.onnx"), "--adapters-model", dir.File("a.onnx"), "--onnx-adapter", foreign,
+            "--runs", "0", "--report", dir.File("report2"));
+        Assert.AreEqual(2, badCode, badErr);
+        Assert.AreEqual(1, badErr.Trim().Split('\n').Length, badErr);
+        StringAssert.Contains(badErr, "foreign.onnx_adapter");
+        StringAssert.Contains(badErr, "up_proj");
+        Assert.IsFalse(Directory.Exists(dir.File("report2")), "no report for a refused input");
+    }
+
+    [TestMethod]
     public void DoraAdapter_IsRefusedWithOneLine_AndNothingIsWritten()
     {
         using var dir = new TempDir();

@@ -1,5 +1,6 @@
+using System.Buffers.Binary;
 using System.Text;
-using Google.FlatBuffers;
+using OnnxLora.Core.Onnx.Internals;
 
 namespace OnnxLora.Core.Onnx;
 
@@ -38,25 +39,9 @@ public static partial class OnnxAdapterFile
         {
             throw OnnxLoraException.Invalid(file, "file identifier", Printable(identifier), $"'{FileIdentifier}' (an ONNX Runtime .onnx_adapter file)");
         }
-        var buffer = new ByteBuffer(bytes);
-        var verifier = new Verifier(buffer, new Options(maxDepth: 8, maxTables: 1_000_000, stringEndCheck: true, alignmentCheck: true));
-        bool verified;
-        try
-        {
-            verified = verifier.VerifyBuffer(FileIdentifier, false, VerifyAdapter);
-        }
-        catch (Exception e) when (e is OverflowException or ArgumentOutOfRangeException or IndexOutOfRangeException)
-        {
-            // Google.FlatBuffers 25.2.10's C# verifier converts some forged (negative) offsets with checked
-            // casts and throws instead of returning false: the same verdict.
-            verified = false;
-        }
-        if (!verified)
-        {
-            throw OnnxLoraException.Invalid(file, "FlatBuffer", "an offset, length or alignment outside the file's bounds", "a buffer that passes FlatBuffers verification");
-        }
-        var root = new Table(buffer.GetInt(buffer.Position) + buffer.Position, buffer);
-        int formatVersion = Int(root, AdapterFormatVersion);
+        var reader = new FlatBufferReader(bytes, file);
+        int root = reader.Table(reader.Root(), "Adapter table");
+        int formatVersion = reader.Int(root, AdapterFormatVersion, "format_version");
         if (formatVersion != CurrentFormatVersion)
         {
             throw OnnxLoraException.Invalid(file, "format_version", formatVersion.ToString(System.Globalization.CultureInfo.InvariantCulture),
@@ -64,82 +49,49 @@ public static partial class OnnxAdapterFile
         }
         var parameters = new List<OnnxAdapterParameter>();
         var names = new HashSet<string>(StringComparer.Ordinal);
-        int at = root.__offset(VtableOffset(AdapterParameters));
-        if (at != 0)
+        var (start, count) = reader.VectorField(root, AdapterParameters, sizeof(int), sizeof(int), "parameters");
+        for (int i = 0; i < count; i++)
         {
-            int start = root.__vector(at);
-            int count = root.__vector_len(at);
-            for (int i = 0; i < count; i++)
+            int table = reader.Table(reader.Deref(start + (i * sizeof(int)), $"parameter #{i}"), $"parameter #{i}");
+            var p = ReadParameter(reader, table, bytes, file, i);
+            if (!names.Add(p.Name))
             {
-                var table = new Table(root.__indirect(start + (i * sizeof(int))), buffer);
-                var p = ReadParameter(table, bytes, file, i);
-                if (!names.Add(p.Name))
-                {
-                    throw OnnxLoraException.Invalid(file, $"parameter '{p.Name}'", "a repeated name", "one parameter per graph input");
-                }
-                parameters.Add(p);
+                throw OnnxLoraException.Invalid(file, $"parameter '{p.Name}'", "a repeated name", "one parameter per graph input");
             }
+            parameters.Add(p);
         }
-        return new OnnxAdapter(formatVersion, Int(root, AdapterAdapterVersion), Int(root, AdapterModelVersion), parameters);
+        return new OnnxAdapter(formatVersion, reader.Int(root, AdapterAdapterVersion, "adapter_version"), reader.Int(root, AdapterModelVersion, "model_version"), parameters);
     }
 
-    private static OnnxAdapterParameter ReadParameter(Table table, byte[] bytes, string file, int index)
+    private static OnnxAdapterParameter ReadParameter(FlatBufferReader reader, int table, byte[] bytes, string file, int index)
     {
-        int nameAt = table.__offset(VtableOffset(ParameterName));
-        string name = nameAt == 0 ? "" : table.__string(nameAt + table.bb_pos);
+        string name = reader.String(table, ParameterName, $"parameter #{index} name") ?? "";
         if (name.Length == 0)
         {
             throw OnnxLoraException.Invalid(file, $"parameter #{index} name", "no name", "the name of the graph input it feeds");
         }
-        int typeCode = Int(table, ParameterDataType);
+        int typeCode = reader.Int(table, ParameterDataType, $"parameter '{name}' data_type");
         if (!OnnxTensors.TryFromOnnx(typeCode, out var dtype))
         {
             throw OnnxLoraException.Invalid(file, $"parameter '{name}' data_type", typeCode.ToString(System.Globalization.CultureInfo.InvariantCulture),
                 "a numeric tensor type (FLOAT, FLOAT16, BFLOAT16, DOUBLE or an integer type)");
         }
-        var shape = new List<long>();
-        int dimsAt = table.__offset(VtableOffset(ParameterDims));
-        if (dimsAt != 0)
+        var (dimsStart, dimsCount) = reader.VectorField(table, ParameterDims, sizeof(long), sizeof(long), $"parameter '{name}' dims");
+        var shape = new long[dimsCount];
+        for (int d = 0; d < dimsCount; d++)
         {
-            int start = table.__vector(dimsAt);
-            int count = table.__vector_len(dimsAt);
-            for (int d = 0; d < count; d++)
-            {
-                shape.Add(table.bb.GetLong(start + (d * sizeof(long))));
-            }
+            shape[d] = BinaryPrimitives.ReadInt64LittleEndian(bytes.AsSpan(dimsStart + (d * sizeof(long))));
         }
-        int rawAt = table.__offset(VtableOffset(ParameterRawData));
-        int rawStart = rawAt == 0 ? 0 : table.__vector(rawAt);
-        int rawLength = rawAt == 0 ? 0 : table.__vector_len(rawAt);
+        // raw_data is declared (force_align: 8): its bytes start 8-aligned, as ONNX Runtime maps them in place.
+        var (rawStart, rawLength) = reader.VectorField(table, ParameterRawData, 1, 1, $"parameter '{name}' raw_data");
+        if (rawLength > 0 && rawStart % 8 != 0)
+        {
+            throw OnnxLoraException.Invalid(file, $"parameter '{name}' raw_data", $"offset {rawStart}", "a multiple of 8 (force_align: 8)");
+        }
         var parameter = new OnnxAdapterParameter(name, dtype, shape, new ReadOnlyMemory<byte>(bytes, rawStart, rawLength));
         CheckParameter(file, parameter);
         return parameter;
     }
-
-    private static int Int(Table table, int field)
-    {
-        int at = table.__offset(VtableOffset(field));
-        return at == 0 ? 0 : table.bb.GetInt(at + table.bb_pos);
-    }
-
-    /// <summary>The vtable entry of field slot <paramref name="field"/> (FlatBuffers: 4 bytes of header, 2 per field).</summary>
-    private static short VtableOffset(int field) => (short)(4 + (2 * field));
-
-    private static bool VerifyAdapter(Verifier verifier, uint table) =>
-        verifier.VerifyTableStart(table)
-        && verifier.VerifyField(table, VtableOffset(AdapterFormatVersion), sizeof(int), sizeof(int), false)
-        && verifier.VerifyField(table, VtableOffset(AdapterAdapterVersion), sizeof(int), sizeof(int), false)
-        && verifier.VerifyField(table, VtableOffset(AdapterModelVersion), sizeof(int), sizeof(int), false)
-        && verifier.VerifyVectorOfTables(table, VtableOffset(AdapterParameters), VerifyParameter, false)
-        && verifier.VerifyTableEnd(table);
-
-    private static bool VerifyParameter(Verifier verifier, uint table) =>
-        verifier.VerifyTableStart(table)
-        && verifier.VerifyString(table, VtableOffset(ParameterName), false)
-        && verifier.VerifyVectorOfData(table, VtableOffset(ParameterDims), sizeof(long), false)
-        && verifier.VerifyField(table, VtableOffset(ParameterDataType), sizeof(int), sizeof(int), false)
-        && verifier.VerifyVectorOfData(table, VtableOffset(ParameterRawData), 1, false)
-        && verifier.VerifyTableEnd(table);
 
     private static string Printable(string s) => $"'{new string(s.Select(c => c is >= ' ' and <= '~' ? c : '?').ToArray())}'";
 }

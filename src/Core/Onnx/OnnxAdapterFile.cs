@@ -35,10 +35,11 @@ public sealed record OnnxAdapter(int FormatVersion, int AdapterVersion, int Mode
 /// </summary>
 /// <remarks>
 /// Layout facts from onnxruntime's <c>onnxruntime/lora/adapter_format/adapter_schema.fbs</c> and
-/// <c>adapter_format_version.h</c> (format version 1). The accessors are written by hand against
-/// Google.FlatBuffers' <see cref="Table"/> / <see cref="Verifier"/> with the schema's field slots,
-/// because the <c>flatc</c> Debian ships (2.0.8) generates code that does not compile against the
-/// FlatBuffers runtime on NuGet (25.2.10): its version check names a runtime it does not match.
+/// <c>adapter_format_version.h</c> (format version 1). Written with Google.FlatBuffers'
+/// <see cref="FlatBufferBuilder"/>; read with a bounds-checked reader of our own (Internals/FlatBufferReader:
+/// the library's C# verifier does not verify buffers over 32 KiB). No generated accessors: the <c>flatc</c>
+/// Debian ships (2.0.8) generates code whose version check does not compile against the runtime on
+/// NuGet (25.2.10), and the schema has two tables.
 /// </remarks>
 public static partial class OnnxAdapterFile
 {

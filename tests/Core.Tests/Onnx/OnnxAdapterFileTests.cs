@@ -147,6 +147,35 @@ public sealed class OnnxAdapterFileTests
     }
 
     [TestMethod]
+    public void LargeFilesAreCheckedToTheEndAndReadingWritesNothingToTheConsole()
+    {
+        // Over 32 KiB: where Google.FlatBuffers' own verifier stops checking (its vtable positions are Int16).
+        var parameters = Enumerable.Range(0, 8).Select(i => F32($"p{i}", [64, 32], [.. Enumerable.Range(0, 64 * 32).Select(v => (float)v)])).ToList();
+        byte[] bytes = OnnxAdapterFile.Serialize(parameters).ToArray();
+        Assert.IsGreaterThan(64 * 1024, bytes.Length);
+        var console = Console.Out;
+        using var captured = new StringWriter();
+        Console.SetOut(captured);
+        try
+        {
+            Assert.HasCount(8, OnnxAdapterFile.Parse(bytes, "big").Parameters);
+            BadInput.Throws(() => OnnxAdapterFile.Parse(bytes[..^1024], "big-cut"));
+            byte[] forged = (byte[])bytes.Clone();
+            // The last parameter's raw_data length (found through the file) made to reach past the end.
+            var last = OnnxAdapterFile.Parse(bytes, "big").Parameters[^1];
+            Assert.IsTrue(System.Runtime.InteropServices.MemoryMarshal.TryGetArray(last.Data, out var segment));
+            BinaryPrimitives.WriteInt32LittleEndian(forged.AsSpan(segment.Offset - 4), segment.Count + bytes.Length);
+            var e = BadInput.Throws(() => OnnxAdapterFile.Parse(forged, "big-forged"));
+            StringAssert.Contains(e.Message, "raw_data");
+        }
+        finally
+        {
+            Console.SetOut(console);
+        }
+        Assert.AreEqual(string.Empty, captured.ToString());
+    }
+
+    [TestMethod]
     public void OtherFormatVersionIsRefused()
     {
         byte[] bytes = TwoParameterFile();
