@@ -1,6 +1,12 @@
 using System.Diagnostics;
 using System.Globalization;
+using Microsoft.ML.OnnxRuntime;
+using OnnxLora.Core.Onnx;
 using OnnxLora.Export;
+using OnnxLora.Models;
+using OnnxLora.Models.Llama;
+using OnnxLora.Models.Onnx;
+using static TorchSharp.torch;
 
 // Export throughput of a model whose weights exceed 2 GiB (so external data is required), measured
 // side by side with a plain write of the same number of bytes (A B A B ...), then one ORT run of the

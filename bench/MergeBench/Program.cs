@@ -1,6 +1,9 @@
 using System.Diagnostics;
 using System.Globalization;
 using System.Text;
+using OnnxLora.Core;
+using OnnxLora.Core.Peft;
+using OnnxLora.Core.Safetensors;
 using OnnxLora.Merge;
 
 // Whole-pipeline benchmark: merge a LoRA adapter into a multi-GB fp16 safetensors checkpoint with

@@ -1,6 +1,12 @@
 using System.Diagnostics;
 using System.Globalization;
 using System.Text.Json;
+using OnnxLora.Core.HuggingFace;
+using OnnxLora.Core.Peft;
+using OnnxLora.Models.Llama;
+using OnnxLora.Models.Lora;
+using TorchSharp.Modules;
+using static TorchSharp.torch;
 
 namespace OnnxLora.TrainingBench;
 

@@ -1,3 +1,7 @@
+using OnnxLora.Core.Peft;
+using OnnxLora.Models.Llama;
+using OnnxLora.Models.Lora;
+
 namespace OnnxLora.TrainingBench;
 
 /// <summary>Trainable parameters and AdamW state of LoRA vs full fine-tuning (counted on the real modules).</summary>

@@ -1,5 +1,6 @@
 using System.Diagnostics;
 using System.Globalization;
+using OnnxLora.Core.Peft;
 using OnnxLora.Training;
 using OnnxLora.Training.Sample;
 

@@ -1,3 +1,5 @@
+using Google.Protobuf;
+using Onnx;
 using DataType = Onnx.TensorProto.Types.DataType;
 
 namespace OnnxLora.ValidateBench;

@@ -1,4 +1,8 @@
+using OnnxLora.Core.Peft;
+using OnnxLora.Models;
+using OnnxLora.Models.Llama;
 using static OnnxLora.Merge.Tests.TestData;
+using static TorchSharp.torch;
 
 namespace OnnxLora.Export.Tests;
 

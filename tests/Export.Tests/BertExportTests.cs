@@ -1,3 +1,8 @@
+using OnnxLora.Core;
+using OnnxLora.Core.Onnx;
+using OnnxLora.Models.Bert;
+using OnnxLora.Models.Onnx;
+
 namespace OnnxLora.Export.Tests;
 
 /// <summary>BERT exports run in ONNX Runtime (CPU) against the TorchSharp eager forward.</summary>

@@ -1,3 +1,8 @@
+using OnnxLora.Core;
+using OnnxLora.Core.Onnx;
+using OnnxLora.Models.Onnx;
+using static TorchSharp.torch;
+
 namespace OnnxLora.Export.Tests;
 
 /// <summary>Each emission helper run in ONNX Runtime against a plain double-precision computation.</summary>

@@ -1,5 +1,9 @@
 using System.Diagnostics;
 using System.Security.Cryptography;
+using OnnxLora.Core;
+using OnnxLora.Core.Onnx;
+using OnnxLora.Models.Onnx;
+using static TorchSharp.torch;
 
 namespace OnnxLora.Export.Tests;
 

@@ -1,3 +1,10 @@
+using OnnxLora.Core;
+using OnnxLora.Core.Onnx;
+using OnnxLora.Models;
+using OnnxLora.Models.Llama;
+using OnnxLora.Models.Lora;
+using OnnxLora.Models.Onnx;
+
 namespace OnnxLora.Export.Tests;
 
 /// <summary>LLaMA-family exports run in ONNX Runtime (CPU) against the TorchSharp eager forward.</summary>

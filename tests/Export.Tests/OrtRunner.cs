@@ -1,3 +1,6 @@
+using Microsoft.ML.OnnxRuntime;
+using Microsoft.ML.OnnxRuntime.Tensors;
+
 namespace OnnxLora.Export.Tests;
 
 /// <summary>Runs an ONNX model with ONNX Runtime's CPU provider.</summary>

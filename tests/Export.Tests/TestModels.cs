@@ -1,4 +1,10 @@
 using System.Reflection;
+using OnnxLora.Core.Peft;
+using OnnxLora.Models;
+using OnnxLora.Models.Bert;
+using OnnxLora.Models.Llama;
+using OnnxLora.Models.Lora;
+using static TorchSharp.torch;
 
 namespace OnnxLora.Export.Tests;
 

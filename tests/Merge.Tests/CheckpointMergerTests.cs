@@ -1,4 +1,7 @@
 using System.Text.Json;
+using OnnxLora.Core;
+using OnnxLora.Core.Peft;
+using OnnxLora.Core.Safetensors;
 using static OnnxLora.Merge.Tests.TestData;
 
 namespace OnnxLora.Merge.Tests;

@@ -1,3 +1,4 @@
+using OnnxLora.Core.Peft;
 using static OnnxLora.Merge.Tests.TestData;
 
 namespace OnnxLora.Merge.Tests;

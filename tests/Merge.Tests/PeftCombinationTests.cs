@@ -1,3 +1,6 @@
+using OnnxLora.Core;
+using OnnxLora.Core.Peft;
+using OnnxLora.Core.Safetensors;
 using static OnnxLora.Merge.Tests.TestData;
 using Ref = OnnxLora.Merge.Tests.PeftReference;
 

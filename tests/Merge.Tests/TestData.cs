@@ -1,3 +1,7 @@
+using OnnxLora.Core;
+using OnnxLora.Core.Peft;
+using OnnxLora.Core.Safetensors;
+
 namespace OnnxLora.Merge.Tests;
 
 /// <summary>Tiny adapters and checkpoints for the tests, plus fp64 reference formulas written independently of the code under test.</summary>

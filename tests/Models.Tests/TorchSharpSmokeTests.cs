@@ -1,3 +1,5 @@
+using static TorchSharp.torch;
+
 namespace OnnxLora.Models.Tests;
 
 [TestClass]

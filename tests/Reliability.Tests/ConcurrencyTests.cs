@@ -1,3 +1,5 @@
+using OnnxLora.Core.IO;
+
 namespace OnnxLora.Reliability.Tests;
 
 /// <summary>Several merge-export processes at once: same output (one waits its turn or is told why), or different work (both succeed).</summary>

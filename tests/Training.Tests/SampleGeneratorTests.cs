@@ -1,5 +1,8 @@
+using OnnxLora.Core.HuggingFace;
+using OnnxLora.Models.Llama;
 using OnnxLora.Training.Data;
 using OnnxLora.Training.Sample;
+using static TorchSharp.torch;
 
 namespace OnnxLora.Training.Tests;
 

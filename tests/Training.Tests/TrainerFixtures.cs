@@ -1,4 +1,7 @@
 using System.Text;
+using OnnxLora.Models;
+using OnnxLora.Models.Bert;
+using OnnxLora.Models.Llama;
 
 namespace OnnxLora.Training.Tests;
 

@@ -1,4 +1,6 @@
 using OnnxLora.Training.TrainerInternals;
+using TorchSharp.Modules;
+using static TorchSharp.torch;
 
 namespace OnnxLora.Training.Tests;
 

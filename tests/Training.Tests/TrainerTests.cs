@@ -1,4 +1,9 @@
+using OnnxLora.Core.Peft;
+using OnnxLora.Models.Bert;
+using OnnxLora.Models.Llama;
+using OnnxLora.Models.Lora;
 using OnnxLora.Training.TrainerInternals;
+using static TorchSharp.torch;
 
 namespace OnnxLora.Training.Tests;
 

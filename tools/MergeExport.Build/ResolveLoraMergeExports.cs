@@ -1,5 +1,7 @@
 using System.Security.Cryptography;
 using System.Text;
+using Microsoft.Build.Framework;
+using Microsoft.Build.Utilities;
 using OnnxLora.MergeExport.Build.Internals;
 
 namespace OnnxLora.MergeExport.Build;

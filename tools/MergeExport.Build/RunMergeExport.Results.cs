@@ -1,3 +1,5 @@
+using Microsoft.Build.Framework;
+using Microsoft.Build.Utilities;
 using OnnxLora.MergeExport.Build.Internals;
 
 namespace OnnxLora.MergeExport.Build;

@@ -1,5 +1,12 @@
+using Microsoft.ML.OnnxRuntime;
+using Onnx;
+using OnnxLora.Core.Onnx;
+using OnnxLora.Core.Peft;
 using OnnxLora.Export;
 using OnnxLora.Merge.Onnx;
+using OnnxLora.Models;
+using OnnxLora.Models.Llama;
+using OnnxLora.Models.Onnx;
 
 namespace OnnxLora.Merge.Tests.Onnx;
 

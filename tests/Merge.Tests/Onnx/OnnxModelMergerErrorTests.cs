@@ -1,4 +1,7 @@
 using System.Text.Json;
+using Onnx;
+using OnnxLora.Core;
+using OnnxLora.Core.Onnx;
 using OnnxLora.Merge.Onnx;
 using static OnnxLora.Merge.Tests.Onnx.TorchLikeModel;
 

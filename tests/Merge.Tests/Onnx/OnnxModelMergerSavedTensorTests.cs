@@ -1,3 +1,4 @@
+using OnnxLora.Core.Peft;
 using OnnxLora.Merge.Onnx;
 using static OnnxLora.Merge.Tests.Onnx.TorchLikeModel;
 

@@ -1,3 +1,5 @@
+using OnnxLora.Core;
+using OnnxLora.Core.Onnx;
 using OnnxLora.Merge.Onnx;
 using static OnnxLora.Merge.Tests.Onnx.TorchLikeModel;
 

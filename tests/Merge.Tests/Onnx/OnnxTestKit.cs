@@ -1,3 +1,9 @@
+using Microsoft.ML.OnnxRuntime;
+using Onnx;
+using OnnxLora.Core;
+using OnnxLora.Core.Onnx;
+using OnnxLora.Core.Peft;
+
 namespace OnnxLora.Merge.Tests.Onnx;
 
 /// <summary>Adapters for <see cref="TorchLikeModel"/>, ONNX Runtime runs, and graph comparisons.</summary>

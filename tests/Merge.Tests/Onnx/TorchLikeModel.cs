@@ -1,3 +1,7 @@
+using Onnx;
+using OnnxLora.Core;
+using OnnxLora.Core.Onnx;
+
 namespace OnnxLora.Merge.Tests.Onnx;
 
 /// <summary>How a test model stores and reads its linear weights, after the exporters it imitates.</summary>

@@ -1,5 +1,7 @@
+using OnnxLora.Core.Peft;
 using OnnxLora.Models.Llama;
 using OnnxLora.Models.Lora;
+using static TorchSharp.torch;
 
 namespace OnnxLora.Models.Tests.Lora;
 

@@ -1,6 +1,8 @@
+using OnnxLora.Core.Peft;
 using OnnxLora.Models.Bert;
 using OnnxLora.Models.Llama;
 using OnnxLora.Models.Lora;
+using static TorchSharp.torch;
 
 namespace OnnxLora.Models.Tests.Lora;
 

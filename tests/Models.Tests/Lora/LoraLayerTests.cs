@@ -1,4 +1,6 @@
 using OnnxLora.Models.Lora;
+using TorchSharp.Modules;
+using static TorchSharp.torch;
 
 namespace OnnxLora.Models.Tests.Lora;
 

@@ -1,6 +1,8 @@
+using OnnxLora.Core.Peft;
 using OnnxLora.Models.Llama;
 using OnnxLora.Models.Lora;
 using static OnnxLora.Merge.Tests.TestData;
+using static TorchSharp.torch;
 
 namespace OnnxLora.Models.Tests.Lora;
 

@@ -1,5 +1,9 @@
+using OnnxLora.Core;
+using OnnxLora.Core.HuggingFace;
+using OnnxLora.Core.Safetensors;
 using OnnxLora.Models.Bert;
 using OnnxLora.Models.Tests.Reference;
+using static TorchSharp.torch;
 
 namespace OnnxLora.Models.Tests.Models;
 

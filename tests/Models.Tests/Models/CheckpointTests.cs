@@ -1,6 +1,10 @@
 using System.Text.Json;
+using OnnxLora.Core;
+using OnnxLora.Core.HuggingFace;
+using OnnxLora.Core.Safetensors;
 using OnnxLora.Models.Bert;
 using OnnxLora.Models.Llama;
+using static TorchSharp.torch;
 
 namespace OnnxLora.Models.Tests.Models;
 

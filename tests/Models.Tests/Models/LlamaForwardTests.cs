@@ -1,5 +1,7 @@
+using OnnxLora.Core.HuggingFace;
 using OnnxLora.Models.Llama;
 using OnnxLora.Models.Tests.Reference;
+using static TorchSharp.torch;
 
 namespace OnnxLora.Models.Tests.Models;
 

@@ -1,3 +1,4 @@
+using OnnxLora.Core.HuggingFace;
 using OnnxLora.Models.Llama;
 
 namespace OnnxLora.Models.Tests.Models;

@@ -1,3 +1,5 @@
+using OnnxLora.Core.HuggingFace;
+
 namespace OnnxLora.Models.Tests.Reference;
 
 /// <summary>A BERT encoder forward from the Hugging Face equations, plain loops in double on raw checkpoint arrays.</summary>

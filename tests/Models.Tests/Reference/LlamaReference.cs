@@ -1,3 +1,5 @@
+using OnnxLora.Core.HuggingFace;
+
 namespace OnnxLora.Models.Tests.Reference;
 
 /// <summary>

@@ -1,3 +1,5 @@
+using OnnxLora.Core.Safetensors;
+
 namespace OnnxLora.Models.Tests.Reference;
 
 /// <summary>Every tensor of a checkpoint folder as double arrays, read with Core's reader (not through the model).</summary>

@@ -1,5 +1,7 @@
 using System.Buffers.Binary;
 using System.Text;
+using Google.Protobuf;
+using Onnx;
 
 namespace OnnxLora.Reliability;
 
