@@ -51,4 +51,7 @@ public sealed record ExportResult(string ModelPath, string? ExternalDataPath, in
 {
     /// <summary>What the merge plan warned about (several adapters merged), else empty.</summary>
     public IReadOnlyList<string> Warnings { get; init; } = [];
+
+    /// <summary>With <see cref="OnnxExportMode.Adapters"/>: the ONNX Runtime adapter files written beside the model.</summary>
+    public IReadOnlyList<string> AdapterFiles { get; init; } = [];
 }

@@ -72,13 +72,21 @@ public static class OnnxExporter
                 throw ExportThrow.Option(nameof(ExportOptions.Mode), "Base", "no adapters (base exports the model without them)");
             case OnnxExportMode.Merged when adapters.Count == 0:
             case OnnxExportMode.Unmerged when adapters.Count != 1:
-                throw ExportThrow.Option(nameof(adapters), $"{adapters.Count} adapters", options.Mode == OnnxExportMode.Merged ? "at least one to merge" : "exactly one for unmerged");
+            case OnnxExportMode.Adapters when adapters.Count == 0:
+                throw ExportThrow.Option(nameof(adapters), $"{adapters.Count} adapters", options.Mode switch
+                {
+                    OnnxExportMode.Merged => "at least one to merge",
+                    OnnxExportMode.Adapters => "at least one to write as an .onnx_adapter file",
+                    _ => "exactly one for unmerged",
+                });
             case OnnxExportMode.Unmerged:
                 using (var model = PretrainedModel.Load(modelDirectory))
                 {
                     PeftModelAdapter.Attach(model, adapters[0].Adapter.Directory);
                     return Export(model, path, options);
                 }
+            case OnnxExportMode.Adapters:
+                return ExportWithAdapterFiles(modelDirectory, adapters, path, options);
         }
         using var pretrained = PretrainedModel.LoadWithoutWeights(modelDirectory);
         List<LoraLayerFacts> layers = [];
@@ -102,6 +110,44 @@ public static class OnnxExporter
             }
         }
         return Save(Build(pretrained.Module, options, pretrained.Weights, layers), path, options, layers.Count) with { Warnings = warnings };
+    }
+
+    /// <summary>
+    /// <see cref="OnnxExportMode.Adapters"/>: the graph with LoRA factors as inputs, for the modules the first adapter targets
+    /// (loaded in memory, as for unmerged), and beside it one ONNX Runtime adapter file per adapter,
+    /// <c>&lt;adapter folder name&gt;.onnx_adapter</c> (<see cref="OnnxAdapterFile.FromPeft"/>, in the graph's weight type). Every
+    /// adapter file is checked against the graph's inputs before anything is written; adapters may target fewer modules than
+    /// the first (their other inputs keep the rank-0 defaults), not others.
+    /// </summary>
+    private static ExportResult ExportWithAdapterFiles(string modelDirectory, IReadOnlyList<WeightedAdapter> adapters, string path, ExportOptions options)
+    {
+        if (adapters.FirstOrDefault(a => a.Weight != 1.0) is { } weighted)
+        {
+            throw ExportThrow.Option("adapter weight", $"{weighted.Weight} for {weighted.Adapter.Directory}", "1 (each adapter goes to its own .onnx_adapter file; weights do not apply)");
+        }
+        string outDir = Path.GetDirectoryName(Path.GetFullPath(path))!;
+        var files = adapters.Select(a => Path.Combine(outDir, Path.GetFileName(Path.GetFullPath(a.Adapter.Directory).TrimEnd('/')) + OnnxAdapterFile.Extension)).ToList();
+        if (files.Distinct(StringComparer.Ordinal).Count() != files.Count)
+        {
+            throw ExportThrow.Option("adapters", "two adapter folders with the same name", "distinct folder names (their .onnx_adapter files would collide)");
+        }
+        using var model = PretrainedModel.Load(modelDirectory);
+        PeftModelAdapter.Attach(model, adapters[0].Adapter.Directory);
+        var layers = LoraLayers(model);
+        var built = Build(model, options, weights: null, layers);
+        var parameters = new List<IReadOnlyList<OnnxAdapterParameter>>();
+        foreach (var a in adapters)
+        {
+            var p = OnnxAdapterFile.FromPeft(a.Adapter, options.WeightType);
+            OnnxAdapterFile.CheckFits(new OnnxAdapter(OnnxAdapterFile.CurrentFormatVersion, 0, 0, p), a.Adapter.Directory, built.Proto.Graph, path);
+            parameters.Add(p);
+        }
+        var result = Save(built, path, options, layers.Count);
+        for (int i = 0; i < adapters.Count; i++)
+        {
+            OnnxAdapterFile.Write(files[i], parameters[i], overwrite: options.Overwrite);
+        }
+        return result with { AdapterFiles = files };
     }
 
     /// <summary>Builds the ONNX model in memory (no file is written).</summary>
@@ -161,7 +207,7 @@ public static class OnnxExporter
         }
         if (!Enum.IsDefined(options.Mode))
         {
-            throw ExportThrow.Option(nameof(ExportOptions.Mode), options.Mode.ToString(), "Base, Merged or Unmerged");
+            throw ExportThrow.Option(nameof(ExportOptions.Mode), options.Mode.ToString(), "Base, Merged, Unmerged or Adapters");
         }
         if (options.WeightType is not (DType.F32 or DType.F16))
         {
@@ -198,7 +244,8 @@ public static class OnnxExporter
         {
             entries.Add(("adapter_name", name));
         }
-        if (layers.Count > 0)
+        // An adapter-ready graph is rank-agnostic: each run's adapter file brings its own factors.
+        if (layers.Count > 0 && options.Mode != OnnxExportMode.Adapters)
         {
             var ranks = layers.Select(l => l.Rank);
             var alphas = layers.Select(l => l.Alpha);

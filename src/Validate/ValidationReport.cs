@@ -20,6 +20,9 @@ public enum ModelRole
     Unmerged,
     Base,
     Eager,
+
+    /// <summary>The adapter-ready graph (LoRA factors as inputs) with an ONNX Runtime adapter file active.</summary>
+    Adapter,
 }
 
 /// <summary>
@@ -165,6 +168,9 @@ public sealed record ModelReport(
     /// <see cref="ExternalDataFiles"/> in that order: equal hashes mean the same model.
     /// </summary>
     public required string ContentSha256 { get; init; }
+
+    /// <summary>With <see cref="ModelRole.Adapter"/>: the ONNX Runtime adapter file active in every run; else null.</summary>
+    public string? ActiveAdapter { get; init; }
 
     /// <summary>File plus external data.</summary>
     public long TotalBytes => FileBytes + ExternalDataBytes;

@@ -32,6 +32,10 @@ public static partial class Validator
         {
             models.Add((ModelRole.Unmerged, request.UnmergedPath));
         }
+        if (request.AdapterModelPath is not null)
+        {
+            models.Add((ModelRole.Adapter, request.AdapterModelPath));
+        }
         if (request.BasePath is not null)
         {
             models.Add((ModelRole.Base, request.BasePath));
@@ -66,10 +70,11 @@ public static partial class Validator
         var sessions = new List<ModelSession>();
         try
         {
+            string? adapterFile = request.ActiveAdapterPath is null ? null : CheckAdapterFile(request.ActiveAdapterPath, models.First(m => m.Role == ModelRole.Adapter).Path);
             foreach (var (role, path) in models)
             {
                 cancellationToken.ThrowIfCancellationRequested();
-                sessions.Add(ModelSession.Load(role, path, factory));
+                sessions.Add(ModelSession.Load(role, path, factory, role == ModelRole.Adapter ? adapterFile : null));
             }
             if (factory.FallbackReason is not null)
             {
@@ -214,15 +219,38 @@ public static partial class Validator
         }
     }
 
+    /// <summary>
+    /// Reads and verifies the adapter file and checks that each parameter fits an input of the adapter-ready graph
+    /// (Core's <see cref="OnnxAdapterFile"/>), so a mismatch is one line naming both files, not an ONNX Runtime run failure.
+    /// </summary>
+    private static string CheckAdapterFile(string adapterPath, string modelPath)
+    {
+        string full = Path.GetFullPath(adapterPath);
+        var adapter = OnnxAdapterFile.Read(full);
+        var graph = OnnxFile.Load(modelPath, new OnnxLoadOptions { LoadExternalData = false, ValidateGraph = false }).Graph;
+        OnnxAdapterFile.CheckFits(adapter, full, graph, modelPath);
+        if (adapter.Parameters.Count == 0)
+        {
+            throw OnnxLoraException.Invalid(full, "parameters", "none", "at least one LoRA factor (an empty adapter validates nothing)");
+        }
+        return full;
+    }
+
     private static void CheckOptions(ValidationRequest request, ValidationOptions o)
     {
+        if ((request.AdapterModelPath is null) != (request.ActiveAdapterPath is null))
+        {
+            throw ValidateThrow.Option(request.AdapterModelPath is null ? "AdapterModelPath" : "ActiveAdapterPath", "missing",
+                "both the adapter-ready model and the .onnx_adapter file to activate on it");
+        }
         if (string.IsNullOrWhiteSpace(request.MergedPath))
         {
             throw ValidateThrow.Option("MergedPath", "an empty path", "the merged .onnx file");
         }
-        if (request.UnmergedPath is null && request.EagerReference is null)
+        if (request.UnmergedPath is null && request.EagerReference is null && request.AdapterModelPath is null)
         {
-            throw ValidateThrow.Option("UnmergedPath/EagerReference", "neither", "an unmerged model, an eager reference or both to compare the merged model with");
+            throw ValidateThrow.Option("UnmergedPath/EagerReference/AdapterModelPath", "none",
+                "an unmerged model, an eager reference or an adapter-ready model with an active adapter to compare the merged model with");
         }
         static string F(double v) => v.ToString("R", CultureInfo.InvariantCulture);
         if (o.Batch < 1)
@@ -386,6 +414,7 @@ public static partial class Validator
             s.SessionCreateMs, s.RssDeltaBytes, s.Inputs, s.Outputs)
         {
             ContentSha256 = ContentHash.Sha256(s.Path, externalFiles.Select(f => Path.Combine(dir, f))),
+            ActiveAdapter = s.ActiveAdapterPath,
         };
     }
 

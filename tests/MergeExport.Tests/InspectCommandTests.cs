@@ -51,6 +51,32 @@ public sealed class InspectCommandTests
     }
 
     [TestMethod]
+    public void Inspect_OnnxAdapter_ListsParametersAndRejectsAForgedFileWithOneLine()
+    {
+        using var dir = new TempDir();
+        string path = dir.File("a.onnx_adapter");
+        OnnxAdapterFile.Write(path, [new OnnxAdapterParameter("m.lora_A.weight", DType.F16, [4, 2], new byte[16])], adapterVersion: 2);
+
+        var (code, json, err) = CliHarness.Run("inspect", path, "--json");
+        Assert.AreEqual(0, code, err);
+        using var doc = JsonDocument.Parse(json);
+        Assert.AreEqual("onnx_adapter", doc.RootElement.GetProperty("kind").GetString());
+        Assert.AreEqual(2, doc.RootElement.GetProperty("adapterVersion").GetInt32());
+        var p = doc.RootElement.GetProperty("parameters")[0];
+        Assert.AreEqual("m.lora_A.weight", p.GetProperty("name").GetString());
+        Assert.AreEqual("F16", p.GetProperty("dtype").GetString());
+        Assert.AreEqual(2, p.GetProperty("shape")[1].GetInt64());
+
+        byte[] bytes = File.ReadAllBytes(path);
+        File.WriteAllBytes(path, bytes[..(bytes.Length / 2)]);
+        var (badCode, output, badErr) = CliHarness.Run("inspect", path);
+        Assert.AreEqual(2, badCode);
+        Assert.AreEqual(string.Empty, output);
+        Assert.AreEqual(1, badErr.Trim().Split('\n').Length, badErr);
+        StringAssert.Contains(badErr, "a.onnx_adapter");
+    }
+
+    [TestMethod]
     public void Inspect_MissingPath_ExitsTwoWithOneLine()
     {
         var (code, output, err) = CliHarness.Run("inspect", "/nonexistent/model.onnx");

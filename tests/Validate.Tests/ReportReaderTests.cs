@@ -48,6 +48,22 @@ public sealed class ReportReaderTests
     }
 
     [TestMethod]
+    public void Load_ReportWrittenBeforeActiveAdapter_ReadsItAsNull_AndAnAdapterRoleRoundTrips()
+    {
+        using var f = new TestFiles();
+        var known = ReportWriterTests.KnownReport();
+        string json = ReportWriter.ToJson(known);
+        string older = json.Replace(",\n      \"activeAdapter\": null", "", StringComparison.Ordinal);
+        Assert.AreNotEqual(json, older, "the field must be there to be removed");
+        Assert.IsNull(ValidationReport.Load(Write(f, older)).Models[0].ActiveAdapter);
+
+        var withAdapter = known with { Models = [.. known.Models.Select((m, i) => i == 1 ? m with { Role = ModelRole.Adapter, ActiveAdapter = "/x/a.onnx_adapter" } : m)] };
+        var read = ValidationReport.Load(Write(f, ReportWriter.ToJson(withAdapter)));
+        Assert.AreEqual(ModelRole.Adapter, read.Models[1].Role);
+        Assert.AreEqual("/x/a.onnx_adapter", read.Models[1].ActiveAdapter);
+    }
+
+    [TestMethod]
     public void Load_ValidatorRun_ReadsBackEveryModelAndSample()
     {
         using var f = new TestFiles();

@@ -71,6 +71,23 @@ public sealed class OnnxGraphBuilder
         return name;
     }
 
+    /// <summary>
+    /// Declares a graph input whose value defaults to <paramref name="defaultValue"/> when a run does not feed
+    /// it (an initializer of the same name: what ONNX Runtime's LoRA adapters override, per onnxruntime's
+    /// lora tests). The input is declared with <paramref name="dims"/>, which may be symbolic where the
+    /// default's are fixed.
+    /// </summary>
+    public string AddInputWithDefault(TensorProto defaultValue, params ReadOnlySpan<OnnxDim> dims)
+    {
+        ArgumentNullException.ThrowIfNull(defaultValue);
+        Claim(defaultValue.Name);
+        _graph.Input.Add(ValueInfo(defaultValue.Name, OnnxTensors.TryFromOnnx(defaultValue.DataType, out var dtype)
+            ? dtype
+            : throw new ArgumentException($"'{defaultValue.Name}': unsupported data type {defaultValue.DataType}.", nameof(defaultValue)), dims));
+        _graph.Initializer.Add(defaultValue);
+        return defaultValue.Name;
+    }
+
     /// <summary>Declares a graph output; a value of that name must exist when the model is built.</summary>
     public string AddOutput(string name, DType elemType, params ReadOnlySpan<OnnxDim> dims)
     {

@@ -7,7 +7,8 @@ namespace OnnxLora.Models.Lora;
 /// E' from <see cref="LoraLayer.MergedWeight"/> (Core's <see cref="Core.Peft.ModuleUpdate"/>) under the base weight's name. Unmerged:
 /// <c>Gather(E, ids) + s·MatMul(Gather(Aᵀ, ids), Bᵀ)</c> with Aᵀ [num, r] stored as
 /// <c>base_model.model.&lt;path&gt;.lora_embedding_A</c> and Bᵀ [r, dim] as <c>…lora_embedding_B</c>
-/// (both transposed from PEFT's layout), s as <c>…lora_scaling</c>.
+/// (both transposed from PEFT's layout), s as <c>…lora_scaling</c>. Adapters: Aᵀ and s·Bᵀ as graph
+/// inputs of those names (rank symbolic, empty defaults), no scaling node.
 /// </summary>
 public sealed partial class LoraEmbedding : IOnnxExportable
 {
@@ -24,10 +25,17 @@ public sealed partial class LoraEmbedding : IOnnxExportable
             return context.Op("Gather", [context.TensorInitializer(context.ParameterName("weight"), merged), input], Core.Onnx.OnnxAttributes.Int("axis", 0));
         }
         string baseOut = context.Embedding(input, Weight);
-        string a = context.Op("Gather", [context.ParameterInitializer(context.PeftName("lora_embedding_A"), LoraEmbeddingA, transpose: true), input],
-            Core.Onnx.OnnxAttributes.Int("axis", 0));
-        string b = context.Op("MatMul", a, context.ParameterInitializer(context.PeftName("lora_embedding_B"), LoraEmbeddingB, transpose: true));
-        string scaled = context.Op("Mul", b, context.FloatInitializer(context.PeftName("lora_scaling"), [], [(float)Scaling]));
+        bool inputs = context.Mode == OnnxExportMode.Adapters;
+        string aT = inputs
+            ? context.LoraFactorInput(context.PeftName("lora_embedding_A"), Weight.shape[0], rankFirst: false)
+            : context.ParameterInitializer(context.PeftName("lora_embedding_A"), LoraEmbeddingA, transpose: true);
+        string bT = inputs
+            ? context.LoraFactorInput(context.PeftName("lora_embedding_B"), Weight.shape[1], rankFirst: true)
+            : context.ParameterInitializer(context.PeftName("lora_embedding_B"), LoraEmbeddingB, transpose: true);
+        string a = context.Op("Gather", [aT, input], Core.Onnx.OnnxAttributes.Int("axis", 0));
+        string b = context.Op("MatMul", a, bT);
+        // With inputs, s is folded into B by the adapter file (Core's OnnxAdapterFile.FromPeft).
+        string scaled = inputs ? b : context.Op("Mul", b, context.FloatInitializer(context.PeftName("lora_scaling"), [], [(float)Scaling]));
         return context.Op("Add", baseOut, scaled);
     }
 }

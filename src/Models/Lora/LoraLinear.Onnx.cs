@@ -10,6 +10,8 @@ namespace OnnxLora.Models.Lora;
 /// <c>base_model.model.&lt;path&gt;.lora_A.weight</c>, Bᵀ [r, out] as <c>…lora_B.weight</c> (both
 /// transposed from PEFT's [r, in] / [out, r]), s as the scalar <c>…lora_scaling</c>, and for DoRA m as
 /// <c>…lora_magnitude_vector</c> [out] and the detached row norm as <c>…lora_weight_norm</c> [out].
+/// Adapters: as unmerged, with Aᵀ and s·Bᵀ as graph inputs of those names (rank symbolic, empty
+/// defaults) and no scaling node; DoRA is refused.
 /// </summary>
 public sealed partial class LoraLinear : IOnnxExportable
 {
@@ -28,10 +30,22 @@ public sealed partial class LoraLinear : IOnnxExportable
         }
         else
         {
+            bool inputs = context.Mode == OnnxExportMode.Adapters;
+            if (inputs && UseDora)
+            {
+                throw Onnx.Internals.OnnxEmitThrow.Unsupported(context.Path,
+                    "DoRA cannot be exported with its factors as inputs (--mode adapters): its output scale m / ‖W + s·B·A‖ depends on the base weight; export it merged.");
+            }
             string baseOut = context.Op("MatMul", input, context.ParameterInitializer(context.ParameterName("weight"), Weight, transpose: true));
-            string a = context.Op("MatMul", input, context.ParameterInitializer(context.PeftName("lora_A.weight"), LoraA, transpose: true));
-            string b = context.Op("MatMul", a, context.ParameterInitializer(context.PeftName("lora_B.weight"), LoraB, transpose: true));
-            string scaled = context.Op("Mul", b, context.FloatInitializer(context.PeftName("lora_scaling"), [], [(float)Scaling]));
+            string aT = inputs
+                ? context.LoraFactorInput(context.PeftName("lora_A.weight"), InFeatures, rankFirst: false)
+                : context.ParameterInitializer(context.PeftName("lora_A.weight"), LoraA, transpose: true);
+            string bT = inputs
+                ? context.LoraFactorInput(context.PeftName("lora_B.weight"), OutFeatures, rankFirst: true)
+                : context.ParameterInitializer(context.PeftName("lora_B.weight"), LoraB, transpose: true);
+            string branch = context.Op("MatMul", context.Op("MatMul", input, aT), bT);
+            // With inputs, s is folded into B by the adapter file (Core's OnnxAdapterFile.FromPeft).
+            string scaled = inputs ? branch : context.Op("Mul", branch, context.FloatInitializer(context.PeftName("lora_scaling"), [], [(float)Scaling]));
             y = context.Op("Add", baseOut, scaled);
             if (UseDora)
             {

@@ -68,6 +68,19 @@ public sealed partial class OnnxEmitContext
         return Builder.AddInitializerWrapped(name, target, [.. transposed.Shape], transposed.ToArray());
     }
 
+    /// <summary>
+    /// A LoRA factor as a graph input of <see cref="ComputeType"/> named <paramref name="name"/> (the PEFT key),
+    /// shaped [<paramref name="features"/>, r] for A (<paramref name="rankFirst"/> false) or [r, features] for B,
+    /// with r symbolic ("&lt;path&gt;.lora_rank") and an empty rank-0 default (<see cref="OnnxExportMode.Adapters"/>).
+    /// </summary>
+    public string LoraFactorInput(string name, long features, bool rankFirst)
+    {
+        string rank = ParameterName("lora_rank");
+        long[] empty = rankFirst ? [0, features] : [features, 0];
+        var defaultValue = OnnxTensors.Create(name, ComputeType, empty, ReadOnlySpan<byte>.Empty);
+        return rankFirst ? Builder.AddInputWithDefault(defaultValue, rank, features) : Builder.AddInputWithDefault(defaultValue, features, rank);
+    }
+
     /// <summary>A floating-point initializer from fp32 values, stored in <paramref name="dtype"/> (default <see cref="ComputeType"/>).</summary>
     public string FloatInitializer(string name, ReadOnlySpan<long> shape, ReadOnlySpan<float> values, DType? dtype = null) =>
         Builder.AddInitializer(name, dtype ?? ComputeType, shape, values);

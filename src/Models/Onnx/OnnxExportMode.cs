@@ -11,4 +11,13 @@ public enum OnnxExportMode
 
     /// <summary>Each LoRA layer emits its base path plus the adapter branch as separate nodes and initializers.</summary>
     Unmerged,
+
+    /// <summary>
+    /// Each LoRA layer emits its base path plus a branch whose factors are graph inputs — Aᵀ [in, r] and
+    /// s·Bᵀ [r, out] under the adapter's PEFT keys, r symbolic — for ONNX Runtime's LoRA adapters
+    /// (<c>.onnx_adapter</c> files, activated per run). Each input has an empty rank-0 default, so with
+    /// no adapter active the graph computes the base model. DoRA cannot be expressed this way (its output
+    /// scale depends on the base weight): such layers are refused.
+    /// </summary>
+    Adapters,
 }

@@ -58,7 +58,7 @@ internal static class LatencyBench
 
         var ratios = new List<LatencyRatio>();
         int Index(ModelRole role) => models.ToList().FindIndex(x => x.Role == role);
-        int merged = Index(ModelRole.Merged), unmerged = Index(ModelRole.Unmerged), baseModel = Index(ModelRole.Base);
+        int merged = Index(ModelRole.Merged), unmerged = Index(ModelRole.Unmerged), baseModel = Index(ModelRole.Base), adapter = Index(ModelRole.Adapter);
         if (merged >= 0 && baseModel >= 0)
         {
             ratios.Add(Stats.Ratio("merged/base", ModelRole.Merged, ModelRole.Base, samples[merged], samples[baseModel]));
@@ -70,6 +70,14 @@ internal static class LatencyBench
         if (unmerged >= 0 && baseModel >= 0)
         {
             ratios.Add(Stats.Ratio("unmerged/base", ModelRole.Unmerged, ModelRole.Base, samples[unmerged], samples[baseModel]));
+        }
+        if (merged >= 0 && adapter >= 0)
+        {
+            ratios.Add(Stats.Ratio("adapter/merged", ModelRole.Adapter, ModelRole.Merged, samples[adapter], samples[merged]));
+        }
+        if (adapter >= 0 && baseModel >= 0)
+        {
+            ratios.Add(Stats.Ratio("adapter/base", ModelRole.Adapter, ModelRole.Base, samples[adapter], samples[baseModel]));
         }
         return new LatencyReport(
             options.Duration is null ? "runs" : "duration", options.Warmup, rounds, options.Duration?.TotalSeconds,

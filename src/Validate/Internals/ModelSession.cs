@@ -15,6 +15,7 @@ internal sealed class ModelSession : IDisposable
     private OrtIoBinding? _binding;
     private OrtAllocator? _deviceAllocator;
     private OrtMemoryInfo? _deviceMemory;
+    private OrtLoraAdapter? _adapter;
 
     private ModelSession(ModelRole role, string path, InferenceSession session, double createMs, long? rssDelta)
     {
@@ -39,14 +40,37 @@ internal sealed class ModelSession : IDisposable
 
     public IReadOnlyList<TensorSignature> Outputs { get; }
 
-    public static ModelSession Load(ModelRole role, string path, SessionFactory factory)
+    /// <summary>The ONNX Runtime adapter active in every run of this session, or null.</summary>
+    public string? ActiveAdapterPath { get; private set; }
+
+    /// <summary>
+    /// Loads <paramref name="path"/>; with <paramref name="adapterFile"/>, that ONNX Runtime adapter is activated in the
+    /// run options of every run (<see cref="OrtLoraAdapter"/>, parameters kept on the CPU: ONNX Runtime copies them to
+    /// the device per run).
+    /// </summary>
+    public static ModelSession Load(ModelRole role, string path, SessionFactory factory, string? adapterFile = null)
     {
         long? before = ProcessMemory.ResidentBytes();
         var session = factory.Load(path, out double ms);
         long? after = ProcessMemory.ResidentBytes();
         try
         {
-            return new ModelSession(role, path, session, ms, before is long b && after is long a ? a - b : null);
+            var loaded = new ModelSession(role, path, session, ms, before is long b && after is long a ? a - b : null);
+            if (adapterFile is not null)
+            {
+                try
+                {
+                    loaded._adapter = OrtLoraAdapter.Create(adapterFile, null);
+                    loaded._runOptions.AddActiveLoraAdapter(loaded._adapter);
+                    loaded.ActiveAdapterPath = adapterFile;
+                }
+                catch (OnnxRuntimeException e)
+                {
+                    loaded.Dispose();
+                    throw ValidateThrow.Invalid(adapterFile, $"ONNX Runtime refused the adapter file: {e.Message}", e);
+                }
+            }
+            return loaded;
         }
         catch
         {
@@ -128,6 +152,7 @@ internal sealed class ModelSession : IDisposable
         _deviceAllocator?.Dispose();
         _deviceMemory?.Dispose();
         _runOptions.Dispose();
+        _adapter?.Dispose();
         _session.Dispose();
     }
 }

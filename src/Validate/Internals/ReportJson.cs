@@ -58,7 +58,7 @@ internal sealed record ReportJson(
         r.Provider,
         r.Inputs,
         [.. r.Models.Select(m => new ModelJson(m.Role, m.Path, m.FileBytes, m.ExternalDataBytes, m.TotalBytes, m.ExternalDataFiles,
-            m.ContentSha256, m.SessionCreateMs, m.RssDeltaBytes, m.Inputs, m.Outputs))],
+            m.ContentSha256, m.SessionCreateMs, m.RssDeltaBytes, m.Inputs, m.Outputs) { ActiveAdapter = m.ActiveAdapter })],
         [.. r.Comparisons.Select(c => new ComparisonJson(c.Name, c.Actual, c.Reference, c.Gated, c.Outputs))],
         r.Latency is { } l ? LatencyJson.From(l) : null,
         r.Baseline is { } b ? BaselineJson.From(b) : null,
@@ -79,7 +79,7 @@ internal sealed record ReportJson(
         Provider = Provider,
         Inputs = Inputs,
         Models = [.. Models.Select(m => new ModelReport(m.Role, m.Path, m.FileBytes, m.ExternalDataBytes, m.ExternalDataFiles,
-            m.SessionCreateMs, m.RssDeltaBytes, m.Inputs, m.Outputs) { ContentSha256 = m.ContentSha256 })],
+            m.SessionCreateMs, m.RssDeltaBytes, m.Inputs, m.Outputs) { ContentSha256 = m.ContentSha256, ActiveAdapter = m.ActiveAdapter })],
         Comparisons = [.. Comparisons.Select(c => new ComparisonReport(c.Actual, c.Reference, c.Gated, c.Outputs))],
         Latency = Latency?.ToReport(),
         Baseline = Baseline?.ToComparison(),
@@ -182,7 +182,11 @@ internal sealed record ModelJson(
     double SessionCreateMs,
     long? RssDeltaBytes,
     IReadOnlyList<TensorSignature> Inputs,
-    IReadOnlyList<TensorSignature> Outputs);
+    IReadOnlyList<TensorSignature> Outputs)
+{
+    /// <summary><c>activeAdapter</c>: written always (null when none); optional when read, as reports written before it lack it.</summary>
+    public string? ActiveAdapter { get; init; }
+}
 
 /// <summary><c>comparisons[]</c>: <see cref="ComparisonReport"/> with its name first.</summary>
 internal sealed record ComparisonJson(string Name, ModelRole Actual, ModelRole Reference, bool Gated, IReadOnlyList<OutputComparison> Outputs);

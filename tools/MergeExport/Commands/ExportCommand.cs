@@ -16,8 +16,10 @@ internal sealed class ExportCommand : CliCommand
 {
     private readonly Option<string> _model = new("--model") { Description = "Hugging Face checkpoint folder.", Required = true };
     private readonly Option<string[]> _adapters = new("--adapter") { Description = "PEFT adapter folder (DIR or DIR=WEIGHT; several only with --mode merged)." };
-    private readonly ChoiceOption<OnnxExportMode> _mode = new("--mode", "base, merged (adapter folded into the weights) or unmerged (LoRA branches as separate nodes).", OnnxExportMode.Merged,
-        ("base", OnnxExportMode.Base), ("merged", OnnxExportMode.Merged), ("unmerged", OnnxExportMode.Unmerged));
+    private readonly ChoiceOption<OnnxExportMode> _mode = new("--mode",
+        "base, merged (adapter folded into the weights), unmerged (LoRA branches as separate nodes) or adapters (LoRA factors as graph inputs "
+        + "for ONNX Runtime's adapters; writes one <adapter>.onnx_adapter per --adapter beside the model).", OnnxExportMode.Merged,
+        ("base", OnnxExportMode.Base), ("merged", OnnxExportMode.Merged), ("unmerged", OnnxExportMode.Unmerged), ("adapters", OnnxExportMode.Adapters));
     private readonly Option<int> _opset = new Option<int>("--opset") { Description = "ONNX opset, 17..21.", DefaultValueFactory = _ => 17 };
     private readonly ChoiceOption<DType> _dtype = new("--dtype", "Weight and compute type: fp32 or fp16.", DType.F32,
         ("fp32", DType.F32), ("fp16", DType.F16));
@@ -62,6 +64,10 @@ internal sealed class ExportCommand : CliCommand
             {
                 outputs["externalData"] = data;
             }
+            for (int i = 0; i < result.AdapterFiles.Count; i++)
+            {
+                outputs[$"onnxAdapter{i}"] = result.AdapterFiles[i];
+            }
             Context.Out.WriteLine(new CommandResult("export", "passed")
             {
                 Outputs = outputs,
@@ -71,6 +77,10 @@ internal sealed class ExportCommand : CliCommand
         else
         {
             Context.Info($"exported {mode.ToString().ToLowerInvariant()} model: {result.ModelPath} ({result.NodeCount} nodes, {result.InitializerCount} initializers, {result.LoraLayerCount} LoRA layers)");
+            foreach (string file in result.AdapterFiles)
+            {
+                Context.Info($"wrote ONNX Runtime adapter {file}");
+            }
         }
         return Cli.Success;
     }
@@ -90,7 +100,7 @@ internal sealed class ExportCommand : CliCommand
         {
             throw OnnxLoraException.InvalidOption("--mode", "unmerged keeps one adapter's LoRA branches as nodes; give exactly one --adapter (combine several with merge-export merge first).");
         }
-        if (adapterArgs.Count == 1 && AdapterArgument.Parse(adapterArgs[0]).Weight != 1.0)
+        if (adapterArgs.Count == 1 && options.Mode != OnnxExportMode.Adapters && AdapterArgument.Parse(adapterArgs[0]).Weight != 1.0)
         {
             throw OnnxLoraException.InvalidOption("--adapter", $"{adapterArgs[0]}: a weight needs several adapters or merge-export merge; export takes one adapter at weight 1.");
         }

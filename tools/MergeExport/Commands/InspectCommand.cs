@@ -9,19 +9,20 @@ using OnnxLora.Core.Safetensors;
 namespace OnnxLora.MergeExport.Commands;
 
 /// <summary>
-/// <c>inspect PATH</c>: what is in an ONNX model, a safetensors file, a checkpoint folder or a PEFT
-/// adapter folder. The kind is told from the path: a .onnx file, a folder with adapter_config.json,
-/// a folder with model.safetensors(.index.json), or a .safetensors file.
+/// <c>inspect PATH</c>: what is in an ONNX model, an ONNX Runtime adapter file, a safetensors file, a
+/// checkpoint folder or a PEFT adapter folder. The kind is told from the path: a .onnx file, an
+/// .onnx_adapter file, a folder with adapter_config.json, a folder with model.safetensors(.index.json),
+/// or a .safetensors file.
 /// </summary>
 internal sealed class InspectCommand : CliCommand
 {
-    private readonly Argument<string> _path = new("path") { Description = "An .onnx model, a .safetensors file, a checkpoint folder or a PEFT adapter folder." };
+    private readonly Argument<string> _path = new("path") { Description = "An .onnx model, an .onnx_adapter file, a .safetensors file, a checkpoint folder or a PEFT adapter folder." };
 
     private readonly Option<string[]> _adapters = new("--adapter") { Description = "Show how these adapters map onto the model's weights (nothing is written)." };
     private readonly Option<string?> _baseCheckpoint = new("--base-checkpoint") { Description = "ONNX models: the base checkpoint, to match anonymous weights by content." };
 
     public InspectCommand(CliContext context)
-        : base("inspect", "Show what is in an ONNX model, a safetensors file, a checkpoint folder or a PEFT adapter; with --adapter, the merge mapping.", context)
+        : base("inspect", "Show what is in an ONNX model, an .onnx_adapter file, a safetensors file, a checkpoint folder or a PEFT adapter; with --adapter, the merge mapping.", context)
     {
         Arguments.Add(_path);
         Options.Add(_adapters);
@@ -57,6 +58,10 @@ internal sealed class InspectCommand : CliCommand
         else if (File.Exists(path) && path.EndsWith(".onnx", StringComparison.OrdinalIgnoreCase))
         {
             report = InspectOnnx(path);
+        }
+        else if (File.Exists(path) && path.EndsWith(OnnxAdapterFile.Extension, StringComparison.OrdinalIgnoreCase))
+        {
+            report = InspectOnnxAdapter(path);
         }
         else if (File.Exists(path))
         {
@@ -131,6 +136,32 @@ internal sealed class InspectCommand : CliCommand
                 inFeatures = m.InFeatures,
             }),
             extraTensors = adapter.ExtraTensors.Select(e => e.Tensor.Name),
+        };
+    }
+
+    private object InspectOnnxAdapter(string path)
+    {
+        var adapter = OnnxAdapterFile.Read(path);
+        static string Shape(OnnxAdapterParameter p) => "[" + string.Join(", ", p.Shape) + "]";
+        long bytes = adapter.Parameters.Sum(p => (long)p.Data.Length);
+        if (!Context.Json)
+        {
+            Context.Out.WriteLine($"{path}: ONNX Runtime LoRA adapter, format {adapter.FormatVersion}, adapter version {adapter.AdapterVersion}, " +
+                $"model version {adapter.ModelVersion}, {adapter.Parameters.Count} parameters, {bytes:N0} bytes");
+            foreach (var p in adapter.Parameters)
+            {
+                Context.Out.WriteLine($"  {p.Name,-60} {p.DType.SafetensorsName(),-5} {Shape(p)}");
+            }
+        }
+        return new
+        {
+            path,
+            kind = "onnx_adapter",
+            formatVersion = adapter.FormatVersion,
+            adapterVersion = adapter.AdapterVersion,
+            modelVersion = adapter.ModelVersion,
+            totalBytes = bytes,
+            parameters = adapter.Parameters.Select(p => new { name = p.Name, dtype = p.DType.SafetensorsName(), shape = p.Shape }),
         };
     }
 

@@ -16,6 +16,8 @@ internal sealed class ValidateCommand : CliCommand
     private readonly Option<string> _merged = new("--merged") { Description = "The merged ONNX model (the candidate).", Required = true };
     private readonly Option<string?> _unmerged = new("--unmerged") { Description = "The ONNX model with LoRA branches as separate nodes." };
     private readonly Option<string?> _base = new("--base") { Description = "The base ONNX model without the adapter (for the merged/base latency ratio)." };
+    private readonly Option<string?> _adaptersModel = new("--adapters-model") { Description = "An adapter-ready ONNX model (export --mode adapters): compared with --merged while --onnx-adapter is active on it." };
+    private readonly Option<string?> _onnxAdapter = new("--onnx-adapter") { Description = "The ONNX Runtime adapter file (.onnx_adapter) to activate on --adapters-model." };
     private readonly ValidationOptionSet _set = new();
     private readonly Option<string> _report = new("--report") { Description = "Folder for validation.json, validation.md and validation.html.", DefaultValueFactory = _ => "validation-report" };
 
@@ -25,6 +27,8 @@ internal sealed class ValidateCommand : CliCommand
         Options.Add(_merged);
         Options.Add(_unmerged);
         Options.Add(_base);
+        Options.Add(_adaptersModel);
+        Options.Add(_onnxAdapter);
         _set.AddTo(this);
         Options.Add(_report);
     }
@@ -34,11 +38,18 @@ internal sealed class ValidateCommand : CliCommand
         string merged = parse.GetValue(_merged)!;
         string? unmerged = parse.GetValue(_unmerged);
         string? baseModel = parse.GetValue(_base);
-        if (unmerged is null)
+        string? adaptersModel = parse.GetValue(_adaptersModel);
+        string? onnxAdapter = parse.GetValue(_onnxAdapter);
+        if (unmerged is null && adaptersModel is null)
         {
-            throw OnnxLoraException.InvalidOption("--unmerged", "required: the merged model needs a reference to be compared against.");
+            throw OnnxLoraException.InvalidOption("--unmerged", "required (or --adapters-model with --onnx-adapter): the merged model needs a reference to be compared against.");
         }
-        foreach (string? path in new[] { merged, unmerged, baseModel })
+        if ((adaptersModel is null) != (onnxAdapter is null))
+        {
+            throw OnnxLoraException.InvalidOption(adaptersModel is null ? "--adapters-model" : "--onnx-adapter",
+                "--adapters-model and --onnx-adapter go together: the adapter file is activated on that model.");
+        }
+        foreach (string? path in new[] { merged, unmerged, baseModel, adaptersModel })
         {
             if (path is not null)
             {
@@ -48,8 +59,10 @@ internal sealed class ValidateCommand : CliCommand
             }
         }
         var options = _set.Read(parse);
-        Context.Info($"validating {merged} against {unmerged}{(baseModel is null ? "" : $" (base {baseModel})")} ...");
-        var report = Validator.Run(new ValidationRequest(merged, unmerged) { BasePath = baseModel }, options, Context.CancellationToken);
+        string against = string.Join(" and ", new[] { unmerged, adaptersModel is null ? null : $"{adaptersModel} with {onnxAdapter} active" }.OfType<string>());
+        Context.Info($"validating {merged} against {against}{(baseModel is null ? "" : $" (base {baseModel})")} ...");
+        var request = new ValidationRequest(merged, unmerged) { BasePath = baseModel, AdapterModelPath = adaptersModel, ActiveAdapterPath = onnxAdapter };
+        var report = Validator.Run(request, options, Context.CancellationToken);
         var paths = ReportWriter.WriteAll(report, parse.GetValue(_report)!, Context.Force);
         return ValidationOutput.Print(Context, "validate", report, paths, []);
     }

@@ -1,0 +1,142 @@
+using Microsoft.ML.OnnxRuntime;
+using OnnxLora.Core;
+using OnnxLora.Core.Peft;
+using OnnxLora.Core.Safetensors;
+
+namespace OnnxLora.MergeExport.Tests;
+
+/// <summary>
+/// <c>export --mode adapters</c> on the sample: one adapter-ready graph and one .onnx_adapter per adapter, run in one
+/// ONNX Runtime session with the adapter switched per run, against each adapter's merged export (itself checked against
+/// fp64 references elsewhere) and, with no adapter active, against the base export.
+/// </summary>
+[TestClass]
+public sealed class AdapterModeExportTests
+{
+    [TestMethod]
+    public void ThreeAdaptersOfDifferentRanks_ActiveInOneSession_MatchTheirMergedModels()
+    {
+        using var dir = new TempDir();
+        string r4 = RandomAdapter(dir.File("r4"), rank: 4, alpha: 8, seed: 1);
+        string r16 = RandomAdapter(dir.File("r16"), rank: 16, alpha: 16, seed: 2, rsLora: true);
+        string[] adapters = [SampleModels.Adapter, r4, r16];
+
+        var (code, _, err) = CliHarness.Run("export", "--model", SampleModels.Model, "--adapter", adapters[0], "--adapter", r4, "--adapter", r16,
+            "--mode", "adapters", "--out", dir.File("out/adapters.onnx"));
+        Assert.AreEqual(0, code, err);
+        string[] files = [dir.File("out/tiny-llama-lora.onnx_adapter"), dir.File("out/r4.onnx_adapter"), dir.File("out/r16.onnx_adapter")];
+        foreach (string f in files)
+        {
+            Assert.IsTrue(File.Exists(f), f);
+        }
+
+        var merged = new float[adapters.Length][];
+        for (int k = 0; k < adapters.Length; k++)
+        {
+            string m = dir.File($"merged{k}.onnx");
+            var (mc, _, merr) = CliHarness.Run("export", "--model", SampleModels.Model, "--adapter", adapters[k], "--mode", "merged", "--out", m);
+            Assert.AreEqual(0, mc, merr);
+            merged[k] = OnnxLogits.Run(m);
+        }
+        var (bc, _, berr) = CliHarness.Run("export", "--model", SampleModels.Model, "--mode", "base", "--out", dir.File("base.onnx"));
+        Assert.AreEqual(0, bc, berr);
+        float[] baseLogits = OnnxLogits.Run(dir.File("base.onnx"));
+
+        using var session = new InferenceSession(dir.File("out/adapters.onnx"), new SessionOptions { IntraOpNumThreads = 1 });
+        var ort = files.Select(f => OrtLoraAdapter.Create(f, null)).ToList();
+        try
+        {
+            foreach (int k in new[] { 0, 1, 2, 1, 0, 2 })
+            {
+                using var options = new RunOptions();
+                options.AddActiveLoraAdapter(ort[k]);
+                float[] logits = RunLogits(session, options);
+                double diff = OnnxLogits.MaxAbsDiff(merged[k], logits);
+                Assert.IsLessThanOrEqualTo(1e-4, diff, $"{Path.GetFileName(files[k])}: base + active adapter vs merged model, max abs {diff}");
+                Assert.IsGreaterThan(1e-3, OnnxLogits.MaxAbsDiff(baseLogits, merged[k]), "the adapter must change the logits (else the check is vacuous)");
+            }
+            using var none = new RunOptions();
+            double toBase = OnnxLogits.MaxAbsDiff(baseLogits, RunLogits(session, none));
+            Assert.IsLessThanOrEqualTo(1e-5, toBase, $"no adapter active vs the base model: max abs {toBase}");
+        }
+        finally
+        {
+            ort.ForEach(a => a.Dispose());
+        }
+    }
+
+    [TestMethod]
+    public void Validate_MergedAgainstTheAdapterModelWithItsAdapterActive_PassesAndReportsIt_AndAForeignAdapterIsOneLine()
+    {
+        using var dir = new TempDir();
+        Assert.AreEqual(0, CliHarness.Run("export", "--model", SampleModels.Model, "--adapter", SampleModels.Adapter, "--mode", "adapters", "--out", dir.File("a.onnx")).ExitCode);
+        Assert.AreEqual(0, CliHarness.Run("export", "--model", SampleModels.Model, "--adapter", SampleModels.Adapter, "--mode", "merged", "--out", dir.File("m.onnx")).ExitCode);
+        string adapterFile = dir.File("tiny-llama-lora.onnx_adapter");
+
+        var (code, json, err) = CliHarness.Run("validate", "--merged", dir.File("m.onnx"), "--adapters-model", dir.File("a.onnx"), "--onnx-adapter", adapterFile,
+            "--runs", "3", "--warmup", "1", "--report", dir.File("report"), "--json");
+        Assert.AreEqual(0, code, err + json);
+        using (var report = System.Text.Json.JsonDocument.Parse(File.ReadAllText(dir.File("report/validation.json"))))
+        {
+            var models = report.RootElement.GetProperty("models").EnumerateArray().ToList();
+            var adapterModel = models.Single(m => m.GetProperty("role").GetString() == "adapter");
+            Assert.AreEqual(adapterFile, adapterModel.GetProperty("activeAdapter").GetString());
+            var comparison = report.RootElement.GetProperty("comparisons").EnumerateArray().Single(c => c.GetProperty("reference").GetString() == "adapter");
+            Assert.IsTrue(comparison.GetProperty("gated").GetBoolean());
+        }
+
+        // An adapter for other modules (MLP instead of attention) does not fit the graph's inputs: one line naming it.
+        string foreign = dir.File("foreign.onnx_adapter");
+        Core.Onnx.OnnxAdapterFile.Write(foreign, [new Core.Onnx.OnnxAdapterParameter("base_model.model.model.layers.0.mlp.up_proj.lora_A.weight", DType.F32, [128, 2], new byte[128 * 2 * 4])]);
+        var (badCode, _, badErr) = CliHarness.Run("validate", "--merged", dir.File("m.onnx"), "--adapters-model", dir.File("a.onnx"), "--onnx-adapter", foreign,
+            "--runs", "0", "--report", dir.File("report2"));
+        Assert.AreEqual(2, badCode, badErr);
+        Assert.AreEqual(1, badErr.Trim().Split('\n').Length, badErr);
+        StringAssert.Contains(badErr, "foreign.onnx_adapter");
+        StringAssert.Contains(badErr, "up_proj");
+        Assert.IsFalse(Directory.Exists(dir.File("report2")), "no report for a refused input");
+    }
+
+    [TestMethod]
+    public void DoraAdapter_IsRefusedWithOneLine_AndNothingIsWritten()
+    {
+        using var dir = new TempDir();
+        string dora = RandomAdapter(dir.File("dora"), rank: 4, alpha: 8, seed: 3, dora: true);
+        var (code, output, err) = CliHarness.Run("export", "--model", SampleModels.Model, "--adapter", dora, "--mode", "adapters", "--out", dir.File("out/a.onnx"));
+        Assert.AreEqual(2, code, err);
+        Assert.AreEqual(string.Empty, output);
+        Assert.AreEqual(1, err.Trim().Split('\n').Length, err);
+        StringAssert.Contains(err, "DoRA");
+        Assert.IsFalse(Directory.Exists(dir.File("out")) && Directory.EnumerateFileSystemEntries(dir.File("out")).Any(), "nothing written");
+    }
+
+    private static float[] RunLogits(InferenceSession session, RunOptions options)
+    {
+        var (ids, mask) = OnnxLogits.Inputs(512);
+        using var idsValue = OrtValue.CreateTensorValueFromMemory(ids, [OnnxLogits.Batch, OnnxLogits.Sequence]);
+        using var maskValue = OrtValue.CreateTensorValueFromMemory(mask, [OnnxLogits.Batch, OnnxLogits.Sequence]);
+        using var outputs = session.Run(options, ["input_ids", "attention_mask"], [idsValue, maskValue], ["logits"]);
+        return outputs[0].GetTensorDataAsSpan<float>().ToArray();
+    }
+
+    /// <summary>A LoRA adapter on the sample's q_proj/v_proj (shapes taken from the sample adapter) with random factors.</summary>
+    private static string RandomAdapter(string path, int rank, double alpha, int seed, bool rsLora = false, bool dora = false)
+    {
+        using var sample = PeftAdapter.Load(SampleModels.Adapter);
+        var rng = new Random(seed);
+        float[] Values(long n, double scale) => [.. Enumerable.Range(0, (int)n).Select(_ => (float)((rng.NextDouble() * 2 - 1) * scale))];
+        var tensors = new List<(TensorSpec, ReadOnlyMemory<byte>)>();
+        foreach (var m in sample.Modules)
+        {
+            tensors.Add(PeftAdapter.EncodeTensor(PeftAdapter.KeyFor(m.ModulePath, m.Kind, AdapterTensorRole.LoraA), [rank, m.InFeatures], Values((long)rank * m.InFeatures, 0.2), DType.F32));
+            tensors.Add(PeftAdapter.EncodeTensor(PeftAdapter.KeyFor(m.ModulePath, m.Kind, AdapterTensorRole.LoraB), [m.OutFeatures, rank], Values((long)m.OutFeatures * rank, 0.2), DType.F32));
+            if (dora)
+            {
+                tensors.Add(PeftAdapter.EncodeTensor(PeftAdapter.KeyFor(m.ModulePath, m.Kind, AdapterTensorRole.Magnitude), [m.OutFeatures], Values(m.OutFeatures, 1.0), DType.F32));
+            }
+        }
+        var config = new PeftAdapterConfig { R = rank, Alpha = alpha, UseRsLora = rsLora, UseDora = dora, TargetModules = TargetModules.FromList(["q_proj", "v_proj"]) };
+        PeftAdapter.Save(path, config, tensors);
+        return path;
+    }
+}
