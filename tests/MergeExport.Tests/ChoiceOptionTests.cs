@@ -79,7 +79,7 @@ public sealed class ChoiceOptionTests
     [DataRow("merge --adapter {a} --out {o}", "--combine", "delta_sum,linear,cat,svd,ties,ties_svd,dare_linear,dare_ties,dare_linear_svd,dare_ties_svd,magnitude_prune,magnitude_prune_svd")]
     [DataRow("merge --adapter {a} --out {o}", "--majority-sign-method", "total,frequency")]
     [DataRow("merge --adapter {a} --out {o}", "--dtype", "keep,fp32,fp16,bf16")]
-    [DataRow("export --model {m} --out {o.onnx}", "--mode", "base,merged,unmerged")]
+    [DataRow("export --model {m} --out {o.onnx}", "--mode", "base,merged,unmerged,adapters")]
     [DataRow("export --model {m} --out {o.onnx}", "--dtype", "fp32,fp16")]
     [DataRow("export --model {m} --out {o.onnx}", "--external-data", "auto,always,never")]
     [DataRow("validate --merged {m.onnx}", "--device", "auto,cuda,cpu")]
