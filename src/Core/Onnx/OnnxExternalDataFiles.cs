@@ -1,3 +1,4 @@
+using System.Buffers;
 using Microsoft.Win32.SafeHandles;
 using Onnx;
 using OnnxLora.Core.Internals;
@@ -18,6 +19,8 @@ public sealed record OnnxExternalRange(TensorProto Tensor, string Location, long
 public sealed class OnnxExternalDataFiles : IDisposable
 {
     private readonly Dictionary<TensorProto, (OnnxExternalRange Range, string RealPath)> _byTensor;
+    private const int ChunkBytes = 1 << 20;
+
     private readonly Dictionary<string, SafeFileHandle> _handles = new(StringComparer.Ordinal);
 
     private OnnxExternalDataFiles(string modelPath, List<ExternalDataReader.Range> ranges)
@@ -77,6 +80,42 @@ public sealed class OnnxExternalDataFiles : IDisposable
     /// <exception cref="OnnxLoraException">The element type is not floating point, or there are too many elements for one array (bad input).</exception>
     public float[] ReadAsSingle(OnnxExternalRange range)
     {
+        var values = new float[ElementCount(range)];
+        ReadAsSingle(range, values);
+        return values;
+    }
+
+    /// <summary>Reads and decodes an external floating-point tensor into <paramref name="destination"/> (its element count long).</summary>
+    /// <exception cref="OnnxLoraException">The element type is not floating point, or there are too many elements for one array (bad input).</exception>
+    public void ReadAsSingle(OnnxExternalRange range, Span<float> destination)
+    {
+        long count = ElementCount(range);
+        if (destination.Length != count)
+        {
+            throw new ArgumentException($"tensor '{range.Tensor.Name}' has {count} elements, the destination {destination.Length}", nameof(destination));
+        }
+        OnnxTensors.TryFromOnnx(range.Tensor.DataType, out var dtype);
+        int size = dtype.SizeOf();
+        byte[] chunk = ArrayPool<byte>.Shared.Rent(ChunkBytes);
+        try
+        {
+            int perChunk = ChunkBytes / size;
+            for (long done = 0; done < count; done += perChunk)
+            {
+                int k = (int)Math.Min(perChunk, count - done);
+                Read(range, done * size, chunk.AsSpan(0, k * size));
+                FloatCodec.Decode(dtype, chunk.AsSpan(0, k * size), destination.Slice((int)done, k));
+            }
+        }
+        finally
+        {
+            ArrayPool<byte>.Shared.Return(chunk);
+        }
+    }
+
+    /// <summary>Elements of a floating-point tensor that fits one array.</summary>
+    public long ElementCount(OnnxExternalRange range)
+    {
         var tensor = range.Tensor;
         if (!OnnxTensors.TryFromOnnx(tensor.DataType, out var dtype) || !dtype.IsFloat())
         {
@@ -87,17 +126,7 @@ public sealed class OnnxExternalDataFiles : IDisposable
         {
             throw FormatThrow.Invalid(ModelPath, $"tensor '{tensor.Name}' element count", count.ToString(System.Globalization.CultureInfo.InvariantCulture), $"at most {Array.MaxLength} to read into one array");
         }
-        var values = new float[count];
-        int size = dtype.SizeOf();
-        byte[] chunk = new byte[(int)Math.Min(range.Length, 16L << 20) / size * size];
-        int perChunk = Math.Max(1, chunk.Length / size);
-        for (long done = 0; done < count; done += perChunk)
-        {
-            int k = (int)Math.Min(perChunk, count - done);
-            Read(range, done * size, chunk.AsSpan(0, k * size));
-            FloatCodec.Decode(dtype, chunk.AsSpan(0, k * size), values.AsSpan((int)done, k));
-        }
-        return values;
+        return count;
     }
 
     public void Dispose()

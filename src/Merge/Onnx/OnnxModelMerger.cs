@@ -1,3 +1,4 @@
+using System.Buffers;
 using System.Globalization;
 using Google.Protobuf;
 using Microsoft.Win32.SafeHandles;
@@ -133,8 +134,18 @@ public static class OnnxModelMerger
             long offset = bases[range.Location] + range.Offset;
             if (initializers.Contains(tensor) && plan.Touches(tensor.Name))
             {
-                var values = Merged(plan, tensor, data.ReadAsSingle(range));
-                WriteEncoded(plan, tensor, values, target, offset);
+                // Pooled, as the checkpoint merge does: merged tensors come in a few sizes, so memory stays near the largest.
+                int n = (int)data.ElementCount(range);
+                float[] buffer = ArrayPool<float>.Shared.Rent(n);
+                try
+                {
+                    data.ReadAsSingle(range, buffer.AsSpan(0, n));
+                    WriteEncoded(plan, tensor, Merged(plan, tensor, buffer.AsSpan(0, n)), target, offset);
+                }
+                finally
+                {
+                    ArrayPool<float>.Shared.Return(buffer);
+                }
                 Count(plan, tensor.Name, ref merged, ref replaced);
             }
             else
@@ -297,16 +308,22 @@ public static class OnnxModelMerger
         }
     }
 
-    /// <summary>The merged values of an initializer (its own layout) from its current values.</summary>
-    private static float[] Merged(OnnxMergePlan plan, TensorProto tensor, float[] values)
+    /// <summary>
+    /// Merges an initializer's values (its own layout) in place when it holds the parameter as is; a transposed
+    /// initializer [a, b] holds the parameter [b, a], so the merge runs on a transposed copy, returned transposed back.
+    /// </summary>
+    private static ReadOnlySpan<float> Merged(OnnxMergePlan plan, TensorProto tensor, Span<float> values)
     {
         var (key, layout) = plan.TargetOf(tensor.Name);
+        if (layout != OnnxWeightLayout.Transposed)
+        {
+            plan.Merge.ApplyTo(key, values);
+            return values;
+        }
         var dims = tensor.Dims.ToArray();
-        bool transposed = layout == OnnxWeightLayout.Transposed;
-        // The plan works on the parameter's layout; a transposed initializer [a, b] holds the parameter [b, a].
-        var param = transposed ? DeltaMath.Transpose(values, (int)dims[0], (int)dims[1]) : values;
+        var param = DeltaMath.Transpose(values, (int)dims[0], (int)dims[1]);
         plan.Merge.ApplyTo(key, param);
-        return transposed ? DeltaMath.Transpose(param, (int)dims[1], (int)dims[0]) : param;
+        return DeltaMath.Transpose(param, (int)dims[1], (int)dims[0]);
     }
 
     private static TensorProto MergeInitializer(OnnxMergePlan plan, TensorProto tensor)
@@ -317,7 +334,7 @@ public static class OnnxModelMerger
         long overflow = FloatCodec.Encode(dtype, merged, bytes);
         if (plan.Merge.Options.SafeMode && overflow >= 0)
         {
-            throw OnnxMergeThrow.NonFinite(plan.ModelPath, tensor.Name, overflow, merged[overflow], $"overflowing {dtype} after merging");
+            throw OnnxMergeThrow.NonFinite(plan.ModelPath, tensor.Name, overflow, merged[(int)overflow], $"overflowing {dtype} after merging");
         }
         var result = OnnxTensors.CreateWrapped(tensor.Name, dtype, tensor.Dims.ToArray(), bytes);
         result.DocString = tensor.DocString;
@@ -326,21 +343,28 @@ public static class OnnxModelMerger
     }
 
     /// <summary>Encodes merged values to the initializer's dtype and writes them at <paramref name="offset"/>, in bounded chunks.</summary>
-    private static void WriteEncoded(OnnxMergePlan plan, TensorProto tensor, float[] values, SafeFileHandle file, long offset)
+    private static void WriteEncoded(OnnxMergePlan plan, TensorProto tensor, ReadOnlySpan<float> values, SafeFileHandle file, long offset)
     {
+        const int ChunkBytes = 1 << 20;
         OnnxTensors.TryFromOnnx(tensor.DataType, out var dtype);
-        int size = dtype.SizeOf();
-        byte[] chunk = new byte[(int)Math.Min(Math.Max((long)values.Length * size, 1), 16L << 20) / size * size];
-        int perChunk = Math.Max(1, chunk.Length / size);
-        for (long done = 0; done < values.Length; done += perChunk)
+        int size = dtype.SizeOf(), perChunk = ChunkBytes / size;
+        byte[] chunk = ArrayPool<byte>.Shared.Rent(ChunkBytes);
+        try
         {
-            int k = (int)Math.Min(perChunk, values.Length - done);
-            long overflow = FloatCodec.Encode(dtype, values.AsSpan((int)done, k), chunk.AsSpan(0, k * size));
-            if (plan.Merge.Options.SafeMode && overflow >= 0)
+            for (long done = 0; done < values.Length; done += perChunk)
             {
-                throw OnnxMergeThrow.NonFinite(plan.ModelPath, tensor.Name, done + overflow, values[done + overflow], $"overflowing {dtype} after merging");
+                int k = (int)Math.Min(perChunk, values.Length - done);
+                long overflow = FloatCodec.Encode(dtype, values.Slice((int)done, k), chunk.AsSpan(0, k * size));
+                if (plan.Merge.Options.SafeMode && overflow >= 0)
+                {
+                    throw OnnxMergeThrow.NonFinite(plan.ModelPath, tensor.Name, done + overflow, values[(int)(done + overflow)], $"overflowing {dtype} after merging");
+                }
+                RandomAccess.Write(file, chunk.AsSpan(0, k * size), offset + (done * size));
             }
-            RandomAccess.Write(file, chunk.AsSpan(0, k * size), offset + (done * size));
+        }
+        finally
+        {
+            ArrayPool<byte>.Shared.Return(chunk);
         }
     }
 }
