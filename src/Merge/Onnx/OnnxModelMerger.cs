@@ -74,12 +74,12 @@ public static class OnnxModelMerger
         var proto = OnnxFile.Load(model, new OnnxLoadOptions { LoadExternalData = false });
         using var data = OpenExternalData(model, proto);
         var plan = CreatePlan(model, proto.Graph, adapters, options, data);
-        if (data is not null && options.ExternalData != OnnxExternalData.Never)
+        if (data is not null && Streams(options.ExternalData, data))
         {
             return MergeStreamed(proto, data, plan, output, overwrite);
         }
 
-        // In memory: a model without external data, or one whose data is to be embedded (so under 2 GiB).
+        // In memory: a model without external data, or one whose data is to be embedded (Never, or Auto when it fits under 2 GiB).
         if (data is not null)
         {
             proto = OnnxFile.Load(model);
@@ -172,6 +172,17 @@ public static class OnnxModelMerger
         modelFile.Commit();
         return new OnnxMergeResult(output, dataPath, merged, replaced, plan);
     }
+
+    /// <summary>
+    /// Whether a model with external data is merged streaming: always, unless its data is to be embedded — Never, or
+    /// Auto (which embeds what fits under protobuf's 2 GiB limit, with the margin <see cref="OnnxFile.Save"/> leaves).
+    /// </summary>
+    private static bool Streams(OnnxExternalData? wanted, OnnxExternalDataFiles data) => wanted switch
+    {
+        OnnxExternalData.Never => false,
+        OnnxExternalData.Auto => data.Ranges.Sum(r => r.Length) > OnnxFile.MaxProtobufBytes - (256L << 20),
+        _ => true,
+    };
 
     private static void Count(OnnxMergePlan plan, string initializer, ref int merged, ref int replaced)
     {
