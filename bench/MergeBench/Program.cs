@@ -1,20 +1,30 @@
 using System.Diagnostics;
 using System.Globalization;
 using System.Text;
+using Onnx;
 using OnnxLora.Core;
+using OnnxLora.Core.IO;
+using OnnxLora.Core.Onnx;
 using OnnxLora.Core.Peft;
 using OnnxLora.Core.Safetensors;
 using OnnxLora.Merge;
+using OnnxLora.Merge.Onnx;
 
-// Whole-pipeline benchmark: merge a LoRA adapter into a multi-GB fp16 safetensors checkpoint with
-// CheckpointMerger, side by side with a plain copy of the same files, each trial in its own child
-// process so that its peak resident set (VmHWM) is its own. Trials are interleaved A B A B.
+// Whole-pipeline benchmark at real model sizes: a Llama-3-8B-shaped fp16 checkpoint (hidden 4096, intermediate 14336,
+// 32 heads / 8 KV heads, vocab 128256, untied embeddings; --layers scales it, 32 = the real 8B, ~16 GB) in ~5 GB
+// safetensors shards, and a PEFT LoRA adapter r = 16 on all seven projections. Measured, each trial in its own child
+// process (so its peak resident set, VmHWM, is its own), interleaved A B A B:
+//   checkpoint merge (CheckpointMerger)  vs  File.Copy of the same files (+ fsync)
+//   ONNX→ONNX merge (OnnxModelMerger) of a base model with external data written from the checkpoint  vs  File.Copy of it
+// Cases run one after another, deleting between, so the disk holds at most an input and one output.
 //
-//   dotnet run -c Release --project bench/MergeBench -- [--layers 10] [--pairs 3] [--dir /tmp/mergebench] [--out docs/benchmarks-merge.md]
-//   (child modes: merge <ckpt> <adapter> <out> | copy <ckpt> <out>)
+//   dotnet run -c Release --project bench/MergeBench -- [--layers 32] [--pairs 5] [--dir /tmp/mergebench] [--out docs/benchmarks-merge.md]
+//       [--no-onnx]
+//   (child modes, also usable alone on any model, e.g. one the exporter wrote:
+//    merge <ckpt> <adapter> <out> | onnxmerge <model.onnx> <adapter> <out.onnx> | copy <dir> <out>)
 
 var inv = CultureInfo.InvariantCulture;
-if (args.Length > 0 && args[0] is "merge" or "copy" or "streamcopy")
+if (args.Length > 0 && args[0] is "merge" or "onnxmerge" or "copy")
 {
     var sw = Stopwatch.StartNew();
     if (args[0] == "merge")
@@ -23,7 +33,13 @@ if (args.Length > 0 && args[0] is "merge" or "copy" or "streamcopy")
         var result = CheckpointMerger.Merge(args[1], [new WeightedAdapter(adapter)], args[3]);
         Console.Error.WriteLine($"merged {result.TensorsMerged}, copied {result.TensorsCopied}, {result.BytesWritten} bytes");
     }
-    else if (args[0] == "copy")
+    else if (args[0] == "onnxmerge")
+    {
+        using var adapter = PeftAdapter.Load(args[2]);
+        var result = OnnxModelMerger.Merge(args[1], [new WeightedAdapter(adapter)], args[3]);
+        Console.Error.WriteLine($"merged {result.InitializersMerged} initializers");
+    }
+    else
     {
         Directory.CreateDirectory(args[2]);
         foreach (string file in Directory.GetFiles(args[1]))
@@ -34,129 +50,138 @@ if (args.Length > 0 && args[0] is "merge" or "copy" or "streamcopy")
             fs.Flush(flushToDisk: true);
         }
     }
-    else
-    {
-        // The same user-space path as the merger's untouched tensors: 16 MiB reads and writes, then fsync.
-        Directory.CreateDirectory(args[2]);
-        var buffer = new byte[16 << 20];
-        foreach (string file in Directory.GetFiles(args[1]))
-        {
-            using var src = new FileStream(file, FileMode.Open, FileAccess.Read, FileShare.Read, 1, FileOptions.SequentialScan);
-            using var dst = new FileStream(Path.Combine(args[2], Path.GetFileName(file)), FileMode.CreateNew, FileAccess.Write, FileShare.None, 1 << 16);
-            int n;
-            while ((n = src.Read(buffer)) > 0)
-            {
-                dst.Write(buffer, 0, n);
-            }
-            dst.Flush(flushToDisk: true);
-        }
-    }
     sw.Stop();
     Console.WriteLine(string.Create(inv, $"{sw.Elapsed.TotalSeconds:F3} {VmHwmKb()}"));
     return 0;
 }
 
-int layers = Arg("--layers", 10);
-int pairs = Arg("--pairs", 3);
-string root = ArgS("--dir", "/tmp/mergebench");
+const int Hidden = 4096, Intermediate = 14336, Heads = 32, KvHeads = 8, Vocab = 128256, Rank = 16;
+const int KvDim = Hidden / Heads * KvHeads;
+string[] Projections = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"];
+int layers = Arg("--layers", 32);
+int pairs = Arg("--pairs", 5);
+string root = Path.GetFullPath(ArgS("--dir", "/tmp/mergebench"));
 string report = ArgS("--out", "docs/benchmarks-merge.md");
-const int Hidden = 4096, Intermediate = 11008, Vocab = 32000, Rank = 16;
+bool withOnnx = !args.Contains("--no-onnx");
 
 if (Directory.Exists(root))
 {
     Directory.Delete(root, recursive: true);
 }
 Directory.CreateDirectory(root);
+var log = new List<string>();
+void Note(string line)
+{
+    Console.WriteLine(line);
+    log.Add(line);
+}
+Note(string.Create(inv, $"start {DateTime.UtcNow:yyyy-MM-dd HH:mm} UTC: free disk {FreeGb(root):F1} GB, load `{Load()}`"));
+var results = new List<(string Case, string Name, List<(double Seconds, long Kb)> Trials)>();
+long checkpointBytes = 0, onnxBytes = 0;
 try
 {
     string ckpt = Path.Combine(root, "ckpt");
-    var genWatch = Stopwatch.StartNew();
-    long bytes = WriteCheckpoint(ckpt, layers);
-    Console.WriteLine(string.Create(inv, $"checkpoint: {bytes / 1e9:F2} GB in {genWatch.Elapsed.TotalSeconds:F1} s"));
     string adapterDir = Path.Combine(root, "adapter");
+    var watch = Stopwatch.StartNew();
+    checkpointBytes = WriteCheckpoint(ckpt, layers);
     WriteAdapter(adapterDir, layers);
-    if (args.Contains("--generate-only"))
-    {
-        return 0;
-    }
-    long largest = (long)Intermediate * Hidden * 2;
+    Note(string.Create(inv, $"generated checkpoint {checkpointBytes / 1e9:F2} GB + adapter in {watch.Elapsed.TotalSeconds:F0} s; free disk {FreeGb(root):F1} GB"));
 
-    var merge = new List<(double Seconds, long Kb)>();
-    var copy = new List<(double Seconds, long Kb)>();
-    var stream = new List<(double Seconds, long Kb)>();
-    string loadBefore = File.ReadAllText("/proc/loadavg").Trim();
+    results.Add(("checkpoint", "merge (CheckpointMerger, streamed)", []));
+    results.Add(("checkpoint", "File.Copy of the checkpoint files", []));
+    string load0 = Load();
     for (int p = 0; p < pairs; p++)
     {
-        merge.Add(Child("merge", ckpt, adapterDir, Path.Combine(root, "out-merge")));
-        Directory.Delete(Path.Combine(root, "out-merge"), recursive: true);
-        copy.Add(Child("copy", ckpt, Path.Combine(root, "out-copy")));
-        Directory.Delete(Path.Combine(root, "out-copy"), recursive: true);
-        stream.Add(Child("streamcopy", ckpt, Path.Combine(root, "out-stream")));
-        Directory.Delete(Path.Combine(root, "out-stream"), recursive: true);
-        Console.WriteLine(string.Create(inv, $"round {p + 1}: merge {merge[^1].Seconds:F2} s / {merge[^1].Kb / 1024.0:F0} MiB, copy {copy[^1].Seconds:F2} s / {copy[^1].Kb / 1024.0:F0} MiB, stream copy {stream[^1].Seconds:F2} s / {stream[^1].Kb / 1024.0:F0} MiB"));
+        results[0].Trials.Add(Child("merge", ckpt, adapterDir, Path.Combine(root, "out")));
+        Directory.Delete(Path.Combine(root, "out"), recursive: true);
+        results[1].Trials.Add(Child("copy", ckpt, Path.Combine(root, "out")));
+        Directory.Delete(Path.Combine(root, "out"), recursive: true);
+        Note(string.Create(inv, $"checkpoint round {p + 1}: merge {results[0].Trials[^1].Seconds:F1} s / {results[0].Trials[^1].Kb / 1024.0:F0} MiB, copy {results[1].Trials[^1].Seconds:F1} s / {results[1].Trials[^1].Kb / 1024.0:F0} MiB"));
     }
-    string loadAfter = File.ReadAllText("/proc/loadavg").Trim();
+    Note($"checkpoint case: load before `{load0}`, after `{Load()}`");
 
-    var sb = new StringBuilder();
-    sb.AppendLine("# Merge benchmark (bench/MergeBench)");
-    sb.AppendLine();
-    sb.AppendLine(string.Create(inv, $"Checkpoint: LLaMA-7B-like shapes, {layers} layers (hidden {Hidden}, intermediate {Intermediate}, vocab {Vocab}), fp16, 2 shards + index, {bytes / 1e9:F2} GB; largest tensor {largest / 1e6:F0} MB (fp16 [{Intermediate}, {Hidden}]). Adapter: LoRA r={Rank} fp32 on q/k/v/o_proj of every layer ({4 * layers} modules)."));
-    sb.AppendLine();
-    sb.AppendLine("Method: each trial runs in its own child process (`MergeBench merge|copy|streamcopy`), timed from inside the child (adapter load + plan + merge + fsync + folder rename; copies: every file + fsync). Peak memory is the child's VmHWM from /proc/self/status. A = merge, B = plain copy of the same files (File.Copy: in-kernel copy_file_range on Linux), C = stream copy (16 MiB user-space reads/writes + fsync, the path the merger uses for untouched tensors), interleaved A B C A B C; the input checkpoint is in the page cache after the first trial.");
-    sb.AppendLine(string.Create(inv, $"Machine: {Environment.ProcessorCount} cores, {GC.GetGCMemoryInfo().TotalAvailableMemoryBytes / 1e9:F0} GB RAM, ext4 virtual disk, .NET {Environment.Version}, {DateTime.UtcNow:yyyy-MM-dd}. The machine was shared with other jobs: /proc/loadavg before `{loadBefore}`, after `{loadAfter}`, so absolute times are noisy; compare within a round."));
-    sb.AppendLine();
-    sb.AppendLine("| | median time (s) | min–max (s) | median peak RSS (MiB) | min–max (MiB) |");
-    sb.AppendLine("|---|---|---|---|---|");
-    sb.AppendLine(Row("merge (CheckpointMerger)", merge));
-    sb.AppendLine(Row("plain copy (File.Copy)", copy));
-    sb.AppendLine(Row("stream copy (read/write)", stream));
-    sb.AppendLine();
-    sb.AppendLine(string.Create(inv, $"Ratios of medians: merge / File.Copy time {Median(merge.Select(m => m.Seconds)) / Median(copy.Select(c => c.Seconds)):F2}×, merge / stream copy time {Median(merge.Select(m => m.Seconds)) / Median(stream.Select(c => c.Seconds)):F2}×; merge peak RSS / largest tensor {Median(merge.Select(m => (double)m.Kb)) * 1024 / largest:F1}× (largest merged tensor: {(long)Hidden * Hidden * 2 / 1e6:F0} MB fp16)."));
-    sb.AppendLine();
-    sb.AppendLine("Raw trials (s, MiB): merge " + string.Join("; ", merge.Select(m => string.Create(inv, $"{m.Seconds:F2}, {m.Kb / 1024.0:F0}")))
-        + " | copy " + string.Join("; ", copy.Select(c => string.Create(inv, $"{c.Seconds:F2}, {c.Kb / 1024.0:F0}")))
-        + " | stream copy " + string.Join("; ", stream.Select(c => string.Create(inv, $"{c.Seconds:F2}, {c.Kb / 1024.0:F0}"))));
-    Directory.CreateDirectory(Path.GetDirectoryName(Path.GetFullPath(report))!);
-    File.WriteAllText(report, sb.ToString());
-    Console.WriteLine(sb.ToString());
+    if (withOnnx)
+    {
+        string onnxDir = Path.Combine(root, "onnx");
+        watch.Restart();
+        onnxBytes = WriteOnnx(ckpt, Path.Combine(onnxDir, "model.onnx"));
+        Directory.Delete(ckpt, recursive: true);
+        Note(string.Create(inv, $"wrote base ONNX model {onnxBytes / 1e9:F2} GB (external data) in {watch.Elapsed.TotalSeconds:F0} s, deleted the checkpoint; free disk {FreeGb(root):F1} GB"));
+        results.Add(("onnx", "ONNX→ONNX merge (OnnxModelMerger, streamed)", []));
+        results.Add(("onnx", "File.Copy of the ONNX files", []));
+        load0 = Load();
+        for (int p = 0; p < pairs; p++)
+        {
+            string outDir = Path.Combine(root, "out");
+            Directory.CreateDirectory(outDir);
+            results[2].Trials.Add(Child("onnxmerge", Path.Combine(onnxDir, "model.onnx"), adapterDir, Path.Combine(outDir, "merged.onnx")));
+            Directory.Delete(outDir, recursive: true);
+            results[3].Trials.Add(Child("copy", onnxDir, outDir));
+            Directory.Delete(outDir, recursive: true);
+            Note(string.Create(inv, $"onnx round {p + 1}: merge {results[2].Trials[^1].Seconds:F1} s / {results[2].Trials[^1].Kb / 1024.0:F0} MiB, copy {results[3].Trials[^1].Seconds:F1} s / {results[3].Trials[^1].Kb / 1024.0:F0} MiB"));
+        }
+        Note($"onnx case: load before `{load0}`, after `{Load()}`");
+    }
 }
 finally
 {
-    if (!args.Contains("--generate-only"))
-    {
-        Directory.Delete(root, recursive: true);
-    }
+    Directory.Delete(root, recursive: true);
 }
-return 0;
 
-string Row(string name, List<(double Seconds, long Kb)> r) => string.Create(inv,
-    $"| {name} | {Median(r.Select(x => x.Seconds)):F2} | {r.Min(x => x.Seconds):F2}–{r.Max(x => x.Seconds):F2} | {Median(r.Select(x => x.Kb / 1024.0)):F0} | {r.Min(x => x.Kb) / 1024.0:F0}–{r.Max(x => x.Kb) / 1024.0:F0} |");
+var sb = new StringBuilder();
+sb.AppendLine(string.Create(inv, $"### {layers} layers: checkpoint {checkpointBytes / 1e9:F2} GB{(onnxBytes > 0 ? $", ONNX {onnxBytes / 1e9:F2} GB" : "")}, {pairs} interleaved pairs per case"));
+sb.AppendLine();
+sb.AppendLine("| case | median time (s) | min–max (s) | median peak RSS (MiB) | min–max (MiB) |");
+sb.AppendLine("|---|---|---|---|---|");
+foreach (var (_, name, trials) in results)
+{
+    sb.AppendLine(string.Create(inv,
+        $"| {name} | {Median(trials.Select(x => x.Seconds)):F1} | {trials.Min(x => x.Seconds):F1}–{trials.Max(x => x.Seconds):F1} | {Median(trials.Select(x => x.Kb / 1024.0)):F0} | {trials.Min(x => x.Kb) / 1024.0:F0}–{trials.Max(x => x.Kb) / 1024.0:F0} |"));
+}
+sb.AppendLine();
+for (int i = 0; i + 1 < results.Count; i += 2)
+{
+    var ratios = results[i].Trials.Zip(results[i + 1].Trials, (m, c) => m.Seconds / c.Seconds).ToList();
+    sb.AppendLine(string.Create(inv,
+        $"- {results[i].Case}: merge / File.Copy, ratio of medians **{Median(results[i].Trials.Select(x => x.Seconds)) / Median(results[i + 1].Trials.Select(x => x.Seconds)):F2}×**; per pair median {Median(ratios):F2}× (range {ratios.Min():F2}–{ratios.Max():F2}×)."));
+}
+sb.AppendLine();
+sb.AppendLine("Log:");
+sb.AppendLine();
+foreach (string line in log)
+{
+    sb.AppendLine("    " + line);
+}
+string outPath = Path.GetFullPath(report);
+Directory.CreateDirectory(Path.GetDirectoryName(outPath)!);
+File.WriteAllText(outPath, sb.ToString());
+Console.WriteLine(sb.ToString());
+return 0;
 
 static double Median(IEnumerable<double> values)
 {
     var v = values.Order().ToArray();
-    return v.Length % 2 == 1 ? v[v.Length / 2] : (v[v.Length / 2 - 1] + v[v.Length / 2]) / 2;
+    return v.Length % 2 == 1 ? v[v.Length / 2] : (v[(v.Length / 2) - 1] + v[v.Length / 2]) / 2;
 }
 
 (double Seconds, long Kb) Child(params string[] childArgs)
 {
     var psi = new ProcessStartInfo(Environment.ProcessPath!) { RedirectStandardOutput = true, RedirectStandardError = true };
-    string dll = typeof(Program).Assembly.Location;
     if (Path.GetFileNameWithoutExtension(Environment.ProcessPath!) == "dotnet")
     {
-        psi.ArgumentList.Add(dll);
+        psi.ArgumentList.Add(typeof(Program).Assembly.Location);
     }
     foreach (string a in childArgs)
     {
         psi.ArgumentList.Add(a);
     }
     using var p = Process.Start(psi)!;
+    var stderr = p.StandardError.ReadToEndAsync();
     string stdout = p.StandardOutput.ReadToEnd();
-    string stderr = p.StandardError.ReadToEnd();
     p.WaitForExit();
     if (p.ExitCode != 0)
     {
-        throw new InvalidOperationException($"child {string.Join(' ', childArgs)} failed: {stderr}");
+        throw new InvalidOperationException($"child {string.Join(' ', childArgs)} failed: {stderr.Result}");
     }
     var parts = stdout.Trim().Split(' ');
     return (double.Parse(parts[0], inv), long.Parse(parts[1], inv));
@@ -174,43 +199,69 @@ static long VmHwmKb()
     return -1;
 }
 
+static string Load() => File.ReadAllText("/proc/loadavg").Trim();
+
+static double FreeGb(string path) => new DriveInfo(Path.GetPathRoot(path)!).AvailableFreeSpace / 1e9;
+
 int Arg(string name, int fallback) => Array.IndexOf(args, name) is int i and >= 0 ? int.Parse(args[i + 1], inv) : fallback;
 
 string ArgS(string name, string fallback) => Array.IndexOf(args, name) is int i and >= 0 ? args[i + 1] : fallback;
 
-static long WriteCheckpoint(string dir, int layers)
+// The tensors of a Llama-3-8B-shaped model (HF names, [out, in] weights), embeddings untied.
+List<TensorSpec> Tensors(int n)
+{
+    var all = new List<TensorSpec> { new("model.embed_tokens.weight", DType.F16, [Vocab, Hidden]) };
+    for (int l = 0; l < n; l++)
+    {
+        string p = $"model.layers.{l}.";
+        all.Add(new(p + "self_attn.q_proj.weight", DType.F16, [Hidden, Hidden]));
+        all.Add(new(p + "self_attn.k_proj.weight", DType.F16, [KvDim, Hidden]));
+        all.Add(new(p + "self_attn.v_proj.weight", DType.F16, [KvDim, Hidden]));
+        all.Add(new(p + "self_attn.o_proj.weight", DType.F16, [Hidden, Hidden]));
+        all.Add(new(p + "mlp.gate_proj.weight", DType.F16, [Intermediate, Hidden]));
+        all.Add(new(p + "mlp.up_proj.weight", DType.F16, [Intermediate, Hidden]));
+        all.Add(new(p + "mlp.down_proj.weight", DType.F16, [Hidden, Intermediate]));
+        all.Add(new(p + "input_layernorm.weight", DType.F16, [Hidden]));
+        all.Add(new(p + "post_attention_layernorm.weight", DType.F16, [Hidden]));
+    }
+    all.Add(new("model.norm.weight", DType.F16, [Hidden]));
+    all.Add(new("lm_head.weight", DType.F16, [Vocab, Hidden]));
+    return all;
+}
+
+// Pseudo-random fp16 values (|x| < 0.05) written fast: one 32 MiB block of random halves, each tensor starting at a
+// different place in it, so no two tensors share bytes.
+long WriteCheckpoint(string dir, int n)
 {
     Directory.CreateDirectory(dir);
-    File.WriteAllText(Path.Combine(dir, "config.json"), "{\"model_type\": \"llama\", \"hidden_size\": 4096}\n");
+    File.WriteAllText(Path.Combine(dir, "config.json"), string.Create(inv,
+        $"{{\"model_type\": \"llama\", \"hidden_size\": {Hidden}, \"intermediate_size\": {Intermediate}, \"num_hidden_layers\": {n}, \"num_attention_heads\": {Heads}, \"num_key_value_heads\": {KvHeads}, \"vocab_size\": {Vocab}, \"tie_word_embeddings\": false, \"torch_dtype\": \"float16\"}}\n"));
     var block = new byte[32 << 20];
     var rng = new Random(1);
     for (int i = 0; i < block.Length; i += 2)
     {
-        BitConverter.TryWriteBytes(block.AsSpan(i, 2), (Half)((rng.NextDouble() * 2 - 1) * 0.05));
+        BitConverter.TryWriteBytes(block.AsSpan(i, 2), (Half)(((rng.NextDouble() * 2) - 1) * 0.05));
     }
-    var all = new List<TensorSpec> { new("model.embed_tokens.weight", DType.F16, [Vocab, Hidden]) };
-    for (int l = 0; l < layers; l++)
+    var all = Tensors(n);
+    long total = all.Sum(t => t.ByteLength);
+    // Shards of about 5 GB, as Hugging Face's save_pretrained(max_shard_size="5GB") makes them.
+    var shards = new List<List<TensorSpec>> { new() };
+    long inShard = 0;
+    foreach (var t in all)
     {
-        string p = $"model.layers.{l}.";
-        foreach (string m in new[] { "q_proj", "k_proj", "v_proj", "o_proj" })
+        if (inShard > 0 && inShard + t.ByteLength > 5_000_000_000)
         {
-            all.Add(new TensorSpec(p + "self_attn." + m + ".weight", DType.F16, [Hidden, Hidden]));
+            shards.Add([]);
+            inShard = 0;
         }
-        all.Add(new TensorSpec(p + "mlp.gate_proj.weight", DType.F16, [Intermediate, Hidden]));
-        all.Add(new TensorSpec(p + "mlp.up_proj.weight", DType.F16, [Intermediate, Hidden]));
-        all.Add(new TensorSpec(p + "mlp.down_proj.weight", DType.F16, [Hidden, Intermediate]));
-        all.Add(new TensorSpec(p + "input_layernorm.weight", DType.F16, [Hidden]));
-        all.Add(new TensorSpec(p + "post_attention_layernorm.weight", DType.F16, [Hidden]));
+        shards[^1].Add(t);
+        inShard += t.ByteLength;
     }
-    all.Add(new TensorSpec("model.norm.weight", DType.F16, [Hidden]));
-    all.Add(new TensorSpec("lm_head.weight", DType.F16, [Vocab, Hidden]));
-    int half = all.Count / 2;
-    var shards = new[] { all.Take(half).ToList(), all.Skip(half).ToList() };
     var map = new SortedDictionary<string, string>(StringComparer.Ordinal);
-    long total = 0, offset = 0;
-    for (int s = 0; s < 2; s++)
+    long offset = 0;
+    for (int s = 0; s < shards.Count; s++)
     {
-        string name = $"model-{s + 1:00000}-of-00002.safetensors";
+        string name = $"model-{s + 1:00000}-of-{shards.Count:00000}.safetensors";
         using var w = SafetensorsWriter.Create(Path.Combine(dir, name), shards[s], new Dictionary<string, string> { ["format"] = "pt" });
         foreach (var t in shards[s])
         {
@@ -218,13 +269,12 @@ static long WriteCheckpoint(string dir, int layers)
             while (left > 0)
             {
                 int start = (int)(offset % (block.Length / 2)) & ~1;
-                int n = (int)Math.Min(left, block.Length - start);
-                w.Write(t.Name, block.AsSpan(start, n));
-                left -= n;
-                offset += n + 2 * 7919;
+                int k = (int)Math.Min(left, block.Length - start);
+                w.Write(t.Name, block.AsSpan(start, k));
+                left -= k;
+                offset += k + (2 * 7919);
             }
             map[t.Name] = name;
-            total += t.ByteLength;
         }
         w.Commit();
     }
@@ -234,28 +284,69 @@ static long WriteCheckpoint(string dir, int layers)
     return total;
 }
 
-static void WriteAdapter(string dir, int layers)
+void WriteAdapter(string dir, int n)
 {
     var rng = new Random(2);
-    float[] Rand(int n, double scale)
+    float[] Rand(int count, double scale)
     {
-        var v = new float[n];
-        for (int i = 0; i < n; i++)
+        var v = new float[count];
+        for (int i = 0; i < count; i++)
         {
-            v[i] = (float)((rng.NextDouble() * 2 - 1) * scale);
+            v[i] = (float)(((rng.NextDouble() * 2) - 1) * scale);
         }
         return v;
     }
     var tensors = new List<(TensorSpec, ReadOnlyMemory<byte>)>();
-    for (int l = 0; l < layers; l++)
+    foreach (var t in Tensors(n).Where(t => Projections.Any(p => t.Name.EndsWith("." + p + ".weight", StringComparison.Ordinal))))
     {
-        foreach (string m in new[] { "q_proj", "k_proj", "v_proj", "o_proj" })
-        {
-            string path = $"model.layers.{l}.self_attn.{m}";
-            tensors.Add(PeftAdapter.EncodeTensor(PeftAdapter.KeyFor(path, AdapterModuleKind.Lora, AdapterTensorRole.LoraA), [Rank, Hidden], Rand(Rank * Hidden, 0.02)));
-            tensors.Add(PeftAdapter.EncodeTensor(PeftAdapter.KeyFor(path, AdapterModuleKind.Lora, AdapterTensorRole.LoraB), [Hidden, Rank], Rand(Hidden * Rank, 0.02)));
-        }
+        string path = t.Name[..^".weight".Length];
+        int outF = (int)t.Shape[0], inF = (int)t.Shape[1];
+        tensors.Add(PeftAdapter.EncodeTensor(PeftAdapter.KeyFor(path, AdapterModuleKind.Lora, AdapterTensorRole.LoraA), [Rank, inF], Rand(Rank * inF, 0.02)));
+        tensors.Add(PeftAdapter.EncodeTensor(PeftAdapter.KeyFor(path, AdapterModuleKind.Lora, AdapterTensorRole.LoraB), [outF, Rank], Rand(outF * Rank, 0.02)));
     }
-    var config = new PeftAdapterConfig { TaskType = "CAUSAL_LM", R = Rank, Alpha = 32, TargetModules = TargetModules.FromList(["q_proj", "k_proj", "v_proj", "o_proj"]) };
+    var config = new PeftAdapterConfig { TaskType = "CAUSAL_LM", R = Rank, Alpha = 32, TargetModules = TargetModules.FromList(Projections) };
     PeftAdapter.Save(dir, config, tensors);
+}
+
+// A base ONNX model holding the checkpoint's weights under their parameter names in external data (4 KiB-aligned, in
+// checkpoint order, as OnnxFile.Save lays it out), each linear weight read through Transpose → MatMul as torch.onnx
+// writes nn.Linear. Only the initializers matter to a merge; the graph is a stand-in until the streaming export (issue
+// #14, part 1) can write the real one at this size. Bytes are copied shard → data file by the kernel.
+long WriteOnnx(string ckpt, string modelPath)
+{
+    Directory.CreateDirectory(Path.GetDirectoryName(modelPath)!);
+    using var checkpoint = SafetensorsCheckpoint.Open(ckpt);
+    var b = new OnnxGraphBuilder();
+    b.AddInput("x", DType.F16, 1, Hidden);
+    string dataName = OnnxFile.ExternalDataFileName(modelPath);
+    long offset = 0;
+    using (var data = File.OpenHandle(Path.Combine(Path.GetDirectoryName(modelPath)!, dataName), FileMode.CreateNew, FileAccess.ReadWrite))
+    {
+        foreach (var shard in checkpoint.Shards)
+        {
+            using var input = File.OpenHandle(shard.Path);
+            foreach (var t in shard.Tensors)
+            {
+                offset = (offset + OnnxFile.ExternalDataAlignment - 1) / OnnxFile.ExternalDataAlignment * OnnxFile.ExternalDataAlignment;
+                FileRange.Copy(input, shard.DataStart + t.DataOffset, data, offset, t.ByteLength);
+                var tensor = new TensorProto { Name = t.Name, DataType = (int)t.DType.ToOnnx(), DataLocation = TensorProto.Types.DataLocation.External };
+                tensor.Dims.Add(t.Shape);
+                tensor.ExternalData.Add(new StringStringEntryProto { Key = "location", Value = dataName });
+                tensor.ExternalData.Add(new StringStringEntryProto { Key = "offset", Value = offset.ToString(inv) });
+                tensor.ExternalData.Add(new StringStringEntryProto { Key = "length", Value = t.ByteLength.ToString(inv) });
+                b.AddInitializer(tensor);
+                offset += t.ByteLength;
+                if (t.Shape.Count == 2 && t.Name.Contains(".layers.", StringComparison.Ordinal))
+                {
+                    string wt = b.AddNode("Transpose", [t.Name], "/" + t.Name + "/Transpose", OnnxAttributes.Ints("perm", [1, 0]));
+                    b.AddNode("MatMul", ["x", wt], "/" + t.Name + "/MatMul");
+                }
+            }
+        }
+        RandomAccess.FlushToDisk(data);
+    }
+    b.AddNode("Identity", ["x"], ["y"], "/out");
+    b.AddOutput("y", DType.F16, 1, Hidden);
+    File.WriteAllBytes(modelPath, Google.Protobuf.MessageExtensions.ToByteArray(b.Build()));
+    return offset + new FileInfo(modelPath).Length;
 }

@@ -26,7 +26,10 @@ public sealed record CheckpointMergeResult(string OutputDirectory, int TensorsMe
 /// <remarks>
 /// The checkpoint is opened and validated with <see cref="SafetensorsCheckpoint"/>; tensor bytes are
 /// then read with positioned reads (pread) into bounded buffers rather than through the memory map,
-/// so file pages do not accumulate in the process's resident set on large checkpoints.
+/// so file pages do not accumulate in the process's resident set on large checkpoints. Tensors left
+/// unchanged are copied from file to file by the kernel (<see cref="FileRange"/>: copy_file_range on
+/// Linux, as File.Copy does), so a merge costs about a copy of the files plus the merged tensors' ΔW
+/// (computed on all cores by Core's DeltaMath).
 /// </remarks>
 public static class CheckpointMerger
 {
@@ -72,7 +75,7 @@ public static class CheckpointMerger
                 long offset = shard.DataStart + t.DataOffset;
                 if (plan.Touches(t.Name))
                 {
-                    MergeTensor(plan, checkpoint.Directory, handle, offset, t, spec, writer);
+                    MergeTensor(plan, checkpoint.Directory, handle, offset, t, spec, writer, copyBuffer);
                     if (plan.ReplacementFor(t.Name) is not null)
                     {
                         replaced++;
@@ -89,7 +92,8 @@ public static class CheckpointMerger
                 }
                 else
                 {
-                    CopyTensor(handle, offset, t, writer, copyBuffer);
+                    // Unchanged bytes: copied file to file by the kernel (copy_file_range), as File.Copy does.
+                    writer.CopyFrom(t.Name, handle, offset, t.ByteLength);
                     copied++;
                 }
                 bytes += spec.ByteLength;
@@ -111,40 +115,48 @@ public static class CheckpointMerger
 
     private static DType OutputTypeOf(DType input, DType? output) => !input.IsFloat() ? input : output ?? input;
 
-    private static void MergeTensor(MergePlan plan, string where, SafeFileHandle handle, long offset, TensorInfo t, TensorSpec spec, SafetensorsWriter writer)
+    private static void MergeTensor(MergePlan plan, string where, SafeFileHandle handle, long offset, TensorInfo t, TensorSpec spec, SafetensorsWriter writer, byte[] chunk)
     {
-        if (t.ElementCount > Array.MaxLength / 4)
+        // The merge works on the whole tensor in fp32 (ΔW spans it); its bytes are read, decoded, encoded and written in
+        // chunks, so no byte array holds a whole tensor and tensors over 2 GiB (fp32 embeddings of large vocabularies) merge.
+        if (t.ElementCount > Array.MaxLength)
         {
-            throw MergeThrow.Invalid(where, $"tensor '{t.Name}'", $"{t.ElementCount} elements", "at most ~500M elements to merge in one piece");
+            throw MergeThrow.Invalid(where, $"tensor '{t.Name}'", $"{t.ElementCount} elements", $"at most {Array.MaxLength} elements to merge in one piece");
         }
-        // Pooled buffers: merged tensors come in a few sizes, so the pool keeps memory near the largest one
+        // Pooled: merged tensors come in a few sizes, so the pool keeps memory near the largest one
         // instead of leaving a large-object-heap array behind per tensor.
         int n = (int)t.ElementCount;
-        int rawLength = (int)t.ByteLength, outLength = (int)spec.ByteLength;
-        byte[] raw = ArrayPool<byte>.Shared.Rent(rawLength);
         float[] values = ArrayPool<float>.Shared.Rent(n);
-        byte[] outBytes = outLength == rawLength ? raw : ArrayPool<byte>.Shared.Rent(outLength);
         try
         {
-            ReadExactly(handle, raw.AsSpan(0, rawLength), offset);
             var span = values.AsSpan(0, n);
-            FloatCodec.Decode(t.DType, raw.AsSpan(0, rawLength), span);
-            plan.ApplyTo(t.Name, span);
-            long overflow = FloatCodec.Encode(spec.DType, span, outBytes.AsSpan(0, outLength));
-            if (plan.Options.SafeMode && overflow >= 0)
+            int inSize = t.DType.SizeOf(), outSize = spec.DType.SizeOf();
+            int perChunk = chunk.Length / Math.Max(inSize, outSize);
+            for (long done = 0; done < n; done += perChunk)
             {
-                throw MergeThrow.NonFinite(where, t.Name, overflow, values[overflow], $"overflowing {spec.DType} after merging");
+                int k = (int)Math.Min(perChunk, n - done);
+                FileRange.ReadExactly(handle, chunk.AsSpan(0, k * inSize), offset + (done * inSize));
+                FloatCodec.Decode(t.DType, chunk.AsSpan(0, k * inSize), span.Slice((int)done, k));
             }
-            writer.Write(t.Name, outBytes.AsSpan(0, outLength));
+            plan.ApplyTo(t.Name, span);
+            for (long done = 0; done < n; done += perChunk)
+            {
+                int k = (int)Math.Min(perChunk, n - done);
+                long overflow = FloatCodec.Encode(spec.DType, span.Slice((int)done, k), chunk.AsSpan(0, k * outSize));
+                if (plan.Options.SafeMode && overflow >= 0)
+                {
+                    throw MergeThrow.NonFinite(where, t.Name, done + overflow, values[done + overflow], $"overflowing {spec.DType} after merging");
+                }
+                writer.Write(t.Name, chunk.AsSpan(0, k * outSize));
+            }
+            if (n == 0)
+            {
+                writer.Write(t.Name, []);
+            }
         }
         finally
         {
             ArrayPool<float>.Shared.Return(values);
-            if (!ReferenceEquals(outBytes, raw))
-            {
-                ArrayPool<byte>.Shared.Return(outBytes);
-            }
-            ArrayPool<byte>.Shared.Return(raw);
         }
     }
 
@@ -158,7 +170,7 @@ public static class CheckpointMerger
         while (done < t.ElementCount)
         {
             int n = (int)Math.Min(perChunk, t.ElementCount - done);
-            ReadExactly(handle, inBuf.AsSpan(0, n * inSize), offset + done * inSize);
+            FileRange.ReadExactly(handle, inBuf.AsSpan(0, n * inSize), offset + done * inSize);
             FloatCodec.Decode(t.DType, inBuf.AsSpan(0, n * inSize), values.AsSpan(0, n));
             long overflow = FloatCodec.Encode(spec.DType, values.AsSpan(0, n), outBuf.AsSpan(0, n * outSize));
             if (safe && overflow >= 0)
@@ -167,37 +179,6 @@ public static class CheckpointMerger
             }
             writer.Write(t.Name, outBuf.AsSpan(0, n * outSize));
             done += n;
-        }
-    }
-
-    private static void CopyTensor(SafeFileHandle handle, long offset, TensorInfo t, SafetensorsWriter writer, byte[] buffer)
-    {
-        if (t.ByteLength == 0)
-        {
-            writer.Write(t.Name, []);
-            return;
-        }
-        long done = 0;
-        while (done < t.ByteLength)
-        {
-            int n = (int)Math.Min(buffer.Length, t.ByteLength - done);
-            ReadExactly(handle, buffer.AsSpan(0, n), offset + done);
-            writer.Write(t.Name, buffer.AsSpan(0, n));
-            done += n;
-        }
-    }
-
-    private static void ReadExactly(SafeFileHandle handle, Span<byte> buffer, long offset)
-    {
-        while (buffer.Length > 0)
-        {
-            int n = RandomAccess.Read(handle, buffer, offset);
-            if (n <= 0)
-            {
-                throw new EndOfStreamException($"unexpected end of file at offset {offset}");
-            }
-            buffer = buffer[n..];
-            offset += n;
         }
     }
 

@@ -175,7 +175,14 @@ public sealed unsafe partial class SafetensorsFile : IDisposable
             throw FormatThrow.Invalid(Path, $"tensor '{tensor.Name}' has {tensor.ElementCount} elements, too many for one array.");
         }
         var result = new float[tensor.ElementCount];
-        FloatCodec.Decode(tensor.DType, GetBytes(tensor), result);
+        // Decoded slice by slice: a tensor over 2 GiB of bytes (an fp32 embedding of a large vocabulary) has no single span.
+        int size = tensor.DType.SizeOf();
+        const int PerSlice = 1 << 24;
+        for (long done = 0; done < result.LongLength; done += PerSlice)
+        {
+            int n = (int)Math.Min(PerSlice, result.LongLength - done);
+            FloatCodec.Decode(tensor.DType, GetBytes(tensor, done * size, n * size), result.AsSpan((int)done, n));
+        }
         return result;
     }
 

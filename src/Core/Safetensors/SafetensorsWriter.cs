@@ -1,5 +1,6 @@
 using System.Buffers.Binary;
 using System.Text.Json;
+using Microsoft.Win32.SafeHandles;
 using OnnxLora.Core.IO;
 
 namespace OnnxLora.Core.Safetensors;
@@ -110,6 +111,28 @@ public sealed class SafetensorsWriter : IDisposable
     /// <summary>Writes (a chunk of) the next tensor's bytes. Tensors go in declaration order, chunks of one tensor in order.</summary>
     public void Write(string name, ReadOnlySpan<byte> data)
     {
+        Reserve(name, data.Length);
+        _file.Stream.Write(data);
+    }
+
+    /// <summary>
+    /// Writes (a chunk of) the next tensor's bytes by copying <paramref name="length"/> bytes at <paramref name="offset"/> of
+    /// another open file, inside the kernel where it can (<see cref="FileRange.Copy"/>): an unchanged tensor streams from the
+    /// input file to this one without passing through this process.
+    /// </summary>
+    public void CopyFrom(string name, SafeFileHandle source, long offset, long length)
+    {
+        Reserve(name, length);
+        var stream = _file.Stream;
+        stream.Flush();
+        long position = stream.Position;
+        FileRange.Copy(source, offset, stream.SafeFileHandle, position, length);
+        stream.Position = position + length;
+    }
+
+    /// <summary>Checks that <paramref name="length"/> more bytes of tensor <paramref name="name"/> come next, and counts them.</summary>
+    private void Reserve(string name, long length)
+    {
         while (_index < _specs.Count && _specs[_index].Name != name && _writtenInCurrent == _specs[_index].ByteLength)
         {
             _index++;
@@ -124,12 +147,11 @@ public sealed class SafetensorsWriter : IDisposable
         {
             throw new InvalidOperationException($"{_file.FinalPath}: expected tensor '{spec.Name}' next, got '{name}'.");
         }
-        if (_writtenInCurrent + data.Length > spec.ByteLength)
+        if (_writtenInCurrent + length > spec.ByteLength)
         {
             throw new InvalidOperationException($"{_file.FinalPath}: tensor '{name}' declared {spec.ByteLength} bytes, got more.");
         }
-        _file.Stream.Write(data);
-        _writtenInCurrent += data.Length;
+        _writtenInCurrent += length;
     }
 
     /// <summary>Checks every tensor was written in full, then makes the file appear under its final name.</summary>

@@ -27,7 +27,8 @@ public sealed record OnnxMergeOptions
 
     /// <summary>
     /// Where initializer data goes. Null (default): as the input had it — a data file next to the
-    /// output when the input kept data externally, otherwise only when the size requires it.
+    /// output when the input kept data externally (then merged streaming, in the input's data layout),
+    /// otherwise only when the size requires it.
     /// </summary>
     public OnnxExternalData? ExternalData { get; init; }
 

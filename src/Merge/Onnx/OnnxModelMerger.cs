@@ -1,5 +1,10 @@
+using System.Buffers;
+using System.Globalization;
+using Google.Protobuf;
+using Microsoft.Win32.SafeHandles;
 using Onnx;
 using OnnxLora.Core;
+using OnnxLora.Core.IO;
 using OnnxLora.Core.Onnx;
 using OnnxLora.Core.Peft;
 using OnnxLora.Core.Safetensors;
@@ -23,7 +28,7 @@ public sealed record OnnxMergeResult(string OutputPath, string? ExternalDataPath
 /// weight in its own layout and dtype (ΔW formed and added in fp32, cast once). Nothing else of the
 /// model changes: nodes, inputs, outputs, names, other initializers. The output is written atomically.
 /// </summary>
-/// <remarks>The model, external data included, is held in memory while it is merged.</remarks>
+/// <remarks>A model with external data is merged streaming, a tensor at a time (see <see cref="Merge"/>).</remarks>
 public static class OnnxModelMerger
 {
     /// <summary>Maps every adapter module to its initializer without writing anything (the "inspect" view).</summary>
@@ -32,14 +37,22 @@ public static class OnnxModelMerger
     {
         options ??= OnnxMergeOptions.Default;
         string model = Path.GetFullPath(onnxPath);
-        var proto = Load(model, needData: options.BaseCheckpoint is not null, out _);
-        return CreatePlan(model, proto.Graph, adapters, options);
+        var proto = OnnxFile.Load(model, new OnnxLoadOptions { LoadExternalData = false });
+        using var data = OpenExternalData(model, proto);
+        return CreatePlan(model, proto.Graph, adapters, options, data);
     }
 
     /// <summary>
     /// Merges <paramref name="adapters"/> into the model at <paramref name="onnxPath"/> and writes
     /// <paramref name="outputPath"/> (and "&lt;output&gt;.data" when data goes external).
     /// </summary>
+    /// <remarks>
+    /// A model that keeps its weights in external data is merged streaming: its graph is read without the data, the
+    /// output data file has the input's layout (same offsets; several input data files are laid one after another),
+    /// unchanged tensors are copied file to file by the kernel (<see cref="FileRange"/>) and each merged tensor is read,
+    /// merged and written at its place, one at a time, so memory stays near the largest merged tensor whatever the
+    /// model's size, and tensors over 2 GiB merge. A model without external data (under 2 GiB) is merged in memory.
+    /// </remarks>
     /// <exception cref="OnnxLoraException">Bad input: mapping failed, the model is malformed, (safe mode) a merged value is not
     /// finite in the initializer's dtype, the output exists and overwrite is off, or bad options (output equal to the input, an
     /// output dtype other than the model's).</exception>
@@ -58,34 +71,124 @@ public static class OnnxModelMerger
             throw OnnxLoraException.OutputExists(output);
         }
 
-        var proto = Load(model, needData: true, out long? smallestExternal);
+        var proto = OnnxFile.Load(model, new OnnxLoadOptions { LoadExternalData = false });
+        using var data = OpenExternalData(model, proto);
+        var plan = CreatePlan(model, proto.Graph, adapters, options, data);
+        if (data is not null && Streams(options.ExternalData, data))
+        {
+            return MergeStreamed(proto, data, plan, output, overwrite);
+        }
+
+        // In memory: a model without external data, or one whose data is to be embedded (Never, or Auto when it fits under 2 GiB).
+        if (data is not null)
+        {
+            proto = OnnxFile.Load(model);
+        }
         var graph = proto.Graph;
-        var plan = CreatePlan(model, graph, adapters, options);
         int merged = 0, replaced = 0;
         for (int i = 0; i < graph.Initializer.Count; i++)
         {
             var tensor = graph.Initializer[i];
-            if (!plan.Touches(tensor.Name))
+            if (plan.Touches(tensor.Name))
             {
-                continue;
+                graph.Initializer[i] = MergeInitializer(plan, tensor);
+                Count(plan, tensor.Name, ref merged, ref replaced);
             }
-            var (key, layout) = plan.TargetOf(tensor.Name);
-            graph.Initializer[i] = MergeInitializer(model, plan.Merge, key, layout, tensor);
-            merged += plan.Merge.EntriesFor(key).Count > 0 || plan.Merge.BiasEntriesFor(key).Count > 0 ? 1 : 0;
-            replaced += plan.Merge.ReplacementFor(key) is not null ? 1 : 0;
         }
-
-        // As the input had it: every tensor at least as large as the smallest one the input kept outside goes outside again.
-        var external = options.ExternalData ?? (smallestExternal is not null ? OnnxExternalData.Always : OnnxExternalData.Auto);
-        var save = new OnnxSaveOptions { ExternalData = external, Overwrite = overwrite };
-        if (smallestExternal is { } threshold && external == OnnxExternalData.Always)
-        {
-            save = save with { ExternalThresholdBytes = Math.Min(threshold, save.ExternalThresholdBytes) };
-        }
-        OnnxFile.Save(proto, output, save);
+        var external = options.ExternalData ?? OnnxExternalData.Auto;
+        OnnxFile.Save(proto, output, new OnnxSaveOptions { ExternalData = external, Overwrite = overwrite });
         string dataPath = Path.Combine(Path.GetDirectoryName(output)!, OnnxFile.ExternalDataFileName(output));
         bool wroteData = external != OnnxExternalData.Never && File.Exists(dataPath) && ReferencesData(output);
         return new OnnxMergeResult(output, wroteData ? dataPath : null, merged, replaced, plan);
+    }
+
+    /// <summary>
+    /// The streaming merge: the output data file "&lt;output&gt;.data" gets every external tensor at the input's offset (plus
+    /// the base of its input file when there are several), untouched ranges copied by the kernel, merged tensors written in
+    /// place; the model file keeps everything else and points at the new data file. Both files appear only when complete
+    /// (data file first), as <see cref="OnnxFile.Save"/> writes them.
+    /// </summary>
+    private static OnnxMergeResult MergeStreamed(ModelProto proto, OnnxExternalDataFiles data, OnnxMergePlan plan, string output, bool overwrite)
+    {
+        string location = OnnxFile.ExternalDataFileName(output);
+        string dataPath = Path.Combine(Path.GetDirectoryName(output)!, location);
+        var bases = new Dictionary<string, long>(StringComparer.Ordinal);
+        long end = 0;
+        foreach (var file in data.Ranges.GroupBy(r => r.Location, StringComparer.Ordinal))
+        {
+            long start = (end + OnnxFile.ExternalDataAlignment - 1) / OnnxFile.ExternalDataAlignment * OnnxFile.ExternalDataAlignment;
+            bases.Add(file.Key, start);
+            end = start + file.Max(r => r.Offset + r.Length);
+        }
+        DiskSpace.EnsureAvailable(output, end + proto.CalculateSize(), "the merged ONNX model");
+
+        var graph = proto.Graph;
+        var initializers = graph.Initializer.ToHashSet(ReferenceEqualityComparer.Instance);
+        int merged = 0, replaced = 0;
+        using var dataFile = AtomicFile.Create(dataPath, overwrite);
+        using var modelFile = AtomicFile.Create(output, overwrite);
+        var target = dataFile.Stream.SafeFileHandle;
+        foreach (var range in data.Ranges)
+        {
+            var tensor = range.Tensor;
+            long offset = bases[range.Location] + range.Offset;
+            if (initializers.Contains(tensor) && plan.Touches(tensor.Name))
+            {
+                // Pooled, as the checkpoint merge does: merged tensors come in a few sizes, so memory stays near the largest.
+                int n = (int)data.ElementCount(range);
+                float[] buffer = ArrayPool<float>.Shared.Rent(n);
+                try
+                {
+                    data.ReadAsSingle(range, buffer.AsSpan(0, n));
+                    WriteEncoded(plan, tensor, Merged(plan, tensor, buffer.AsSpan(0, n)), target, offset);
+                }
+                finally
+                {
+                    ArrayPool<float>.Shared.Return(buffer);
+                }
+                Count(plan, tensor.Name, ref merged, ref replaced);
+            }
+            else
+            {
+                FileRange.Copy(data.HandleOf(range), range.Offset, target, offset, range.Length);
+            }
+            tensor.ExternalData.Clear();
+            tensor.ExternalData.Add(new StringStringEntryProto { Key = "location", Value = location });
+            tensor.ExternalData.Add(new StringStringEntryProto { Key = "offset", Value = offset.ToString(CultureInfo.InvariantCulture) });
+            tensor.ExternalData.Add(new StringStringEntryProto { Key = "length", Value = range.Length.ToString(CultureInfo.InvariantCulture) });
+        }
+        dataFile.Stream.SetLength(end);
+        for (int i = 0; i < graph.Initializer.Count; i++)
+        {
+            var tensor = graph.Initializer[i];
+            if (!OnnxTensors.IsExternal(tensor) && plan.Touches(tensor.Name))
+            {
+                graph.Initializer[i] = MergeInitializer(plan, tensor);
+                Count(plan, tensor.Name, ref merged, ref replaced);
+            }
+        }
+        proto.WriteTo(modelFile.Stream);
+        dataFile.Commit();
+        modelFile.Commit();
+        return new OnnxMergeResult(output, dataPath, merged, replaced, plan);
+    }
+
+    /// <summary>
+    /// Whether a model with external data is merged streaming: always, unless its data is to be embedded — Never, or
+    /// Auto (which embeds what fits under protobuf's 2 GiB limit, with the margin <see cref="OnnxFile.Save"/> leaves).
+    /// </summary>
+    private static bool Streams(OnnxExternalData? wanted, OnnxExternalDataFiles data) => wanted switch
+    {
+        OnnxExternalData.Never => false,
+        OnnxExternalData.Auto => data.Ranges.Sum(r => r.Length) > OnnxFile.MaxProtobufBytes - (256L << 20),
+        _ => true,
+    };
+
+    private static void Count(OnnxMergePlan plan, string initializer, ref int merged, ref int replaced)
+    {
+        string key = plan.TargetOf(initializer).Key;
+        merged += plan.Merge.EntriesFor(key).Count > 0 || plan.Merge.BiasEntriesFor(key).Count > 0 ? 1 : 0;
+        replaced += plan.Merge.ReplacementFor(key) is not null ? 1 : 0;
     }
 
     /// <summary>True when the written model keeps data externally (read without loading that data).</summary>
@@ -95,19 +198,11 @@ public static class OnnxModelMerger
         return written.Graph.Initializer.Any(OnnxTensors.IsExternal);
     }
 
-    /// <summary>Reads the model; external data only when it is needed (merging, content matching).</summary>
-    /// <param name="path">The model.</param>
-    /// <param name="needData">Load external data too.</param>
-    /// <param name="smallestExternal">Byte size of the smallest initializer kept in external data, or null when none is.</param>
-    private static ModelProto Load(string path, bool needData, out long? smallestExternal)
-    {
-        var model = OnnxFile.Load(path, new OnnxLoadOptions { LoadExternalData = false });
-        var external = model.Graph.Initializer.Where(OnnxTensors.IsExternal).ToList();
-        smallestExternal = external.Count == 0 ? null : external.Min(t => OnnxTensors.TryFromOnnx(t.DataType, out var dt) ? OnnxTensors.ElementCount(t) * dt.SizeOf() : long.MaxValue);
-        return needData && external.Count > 0 ? OnnxFile.Load(path) : model;
-    }
+    /// <summary>The model's external data, opened for reading tensor by tensor; null when it keeps all data inside.</summary>
+    private static OnnxExternalDataFiles? OpenExternalData(string model, ModelProto proto) =>
+        proto.Graph.Initializer.Any(OnnxTensors.IsExternal) ? OnnxExternalDataFiles.Open(model, proto) : null;
 
-    private static OnnxMergePlan CreatePlan(string model, GraphProto graph, IReadOnlyList<WeightedAdapter> adapters, OnnxMergeOptions options)
+    private static OnnxMergePlan CreatePlan(string model, GraphProto graph, IReadOnlyList<WeightedAdapter> adapters, OnnxMergeOptions options, OnnxExternalDataFiles? data)
     {
         ArgumentNullException.ThrowIfNull(adapters);
         if (adapters.Count == 0)
@@ -125,7 +220,7 @@ public static class OnnxModelMerger
         }
         try
         {
-            return CreatePlan(model, graph, adapters, options, new InitializerResolver(model, graph, checkpoint));
+            return CreatePlan(model, graph, adapters, options, new InitializerResolver(model, graph, checkpoint, data));
         }
         finally
         {
@@ -224,25 +319,63 @@ public static class OnnxModelMerger
         }
     }
 
-    private static TensorProto MergeInitializer(string model, MergePlan plan, string key, OnnxWeightLayout layout, TensorProto tensor)
+    /// <summary>
+    /// Merges an initializer's values (its own layout) in place when it holds the parameter as is; a transposed
+    /// initializer [a, b] holds the parameter [b, a], so the merge runs on a transposed copy, returned transposed back.
+    /// </summary>
+    private static ReadOnlySpan<float> Merged(OnnxMergePlan plan, TensorProto tensor, Span<float> values)
+    {
+        var (key, layout) = plan.TargetOf(tensor.Name);
+        if (layout != OnnxWeightLayout.Transposed)
+        {
+            plan.Merge.ApplyTo(key, values);
+            return values;
+        }
+        var dims = tensor.Dims.ToArray();
+        var param = DeltaMath.Transpose(values, (int)dims[0], (int)dims[1]);
+        plan.Merge.ApplyTo(key, param);
+        return DeltaMath.Transpose(param, (int)dims[1], (int)dims[0]);
+    }
+
+    private static TensorProto MergeInitializer(OnnxMergePlan plan, TensorProto tensor)
     {
         OnnxTensors.TryFromOnnx(tensor.DataType, out var dtype);
-        var values = OnnxTensors.ReadAsSingle(tensor);
-        var dims = tensor.Dims.ToArray();
-        bool transposed = layout == OnnxWeightLayout.Transposed;
-        // The plan works on the parameter's layout; a transposed initializer [a, b] holds the parameter [b, a].
-        var param = transposed ? DeltaMath.Transpose(values, (int)dims[0], (int)dims[1]) : values;
-        plan.ApplyTo(key, param);
-        var merged = transposed ? DeltaMath.Transpose(param, (int)dims[1], (int)dims[0]) : param;
+        var merged = Merged(plan, tensor, OnnxTensors.ReadAsSingle(tensor));
         byte[] bytes = new byte[checked(merged.Length * dtype.SizeOf())];
         long overflow = FloatCodec.Encode(dtype, merged, bytes);
-        if (plan.Options.SafeMode && overflow >= 0)
+        if (plan.Merge.Options.SafeMode && overflow >= 0)
         {
-            throw OnnxMergeThrow.NonFinite(model, tensor.Name, overflow, merged[overflow], $"overflowing {dtype} after merging");
+            throw OnnxMergeThrow.NonFinite(plan.ModelPath, tensor.Name, overflow, merged[(int)overflow], $"overflowing {dtype} after merging");
         }
-        var result = OnnxTensors.CreateWrapped(tensor.Name, dtype, dims, bytes);
+        var result = OnnxTensors.CreateWrapped(tensor.Name, dtype, tensor.Dims.ToArray(), bytes);
         result.DocString = tensor.DocString;
         result.MetadataProps.Add(tensor.MetadataProps);
         return result;
+    }
+
+    /// <summary>Encodes merged values to the initializer's dtype and writes them at <paramref name="offset"/>, in bounded chunks.</summary>
+    private static void WriteEncoded(OnnxMergePlan plan, TensorProto tensor, ReadOnlySpan<float> values, SafeFileHandle file, long offset)
+    {
+        const int ChunkBytes = 1 << 20;
+        OnnxTensors.TryFromOnnx(tensor.DataType, out var dtype);
+        int size = dtype.SizeOf(), perChunk = ChunkBytes / size;
+        byte[] chunk = ArrayPool<byte>.Shared.Rent(ChunkBytes);
+        try
+        {
+            for (long done = 0; done < values.Length; done += perChunk)
+            {
+                int k = (int)Math.Min(perChunk, values.Length - done);
+                long overflow = FloatCodec.Encode(dtype, values.Slice((int)done, k), chunk.AsSpan(0, k * size));
+                if (plan.Merge.Options.SafeMode && overflow >= 0)
+                {
+                    throw OnnxMergeThrow.NonFinite(plan.ModelPath, tensor.Name, done + overflow, values[(int)(done + overflow)], $"overflowing {dtype} after merging");
+                }
+                RandomAccess.Write(file, chunk.AsSpan(0, k * size), offset + (done * size));
+            }
+        }
+        finally
+        {
+            ArrayPool<byte>.Shared.Return(chunk);
+        }
     }
 }

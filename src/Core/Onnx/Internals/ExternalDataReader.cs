@@ -12,59 +12,38 @@ namespace OnnxLora.Core.Onnx.Internals;
 /// </summary>
 internal static class ExternalDataReader
 {
-    private sealed record DataFile(string RealPath, long Size);
+    /// <summary>A data file a model refers to: its real path (links resolved) and its size.</summary>
+    public sealed record DataFile(string RealPath, long Size);
+
+    /// <summary>Where one external tensor's bytes are: <paramref name="Length"/> bytes at <paramref name="Offset"/> of <paramref name="File"/>.</summary>
+    public sealed record Range(TensorProto Tensor, string Location, DataFile File, long Offset, long Length);
 
     public static void Resolve(string modelPath, ModelProto model, bool load)
     {
-        var external = ModelValidator.AllTensors(model.Graph).Where(OnnxTensors.IsExternal).ToList();
-        if (external.Count == 0)
+        var ranges = Ranges(modelPath, model);
+        if (!load || ranges.Count == 0)
         {
             return;
         }
-        string folder = Path.GetDirectoryName(modelPath)!;
-        string realFolder = SafePaths.RealPath(folder);
-        var files = new Dictionary<string, DataFile>(StringComparer.Ordinal);
         var streams = new Dictionary<string, FileStream>(StringComparer.Ordinal);
         try
         {
-            foreach (var tensor in external)
+            foreach (var r in ranges)
             {
-                var (location, offset, length) = ParseEntries(modelPath, tensor);
-                if (!files.TryGetValue(location, out var dataFile))
+                if (r.Length > Array.MaxLength)
                 {
-                    dataFile = Locate(modelPath, tensor, location, folder, realFolder);
-                    files.Add(location, dataFile);
+                    throw FormatThrow.Invalid(modelPath, $"tensor '{r.Tensor.Name}' external_data length", $"{r.Length} bytes",
+                        "at most 2 GiB for a tensor loaded into memory (merging streams larger tensors without loading them)");
                 }
-                long expected = ExpectedBytes(modelPath, tensor);
-                length ??= expected;
-                if (length.Value != expected)
+                if (!streams.TryGetValue(r.File.RealPath, out var stream))
                 {
-                    throw FormatThrow.Invalid(modelPath, $"tensor '{tensor.Name}' external_data length", length.Value.ToString(CultureInfo.InvariantCulture),
-                        $"{expected} bytes for {OnnxTensors.DataTypeName(tensor.DataType)} [{string.Join(", ", tensor.Dims)}]");
+                    stream = new FileStream(r.File.RealPath, FileMode.Open, FileAccess.Read, FileShare.Read, 1 << 16);
+                    streams.Add(r.File.RealPath, stream);
                 }
-                if (offset > dataFile.Size || length.Value > dataFile.Size - offset)
-                {
-                    throw FormatThrow.Invalid(modelPath, $"tensor '{tensor.Name}' external_data offset + length",
-                        $"{offset} + {length.Value} in '{location}'", $"at most the data file's size, {dataFile.Size} bytes");
-                }
-                if (!load)
-                {
-                    continue;
-                }
-                if (length.Value > Array.MaxLength)
-                {
-                    throw FormatThrow.Invalid(modelPath, $"tensor '{tensor.Name}' external_data length", $"{length.Value} bytes",
-                        "at most 2 GiB for a tensor loaded into memory");
-                }
-                if (!streams.TryGetValue(dataFile.RealPath, out var stream))
-                {
-                    stream = new FileStream(dataFile.RealPath, FileMode.Open, FileAccess.Read, FileShare.Read, 1 << 16);
-                    streams.Add(dataFile.RealPath, stream);
-                }
-                byte[] data = new byte[length.Value];
-                stream.Position = offset;
+                byte[] data = new byte[r.Length];
+                stream.Position = r.Offset;
                 stream.ReadExactly(data);
-                OnnxTensors.SetRawData(tensor, UnsafeByteOperations.UnsafeWrap(data));
+                OnnxTensors.SetRawData(r.Tensor, UnsafeByteOperations.UnsafeWrap(data));
             }
         }
         finally
@@ -72,6 +51,67 @@ internal static class ExternalDataReader
             foreach (var stream in streams.Values)
             {
                 stream.Dispose();
+            }
+        }
+    }
+
+    /// <summary>
+    /// Every external tensor's range, checked: location inside the model folder (links followed), offset and length
+    /// (64-bit) inside the data file, length matching the dims, and no two tensors sharing bytes.
+    /// </summary>
+    public static List<Range> Ranges(string modelPath, ModelProto model)
+    {
+        var ranges = new List<Range>();
+        var external = ModelValidator.AllTensors(model.Graph).Where(OnnxTensors.IsExternal).ToList();
+        if (external.Count == 0)
+        {
+            return ranges;
+        }
+        string folder = Path.GetDirectoryName(modelPath)!;
+        string realFolder = SafePaths.RealPath(folder);
+        var files = new Dictionary<string, DataFile>(StringComparer.Ordinal);
+        foreach (var tensor in external)
+        {
+            var (location, offset, length) = ParseEntries(modelPath, tensor);
+            if (!files.TryGetValue(location, out var dataFile))
+            {
+                dataFile = Locate(modelPath, tensor, location, folder, realFolder);
+                files.Add(location, dataFile);
+            }
+            long expected = ExpectedBytes(modelPath, tensor);
+            length ??= expected;
+            if (length.Value != expected)
+            {
+                throw FormatThrow.Invalid(modelPath, $"tensor '{tensor.Name}' external_data length", length.Value.ToString(CultureInfo.InvariantCulture),
+                    $"{expected} bytes for {OnnxTensors.DataTypeName(tensor.DataType)} [{string.Join(", ", tensor.Dims)}]");
+            }
+            if (offset > dataFile.Size || length.Value > dataFile.Size - offset)
+            {
+                throw FormatThrow.Invalid(modelPath, $"tensor '{tensor.Name}' external_data offset + length",
+                    $"{offset} + {length.Value} in '{location}'", $"at most the data file's size, {dataFile.Size} bytes");
+            }
+            ranges.Add(new Range(tensor, location, dataFile, offset, length.Value));
+        }
+        CheckNoOverlap(modelPath, ranges);
+        return ranges;
+    }
+
+    /// <summary>
+    /// Two tensors whose bytes overlap are rejected: no exporter writes them, and a merge that rewrites one tensor's
+    /// bytes in place would silently change the other.
+    /// </summary>
+    private static void CheckNoOverlap(string modelPath, List<Range> ranges)
+    {
+        var sorted = ranges.Where(r => r.Length > 0)
+            .OrderBy(r => r.File.RealPath, StringComparer.Ordinal).ThenBy(r => r.Offset).ToList();
+        for (int i = 1; i < sorted.Count; i++)
+        {
+            var (before, r) = (sorted[i - 1], sorted[i]);
+            if (before.File.RealPath == r.File.RealPath && r.Offset < before.Offset + before.Length)
+            {
+                throw FormatThrow.Invalid(modelPath, $"tensor '{r.Tensor.Name}' external_data offset",
+                    $"[{r.Offset}, {r.Offset + r.Length}) in '{r.Location}', overlapping tensor '{before.Tensor.Name}' [{before.Offset}, {before.Offset + before.Length})",
+                    "tensors whose bytes do not overlap");
             }
         }
     }

@@ -18,9 +18,10 @@ internal static class ContentComparer
     /// True when the initializer holds <paramref name="reference"/> ([rows, cols], row-major) as is
     /// (<paramref name="transposed"/> false, initializer [rows, cols]) or transposed (initializer [cols, rows]).
     /// </summary>
-    public static bool Matches(TensorProto initializer, DType initType, float[] reference, DType referenceType, long rows, long cols, bool transposed)
+    /// <remarks>An initializer kept in external data is read from <paramref name="data"/> (that one tensor, decoded).</remarks>
+    public static bool Matches(TensorProto initializer, DType initType, OnnxExternalDataFiles? data, float[] reference, DType referenceType, long rows, long cols, bool transposed)
     {
-        var values = new InitializerValues(initializer, initType);
+        var values = new InitializerValues(initializer, initType, data);
         long n = reference.LongLength;
         if (values.Count != n)
         {
@@ -87,11 +88,16 @@ internal static class ContentComparer
         private readonly float[]? _decoded;
         private readonly DType _dtype;
 
-        public InitializerValues(TensorProto tensor, DType dtype)
+        public InitializerValues(TensorProto tensor, DType dtype, OnnxExternalDataFiles? data)
         {
             _dtype = dtype;
             Count = OnnxTensors.ElementCount(tensor);
-            if (!tensor.RawData.IsEmpty)
+            if (data?.RangeOf(tensor) is { } range)
+            {
+                _raw = default;
+                _decoded = data.ReadAsSingle(range);
+            }
+            else if (!tensor.RawData.IsEmpty)
             {
                 _raw = tensor.RawData.Memory;
                 _decoded = null;

@@ -29,12 +29,18 @@ internal sealed class InitializerResolver
     private readonly OnnxGraphIndex _graph;
     private readonly PrefixNameIndex _names;
     private readonly SafetensorsCheckpoint? _checkpoint;
+    private readonly OnnxExternalDataFiles? _data;
     private readonly PrefixNameIndex? _checkpointNames;
     private readonly Dictionary<string, List<string>> _byShape = new(StringComparer.Ordinal);
 
-    public InitializerResolver(string model, GraphProto graph, SafetensorsCheckpoint? checkpoint)
+    /// <param name="model">The model file (for messages).</param>
+    /// <param name="graph">Its graph, loaded without external data.</param>
+    /// <param name="checkpoint">The base checkpoint to match contents with, or null.</param>
+    /// <param name="data">The model's external data (read one initializer at a time when matching contents), or null when it has none.</param>
+    public InitializerResolver(string model, GraphProto graph, SafetensorsCheckpoint? checkpoint, OnnxExternalDataFiles? data)
     {
         _model = model;
+        _data = data;
         _graph = new OnnxGraphIndex(graph);
         _names = new PrefixNameIndex(_graph.Initializers.Keys.Where(_graph.IsRead));
         _checkpoint = checkpoint;
@@ -157,7 +163,7 @@ internal sealed class InitializerResolver
             {
                 var t = _graph.Initializers[c];
                 OnnxTensors.TryFromOnnx(t.DataType, out var dt);
-                if (ContentComparer.Matches(t, dt, reference, info.DType, rows, cols, transposed))
+                if (ContentComparer.Matches(t, dt, _data, reference, info.DType, rows, cols, transposed))
                 {
                     if (!result.TryGetValue(c, out var layouts))
                     {

@@ -15,7 +15,7 @@ namespace OnnxLora.Reliability;
 /// the written data are each more than twice the bound.
 /// </summary>
 [TestClass]
-public sealed class BoundedMemoryTests
+public sealed class BoundedMemoryExportTests
 {
     /// <summary>How much more the large export may hold resident than the tiny one.</summary>
     private const long GrowthBoundBytes = 150L << 20;

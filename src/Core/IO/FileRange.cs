@@ -1,0 +1,143 @@
+using System.Runtime.InteropServices;
+using Microsoft.Win32.SafeHandles;
+
+namespace OnnxLora.Core.IO;
+
+/// <summary>
+/// Copies a byte range from one open file to a position in another without passing the bytes through
+/// this process where the kernel can do it: Linux's <c>copy_file_range(2)</c>, the call
+/// <see cref="File.Copy(string, string)"/> makes for whole files on Linux. Elsewhere, or where the
+/// kernel refuses (another file system, an old kernel), it falls back to positioned reads and writes
+/// through one bounded buffer. Neither handle's file position is used or moved.
+/// </summary>
+/// <remarks>
+/// .NET has no public API for copying a range between files (File.Copy copies whole files only), hence
+/// the small P/Invoke below; it passes explicit offsets, so it is safe with handles other code also
+/// reads from with <see cref="RandomAccess"/>.
+/// </remarks>
+public static partial class FileRange
+{
+    private const int FallbackChunkBytes = 4 << 20;
+
+    // Largest length passed to one copy_file_range call; the kernel copies at most ~2 GiB per call anyway.
+    private const long MaxKernelChunk = 1L << 30;
+
+    // errno values (Linux, all architectures .NET runs on) after which the kernel copy is not retried.
+    private const int ENOSYS = 38, EXDEV = 18, EINVAL = 22, EOPNOTSUPP = 95, EBADF = 9, EPERM = 1;
+
+    private static volatile bool _kernelCopyUnavailable = !OperatingSystem.IsLinux();
+
+    /// <summary>
+    /// Copies <paramref name="length"/> bytes at <paramref name="sourceOffset"/> of <paramref name="source"/>
+    /// to <paramref name="destinationOffset"/> of <paramref name="destination"/>.
+    /// </summary>
+    /// <exception cref="EndOfStreamException">The source ends before <paramref name="sourceOffset"/> + <paramref name="length"/>
+    /// (callers check ranges against the file first; this guards a file that shrank meanwhile).</exception>
+    public static void Copy(SafeFileHandle source, long sourceOffset, SafeFileHandle destination, long destinationOffset, long length)
+    {
+        ArgumentOutOfRangeException.ThrowIfNegative(sourceOffset);
+        ArgumentOutOfRangeException.ThrowIfNegative(destinationOffset);
+        ArgumentOutOfRangeException.ThrowIfNegative(length);
+        long done = _kernelCopyUnavailable ? 0 : KernelCopy(source, sourceOffset, destination, destinationOffset, length);
+        if (done < length)
+        {
+            BufferedCopy(source, sourceOffset + done, destination, destinationOffset + done, length - done);
+        }
+    }
+
+    /// <summary>Reads exactly <paramref name="buffer"/>.Length bytes at <paramref name="offset"/>.</summary>
+    /// <exception cref="EndOfStreamException">The file ends first.</exception>
+    public static void ReadExactly(SafeFileHandle handle, Span<byte> buffer, long offset)
+    {
+        while (buffer.Length > 0)
+        {
+            int n = RandomAccess.Read(handle, buffer, offset);
+            if (n <= 0)
+            {
+                throw new EndOfStreamException($"unexpected end of file at offset {offset}");
+            }
+            buffer = buffer[n..];
+            offset += n;
+        }
+    }
+
+    /// <summary>Bytes copied by the kernel (all of them unless it refused; then the rest is left to the caller).</summary>
+    private static unsafe long KernelCopy(SafeFileHandle source, long sourceOffset, SafeFileHandle destination, long destinationOffset, long length)
+    {
+        bool addedSource = false, addedDestination = false;
+        try
+        {
+            source.DangerousAddRef(ref addedSource);
+            destination.DangerousAddRef(ref addedDestination);
+            int fdIn = (int)source.DangerousGetHandle(), fdOut = (int)destination.DangerousGetHandle();
+            long inOff = sourceOffset, outOff = destinationOffset, done = 0;
+            while (done < length)
+            {
+                nint n = CopyFileRange(fdIn, &inOff, fdOut, &outOff, (nuint)Math.Min(length - done, MaxKernelChunk), 0);
+                if (n > 0)
+                {
+                    done += n;
+                    continue;
+                }
+                if (n == 0)
+                {
+                    throw new EndOfStreamException($"unexpected end of file at offset {inOff}");
+                }
+                int errno = Marshal.GetLastPInvokeError();
+                if (errno is ENOSYS or EXDEV or EINVAL or EOPNOTSUPP or EBADF or EPERM)
+                {
+                    if (errno is ENOSYS)
+                    {
+                        _kernelCopyUnavailable = true;
+                    }
+                    return done;
+                }
+                if (errno == 4)
+                {
+                    continue; // EINTR
+                }
+                throw new IOException($"copy_file_range failed (errno {errno}) at offset {inOff}", errno);
+            }
+            return done;
+        }
+        catch (EntryPointNotFoundException)
+        {
+            _kernelCopyUnavailable = true;
+            return 0;
+        }
+        catch (DllNotFoundException)
+        {
+            _kernelCopyUnavailable = true;
+            return 0;
+        }
+        finally
+        {
+            if (addedSource)
+            {
+                source.DangerousRelease();
+            }
+            if (addedDestination)
+            {
+                destination.DangerousRelease();
+            }
+        }
+    }
+
+    private static void BufferedCopy(SafeFileHandle source, long sourceOffset, SafeFileHandle destination, long destinationOffset, long length)
+    {
+        byte[] buffer = new byte[(int)Math.Min(FallbackChunkBytes, Math.Max(length, 1))];
+        long done = 0;
+        while (done < length)
+        {
+            int n = (int)Math.Min(buffer.Length, length - done);
+            ReadExactly(source, buffer.AsSpan(0, n), sourceOffset + done);
+            RandomAccess.Write(destination, buffer.AsSpan(0, n), destinationOffset + done);
+            done += n;
+        }
+    }
+
+    // ssize_t copy_file_range(int fd_in, off64_t *off_in, int fd_out, off64_t *off_out, size_t len, unsigned int flags);
+    // (glibc ≥ 2.27; offsets passed explicitly so neither file position moves.)
+    [LibraryImport("libc", EntryPoint = "copy_file_range", SetLastError = true)]
+    private static unsafe partial nint CopyFileRange(int fdIn, long* offIn, int fdOut, long* offOut, nuint length, uint flags);
+}
