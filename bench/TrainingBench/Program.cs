@@ -53,6 +53,10 @@ internal static class Program
                 return 0;
             case "versus":
                 return VersusBench.Run(options);
+            case "versus-prepare":
+                return VersusBench.PrepareOnly(options);
+            case "profile":
+                return StepProfile.Run(options);
             case "ours-worker":
                 return VersusBench.OursWorker(options);
             case "all":

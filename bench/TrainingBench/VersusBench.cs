@@ -11,10 +11,17 @@ using OnnxLora.Training;
 namespace OnnxLora.TrainingBench;
 
 /// <summary>One trial of one side: per-step wall seconds and tokens, plus what the side reports about itself.</summary>
-internal sealed record SideResult(double[] StepSeconds, long[] Tokens, double[] Losses, string Blas, long PeakKiB)
+/// <remarks>
+/// CPU seconds (the process's user + system time over the step) count what the step cost whatever else ran on the
+/// machine; on a shared, overloaded machine they are the steadier of the two measures.
+/// </remarks>
+internal sealed record SideResult(double[] StepSeconds, double[] StepCpuSeconds, long[] Tokens, double[] Losses, string Blas, long PeakKiB)
 {
-    /// <summary>Tokens per second over the steps after <paramref name="warmup"/>.</summary>
+    /// <summary>Tokens per wall second over the steps after <paramref name="warmup"/>.</summary>
     public double TokensPerSecond(int warmup) => Tokens.Skip(warmup).Sum() / StepSeconds.Skip(warmup).Sum();
+
+    /// <summary>Tokens per CPU second over the steps after <paramref name="warmup"/>.</summary>
+    public double TokensPerCpuSecond(int warmup) => Tokens.Skip(warmup).Sum() / StepCpuSeconds.Skip(warmup).Sum();
 }
 
 /// <summary>
@@ -92,24 +99,29 @@ internal static class VersusBench
                     {
                         var r = oursFirst ? RunOurs(size, model, data, root) : RunTorch(size, model, data, script);
                         (oursFirst ? ours : torch).Add(r);
-                        Log($"{size.Name} trial {t + 1} {(oursFirst ? "ours " : "torch")}: {r.TokensPerSecond(size.Warmup),7:F0} tokens/s; steps s [{string.Join(", ", r.StepSeconds.Select(x => x.ToString("F2")))}]");
+                        Log($"{size.Name} trial {t + 1} {(oursFirst ? "ours " : "torch")}: {r.TokensPerSecond(size.Warmup),7:F0} tokens/s, {r.TokensPerCpuSecond(size.Warmup),7:F0} tokens/CPU s; steps s [{string.Join(", ", r.StepSeconds.Select(x => x.ToString("F2")))}]");
                     }
                 }
                 oursBlas = ours[0].Blas;
                 torchBlas = torch[0].Blas;
-                var a = ours.Select(r => r.TokensPerSecond(size.Warmup)).ToList();
-                var b = torch.Select(r => r.TokensPerSecond(size.Warmup)).ToList();
-                var paired = a.Zip(b, (x, y) => x / y).ToList();
                 var c = size.Config();
-                rows.Add($"| hidden {size.Hidden}, {size.Layers} layers, {size.Heads}/{size.KvHeads} heads, MLP {c.IntermediateSize}, vocab {size.Vocab}; {Batch} × {size.Seq} tokens | {Stats.Median(a):F0} ({a.Min():F0}–{a.Max():F0}) | {Stats.Median(b):F0} ({b.Min():F0}–{b.Max():F0}) | **{Stats.Median(a) / Stats.Median(b):F2}** | {Stats.Median(paired):F2} ({paired.Min():F2}–{paired.Max():F2}) | {ours[0].Losses[0]:F4} / {torch[0].Losses[0]:F4} |");
-                details.Add($"- hidden {size.Hidden}: ours tokens/s per trial [{string.Join(", ", a.Select(x => x.ToString("F0")))}], PyTorch [{string.Join(", ", b.Select(x => x.ToString("F0")))}]; {size.Steps} steps per trial, the first {size.Warmup} left out; peak RSS ours {Stats.Median(ours.Select(r => r.PeakKiB / 1024.0).ToList()):F0} MiB, PyTorch {Stats.Median(torch.Select(r => r.PeakKiB / 1024.0).ToList()):F0} MiB (medians).");
+                string shape = $"hidden {size.Hidden}, {size.Layers} layers, {size.Heads}/{size.KvHeads} heads, MLP {c.IntermediateSize}, vocab {size.Vocab}; {Batch} × {size.Seq} tokens";
+                foreach (bool wall in new[] { true, false })
+                {
+                    var a = ours.Select(r => wall ? r.TokensPerSecond(size.Warmup) : r.TokensPerCpuSecond(size.Warmup)).ToList();
+                    var b = torch.Select(r => wall ? r.TokensPerSecond(size.Warmup) : r.TokensPerCpuSecond(size.Warmup)).ToList();
+                    var paired = a.Zip(b, (x, y) => x / y).ToList();
+                    rows.Add($"| {shape} | {(wall ? "wall" : "CPU")} | {Stats.Median(a):F0} ({a.Min():F0}–{a.Max():F0}) | {Stats.Median(b):F0} ({b.Min():F0}–{b.Max():F0}) | **{Stats.Median(a) / Stats.Median(b):F2}** | {Stats.Median(paired):F2} ({paired.Min():F2}–{paired.Max():F2}) |");
+                    details.Add($"- hidden {size.Hidden}, tokens per {(wall ? "wall" : "CPU")} second per trial: ours [{string.Join(", ", a.Select(x => x.ToString("F0")))}], PyTorch [{string.Join(", ", b.Select(x => x.ToString("F0")))}]");
+                }
+                details.Add($"- hidden {size.Hidden}: {size.Steps} steps per trial, the first {size.Warmup} left out; first-step loss ours {ours[0].Losses[0]:F4}, PyTorch {torch[0].Losses[0]:F4} (same checkpoint and data; LoRA A drawn differently); peak RSS ours {Stats.Median(ours.Select(r => r.PeakKiB / 1024.0).ToList()):F0} MiB, PyTorch {Stats.Median(torch.Select(r => r.PeakKiB / 1024.0).ToList()):F0} MiB (medians).");
             }
             sb.AppendLine($"Produced by `dotnet run -c Release --project bench/TrainingBench -- versus --trials {trials}` on {DateTime.UtcNow:yyyy-MM-dd HH:mm} UTC; {Environment.ProcessorCount} logical CPUs shared with other sessions (load average {loadStart} at the start, {Report.LoadAverage()} at the end).");
             sb.AppendLine();
             sb.AppendLine($"Work per step on both sides: batch {Batch} of random token ids (the same .jsonl), LoRA r {Rank}, alpha {Alpha:F0} on {string.Join(" + ", Targets)}, AdamW (lr {LearningRate:G3} cosine, betas 0.9/0.999, eps 1e-8, weight decay 0.01), gradient clipping at 1.0, loss summed over predicted tokens / their count; one intra-op thread each. Ours: `Trainer.Train` in a fresh process per trial (wall time between its per-step progress reports; no held-out split). PyTorch: `bench/TrainingBench/reference/torch_lora.py` (the same LLaMA forward as Hugging Face's eager attention) in a fresh process per trial. Trials alternate ours/PyTorch, PyTorch/ours, ….");
             sb.AppendLine();
-            sb.AppendLine("| model; batch | ours tokens/s median (min–max) | PyTorch tokens/s median (min–max) | ratio of medians ours/PyTorch | per-trial ratio median (min–max) | first-step loss ours / PyTorch |");
-            sb.AppendLine("|---|---:|---:|---:|---:|---:|");
+            sb.AppendLine("| model; batch | per | ours tokens/s median (min–max) | PyTorch tokens/s median (min–max) | ratio of medians ours/PyTorch | per-trial ratio median (min–max) |");
+            sb.AppendLine("|---|---|---:|---:|---:|---:|");
             rows.ForEach(r => sb.AppendLine(r));
             sb.AppendLine();
             sb.AppendLine($"BLAS: ours {oursBlas}; PyTorch {torchBlas}.");
@@ -130,6 +142,14 @@ internal static class VersusBench
                 Directory.Delete(root, recursive: true);
             }
         }
+    }
+
+    /// <summary><c>versus-prepare --size NAME --out DIR</c>: writes DIR/model and DIR/data.jsonl of a size, to run either side by hand.</summary>
+    public static int PrepareOnly(Dictionary<string, string> args)
+    {
+        var size = Sizes.Single(z => z.Name == args["size"]);
+        Prepare(size, Path.Combine(args["out"], "model"), Path.Combine(args["out"], "data.jsonl"));
+        return 0;
     }
 
     /// <summary>A random checkpoint (fixed seed) and exactly <c>Batch × Steps</c> rows of <c>Seq</c> random token ids.</summary>
@@ -159,7 +179,8 @@ internal static class VersusBench
     /// <summary>Child process of the ours side: trains with <see cref="Trainer.Train"/> and prints one JSON line.</summary>
     public static int OursWorker(Dictionary<string, string> args)
     {
-        var steps = new List<(TimeSpan Elapsed, int Step, double Loss)>();
+        var steps = new List<(TimeSpan Elapsed, TimeSpan Cpu, int Step, double Loss)>();
+        using var self = Process.GetCurrentProcess();
         var options = new TrainerOptions
         {
             Steps = Program.Int(args, "steps", 10),
@@ -172,16 +193,22 @@ internal static class VersusBench
             Overwrite = true,
         };
         var result = Trainer.Train(args["model"], args["data"], args["out"], options,
-            new SyncProgress(p => steps.Add((p.Elapsed, p.Step, p.Loss))));
+            new SyncProgress(p =>
+            {
+                self.Refresh();
+                steps.Add((p.Elapsed, self.TotalProcessorTime, p.Step, p.Loss));
+            }));
         var seconds = new double[result.Steps];
+        var cpu = new double[result.Steps];
         var losses = new double[result.Steps];
         for (int i = 1; i < steps.Count; i++)
         {
             seconds[steps[i].Step - 1] = (steps[i].Elapsed - steps[i - 1].Elapsed).TotalSeconds;
+            cpu[steps[i].Step - 1] = (steps[i].Cpu - steps[i - 1].Cpu).TotalSeconds;
             losses[steps[i].Step - 1] = steps[i].Loss;
         }
         long tokens = (long)Batch * options.MaxLength;
-        var side = new SideResult(seconds, [.. Enumerable.Repeat(tokens, result.Steps)], losses, LibtorchBlas(options.Threads!.Value), ProcessMemory.PeakKiB());
+        var side = new SideResult(seconds, cpu, [.. Enumerable.Repeat(tokens, result.Steps)], losses, LibtorchBlas(options.Threads!.Value), ProcessMemory.PeakKiB());
         Console.WriteLine(JsonSerializer.Serialize(side));
         return 0;
     }
@@ -206,6 +233,9 @@ internal static class VersusBench
     private static SideResult Child(string exe, string[] arguments, bool prependEntry)
     {
         var start = new ProcessStartInfo(exe) { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
+        // Debian's torch is built with BLAS_INFO=generic, so torch.set_num_threads does not reach OpenBLAS, whose
+        // pthreads would otherwise spin on the second core: one thread each means saying so to OpenBLAS too.
+        start.Environment["OPENBLAS_NUM_THREADS"] = "1";
         string entry = Environment.GetCommandLineArgs()[0];
         if (prependEntry && Path.GetFileNameWithoutExtension(exe) == "dotnet" && entry.EndsWith(".dll", StringComparison.OrdinalIgnoreCase))
         {
@@ -234,9 +264,10 @@ internal static class VersusBench
         string info = string.Join(", ", r.GetProperty("blas_info").EnumerateArray().Select(e => e.GetString()));
         return new SideResult(
             [.. r.GetProperty("step_seconds").EnumerateArray().Select(e => e.GetDouble())],
+            [.. r.GetProperty("step_cpu_seconds").EnumerateArray().Select(e => e.GetDouble())],
             [.. r.GetProperty("tokens").EnumerateArray().Select(e => e.GetInt64())],
             [.. r.GetProperty("losses").EnumerateArray().Select(e => e.GetDouble())],
-            $"torch {r.GetProperty("torch").GetString()} ({info}) with {(blas.Length > 0 ? blas : "no BLAS library mapped")}, {r.GetProperty("threads").GetInt32()} thread(s)",
+            $"torch {r.GetProperty("torch").GetString()} ({info}) with {(blas.Length > 0 ? blas : "no BLAS library mapped")}, {r.GetProperty("threads").GetInt32()} torch thread(s), OPENBLAS_NUM_THREADS={r.GetProperty("openblas_threads").GetString()}",
             r.GetProperty("peak_kib").GetInt64());
     }
 

@@ -182,9 +182,9 @@ def main():
     optimizer = torch.optim.AdamW(trainable, lr=a.lr, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.01)
     with open(a.data) as f:
         rows = [json.loads(line)["input_ids"] for line in f if line.strip()]
-    step_seconds, losses, tokens = [], [], []
+    step_seconds, step_cpu, losses, tokens = [], [], [], []
     for step in range(a.steps):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         for group in optimizer.param_groups:
             group["lr"] = a.lr * 0.5 * (1 + math.cos(math.pi * step / a.steps))
         start = (step * a.batch) % len(rows)
@@ -203,13 +203,16 @@ def main():
         optimizer.zero_grad()
         losses.append(summed.item() / count)
         step_seconds.append(time.perf_counter() - t0)
+        step_cpu.append(time.process_time() - c0)
         tokens.append(int(mask.sum()))
     print(json.dumps({
         "step_seconds": step_seconds,
+        "step_cpu_seconds": step_cpu,
         "tokens": tokens,
         "losses": losses,
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
+        "openblas_threads": os.environ.get("OPENBLAS_NUM_THREADS", "unset"),
         "blas": blas_in_use(),
         "blas_info": re.findall(r"BLAS_INFO=\w+", torch.__config__.show()),
         "trainable": sum(p.numel() for p in trainable),
