@@ -56,8 +56,8 @@ internal static class VersusBench
 
     public static readonly Size[] Sizes =
     [
-        new("256", Hidden: 256, Layers: 4, Heads: 8, KvHeads: 4, Vocab: 1024, Seq: 128, Steps: 14, Warmup: 2),
-        new("512", Hidden: 512, Layers: 8, Heads: 8, KvHeads: 4, Vocab: 1024, Seq: 512, Steps: 5, Warmup: 1),
+        new("256", Hidden: 256, Layers: 4, Heads: 8, KvHeads: 4, Vocab: 1024, Seq: 128, Steps: 16, Warmup: 4),
+        new("512", Hidden: 512, Layers: 8, Heads: 8, KvHeads: 4, Vocab: 1024, Seq: 512, Steps: 5, Warmup: 2),
     ];
 
     public const int Batch = 8;
