@@ -35,23 +35,8 @@ internal static class VersusBench
     /// <summary>A benchmark size: the checkpoint shape and the sequence length of its batches.</summary>
     internal sealed record Size(string Name, int Hidden, int Layers, int Heads, int KvHeads, int Vocab, int Seq, int Steps, int Warmup)
     {
-        public LlamaConfig Config() => new()
-        {
-            ModelType = "llama",
-            Architectures = ["LlamaForCausalLM"],
-            VocabSize = Vocab,
-            HiddenSize = Hidden,
-            IntermediateSize = (Hidden * 8 / 3 + 15) / 16 * 16,
-            NumHiddenLayers = Layers,
-            NumAttentionHeads = Heads,
-            NumKeyValueHeads = KvHeads,
-            MaxPositionEmbeddings = 2048,
-            RmsNormEps = 1e-5,
-            BosTokenId = 1,
-            EosTokenIds = [2],
-            PadTokenId = 0,
-            TorchDtype = "float32",
-        };
+        public LlamaConfig Config() =>
+            CompareBench.Llama(Hidden, Layers, Heads, KvHeads, Vocab, intermediate: (Hidden * 8 / 3 + 15) / 16 * 16, maxPositions: 2048);
     }
 
     public static readonly Size[] Sizes =
@@ -232,19 +217,10 @@ internal static class VersusBench
 
     private static SideResult Child(string exe, string[] arguments, bool prependEntry)
     {
-        var start = new ProcessStartInfo(exe) { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
+        var start = ChildStart(exe, arguments, prependEntry);
         // Debian's torch is built with BLAS_INFO=generic, so torch.set_num_threads does not reach OpenBLAS, whose
         // pthreads would otherwise spin on the second core: one thread each means saying so to OpenBLAS too.
         start.Environment["OPENBLAS_NUM_THREADS"] = "1";
-        string entry = Environment.GetCommandLineArgs()[0];
-        if (prependEntry && Path.GetFileNameWithoutExtension(exe) == "dotnet" && entry.EndsWith(".dll", StringComparison.OrdinalIgnoreCase))
-        {
-            start.ArgumentList.Add(entry);
-        }
-        foreach (string a in arguments)
-        {
-            start.ArgumentList.Add(a);
-        }
         using var process = Process.Start(start)!;
         var stderr = process.StandardError.ReadToEndAsync();
         string output = process.StandardOutput.ReadToEnd();
@@ -269,6 +245,22 @@ internal static class VersusBench
             [.. r.GetProperty("losses").EnumerateArray().Select(e => e.GetDouble())],
             $"torch {r.GetProperty("torch").GetString()} ({info}) with {(blas.Length > 0 ? blas : "no BLAS library mapped")}, {r.GetProperty("threads").GetInt32()} torch thread(s), OPENBLAS_NUM_THREADS={r.GetProperty("openblas_threads").GetString()}",
             r.GetProperty("peak_kib").GetInt64());
+    }
+
+    /// <summary>A child process of <paramref name="exe"/>; this bench's own entry dll first when it runs under the dotnet host.</summary>
+    public static ProcessStartInfo ChildStart(string exe, IEnumerable<string> arguments, bool prependEntry)
+    {
+        var start = new ProcessStartInfo(exe) { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
+        string entry = Environment.GetCommandLineArgs()[0];
+        if (prependEntry && Path.GetFileNameWithoutExtension(exe) == "dotnet" && entry.EndsWith(".dll", StringComparison.OrdinalIgnoreCase))
+        {
+            start.ArgumentList.Add(entry);
+        }
+        foreach (string a in arguments)
+        {
+            start.ArgumentList.Add(a);
+        }
+        return start;
     }
 
     /// <summary>
