@@ -25,7 +25,7 @@ internal sealed record SideResult(double[] StepSeconds, double[] StepCpuSeconds,
 }
 
 /// <summary>
-/// <c>versus [--sizes 256,512] [--trials 5] [--doc FILE]</c>: our trainer (<see cref="Trainer.Train"/>, in a
+/// <c>versus [--sizes 256,512] [--trials 5] [--steps N --warmup W] [--doc FILE]</c>: our trainer (<see cref="Trainer.Train"/>, in a
 /// fresh child process per trial) against a plain PyTorch LoRA loop (reference/torch_lora.py under
 /// Debian's python3-torch with OpenBLAS) on the same checkpoint, data, batch, rank, optimizer and one
 /// thread each, trials interleaved (ours, torch; torch, ours; …). Writes a Markdown section.
@@ -57,7 +57,8 @@ internal static class VersusBench
     {
         CultureInfo.CurrentCulture = CultureInfo.InvariantCulture;
         int trials = Program.Int(args, "trials", 5);
-        var sizes = args.TryGetValue("sizes", out string? s) ? Sizes.Where(z => s.Split(',').Contains(z.Name)).ToArray() : Sizes;
+        var sizes = (args.TryGetValue("sizes", out string? s) ? Sizes.Where(z => s.Split(',').Contains(z.Name)).ToArray() : Sizes)
+            .Select(z => z with { Steps = Program.Int(args, "steps", z.Steps), Warmup = Program.Int(args, "warmup", z.Warmup) }).ToArray();
         string? doc = args.TryGetValue("doc", out string? d) ? d : null;
         var clock = Stopwatch.StartNew();
         void Log(string m) => Console.Error.WriteLine($"[{clock.Elapsed.TotalSeconds,6:F0} s] {m}");
@@ -101,7 +102,7 @@ internal static class VersusBench
                 }
                 details.Add($"- hidden {size.Hidden}: {size.Steps} steps per trial, the first {size.Warmup} left out; first-step loss ours {ours[0].Losses[0]:F4}, PyTorch {torch[0].Losses[0]:F4} (same checkpoint and data; LoRA A drawn differently); peak RSS ours {Stats.Median(ours.Select(r => r.PeakKiB / 1024.0).ToList()):F0} MiB, PyTorch {Stats.Median(torch.Select(r => r.PeakKiB / 1024.0).ToList()):F0} MiB (medians).");
             }
-            sb.AppendLine($"Produced by `dotnet run -c Release --project bench/TrainingBench -- versus --trials {trials}` on {DateTime.UtcNow:yyyy-MM-dd HH:mm} UTC; {Environment.ProcessorCount} logical CPUs shared with other sessions (load average {loadStart} at the start, {Report.LoadAverage()} at the end).");
+            sb.AppendLine($"Produced by `dotnet run -c Release --project bench/TrainingBench -- versus --sizes {string.Join(',', sizes.Select(z => z.Name))} --trials {trials} --steps {sizes[0].Steps} --warmup {sizes[0].Warmup}` on {DateTime.UtcNow:yyyy-MM-dd HH:mm} UTC; {Environment.ProcessorCount} logical CPUs shared with other sessions (load average {loadStart} at the start, {Report.LoadAverage()} at the end).");
             sb.AppendLine();
             sb.AppendLine($"Work per step on both sides: batch {Batch} of random token ids (the same .jsonl), LoRA r {Rank}, alpha {Alpha:F0} on {string.Join(" + ", Targets)}, AdamW (lr {LearningRate:G3} cosine, betas 0.9/0.999, eps 1e-8, weight decay 0.01), gradient clipping at 1.0, loss summed over predicted tokens / their count; one intra-op thread each. Ours: `Trainer.Train` in a fresh process per trial (wall time between its per-step progress reports; no held-out split). PyTorch: `bench/TrainingBench/reference/torch_lora.py` (the same LLaMA forward as Hugging Face's eager attention) in a fresh process per trial. Trials alternate ours/PyTorch, PyTorch/ours, ….");
             sb.AppendLine();
