@@ -20,17 +20,21 @@ internal sealed record WorkerResult(string Mode, double[] StepMs, long RssBefore
 /// </summary>
 internal static class CompareBench
 {
-    public static LlamaConfig Config(int hidden, int layers) => new()
+    public static LlamaConfig Config(int hidden, int layers) =>
+        Llama(hidden, layers, heads: hidden / 64, kvHeads: hidden / 64, vocab: 4096, intermediate: hidden * 11 / 4, maxPositions: 512);
+
+    /// <summary>The LLaMA configs the training benches build random checkpoints of.</summary>
+    public static LlamaConfig Llama(int hidden, int layers, int heads, int kvHeads, int vocab, int intermediate, int maxPositions) => new()
     {
         ModelType = "llama",
         Architectures = ["LlamaForCausalLM"],
-        VocabSize = 4096,
+        VocabSize = vocab,
         HiddenSize = hidden,
-        IntermediateSize = hidden * 11 / 4,
+        IntermediateSize = intermediate,
         NumHiddenLayers = layers,
-        NumAttentionHeads = hidden / 64,
-        NumKeyValueHeads = hidden / 64,
-        MaxPositionEmbeddings = 512,
+        NumAttentionHeads = heads,
+        NumKeyValueHeads = kvHeads,
+        MaxPositionEmbeddings = maxPositions,
         RmsNormEps = 1e-5,
         BosTokenId = 1,
         EosTokenIds = [2],
@@ -93,21 +97,13 @@ internal static class CompareBench
     {
         var results = new List<WorkerResult>();
         string self = Environment.ProcessPath!;
-        string? entry = Environment.GetCommandLineArgs()[0];
         for (int round = 0; round < rounds; round++)
         {
             foreach (string mode in round % 2 == 0 ? new[] { "lora", "full" } : new[] { "full", "lora" })
             {
-                var start = new ProcessStartInfo(self) { RedirectStandardOutput = true, UseShellExecute = false };
-                if (Path.GetFileNameWithoutExtension(self) == "dotnet" && entry.EndsWith(".dll", StringComparison.OrdinalIgnoreCase))
-                {
-                    start.ArgumentList.Add(entry);
-                }
-                foreach (string a in new[] { "worker", "--mode", mode, "--steps", Str(steps), "--hidden", Str(hidden), "--layers", Str(layers),
-                    "--batch", Str(batch), "--seq", Str(seq), "--threads", Str(threads) })
-                {
-                    start.ArgumentList.Add(a);
-                }
+                var start = VersusBench.ChildStart(self, ["worker", "--mode", mode, "--steps", Str(steps), "--hidden", Str(hidden), "--layers", Str(layers),
+                    "--batch", Str(batch), "--seq", Str(seq), "--threads", Str(threads)], prependEntry: true);
+                start.RedirectStandardError = false;
                 using var process = Process.Start(start)!;
                 string output = process.StandardOutput.ReadToEnd();
                 process.WaitForExit();

@@ -16,7 +16,7 @@ internal static class Program
         CultureInfo.CurrentCulture = CultureInfo.InvariantCulture;
         if (args.Length == 0)
         {
-            Console.Error.WriteLine("usage: training-bench sample --out DIR [--seed N] [--pretrain-steps N] [--threads N]");
+            Console.Error.WriteLine("usage: training-bench sample --out DIR [--seed N] [--pretrain-steps N] [--threads N] | all [--doc FILE] | versus [--sizes 256,512] [--trials N] [--doc FILE] | memory ...");
             return 2;
         }
         var options = Args.Parse(args.Skip(1));
@@ -51,6 +51,14 @@ internal static class Program
             case "soak":
                 SoakBench.Run(Int(options, "steps", 1000), Int(options, "threads", 1), Console.WriteLine);
                 return 0;
+            case "versus":
+                return VersusBench.Run(options);
+            case "versus-prepare":
+                return VersusBench.PrepareOnly(options);
+            case "profile":
+                return StepProfile.Run(options);
+            case "ours-worker":
+                return VersusBench.OursWorker(options);
             case "all":
                 return Report.Run(options);
             default:

@@ -191,6 +191,6 @@ internal static class Report
 
     private static string Mib(double bytes) => (bytes / 1048576.0).ToString("F1", CultureInfo.InvariantCulture);
 
-    private static string LoadAverage() =>
+    internal static string LoadAverage() =>
         File.Exists("/proc/loadavg") ? string.Join(" ", File.ReadAllText("/proc/loadavg").Split(' ').Take(3)) : "n/a";
 }

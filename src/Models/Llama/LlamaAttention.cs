@@ -9,7 +9,9 @@ namespace OnnxLora.Models.Llama;
 /// Multi-head self-attention with rotary embeddings and grouped-query attention: q has
 /// <see cref="NumHeads"/> heads, k and v <see cref="NumKeyValueHeads"/> heads, each k/v head shared
 /// by <see cref="NumHeads"/>/<see cref="NumKeyValueHeads"/> consecutive q heads.
-/// scores = q·kᵀ/√d + mask; output = o_proj(softmax(scores)·v).
+/// scores = q·kᵀ/√d + mask; output = o_proj(softmax(scores)·v), computed by libtorch's
+/// <c>scaled_dot_product_attention</c> (the same formula; on CPU a fused kernel that keeps no
+/// [batch, heads, seq, seq] probabilities for backward).
 /// </summary>
 public sealed partial class LlamaAttention : nn.Module<Tensor, Tensor, Tensor, Tensor?, Tensor>, IChildReplaceable
 {
@@ -57,7 +59,8 @@ public sealed partial class LlamaAttention : nn.Module<Tensor, Tensor, Tensor, T
     /// <param name="hidden">[batch, seq, hidden].</param>
     /// <param name="cos">[batch, seq, d] from <see cref="LlamaRotaryEmbedding"/>.</param>
     /// <param name="sin">[batch, seq, d].</param>
-    /// <param name="mask">Additive mask [batch, 1, seq, seq] (0 allowed, float.MinValue masked), or null for none.</param>
+    /// <param name="mask">Additive mask [batch or 1, 1, seq, seq] (0 allowed, float.MinValue masked), or null for plain causal
+    /// attention (query i attends keys 0..i), which <see cref="LlamaModel"/> passes when no row has padding and no sliding window applies.</param>
     public override Tensor forward(Tensor hidden, Tensor cos, Tensor sin, Tensor? mask)
     {
         using var scope = NewDisposeScope();
@@ -73,17 +76,11 @@ public sealed partial class LlamaAttention : nn.Module<Tensor, Tensor, Tensor, T
             k = k.repeat_interleave(groups, dim: 1);
             v = v.repeat_interleave(groups, dim: 1);
         }
-        var scores = q.matmul(k.transpose(2, 3)) * Scaling;
-        if (mask is not null)
-        {
-            scores = scores + mask;
-        }
-        var probs = scores.softmax(-1, ScalarType.Float32).to(q.dtype);
-        if (AttentionDropout > 0 && training)
-        {
-            probs = nn.functional.dropout(probs, AttentionDropout, training: true);
-        }
-        var context = probs.matmul(v).transpose(1, 2).reshape(batch, seq, (long)NumHeads * HeadDim);
+        // libtorch's fused attention (flash kernel on CPU: no [batch, heads, seq, seq] probabilities kept for
+        // backward); its default scale is 1/√d = Scaling. The same formula as HF's eager attention.
+        // A null mask is plain causal attention: is_causal lets the kernel skip the blocks above the diagonal.
+        var attended = nn.functional.scaled_dot_product_attention(q, k, v, mask, training ? AttentionDropout : 0.0, is_casual: mask is null);
+        var context = attended.transpose(1, 2).reshape(batch, seq, (long)NumHeads * HeadDim);
         return OProj.call(context).MoveToOuterDisposeScope();
     }
 

@@ -72,11 +72,18 @@ public sealed partial class LlamaModel : nn.Module<Tensor, Tensor?, Tensor?, Ten
 
     /// <summary>
     /// The additive attention mask [batch or 1, 1, seq, seq]: 0 where query i may attend key j
-    /// (j ≤ i, key not padding, and i − j &lt; window when a sliding window is set), float.MinValue elsewhere.
+    /// (j ≤ i, key not padding, and i − j &lt; window when a sliding window is set), float.MinValue elsewhere;
+    /// null when that is plain causal attention (no padding in any row, no window shorter than the sequence),
+    /// which the attention computes without a mask.
     /// </summary>
-    internal static Tensor BuildAttentionMask(Tensor? attentionMask, long batch, long seq, int? slidingWindow, Device device)
+    internal static Tensor? BuildAttentionMask(Tensor? attentionMask, long batch, long seq, int? slidingWindow, Device device)
     {
         using var scope = NewDisposeScope();
+        bool windowed = slidingWindow is int w && w < seq;
+        if (!windowed && (attentionMask is null || attentionMask.ne(0).all().item<bool>()))
+        {
+            return null;
+        }
         var index = arange(seq, ScalarType.Int64, device);
         var query = index.unsqueeze(1);
         var key = index.unsqueeze(0);

@@ -13,7 +13,9 @@ namespace OnnxLora.Training.Data;
 /// Microsoft.ML.Tokenizers has no reader for <c>tokenizer.json</c>, so the file is read here and mapped
 /// onto the library's tokenizers. Supported: <c>model.type</c> "BPE" (byte-level, as in GPT-2 and
 /// LLaMA 3, or with a whitespace/word pre-tokenizer) and "WordPiece" (BERT). SentencePiece-style
-/// BPE (byte_fallback, Metaspace) is loaded from the folder's <c>tokenizer.model</c> when present.
+/// BPE (byte_fallback, Metaspace) is loaded from the folder's <c>tokenizer.model</c> when present; a folder
+/// with only a <c>tokenizer.model</c> (LLaMA-2-style checkpoints) is read with the library's
+/// <c>LlamaTokenizer</c> and puts the model's BOS before each sequence, as Hugging Face's LlamaTokenizer does.
 /// Anything else (Unigram, WordLevel, unknown normalizers or pre-tokenizers) fails with an
 /// <see cref="OnnxLoraException"/> (bad input) naming the field; pre-tokenize such data into
 /// <c>{"input_ids": [...]}</c> lines instead.
@@ -34,7 +36,7 @@ public sealed class CheckpointTokenizer
         _addPrefixSpace = addPrefixSpace;
     }
 
-    /// <summary>The tokenizer.json this was read from.</summary>
+    /// <summary>The tokenizer.json (or tokenizer.model) this was read from.</summary>
     public string Source { get; }
 
     /// <summary>The Microsoft.ML.Tokenizers tokenizer that encodes the text (without the template's special tokens).</summary>
@@ -46,21 +48,31 @@ public sealed class CheckpointTokenizer
     /// <summary>Special token ids the post-processor puts after a single sequence.</summary>
     public IReadOnlyList<int> Suffix { get; }
 
-    /// <summary>True when <paramref name="directory"/> holds a tokenizer.json.</summary>
-    public static bool Exists(string directory) => File.Exists(Path.Combine(directory, FileName));
+    /// <summary>True when <paramref name="directory"/> holds a tokenizer.json or a SentencePiece tokenizer.model.</summary>
+    public static bool Exists(string directory) =>
+        File.Exists(Path.Combine(directory, FileName)) || File.Exists(Path.Combine(directory, TokenizerJson.SentencePieceFileName));
 
-    /// <summary>Loads a tokenizer from a tokenizer.json file or from the checkpoint folder holding one.</summary>
-    /// <exception cref="OnnxLoraException">Bad input: no tokenizer.json there, or the file is malformed or uses a tokenizer type this
+    /// <summary>
+    /// Loads a tokenizer from a tokenizer.json file, a SentencePiece tokenizer.model file, or a checkpoint folder
+    /// holding either (tokenizer.json first).
+    /// </summary>
+    /// <exception cref="OnnxLoraException">Bad input: no tokenizer there, or the file is malformed or uses a tokenizer type this
     /// class cannot build.</exception>
     public static CheckpointTokenizer Load(string path)
     {
-        string file = Directory.Exists(path) ? Path.Combine(path, FileName) : path;
+        string file = path;
+        if (Directory.Exists(path))
+        {
+            string sentencePiece = Path.Combine(path, TokenizerJson.SentencePieceFileName);
+            file = Path.Combine(path, FileName);
+            file = File.Exists(file) || !File.Exists(sentencePiece) ? file : sentencePiece;
+        }
         file = Path.GetFullPath(file);
         if (!File.Exists(file))
         {
             throw OnnxLoraException.NotFound("tokenizer file", file);
         }
-        return TokenizerJson.Build(file);
+        return Path.GetFileName(file) == TokenizerJson.SentencePieceFileName ? TokenizerJson.BuildSentencePiece(file) : TokenizerJson.Build(file);
     }
 
     /// <summary>

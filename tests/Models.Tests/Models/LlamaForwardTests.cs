@@ -28,6 +28,15 @@ public sealed class LlamaForwardTests
     }
 
     [TestMethod]
+    public void Forward_MaskWithoutPaddingAndWindowLongerThanSequence_MatchesReference()
+    {
+        // Neither the mask nor the window removes a key here, so the attention runs as plain causal (no mask tensor).
+        var config = TinyConfigs.Llama() with { ModelType = "mistral", SlidingWindow = 6 };
+        long[][] masks = [[1, 1, 1, 1, 1, 1], [1, 1, 1, 1, 1, 1]];
+        AssertMatchesReference(config, Ids, masks, usePositionsFromMask: false);
+    }
+
+    [TestMethod]
     public void Forward_TiedEmbeddingsWithLeftPaddingAndPositionIds_MatchesReference()
     {
         var config = TinyConfigs.Llama() with { TieWordEmbeddings = true, NumKeyValueHeads = 1 };

@@ -9,7 +9,7 @@ namespace OnnxLora.MergeExport.Commands;
 /// <summary><c>train</c>: trains a LoRA adapter on a checkpoint and writes it as a PEFT adapter folder.</summary>
 internal sealed class TrainCommand : CliCommand
 {
-    private readonly Option<string> _model = new("--model") { Description = "Hugging Face checkpoint folder (config.json, safetensors, tokenizer.json).", Required = true };
+    private readonly Option<string> _model = new("--model") { Description = "Hugging Face checkpoint folder (config.json, safetensors, tokenizer.json or a SentencePiece tokenizer.model).", Required = true };
     private readonly Option<string> _data = new("--data") { Description = "JSON Lines training data ({\"text\": ...} or {\"input_ids\": [...]}).", Required = true };
     private readonly Option<string> _out = new("--out") { Description = "Adapter folder to create.", Required = true };
     private readonly TrainOptionSet _set = new();

@@ -100,21 +100,45 @@ internal static class TokenizerJson
 
     private static Tokenizer SentencePiece(string file, Dictionary<string, int> specials)
     {
-        string model = Path.Combine(Path.GetDirectoryName(file)!, "tokenizer.model");
+        string model = Path.Combine(Path.GetDirectoryName(file)!, SentencePieceFileName);
         if (!File.Exists(model))
         {
             throw DataThrow.Field(file, "model", "a SentencePiece-style BPE (byte_fallback / Metaspace) without a tokenizer.model beside it",
                 "a byte-level or whitespace BPE, or a tokenizer.model; pre-tokenize the data into {\"input_ids\": [...]} lines instead");
         }
+        return LoadSentencePiece(model, specials.Count > 0 ? specials : null);
+    }
+
+    /// <summary>The SentencePiece model file LLaMA-2-style checkpoints ship.</summary>
+    public const string SentencePieceFileName = "tokenizer.model";
+
+    /// <summary>
+    /// A checkpoint that ships only tokenizer.model (no tokenizer.json): encoded as Hugging Face's
+    /// <c>LlamaTokenizer</c> does by default (add_bos_token true, add_eos_token false), so the template is the
+    /// model's BOS before the text and nothing after.
+    /// </summary>
+    public static CheckpointTokenizer BuildSentencePiece(string model)
+    {
+        var tokenizer = LoadSentencePiece(model, specials: null);
+        return new CheckpointTokenizer(model, tokenizer, [tokenizer.BeginningOfSentenceId], [], addPrefixSpace: false);
+    }
+
+    private static LlamaTokenizer LoadSentencePiece(string model, IReadOnlyDictionary<string, int>? specials)
+    {
+        long length = new FileInfo(model).Length;
+        if (length > MaxFileBytes)
+        {
+            throw DataThrow.Field(model, "file size", $"{length} bytes", $"at most {MaxFileBytes} bytes for a tokenizer.model");
+        }
         using var stream = File.OpenRead(model);
         try
         {
-            return LlamaTokenizer.Create(stream, addBeginOfSentence: false, addEndOfSentence: false,
-                specialTokens: specials.Count > 0 ? specials : null);
+            return LlamaTokenizer.Create(stream, addBeginOfSentence: false, addEndOfSentence: false, specialTokens: specials);
         }
-        catch (Exception e) when (e is ArgumentException or InvalidOperationException or FormatException or IOException)
+        catch (Exception e) when (e is ArgumentException or InvalidOperationException or FormatException or IOException
+            or Google.Protobuf.InvalidProtocolBufferException or NotSupportedException)
         {
-            throw DataThrow.File(model, $"not a SentencePiece model ({e.Message})", e);
+            throw DataThrow.File(model, $"not a SentencePiece BPE model ({e.Message})", e);
         }
     }
 
