@@ -44,7 +44,8 @@ public sealed partial record PeftAdapterConfig
         JsonNode? root;
         try
         {
-            root = JsonNode.Parse(QuotePythonSpecialNumbers(json), null, new JsonDocumentOptions { MaxDepth = 64 });
+            // A repeated key is refused: Python's json keeps the last value silently, which hides which one PEFT used.
+            root = JsonNode.Parse(QuotePythonSpecialNumbers(json), null, new JsonDocumentOptions { MaxDepth = 64, AllowDuplicateProperties = false });
         }
         catch (JsonException e)
         {

@@ -168,6 +168,7 @@ public sealed class PeftAdapterConfigTests
     }
 
     [TestMethod]
+    [DataRow("{\"peft_type\": \"LORA\", \"r\": 8, \"bias\": \"none\", \"bias\": \"all\"}", "not valid JSON")]
     [DataRow("{\"peft_type\": \"LORA\", \"r\": 8,", "not valid JSON")]
     [DataRow("{\"peft_type\": \"LORA\", \"r\": -2}", "r: found -2, expected a positive integer")]
     [DataRow("{\"peft_type\": \"LORA\", \"r\": 0}", "r: found 0")]
