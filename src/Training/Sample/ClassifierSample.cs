@@ -52,10 +52,30 @@ public static class ClassifierSample
         using var folder = AtomicDirectory.Create(directory, overwrite);
         using (var model = new BertForSequenceClassification(BertModel.CreateRandom(Config(), seed, std: EncoderStd), numLabels: 2, seed))
         {
+            GiveTheVocabularyHalvesADirection(model.Bert, seed);
             model.SaveCheckpoint(folder.TempPath);
         }
         File.WriteAllBytes(Path.Combine(folder.TempPath, SampleGenerator.TaskFileName), TaskJsonl(seed, Config().VocabSize));
         folder.Commit();
+    }
+
+    /// <summary>
+    /// What pretraining would have taught the encoder, in one stroke: the word embeddings of the low and the high
+    /// half of the content ids get a shared direction of opposite signs (as a sentiment model's embeddings separate
+    /// positive and negative words), so the encoder's states carry the feature the task asks about and a short
+    /// LoRA run can learn to read it. The head stays untrained.
+    /// </summary>
+    private static void GiveTheVocabularyHalvesADirection(BertModel bert, int seed)
+    {
+        using var scope = TorchSharp.torch.NewDisposeScope();
+        using var noGrad = TorchSharp.torch.no_grad();
+        using var generator = new TorchSharp.torch.Generator(unchecked((ulong)seed ^ 0xD1EC7105UL));
+        var weight = ((TorchSharp.Modules.Embedding)bert.Embeddings.WordEmbeddings).weight!;
+        long vocab = weight.shape[0];
+        var direction = TorchSharp.torch.randn([weight.shape[1]], generator: generator) * EncoderStd;
+        int middle = (FirstContentId + (int)vocab) / 2;
+        weight[TorchSharp.torch.TensorIndex.Slice(FirstContentId, middle)].add_(direction);
+        weight[TorchSharp.torch.TensorIndex.Slice(middle, vocab)].sub_(direction);
     }
 
     /// <summary>[CLS] w₁ … wₙ [SEP] with n in 4..12; label 1 when most wᵢ are below the middle of the content ids.</summary>
