@@ -124,7 +124,8 @@ public static class Trainer
 
         EvalScore? initialEval = eval.Count > 0 ? Evaluate(model, eval, options.BatchSize, info.PadId, ct) : null;
         progress?.Report(new TrainingProgress(startStep, plan.TotalSteps, plan.EpochAt(startStep), double.NaN,
-            LearningRateAt(options, startStep, plan.TotalSteps), 0, 0, initialEval?.Loss, clock.Elapsed) { EvalAccuracy = initialEval?.Accuracy });
+            LearningRateAt(options, startStep, plan.TotalSteps), 0, 0, initialEval?.Loss, clock.Elapsed)
+        { EvalAccuracy = initialEval?.Accuracy });
 
         model.Root.train();
         long runTokens = 0;
@@ -175,7 +176,8 @@ public static class Trainer
                 evalScore = lastEval = Evaluate(model, eval, options.BatchSize, info.PadId, ct);
             }
             progress?.Report(new TrainingProgress(done, plan.TotalSteps, plan.EpochAt(done), loss, lr,
-                seconds > 0 ? tokens / seconds : 0, gradNorm, evalScore?.Loss, clock.Elapsed) { EvalAccuracy = evalScore?.Accuracy });
+                seconds > 0 ? tokens / seconds : 0, gradNorm, evalScore?.Loss, clock.Elapsed)
+            { EvalAccuracy = evalScore?.Accuracy });
             if (options.CheckpointEverySteps > 0 && done % options.CheckpointEverySteps == 0)
             {
                 TrainerCheckpoint.Save(options.CheckpointDirectory!, model, optimizer,
@@ -187,7 +189,8 @@ public static class Trainer
         {
             lastEval = Evaluate(model, eval, options.BatchSize, info.PadId, ct);
             progress?.Report(new TrainingProgress(plan.TotalSteps, plan.TotalSteps, plan.EpochAt(plan.TotalSteps), double.NaN,
-                LearningRateAt(options, plan.TotalSteps - 1, plan.TotalSteps), 0, 0, lastEval?.Loss, clock.Elapsed) { EvalAccuracy = lastEval?.Accuracy });
+                LearningRateAt(options, plan.TotalSteps - 1, plan.TotalSteps), 0, 0, lastEval?.Loss, clock.Elapsed)
+            { EvalAccuracy = lastEval?.Accuracy });
         }
         ct.ThrowIfCancellationRequested();
         hooks?.Finished?.Invoke(model, optimizer);
