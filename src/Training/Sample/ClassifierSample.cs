@@ -12,8 +12,8 @@ namespace OnnxLora.Training.Sample;
 /// The project's small BERT classification sample, made by code (committed as models/tiny-bert-cls): a
 /// <c>BertForSequenceClassification</c> checkpoint (a seeded random encoder, hidden 64, 2 layers, 2 segment
 /// types, and a fresh 2-label head, as transformers gives a new head) and a pre-tokenized task
-/// (<c>task.jsonl</c>, rows <c>{"input_ids": [...], "label": 0|1}</c>) that no untrained head solves: the label
-/// says whether most content tokens come from the low or the high half of the vocabulary. A short LoRA
+/// (<c>task.jsonl</c>, rows <c>{"input_ids": [...], "label": 0|1}</c>) that no untrained head solves: a label-1 row
+/// draws seven in eight of its tokens from the low half of the content ids, a label-0 row from the high half. A short LoRA
 /// run (<c>merge-export run --model models/tiny-bert-cls</c>) learns it, so validation shows the accuracy
 /// the adapter bought.
 /// </summary>
@@ -78,7 +78,7 @@ public static class ClassifierSample
         weight[TorchSharp.torch.TensorIndex.Slice(middle, vocab)].sub_(direction);
     }
 
-    /// <summary>[CLS] w₁ … wₙ [SEP] with n in 4..12; label 1 when most wᵢ are below the middle of the content ids.</summary>
+    /// <summary>[CLS] w₁ … wₙ [SEP] with n in 4..12; each wᵢ of a label-1 row is from the low half of the content ids with probability 7/8, of a label-0 row from the high half.</summary>
     internal static byte[] TaskJsonl(int seed, int vocabSize)
     {
         var random = new DeterministicRandom(seed, stream: 7);
