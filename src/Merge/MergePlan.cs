@@ -143,7 +143,7 @@ public sealed class MergePlan
         }
         var choice = CombinationRules.Resolve(adapters, options, newAdapter: false);
         var warnings = adapters.SelectMany(a => a.Adapter.Warnings).ToList();
-        var mapper = new TensorNameMapper(target, targetTensors.Keys);
+        var mapper = new AdapterNameMapper(target, targetTensors.Keys);
         var entries = new List<MergePlanEntry>();
         var replacements = new List<ReplacementEntry>();
         var biases = new List<BiasEntry>();
@@ -177,7 +177,7 @@ public sealed class MergePlan
             }
             foreach (var x in adapter.ExtraTensors)
             {
-                string name = mapper.Resolve(x.TargetName, $"adapter {adapter.Directory}: saved tensor '{x.Key}'");
+                string name = mapper.ResolveExtra(adapter, x);
                 var spec = targetTensors[name];
                 if (!spec.Shape.SequenceEqual(x.Tensor.Shape))
                 {

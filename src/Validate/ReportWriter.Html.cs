@@ -95,6 +95,13 @@ public static partial class ReportWriter
             Chart(h, ReportCharts.Errors(report), "Error metrics per comparison and output");
         }
 
+        if (report.TaskMetrics is { } task)
+        {
+            h.AppendLine("<h2>Task metric</h2>");
+            h.AppendLine($"<p>{E(TaskIntro(task))}</p>");
+            HtmlTable(h, TaskHeader(task), TaskRows(task).Select(r => r.Select(E).ToArray()), numeric: [1, 2]);
+        }
+
         h.AppendLine("<h2>Latency</h2>");
         if (report.Latency is not LatencyReport l)
         {

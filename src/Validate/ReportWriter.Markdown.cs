@@ -76,6 +76,15 @@ public static partial class ReportWriter
                 o.Top1Agreement is double t ? Fmt.Share(t) : "–", c.Gated ? "yes" : "no",
             })));
 
+        if (report.TaskMetrics is { } task)
+        {
+            sb.AppendLine("### Task metric");
+            sb.AppendLine();
+            sb.AppendLine(Cell(TaskIntro(task)));
+            sb.AppendLine();
+            Table(sb, TaskHeader(task), TaskRows(task));
+        }
+
         sb.AppendLine("### Latency");
         sb.AppendLine();
         if (report.Latency is not LatencyReport l)

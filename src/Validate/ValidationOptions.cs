@@ -139,4 +139,17 @@ public sealed record ValidationOptions
 
     /// <summary>Name of the output whose top-1 agreement is measured. Default "logits".</summary>
     public string LogitsOutput { get; init; } = "logits";
+
+    /// <summary>
+    /// A JSON Lines task data file (the trainer's pre-tokenized format: <c>{"input_ids": [...], "label": k}</c> for
+    /// classifiers, <c>{"input_ids": [...]}</c> for causal LMs) on which every model's task metric is measured
+    /// (<see cref="ValidationReport.TaskMetrics"/>). Default none.
+    /// </summary>
+    public string? DataFile { get; init; }
+
+    /// <summary>
+    /// Largest allowed |merged − unmerged| difference of the task metric (accuracy as a fraction 0..1, or
+    /// perplexity); needs <see cref="DataFile"/> and an unmerged model. Default none (not gated).
+    /// </summary>
+    public double? MaxMetricDelta { get; init; }
 }

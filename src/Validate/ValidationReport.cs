@@ -68,6 +68,9 @@ public sealed partial record ValidationReport
     /// <summary>Peak resident memory of the process (VmHWM), null where /proc/self/status is not available.</summary>
     public long? PeakMemoryBytes { get; init; }
 
+    /// <summary>The task metric of every model on <see cref="ValidationOptions.DataFile"/>; null without a data file.</summary>
+    public TaskMetricsReport? TaskMetrics { get; init; }
+
     public required IReadOnlyList<GateReport> Gates { get; init; }
 
     public required IReadOnlyList<GateFailure> Failures { get; init; }

@@ -11,11 +11,12 @@ public static partial class Validator
     internal const string Top1Gate = "min-top1";
     internal const string LatencyGate = "max-latency-ratio";
     internal const string RegressionGate = "max-regression";
+    internal const string MetricGate = "max-metric-delta";
 
     private static string G(double v) => v.ToString("G4", CultureInfo.InvariantCulture);
 
     private static (List<GateReport> Gates, List<GateFailure> Failures) Gates(
-        IReadOnlyList<ComparisonReport> comparisons, LatencyReport? latency, BaselineComparison? baseline, ValidationOptions o)
+        IReadOnlyList<ComparisonReport> comparisons, LatencyReport? latency, BaselineComparison? baseline, TaskMetricsReport? task, ValidationOptions o)
     {
         var failures = new List<GateFailure>();
         var gates = new List<GateReport>();
@@ -82,6 +83,18 @@ public static partial class Validator
         gates.Add(new GateReport(RegressionGate, o.MaxRegression is not null, failures.Count == before,
             o.MaxRegression is double m ? $"lower end of the {level} CI of the merged model's latency ratio to the baseline ≤ {G(1 + m)}" : "disabled",
             merged is null ? "no baseline report" : $"{RegressionDetail(merged, level)}: {Fmt.Verdict(merged.Verdict)}"));
+
+        before = failures.Count;
+        double? mergedMetric = task?.ValueOf(ModelRole.Merged), unmergedMetric = task?.ValueOf(ModelRole.Unmerged);
+        double? metricDelta = mergedMetric is double mv && unmergedMetric is double uv ? Math.Abs(mv - uv) : null;
+        if (o.MaxMetricDelta is double maxDelta && metricDelta is double d && !(d <= maxDelta))
+        {
+            failures.Add(new GateFailure(MetricGate, "merged vs unmerged", task!.Metric, d, maxDelta,
+                $"{task.Metric} on {task.DataFile}: merged {G(mergedMetric!.Value)}, unmerged {G(unmergedMetric!.Value)}; the difference {G(d)} exceeds {G(maxDelta)}."));
+        }
+        gates.Add(new GateReport(MetricGate, o.MaxMetricDelta is not null, failures.Count == before,
+            o.MaxMetricDelta is double md ? $"|merged − unmerged| {task?.Metric ?? "task metric"} ≤ {G(md)}" : "disabled",
+            metricDelta is double diff ? $"{task!.Metric}: merged {G(mergedMetric!.Value)}, unmerged {G(unmergedMetric!.Value)}, difference {G(diff)}" : "no task metric (--data) on merged and unmerged"));
 
         return (gates, failures);
     }

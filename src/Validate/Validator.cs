@@ -140,6 +140,8 @@ public static partial class Validator
                 warnings.Add("merged and base outputs are identical: the adapter has no visible effect on these inputs.");
             }
 
+            var taskMetrics = options.DataFile is null ? null : TaskMetricRunner.Evaluate(sessions, options.DataFile, options.LogitsOutput, cancellationToken);
+
             LatencyReport? latency = null;
             if (options.Runs > 0 || options.Duration is not null)
             {
@@ -173,12 +175,13 @@ public static partial class Validator
                 Comparisons = comparisons,
                 Latency = latency,
                 PeakMemoryBytes = ProcessMemory.PeakResidentBytes(),
+                TaskMetrics = taskMetrics,
                 Gates = [],
                 Failures = [],
                 Warnings = warnings,
             };
             var baselineComparison = baseline is null ? null : CompareWithBaseline(baseline, report, options);
-            var (gates, failures) = Gates(comparisons, latency, baselineComparison, options);
+            var (gates, failures) = Gates(comparisons, latency, baselineComparison, taskMetrics, options);
             return report with
             {
                 Status = failures.Count == 0 ? ValidationStatus.Pass : ValidationStatus.GateFailed,
@@ -253,6 +256,10 @@ public static partial class Validator
                 "an unmerged model, an eager reference or an adapter-ready model with an active adapter to compare the merged model with");
         }
         static string F(double v) => v.ToString("R", CultureInfo.InvariantCulture);
+        if (o.MaxMetricDelta is double delta && (!(delta >= 0) || o.DataFile is null || request.UnmergedPath is null))
+        {
+            throw ValidateThrow.Option("MaxMetricDelta", F(delta), "a non-negative number, with a data file (--data) and an unmerged model to compare the merged model's task metric with");
+        }
         if (o.Batch < 1)
         {
             throw ValidateThrow.Option("Batch", o.Batch.ToString(CultureInfo.InvariantCulture), "at least 1");

@@ -228,7 +228,7 @@ public sealed class TrainerTests
             m.Root.eval();
             using var scope = NewDisposeScope();
             using var noGrad = no_grad();
-            trained = ((SequenceClassifier)m.Root).call(tensor(probe, [1, probe.Length]), ones(1, probe.Length, ScalarType.Int64)).data<float>().ToArray();
+            trained = ((BertForSequenceClassification)m.Root).call(tensor(probe, [1, probe.Length]), ones(1, probe.Length, ScalarType.Int64)).data<float>().ToArray();
         });
         var options = new TrainerOptions { Lora = new PeftAdapterConfig { R = 4, Alpha = 16, TargetModules = TargetModules.FromList("query", "key", "value", "dense") }, Steps = 40, LearningRate = 1e-2, EvalFraction = 0.25, BatchSize = 8, Seed = 5 };
 
@@ -243,7 +243,7 @@ public sealed class TrainerTests
         CollectionAssert.Contains(keys, "base_model.model.classifier.bias");
         CollectionAssert.Contains(keys, "base_model.model.bert.encoder.layer.0.attention.self.query.lora_A.weight");
 
-        using var fresh = new SequenceClassifier(BertModel.FromPretrained(modelDir), 2, seed: 777);
+        using var fresh = new BertForSequenceClassification(BertModel.FromPretrained(modelDir), 2, seed: 777);
         LoraInjection.Apply(fresh, adapter.Config);
         LoadAdapter(fresh, adapter);
         fresh.eval();

@@ -123,6 +123,9 @@ public sealed partial class ReportWriterTests
                     new RatioEstimate(1, 0.9, 1.1), null, LatencyVerdict.NoSignificantChange),
             ]),
             PeakMemoryBytes = 123_456_789,
+            TaskMetrics = new TaskMetricsReport("/data/task.jsonl", "text-classification", "accuracy", 40,
+                [new(ModelRole.Merged, 0.95), new(ModelRole.Unmerged, 0.95), new(ModelRole.Base, 0.5)],
+                [new(ModelRole.Unmerged, 1.0), new(ModelRole.Base, 0.525)]),
             Gates =
             [
                 new GateReport("finite", true, false, "no NaN/Inf", "2 non-finite"),

@@ -50,6 +50,17 @@ public sealed class OnnxWeightStore
         _entries[name] = entry with { Key = entry.Key + "|rewritten:" + name, Rewrite = rewrite };
     }
 
+    /// <summary>Adds every parameter of <paramref name="child"/> (aliases included) under <paramref name="prefix"/> + its name: a submodule's weights in its parent's names.</summary>
+    internal void AddPrefixed(string prefix, OnnxWeightStore child)
+    {
+        ArgumentNullException.ThrowIfNull(child);
+        foreach (var (name, entry) in child._entries)
+        {
+            _entries.Add(prefix + name, entry);
+        }
+        _names.AddRange(child._names.Select(n => prefix + n));
+    }
+
     /// <summary>True when <paramref name="name"/> is stored here.</summary>
     public bool Contains(string name) => _entries.ContainsKey(name);
 

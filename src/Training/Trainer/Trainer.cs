@@ -122,14 +122,15 @@ public static class Trainer
         int firstNewLoss = lossHistory.Count;
         hooks?.Started?.Invoke(model, optimizer);
 
-        double? initialEval = eval.Count > 0 ? Evaluate(model, eval, options.BatchSize, info.PadId, ct) : null;
+        EvalScore? initialEval = eval.Count > 0 ? Evaluate(model, eval, options.BatchSize, info.PadId, ct) : null;
         progress?.Report(new TrainingProgress(startStep, plan.TotalSteps, plan.EpochAt(startStep), double.NaN,
-            LearningRateAt(options, startStep, plan.TotalSteps), 0, 0, initialEval, clock.Elapsed));
+            LearningRateAt(options, startStep, plan.TotalSteps), 0, 0, initialEval?.Loss, clock.Elapsed)
+        { EvalAccuracy = initialEval?.Accuracy });
 
         model.Root.train();
         long runTokens = 0;
         double runSeconds = 0;
-        double? lastEval = initialEval;
+        EvalScore? lastEval = initialEval;
         for (int step = startStep; step < plan.TotalSteps; step++)
         {
             ct.ThrowIfCancellationRequested();
@@ -169,13 +170,14 @@ public static class Trainer
             runTokens += tokens;
             runSeconds += seconds;
             int done = step + 1;
-            double? evalLoss = null;
+            EvalScore? evalScore = null;
             if (eval.Count > 0 && options.EvalEverySteps > 0 && done % options.EvalEverySteps == 0 && done < plan.TotalSteps)
             {
-                evalLoss = lastEval = Evaluate(model, eval, options.BatchSize, info.PadId, ct);
+                evalScore = lastEval = Evaluate(model, eval, options.BatchSize, info.PadId, ct);
             }
             progress?.Report(new TrainingProgress(done, plan.TotalSteps, plan.EpochAt(done), loss, lr,
-                seconds > 0 ? tokens / seconds : 0, gradNorm, evalLoss, clock.Elapsed));
+                seconds > 0 ? tokens / seconds : 0, gradNorm, evalScore?.Loss, clock.Elapsed)
+            { EvalAccuracy = evalScore?.Accuracy });
             if (options.CheckpointEverySteps > 0 && done % options.CheckpointEverySteps == 0)
             {
                 TrainerCheckpoint.Save(options.CheckpointDirectory!, model, optimizer,
@@ -187,14 +189,19 @@ public static class Trainer
         {
             lastEval = Evaluate(model, eval, options.BatchSize, info.PadId, ct);
             progress?.Report(new TrainingProgress(plan.TotalSteps, plan.TotalSteps, plan.EpochAt(plan.TotalSteps), double.NaN,
-                LearningRateAt(options, plan.TotalSteps - 1, plan.TotalSteps), 0, 0, lastEval, clock.Elapsed));
+                LearningRateAt(options, plan.TotalSteps - 1, plan.TotalSteps), 0, 0, lastEval?.Loss, clock.Elapsed)
+            { EvalAccuracy = lastEval?.Accuracy });
         }
         ct.ThrowIfCancellationRequested();
         hooks?.Finished?.Invoke(model, optimizer);
         SaveAdapter(outDir, model, options.Overwrite);
         return new TrainingResult(outDir, plan.TotalSteps, lossHistory.Count > 0 ? lossHistory[^1] : double.NaN,
-            initialEval, lastEval, lossHistory.Skip(firstNewLoss).ToList(), runSeconds > 0 ? runTokens / runSeconds : 0,
-            model.TrainableParameters, model.TotalParameters, clock.Elapsed);
+            initialEval?.Loss, lastEval?.Loss, lossHistory.Skip(firstNewLoss).ToList(), runSeconds > 0 ? runTokens / runSeconds : 0,
+            model.TrainableParameters, model.TotalParameters, clock.Elapsed)
+        {
+            InitialEvalAccuracy = initialEval?.Accuracy,
+            EvalAccuracy = lastEval?.Accuracy,
+        };
     }
 
     /// <summary>The one place the final adapter is written: a PEFT folder that appears whole or not at all.</summary>
@@ -225,8 +232,8 @@ public static class Trainer
         return Math.Sqrt(sum);
     }
 
-    /// <summary>Mean loss over the held-out split (per predicted token or per example), in eval mode.</summary>
-    internal static double Evaluate(TaskModel model, IReadOnlyList<TrainingExample> eval, int batchSize, int padId, CancellationToken ct)
+    /// <summary>Mean loss over the held-out split (per predicted token or per example), in eval mode; for classification also the accuracy.</summary>
+    internal static EvalScore Evaluate(TaskModel model, IReadOnlyList<TrainingExample> eval, int batchSize, int padId, CancellationToken ct)
     {
         bool wasTraining = model.Root.training;
         model.Root.eval();
@@ -234,7 +241,7 @@ public static class Trainer
         {
             using var noGrad = no_grad();
             double sum = 0;
-            long targets = 0;
+            long targets = 0, correct = 0;
             for (int start = 0; start < eval.Count; start += batchSize)
             {
                 ct.ThrowIfCancellationRequested();
@@ -242,8 +249,10 @@ public static class Trainer
                 var batch = Batching.Collate(eval.Skip(start).Take(batchSize).ToList(), padId);
                 sum += model.SummedLoss(batch).to(ScalarType.Float64).item<double>();
                 targets += model.CountTargets(batch);
+                correct += model.CountCorrect(batch) ?? 0;
             }
-            return sum / Math.Max(1, targets);
+            double? accuracy = model.Task == TrainingTask.SequenceClassification ? (double)correct / Math.Max(1, targets) : null;
+            return new EvalScore(sum / Math.Max(1, targets), accuracy);
         }
         finally
         {
@@ -266,3 +275,6 @@ public static class Trainer
         }
     }
 }
+
+/// <summary>One evaluation on the held-out split: mean loss, and for classification the share of examples whose top logit is the label.</summary>
+internal readonly record struct EvalScore(double Loss, double? Accuracy);

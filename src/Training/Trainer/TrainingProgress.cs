@@ -19,4 +19,8 @@ public sealed record TrainingProgress(
     double TokensPerSecond,
     double GradNorm,
     double? EvalLoss,
-    TimeSpan Elapsed);
+    TimeSpan Elapsed)
+{
+    /// <summary>Classification: held-out accuracy when this report follows an evaluation; otherwise null.</summary>
+    public double? EvalAccuracy { get; init; }
+}

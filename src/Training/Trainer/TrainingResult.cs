@@ -21,4 +21,11 @@ public sealed record TrainingResult(
     double TokensPerSecond,
     long TrainableParameters,
     long TotalParameters,
-    TimeSpan Elapsed);
+    TimeSpan Elapsed)
+{
+    /// <summary>Classification: held-out accuracy (examples whose top logit is the label) before the first step; null otherwise.</summary>
+    public double? InitialEvalAccuracy { get; init; }
+
+    /// <summary>Classification: held-out accuracy after the last step; null otherwise.</summary>
+    public double? EvalAccuracy { get; init; }
+}

@@ -32,7 +32,8 @@ internal sealed record ReportJson(
     long? PeakMemoryBytes,
     IReadOnlyList<GateReport> Gates,
     IReadOnlyList<GateFailure> Failures,
-    IReadOnlyList<string> Warnings)
+    IReadOnlyList<string> Warnings,
+    TaskMetricsReport? TaskMetrics = null)
 {
     /// <summary>
     /// The generated options plus what the attribute cannot say: text is not escaped beyond what JSON requires
@@ -65,7 +66,8 @@ internal sealed record ReportJson(
         r.PeakMemoryBytes,
         r.Gates,
         r.Failures,
-        r.Warnings);
+        r.Warnings,
+        r.TaskMetrics);
 
     /// <summary>The report this JSON describes (the inverse of <see cref="From"/>); fields <see cref="From"/> computes are not read.</summary>
     public ValidationReport ToReport() => new()
@@ -87,6 +89,7 @@ internal sealed record ReportJson(
         Gates = Gates,
         Failures = Failures,
         Warnings = Warnings,
+        TaskMetrics = TaskMetrics,
     };
 }
 
@@ -128,14 +131,16 @@ internal sealed record OptionsJson(
     int IntraOpThreads,
     int InterOpThreads,
     GraphOptimization GraphOptimization,
-    string LogitsOutput)
+    string LogitsOutput,
+    string? DataFile = null,
+    double? MaxMetricDelta = null)
 {
     public static OptionsJson From(ValidationOptions o) => new(
         o.Device, o.DeviceId, o.AllowCpuFallback, o.Batch, o.Sequence,
         [.. o.Dims.OrderBy(kv => kv.Key, StringComparer.Ordinal).Select(kv => new DimJson(kv.Key, kv.Value))],
         o.Padding, o.PadTokenId, o.Seed, o.VocabSize, o.InputFiles, o.Warmup, o.Runs, o.Duration?.TotalSeconds,
         o.Atol, o.Rtol, o.MinTop1, o.MaxLatencyRatio, o.BaselineReport, o.MaxRegression, o.AllowDifferentMachines,
-        o.IntraOpThreads, o.InterOpThreads, o.GraphOptimization, o.LogitsOutput);
+        o.IntraOpThreads, o.InterOpThreads, o.GraphOptimization, o.LogitsOutput, o.DataFile, o.MaxMetricDelta);
 
     public ValidationOptions ToOptions() => new()
     {
@@ -164,6 +169,8 @@ internal sealed record OptionsJson(
         InterOpThreads = InterOpThreads,
         GraphOptimization = GraphOptimization,
         LogitsOutput = LogitsOutput,
+        DataFile = DataFile,
+        MaxMetricDelta = MaxMetricDelta,
     };
 }
 

@@ -24,7 +24,11 @@ internal sealed class Weights
 
     public bool Has(string name) => _values.ContainsKey(name);
 
-    public double[] this[string name] => _values[name];
+    public double[] this[string name]
+    {
+        get => _values[name];
+        set => _values[name] = value;
+    }
 
     public long[] Shape(string name) => _shapes[name];
 }

@@ -6,6 +6,7 @@ using OnnxLora.Core.IO;
 using OnnxLora.Export;
 using OnnxLora.Merge;
 using OnnxLora.MergeExport.Internals;
+using OnnxLora.Models.Bert;
 using OnnxLora.Models.Onnx;
 using OnnxLora.Models.Peft;
 using OnnxLora.Training;
@@ -137,6 +138,12 @@ internal sealed class RunCommand : CliCommand
 
         Context.Info("[5/5] validating merged vs unmerged, base and the TorchSharp model in ONNX Runtime");
         var options = _validation.Read(parse);
+        string taskData = Path.Combine(model, SampleGenerator.TaskFileName);
+        if (options.DataFile is null && eager.Module is BertForSequenceClassification && File.Exists(taskData))
+        {
+            // A classifier's own task data (pre-tokenized, labelled) gives the accuracy table merged / unmerged / base.
+            options = options with { DataFile = taskData };
+        }
         var report = Validator.Run(new ValidationRequest(outputs["merged"], outputs["unmerged"])
         {
             BasePath = outputs["base"],

@@ -51,6 +51,8 @@ internal sealed class TrainCommand : CliCommand
                     ["finalLoss"] = r.FinalLoss,
                     ["initialEvalLoss"] = r.InitialEvalLoss,
                     ["evalLoss"] = r.EvalLoss,
+                    ["initialEvalAccuracy"] = r.InitialEvalAccuracy,
+                    ["evalAccuracy"] = r.EvalAccuracy,
                     ["tokensPerSecond"] = r.TokensPerSecond,
                     ["trainableParameters"] = r.TrainableParameters,
                     ["totalParameters"] = r.TotalParameters,
@@ -61,6 +63,10 @@ internal sealed class TrainCommand : CliCommand
         }
         string first = r.LossHistory.Count > 0 ? r.LossHistory[0].ToString("F4", inv) : "-";
         string eval = r.EvalLoss is { } e ? $", eval loss {r.InitialEvalLoss?.ToString("F4", inv) ?? "-"} → {e.ToString("F4", inv)}" : "";
+        if (r.EvalAccuracy is { } accuracy)
+        {
+            eval += $", eval accuracy {r.InitialEvalAccuracy?.ToString("P2", inv) ?? "-"} → {accuracy.ToString("P2", inv)}";
+        }
         context.Info($"trained {r.Steps} steps in {r.Elapsed.TotalSeconds.ToString("F1", inv)} s: loss {first} → {r.FinalLoss.ToString("F4", inv)}{eval}; " +
             $"{r.TrainableParameters:N0} of {r.TotalParameters:N0} parameters trainable ({(100.0 * r.TrainableParameters / Math.Max(1, r.TotalParameters)).ToString("F2", inv)}%)");
         context.Info($"adapter: {r.AdapterDirectory}");

@@ -105,6 +105,10 @@ internal sealed class ValidationOptionSet
 
     public Option<int> Seed { get; } = new("--seed") { Description = "Seed of generated inputs.", DefaultValueFactory = _ => 1234 };
 
+    public Option<string?> Data { get; } = new("--data") { Description = "Task data (JSON Lines, pre-tokenized: {\"input_ids\": [...], \"label\": k} for classifiers, {\"input_ids\": [...]} for causal LMs): report accuracy or perplexity of merged, unmerged and base." };
+
+    public Option<double?> MaxMetricDelta { get; } = new Option<double?>("--max-metric-delta") { Description = "With --data: fail (exit 1) when merged and unmerged differ by more than this in the task metric (accuracy as a fraction, or perplexity)." }.Finite(0);
+
     public Option<string?> Baseline { get; } = new("--baseline") { Description = "validation.json of an earlier run on this machine: compare latency with it, model by model." };
 
     public PercentOption MaxRegression { get; } = new("--max-regression",
@@ -117,7 +121,7 @@ internal sealed class ValidationOptionSet
         foreach (Option o in new Option[]
         {
             Device, DeviceId, NoFallback, Batch, Seq, Padding, Inputs, Warmup, Runs, Duration, Atol, Rtol, MinTop1, MaxLatencyRatio, Threads, Seed,
-            Baseline, MaxRegression, AllowDifferentMachines,
+            Data, MaxMetricDelta, Baseline, MaxRegression, AllowDifferentMachines,
         })
         {
             command.Options.Add(o);
@@ -145,6 +149,8 @@ internal sealed class ValidationOptionSet
         BaselineReport = parse.GetValue(Baseline),
         MaxRegression = parse.GetValue(MaxRegression),
         AllowDifferentMachines = parse.GetValue(AllowDifferentMachines),
+        DataFile = parse.GetValue(Data),
+        MaxMetricDelta = parse.GetValue(MaxMetricDelta),
     };
 }
 
@@ -168,6 +174,7 @@ internal static class ValidationOutput
                     ["provider"] = report.Provider.Used,
                     ["fallbackReason"] = report.Provider.FallbackReason,
                     ["latencyRatios"] = report.Latency?.Ratios.ToDictionary(r => r.Name, r => (object)new { median = r.Median, p10 = r.P10, p90 = r.P90, pairs = r.Pairs }),
+                    ["taskMetrics"] = report.TaskMetrics,
                     ["maxAbsError"] = report.Comparisons.ToDictionary(c => c.Name, c => c.Outputs.Count == 0 ? 0 : c.Outputs.Max(o => o.MaxAbsError)),
                     ["baseline"] = report.Baseline?.Models.ToDictionary(m => m.Role.ToString().ToLowerInvariant(), m => (object)new
                     {
@@ -200,6 +207,13 @@ internal static class ValidationOutput
                     string top1 = o.Top1Agreement is { } t ? $", top-1 agreement {t.ToString("P2", inv)}" : "";
                     context.Out.WriteLine($"{c.Name,-22} {o.Name}: max abs {o.MaxAbsError.ToString("G3", inv)}, cosine {o.CosineSimilarity.ToString("F6", inv)}{top1}{(c.Gated ? "" : " (not gated)")}");
                 }
+            }
+            if (report.TaskMetrics is { } task)
+            {
+                string Value(double v) => task.Agreement.Count > 0 ? v.ToString("P2", inv) : v.ToString("G5", inv);
+                context.Out.WriteLine($"{task.Metric} on {task.Examples} rows of {Path.GetFileName(task.DataFile)}: "
+                    + string.Join(", ", task.Models.Select(m => $"{m.Role.ToString().ToLowerInvariant()} {Value(m.Value)}"))
+                    + string.Concat(task.Agreement.Select(a => $"; {a.Role.ToString().ToLowerInvariant()} agrees with merged on {a.Value.ToString("P2", inv)}")));
             }
             foreach (var r in report.Latency?.Ratios ?? [])
             {

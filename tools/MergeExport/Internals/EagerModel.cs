@@ -25,14 +25,22 @@ internal static class EagerModel
                 }
             case BertModel bert:
                 {
-                    var types = Int64(inputs, "token_type_ids");
-                    var hidden = types is null ? bert.forward(ids, mask) : bert.forward(ids, mask, types);
-                    return new Dictionary<string, float[]> { ["last_hidden_state"] = hidden.to(ScalarType.Float32).contiguous().data<float>().ToArray() };
+                    var hidden = bert.forward(ids, mask, Int64(inputs, "token_type_ids"));
+                    var outputs = new Dictionary<string, float[]> { ["last_hidden_state"] = Floats(hidden) };
+                    if (bert.Pooler is not null)
+                    {
+                        outputs["pooler_output"] = Floats(bert.Pool(hidden));
+                    }
+                    return outputs;
                 }
+            case BertForSequenceClassification classifier:
+                return new Dictionary<string, float[]> { ["logits"] = Floats(classifier.forward(ids, mask, Int64(inputs, "token_type_ids"))) };
             default:
                 throw OnnxLoraException.Invalid("eager reference", $"model type {model.GetType().Name} has no eager reference.");
         }
     };
+
+    private static float[] Floats(Tensor t) => t.to(ScalarType.Float32).contiguous().data<float>().ToArray();
 
     private static Tensor? Int64(IReadOnlyDictionary<string, InputTensor> inputs, string name)
     {

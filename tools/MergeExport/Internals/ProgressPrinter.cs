@@ -27,7 +27,7 @@ internal sealed class ProgressPrinter(CliContext context, bool interactive) : IP
         double elapsed = p.Elapsed.TotalSeconds;
         string eta = p.Step == 0 ? "?" : TimeSpan.FromSeconds(elapsed / p.Step * (p.TotalSteps - p.Step)).ToString(@"m\:ss", inv);
         string loss = double.IsNaN(p.Loss) ? "-" : p.Loss.ToString("F4", inv);
-        string eval = p.EvalLoss is { } e ? $" eval {e.ToString("F4", inv)}" : "";
+        string eval = (p.EvalLoss is { } e ? $" eval {e.ToString("F4", inv)}" : "") + (p.EvalAccuracy is { } a ? $" acc {a.ToString("P1", inv)}" : "");
         string text = $"step {p.Step}/{p.TotalSteps} loss {loss}{eval} lr {p.LearningRate.ToString("G3", inv)} {p.TokensPerSecond.ToString("F0", inv)} tok/s ETA {eta}";
         if (_interactive)
         {

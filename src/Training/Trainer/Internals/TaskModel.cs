@@ -33,6 +33,9 @@ internal abstract class TaskModel : IDisposable
     /// </summary>
     public abstract Tensor SummedLoss(Batch batch);
 
+    /// <summary>Classification: how many rows of <paramref name="batch"/> have their label as the top logit; null for other tasks.</summary>
+    public virtual long? CountCorrect(Batch batch) => null;
+
     /// <summary>How many targets <see cref="SummedLoss"/> sums over for <paramref name="batch"/>.</summary>
     public long CountTargets(Batch batch) => Task == TrainingTask.CausalLanguageModeling ? batch.PredictedTokens : batch.Rows;
 

@@ -6,6 +6,7 @@ using OnnxLora.Core.Peft;
 using OnnxLora.Models.Bert;
 using OnnxLora.Models.Llama;
 using OnnxLora.Models.Lora;
+using OnnxLora.Models.Peft;
 using OnnxLora.Training.Data;
 using OnnxLora.Training.Data.Internals;
 using TorchSharp.Modules;
@@ -55,7 +56,7 @@ internal static class TaskModels
             TaskType = taskType,
             BaseModelNameOrPath = modelDir,
             TargetModules = options.Lora.TargetModules ?? TargetModules.FromList(DefaultTargets(info.Family)),
-            ModulesToSave = task == TrainingTask.SequenceClassification ? [SequenceClassifier.HeadName] : null,
+            ModulesToSave = task == TrainingTask.SequenceClassification ? [BertForSequenceClassification.HeadName] : null,
         };
         if (info.Family == "llama")
         {
@@ -71,10 +72,17 @@ internal static class TaskModels
                 throw;
             }
         }
-        var bert = BertModel.FromPretrained(modelDir);
-        var classifier = new SequenceClassifier(bert, numLabels, options.Seed);
+        // A BertForSequenceClassification checkpoint brings its head (as transformers' from_pretrained does);
+        // on a bare encoder the head starts fresh and is saved whole with the adapter (modules_to_save).
+        var classifier = PretrainedModel.BertArchitecture(HfConfig.Load(modelDir)) == BertForSequenceClassification.ArchitectureName
+            ? BertForSequenceClassification.FromPretrained(modelDir)
+            : new BertForSequenceClassification(BertModel.FromPretrained(modelDir), numLabels, options.Seed);
         try
         {
+            if (classifier.NumLabels != numLabels)
+            {
+                throw OnnxLoraException.Invalid(modelDir, $"the checkpoint's classifier has {classifier.NumLabels} labels, the data or NumLabels {numLabels}; expected the same count.");
+            }
             var report = LoraInjection.Apply(classifier, config, options.Seed);
             return new ClassificationTaskModel(classifier, Saved(report));
         }
@@ -124,7 +132,7 @@ internal static class TaskModels
     }
 
     /// <summary>Sequence classification on BERT: cross-entropy of the head's logits.</summary>
-    private sealed class ClassificationTaskModel(SequenceClassifier model, PeftAdapterConfig adapterConfig) : TaskModel
+    private sealed class ClassificationTaskModel(BertForSequenceClassification model, PeftAdapterConfig adapterConfig) : TaskModel
     {
         private readonly IReadOnlyList<(string Key, Parameter Parameter)> _trainable = LoraAdapterState.Entries(model);
 
@@ -147,6 +155,14 @@ internal static class TaskModels
                 throw OnnxLoraException.Invalid("", string.Create(CultureInfo.InvariantCulture, $"a label is outside the head's {logits.shape[1]} classes; expected labels 0..{logits.shape[1] - 1} (see NumLabels)."));
             }
             return nn.functional.cross_entropy(logits, labels, reduction: nn.Reduction.Sum).MoveToOuterDisposeScope();
+        }
+
+        public override long? CountCorrect(Batch batch)
+        {
+            using var scope = NewDisposeScope();
+            var (ids, mask) = Inputs(batch);
+            var predicted = model.call(ids, mask).argmax(1);
+            return predicted.eq(tensor(batch.Labels!, ScalarType.Int64)).sum().item<long>();
         }
     }
 }
