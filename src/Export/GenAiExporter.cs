@@ -57,8 +57,11 @@ public static class GenAiExporter
         var files = Directory.GetFiles(folder.TempPath).Select(Path.GetFileName).OfType<string>().Order(StringComparer.Ordinal).ToList();
         folder.Commit();
         string directory = folder.FinalPath;
-        return new GenAiExportResult(directory, Path.Combine(directory, ModelFileName),
-            export.ExternalDataPath is null ? null : Path.Combine(directory, Path.GetFileName(export.ExternalDataPath)), files, export);
+        return new GenAiExportResult(directory, files, export with
+        {
+            ModelPath = Path.Combine(directory, ModelFileName),
+            ExternalDataPath = export.ExternalDataPath is null ? null : Path.Combine(directory, Path.GetFileName(export.ExternalDataPath)),
+        });
     }
 
     /// <summary>The genai_config.json for a LLaMA-family model exported with past (greedy search up to the context length).</summary>
@@ -97,8 +100,6 @@ public static class GenAiExporter
 
 /// <summary>What <see cref="GenAiExporter.Export"/> wrote.</summary>
 /// <param name="Directory">The folder.</param>
-/// <param name="ModelPath">Its model.onnx.</param>
-/// <param name="ExternalDataPath">The model's external data file, or null.</param>
 /// <param name="Files">File names in the folder.</param>
-/// <param name="Model">The ONNX export's own result (node and initializer counts; paths as written before the folder was moved into place).</param>
-public sealed record GenAiExportResult(string Directory, string ModelPath, string? ExternalDataPath, IReadOnlyList<string> Files, ExportResult Model);
+/// <param name="Model">The model's export: its model.onnx and external data paths in the folder, node and initializer counts.</param>
+public sealed record GenAiExportResult(string Directory, IReadOnlyList<string> Files, ExportResult Model);

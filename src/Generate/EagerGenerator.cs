@@ -18,12 +18,11 @@ public sealed class EagerGenerator : ITextGenerator
     private readonly CheckpointTokenizer? _tokenizer;
     private readonly bool _ownsModel;
 
-    /// <summary>Generates with <paramref name="model"/> (not disposed here); <paramref name="tokenizer"/> is needed for text.</summary>
-    public EagerGenerator(LlamaForCausalLM model, CheckpointTokenizer? tokenizer) : this(model, tokenizer, ownsModel: false)
-    {
-    }
-
-    private EagerGenerator(LlamaForCausalLM model, CheckpointTokenizer? tokenizer, bool ownsModel)
+    /// <summary>
+    /// Generates with <paramref name="model"/> (put in eval mode; disposed with this when <paramref name="ownsModel"/>);
+    /// <paramref name="tokenizer"/> is needed for text.
+    /// </summary>
+    public EagerGenerator(LlamaForCausalLM model, CheckpointTokenizer? tokenizer, bool ownsModel = false)
     {
         ArgumentNullException.ThrowIfNull(model);
         _model = model;

@@ -5,6 +5,7 @@ using OnnxLora.Core.Peft;
 using OnnxLora.Export;
 using OnnxLora.Merge;
 using OnnxLora.MergeExport.Internals;
+using OnnxLora.Models.Llama;
 using OnnxLora.Models.Onnx;
 
 using static TorchSharp.torch;
@@ -23,15 +24,30 @@ internal sealed class ExportCommand : CliCommand
         ("fp32", DType.F32), ("fp16", DType.F16));
     private readonly ChoiceOption<OnnxExternalData> _external = new("--external-data", "Weights in a .data file beside the model: auto (above 2 GB), always or never.", OnnxExternalData.Auto,
         ("auto", OnnxExternalData.Auto), ("always", OnnxExternalData.Always), ("never", OnnxExternalData.Never));
-    private readonly Option<string> _out = new("--out") { Description = "The .onnx file to write.", Required = true };
+    private readonly Option<string> _out = new("--out") { Description = "The .onnx file to write (or give --genai)." };
+    private readonly Option<string> _genai = new("--genai")
+    {
+        Description = "Write an ONNX Runtime GenAI model folder instead of --out: model.onnx with the key/value cache, genai_config.json, and tokenizer.json / tokenizer_config.json from --model (decoders: llama, mistral, qwen2).",
+    };
+    private readonly Option<bool> _withPast = new("--with-past")
+    {
+        Description = "Export with the key/value cache, Optimum's text-generation-with-past: past_key_values.{i}.key/.value inputs, present.{i}.key/.value outputs, position_ids (decoders).",
+    };
 
     public ExportCommand(CliContext context)
         : base("export", "Export a TorchSharp model to ONNX: base, merged, or unmerged (LoRA as separate nodes).", context)
     {
-        foreach (Option o in new Option[] { _model, _adapters, _mode, _opset, _dtype, _external, _out })
+        foreach (Option o in new Option[] { _model, _adapters, _mode, _opset, _dtype, _external, _out, _genai, _withPast })
         {
             Options.Add(o);
         }
+        Validators.Add(r =>
+        {
+            if ((r.GetValue(_out) is null) == (r.GetValue(_genai) is null))
+            {
+                r.AddError("give exactly one of --out (an .onnx file) and --genai (a GenAI model folder).");
+            }
+        });
         _opset.Validators.Add(r =>
         {
             int v = r.GetValueOrDefault<int>();
@@ -52,12 +68,18 @@ internal sealed class ExportCommand : CliCommand
             Opset = parse.GetValue(_opset),
             WeightType = _dtype.Read(parse),
             ExternalData = _external.Read(parse),
+            UsePast = parse.GetValue(_withPast),
             Overwrite = Context.Force,
         };
-        var result = Run(parse.GetValue(_model)!, adapters, parse.GetValue(_out)!, options, Context);
+        string? genai = parse.GetValue(_genai);
+        var result = Run(parse.GetValue(_model)!, adapters, genai ?? parse.GetValue(_out)!, options, Context, genAiFolder: genai is not null);
         if (Context.Json)
         {
             var outputs = new Dictionary<string, string> { ["model"] = result.ModelPath };
+            if (genai is not null)
+            {
+                outputs["genai"] = Path.GetFullPath(genai);
+            }
             if (result.ExternalDataPath is { } data)
             {
                 outputs["externalData"] = data;
@@ -71,12 +93,19 @@ internal sealed class ExportCommand : CliCommand
         else
         {
             Context.Info($"exported {mode.ToString().ToLowerInvariant()} model: {result.ModelPath} ({result.NodeCount} nodes, {result.InitializerCount} initializers, {result.LoraLayerCount} LoRA layers)");
+            if (genai is not null)
+            {
+                Context.Info($"ONNX Runtime GenAI folder: {Path.GetFullPath(genai)} (try: merge-export generate --genai {genai} --prompt \"...\")");
+            }
         }
         return Cli.Success;
     }
 
-    /// <summary>Exports one model; shared with <c>run</c>.</summary>
-    internal static ExportResult Run(string modelDir, IReadOnlyList<string> adapterArgs, string output, ExportOptions options, CliContext? context = null)
+    /// <summary>
+    /// Exports one model to the .onnx file <paramref name="output"/>, or with <paramref name="genAiFolder"/> to the GenAI
+    /// model folder <paramref name="output"/> (tokenizer files from <paramref name="modelDir"/>); shared with <c>run</c>.
+    /// </summary>
+    internal static ExportResult Run(string modelDir, IReadOnlyList<string> adapterArgs, string output, ExportOptions options, CliContext? context = null, bool genAiFolder = false)
     {
         if (options.Mode != OnnxExportMode.Base && adapterArgs.Count == 0)
         {
@@ -102,7 +131,7 @@ internal sealed class ExportCommand : CliCommand
                 throw OnnxLoraException.InvalidOption("--adapter", $"{adapterArgs[0]}: a weight needs several adapters or merge-export merge; export takes one adapter at weight 1.");
             }
             using var loaded = LoadedModel.Load(modelFull, adapterDir);
-            return OnnxExporter.Export(loaded.Module, output, options with
+            return Write(loaded.Module, options with
             {
                 BaseModelFiles = baseFiles,
                 AdapterName = adapterDir is null ? null : Path.GetFileName(Path.GetFullPath(adapterDir).TrimEnd('/')),
@@ -117,7 +146,7 @@ internal sealed class ExportCommand : CliCommand
             using var loaded = LoadedModel.Load(modelFull, null);
             var plan = AdapterMerge.MergeAdapters(loaded.Module, adapters, MergeOptions.Default);
             context?.Warn(plan.Warnings);
-            return OnnxExporter.Export(loaded.Module, output, options with
+            return Write(loaded.Module, options with
             {
                 Mode = OnnxExportMode.Base,
                 BaseModelFiles = baseFiles,
@@ -129,7 +158,15 @@ internal sealed class ExportCommand : CliCommand
         {
             AdapterArgument.DisposeAll(adapters);
         }
+
+        ExportResult Write(nn.Module module, ExportOptions writeOptions) => genAiFolder
+            ? GenAiExporter.Export(Decoder(module, "--genai"), modelFull, output, writeOptions).Model
+            : OnnxExporter.Export(module, output, writeOptions);
     }
+
+    /// <summary>The model as a LLaMA-family decoder, or a bad-input error naming <paramref name="option"/> and the model type.</summary>
+    internal static LlamaForCausalLM Decoder(nn.Module module, string option) => module as LlamaForCausalLM
+        ?? throw OnnxLoraException.InvalidOption(option, $"a {module.GetType().Name}", "a decoder checkpoint (model_type llama, mistral or qwen2)");
 
     /// <summary>
     /// Exports an already loaded model, fingerprinting <paramref name="modelDir"/>'s files as the base and
