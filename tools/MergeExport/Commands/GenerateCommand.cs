@@ -99,7 +99,8 @@ internal sealed class GenerateCommand : CliCommand
         return Cli.Success;
     }
 
-    private static GenAiGenerator OpenGenAi(string folder)
+    /// <summary>Opens a GenAI folder, starting GenAI's process-wide handle the first time.</summary>
+    internal static GenAiGenerator OpenGenAi(string folder)
     {
         _ = GenAiHandle.Value;
         return GenAiGenerator.Open(folder);
