@@ -1,4 +1,3 @@
-using System.Diagnostics;
 using OnnxLora.Core;
 using OnnxLora.Generate.Internals;
 using OnnxLora.Models.Llama;
@@ -59,13 +58,10 @@ public sealed class EagerGenerator : ITextGenerator
         var sampler = new TokenSampler(options);
         var eos = _model.Config.EosTokenIds.Select(e => (int)e).ToHashSet();
         var sequence = promptTokens.Select(t => (long)t).ToList();
-        var tokens = new List<int>();
-        var perToken = new List<double>();
-        double firstMs = 0;
-        var text = new System.Text.StringBuilder();
-        var clock = Stopwatch.StartNew();
+        var recorder = new GenerationRecorder(promptTokens, onText);
         using var noGrad = no_grad();
-        while (sequence.Count < maxLength && tokens.Count < options.MaxNewTokens)
+        recorder.Start();
+        while (sequence.Count < maxLength && recorder.Count < options.MaxNewTokens)
         {
             int token;
             using (NewDisposeScope())
@@ -74,30 +70,14 @@ public sealed class EagerGenerator : ITextGenerator
                 var last = _model.forward(ids, null)[0, -1].to(ScalarType.Float32).contiguous();
                 token = sampler.Next(last.data<float>().ToArray());
             }
-            double ms = clock.Elapsed.TotalMilliseconds;
-            if (tokens.Count == 0)
-            {
-                firstMs = ms;
-            }
-            else
-            {
-                perToken.Add(ms);
-            }
-            tokens.Add(token);
             sequence.Add(token);
-            if (_tokenizer is not null)
-            {
-                string piece = _tokenizer.Decode([token]);
-                text.Append(piece);
-                onText?.Invoke(piece);
-            }
-            clock.Restart();
+            recorder.Add(token, _tokenizer?.Decode([token]));
             if (eos.Contains(token))
             {
                 break;
             }
         }
-        return new GenerationResult([.. promptTokens], tokens, text.ToString(), firstMs, perToken);
+        return recorder.Result();
     }
 
     public void Dispose()

@@ -1,4 +1,3 @@
-using System.Diagnostics;
 using Microsoft.ML.OnnxRuntimeGenAI;
 using OnnxLora.Core;
 using OnnxLora.Core.GenAi;
@@ -75,38 +74,22 @@ public sealed class GenAiGenerator : ITextGenerator
         if (options.DoSample)
         {
             parameters.SetSearchOption("temperature", options.Temperature ?? 1.0);
-            parameters.SetSearchOption("top_k", options.TopK ?? 0);
+            parameters.SetSearchOption("top_k", options.TopK ?? Folder.Config.Model.VocabSize);
             parameters.SetSearchOption("top_p", options.TopP ?? 1.0);
             parameters.SetSearchOption("random_seed", options.Seed);
         }
         using var generator = new Generator(_model, parameters);
         using var stream = _tokenizer.CreateStream();
-        var tokens = new List<int>();
-        var text = new System.Text.StringBuilder();
-        var perToken = new List<double>();
-        double firstMs = 0;
-        var clock = Stopwatch.StartNew();
+        var recorder = new GenerationRecorder(promptTokens, onText);
+        recorder.Start();
         generator.AppendTokens(promptTokens.ToArray());
-        while (!generator.IsDone() && tokens.Count < options.MaxNewTokens)
+        while (!generator.IsDone() && recorder.Count < options.MaxNewTokens)
         {
             generator.GenerateNextToken();
             int token = generator.GetNextTokens()[0];
-            double ms = clock.Elapsed.TotalMilliseconds;
-            if (tokens.Count == 0)
-            {
-                firstMs = ms;
-            }
-            else
-            {
-                perToken.Add(ms);
-            }
-            tokens.Add(token);
-            string piece = stream.Decode(token);
-            text.Append(piece);
-            onText?.Invoke(piece);
-            clock.Restart();
+            recorder.Add(token, stream.Decode(token));
         }
-        return new GenerationResult([.. promptTokens], tokens, text.ToString(), firstMs, perToken);
+        return recorder.Result();
     }
 
     public void Dispose()
