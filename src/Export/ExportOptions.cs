@@ -25,6 +25,12 @@ public sealed record ExportOptions
     /// <summary>Encoders: add a <c>token_type_ids</c> input instead of all-zero types (default false).</summary>
     public bool TokenTypeIdsInput { get; init; }
 
+    /// <summary>
+    /// Decoders: export with a key/value cache, Optimum's task <c>text-generation-with-past</c> (default false; see
+    /// <see cref="OnnxEmitOptions.UsePast"/> for the inputs and outputs it adds).
+    /// </summary>
+    public bool UsePast { get; init; }
+
     /// <summary>Adapter name written to the metadata (default none).</summary>
     public string? AdapterName { get; init; }
 

@@ -177,6 +177,10 @@ public static class OnnxExporter
         {
             throw ExportThrow.UnknownModel(model.GetType());
         }
+        if (options.UsePast && model is not IOnnxExportableDecoder)
+        {
+            throw ExportThrow.Option(nameof(ExportOptions.UsePast), $"true for a {model.GetType().Name}", "a decoder (LlamaForCausalLM: llama, mistral, qwen2)");
+        }
         var builder = new OnnxGraphBuilder(options.Opset, graphName: "main_graph");
         var emitOptions = new OnnxEmitOptions
         {
@@ -184,6 +188,7 @@ public static class OnnxExporter
             WeightType = options.WeightType,
             PositionIdsInput = options.PositionIdsInput,
             TokenTypeIdsInput = options.TokenTypeIdsInput,
+            UsePast = options.UsePast,
         };
         using (no_grad())
         {

@@ -12,35 +12,58 @@ public sealed partial class LlamaModel
 {
     /// <summary>
     /// Emits the stack for <paramref name="inputIds"/> and <paramref name="attentionMask"/>; returns the
-    /// final normed hidden states [batch, sequence, hidden]. <paramref name="positionIds"/> may be null
-    /// for 0..sequence−1 (as <see cref="forward"/> does).
+    /// final normed hidden states [batch, sequence, hidden] and, with <paramref name="past"/> (one entry per
+    /// layer), each layer's present key and value. <paramref name="positionIds"/> may be null for the positions
+    /// past..total−1 (0..sequence−1 without a past, as <see cref="forward"/> does).
     /// </summary>
-    internal string EmitOnnx(OnnxEmitContext context, string inputIds, string attentionMask, string? positionIds)
+    /// <remarks>
+    /// With a past, <paramref name="attentionMask"/> spans the total sequence (past + new tokens) and the new
+    /// tokens are its last <c>sequence</c> positions: query i (at total position past + i) may attend key j when
+    /// j ≤ past + i and key j is not padding.
+    /// </remarks>
+    internal (string Hidden, IReadOnlyList<OnnxKeyValue> Present) EmitOnnx(OnnxEmitContext context, string inputIds, string attentionMask, string? positionIds,
+        IReadOnlyList<OnnxKeyValue>? past = null)
     {
-        string index = context.Op("Range", context.Int64Scalar(0), SequenceLength(context, inputIds), context.Int64Scalar(1));
-        positionIds ??= context.Unsqueeze(index, 0);
+        string sequence = SequenceLength(context, inputIds);
+        string keyIndex, queryIndex;
+        if (past is null)
+        {
+            keyIndex = queryIndex = context.Op("Range", context.Int64Scalar(0), sequence, context.Int64Scalar(1));
+        }
+        else
+        {
+            string total = SequenceLength(context, attentionMask);
+            keyIndex = context.Op("Range", context.Int64Scalar(0), total, context.Int64Scalar(1));
+            queryIndex = context.Op("Range", context.Op("Sub", total, sequence), total, context.Int64Scalar(1));
+        }
+        positionIds ??= context.Unsqueeze(queryIndex, 0);
         var (cos, sin) = RotaryEmb.EmitOnnx(context.Child("rotary_emb"), positionIds, Config.MaxPositionEmbeddings);
-        string mask = EmitAttentionMask(context, index, attentionMask, Config.SlidingWindow);
+        string mask = EmitAttentionMask(context, queryIndex, keyIndex, attentionMask, Config.SlidingWindow);
         string h = context.Emit(EmbedTokens, "embed_tokens", inputIds);
+        var present = new List<OnnxKeyValue>();
         for (int i = 0; i < Layers.Count; i++)
         {
-            h = Layers[i].EmitOnnx(context.Child($"layers.{i}"), h, cos, sin, mask);
+            (h, var layerPresent) = Layers[i].EmitOnnx(context.Child($"layers.{i}"), h, cos, sin, mask, past?[i]);
+            if (layerPresent is not null)
+            {
+                present.Add(layerPresent);
+            }
         }
-        return Norm.EmitOnnx(context.Child("norm"), h);
+        return (Norm.EmitOnnx(context.Child("norm"), h), present);
     }
 
-    /// <summary>The sequence length of [batch, sequence] <paramref name="ids"/> as an int64 scalar.</summary>
-    private static string SequenceLength(OnnxEmitContext context, string ids) =>
-        context.Op("Squeeze", context.Op("Shape", [ids], OnnxAttributes.Int("start", 1), OnnxAttributes.Int("end", 2)), context.Int64s(0));
+    /// <summary>The length of axis 1 of [batch, length] <paramref name="value"/> as an int64 scalar.</summary>
+    private static string SequenceLength(OnnxEmitContext context, string value) =>
+        context.Op("Squeeze", context.Op("Shape", [value], OnnxAttributes.Int("start", 1), OnnxAttributes.Int("end", 2)), context.Int64s(0));
 
     /// <summary>
-    /// The fp32 additive mask [batch, 1, sequence, sequence], as <see cref="BuildAttentionMask"/>: 0 where
-    /// key j ≤ query i, the key is not padding (and i − j &lt; window), float.MinValue elsewhere.
+    /// The fp32 additive mask [batch, 1, sequence, keys], as <see cref="BuildAttentionMask"/>: 0 where key
+    /// position j ≤ query position i, the key is not padding (and i − j &lt; window), float.MinValue elsewhere.
     /// </summary>
-    private static string EmitAttentionMask(OnnxEmitContext context, string index, string attentionMask, int? slidingWindow)
+    private static string EmitAttentionMask(OnnxEmitContext context, string queryIndex, string keyIndex, string attentionMask, int? slidingWindow)
     {
-        string query = context.Unsqueeze(index, 1);
-        string key = context.Unsqueeze(index, 0);
+        string query = context.Unsqueeze(queryIndex, 1);
+        string key = context.Unsqueeze(keyIndex, 0);
         string allowed = context.Op("LessOrEqual", key, query);
         if (slidingWindow is int window)
         {

@@ -20,3 +20,19 @@ public interface IOnnxExportableModel
     /// <summary>Names the graph's inputs, emits the forward and declares the outputs on <paramref name="context"/>'s builder.</summary>
     void EmitOnnxGraph(OnnxEmitContext context);
 }
+
+/// <summary>
+/// A decoder whose graph can carry a key/value cache (<see cref="OnnxEmitOptions.UsePast"/>, Optimum's task
+/// <c>text-generation-with-past</c>). Exporting any other model with past is refused.
+/// </summary>
+public interface IOnnxExportableDecoder : IOnnxExportableModel
+{
+    /// <summary>Decoder layers: one past/present key and value pair each.</summary>
+    int LayerCount { get; }
+
+    /// <summary>Key/value heads per layer (not repeated for grouped-query attention).</summary>
+    int KeyValueHeadCount { get; }
+
+    /// <summary>Size of one attention head.</summary>
+    int HeadSize { get; }
+}

@@ -25,4 +25,12 @@ public sealed record OnnxEmitOptions
     /// every token as type 0 (default false).
     /// </summary>
     public bool TokenTypeIdsInput { get; init; }
+
+    /// <summary>
+    /// Decoders: emit the graph with a key/value cache (Optimum's <c>use_past</c>, task
+    /// <c>text-generation-with-past</c>): <c>past_key_values.{i}.key</c> / <c>.value</c> inputs,
+    /// <c>present.{i}.key</c> / <c>.value</c> outputs, <c>attention_mask</c> over the total
+    /// (past + new) sequence and a <c>position_ids</c> input (default false).
+    /// </summary>
+    public bool UsePast { get; init; }
 }

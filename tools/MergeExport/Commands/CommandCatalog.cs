@@ -13,6 +13,7 @@ internal static class CommandCatalog
         yield return new MergeCommand(context);
         yield return new ExportCommand(context);
         yield return new ValidateCommand(context);
+        yield return new GenerateCommand(context);
         yield return new CompareCommand(context);
         yield return new InspectCommand(context);
     }

@@ -5,6 +5,7 @@ using OnnxLora.Core.Peft;
 using OnnxLora.Export;
 using OnnxLora.Merge;
 using OnnxLora.MergeExport.Internals;
+using OnnxLora.Models.Llama;
 using OnnxLora.Models.Onnx;
 
 using static TorchSharp.torch;
@@ -25,15 +26,30 @@ internal sealed class ExportCommand : CliCommand
         ("fp32", DType.F32), ("fp16", DType.F16));
     private readonly ChoiceOption<OnnxExternalData> _external = new("--external-data", "Weights in a .data file beside the model: auto (above 2 GB), always or never.", OnnxExternalData.Auto,
         ("auto", OnnxExternalData.Auto), ("always", OnnxExternalData.Always), ("never", OnnxExternalData.Never));
-    private readonly Option<string> _out = new("--out") { Description = "The .onnx file to write.", Required = true };
+    private readonly Option<string> _out = new("--out") { Description = "The .onnx file to write (or give --genai)." };
+    private readonly Option<string> _genai = new("--genai")
+    {
+        Description = "Write an ONNX Runtime GenAI model folder instead of --out: model.onnx with the key/value cache, genai_config.json, and tokenizer.json / tokenizer_config.json from --model (decoders: llama, mistral, qwen2).",
+    };
+    private readonly Option<bool> _withPast = new("--with-past")
+    {
+        Description = "Export with the key/value cache, Optimum's text-generation-with-past: past_key_values.{i}.key/.value inputs, present.{i}.key/.value outputs, position_ids (decoders).",
+    };
 
     public ExportCommand(CliContext context)
         : base("export", "Export a TorchSharp model to ONNX: base, merged, or unmerged (LoRA as separate nodes).", context)
     {
-        foreach (Option o in new Option[] { _model, _adapters, _mode, _opset, _dtype, _external, _out })
+        foreach (Option o in new Option[] { _model, _adapters, _mode, _opset, _dtype, _external, _out, _genai, _withPast })
         {
             Options.Add(o);
         }
+        Validators.Add(r =>
+        {
+            if ((r.GetValue(_out) is null) == (r.GetValue(_genai) is null))
+            {
+                r.AddError("give exactly one of --out (an .onnx file) and --genai (a GenAI model folder).");
+            }
+        });
         _opset.Validators.Add(r =>
         {
             int v = r.GetValueOrDefault<int>();
@@ -54,12 +70,22 @@ internal sealed class ExportCommand : CliCommand
             Opset = parse.GetValue(_opset),
             WeightType = _dtype.Read(parse),
             ExternalData = _external.Read(parse),
+            UsePast = parse.GetValue(_withPast),
             Overwrite = Context.Force,
         };
-        var result = Run(parse.GetValue(_model)!, adapters, parse.GetValue(_out)!, options, Context);
+        string? genai = parse.GetValue(_genai);
+        var result = Run(parse.GetValue(_model)!, adapters, genai ?? parse.GetValue(_out)!, options, Context, genAiFolder: genai is not null);
         if (Context.Json)
         {
             var outputs = new Dictionary<string, string> { ["model"] = result.ModelPath };
+            foreach (string file in result.AdapterFiles)
+            {
+                Context.Info($"wrote ONNX Runtime adapter {file}");
+            }
+            if (genai is not null)
+            {
+                outputs["genai"] = Path.GetFullPath(genai);
+            }
             if (result.ExternalDataPath is { } data)
             {
                 outputs["externalData"] = data;
@@ -77,16 +103,19 @@ internal sealed class ExportCommand : CliCommand
         else
         {
             Context.Info($"exported {mode.ToString().ToLowerInvariant()} model: {result.ModelPath} ({result.NodeCount} nodes, {result.InitializerCount} initializers, {result.LoraLayerCount} LoRA layers)");
-            foreach (string file in result.AdapterFiles)
+            if (genai is not null)
             {
-                Context.Info($"wrote ONNX Runtime adapter {file}");
+                Context.Info($"ONNX Runtime GenAI folder: {Path.GetFullPath(genai)} (try: merge-export generate --genai {genai} --prompt \"...\")");
             }
         }
         return Cli.Success;
     }
 
-    /// <summary>Exports one model; shared with <c>run</c>.</summary>
-    internal static ExportResult Run(string modelDir, IReadOnlyList<string> adapterArgs, string output, ExportOptions options, CliContext? context = null)
+    /// <summary>
+    /// Exports one model to the .onnx file <paramref name="output"/>, or with <paramref name="genAiFolder"/> to the GenAI
+    /// model folder <paramref name="output"/> (tokenizer files from <paramref name="modelDir"/>); shared with <c>run</c>.
+    /// </summary>
+    internal static ExportResult Run(string modelDir, IReadOnlyList<string> adapterArgs, string output, ExportOptions options, CliContext? context = null, bool genAiFolder = false)
     {
         if (options.Mode != OnnxExportMode.Base && adapterArgs.Count == 0)
         {
@@ -100,31 +129,78 @@ internal sealed class ExportCommand : CliCommand
         {
             throw OnnxLoraException.InvalidOption("--mode", "unmerged keeps one adapter's LoRA branches as nodes; give exactly one --adapter (combine several with merge-export merge first).");
         }
-        if (adapterArgs.Count == 1 && options.Mode != OnnxExportMode.Adapters && AdapterArgument.Parse(adapterArgs[0]).Weight != 1.0)
-        {
-            throw OnnxLoraException.InvalidOption("--adapter", $"{adapterArgs[0]}: a weight needs several adapters or merge-export merge; export takes one adapter at weight 1.");
-        }
         string modelFull = Path.GetFullPath(modelDir);
         var baseFiles = CheckpointFilesOf(modelFull);
         using var outputLock = Core.IO.OutputLock.Acquire(output);
-        // The weights stream from the checkpoint into the ONNX file (merged on the way); several adapters fold into one set of weights.
+        if (!genAiFolder)
+        {
+            if (adapterArgs.Count == 1 && options.Mode != OnnxExportMode.Adapters && AdapterArgument.Parse(adapterArgs[0]).Weight != 1.0)
+            {
+                throw OnnxLoraException.InvalidOption("--adapter", $"{adapterArgs[0]}: a weight needs several adapters or merge-export merge; export takes one adapter at weight 1.");
+            }
+            // The weights stream from the checkpoint into the ONNX file (merged on the way); several adapters fold into one set of weights.
+            var streamed = AdapterArgument.LoadAll(adapterArgs);
+            try
+            {
+                var result = OnnxExporter.ExportPretrained(modelFull, streamed, output, options with
+                {
+                    BaseModelFiles = baseFiles,
+                    AdapterName = streamed.Count == 0 ? null : string.Join("+", streamed.Select(a => Path.GetFileName(Path.GetFullPath(a.Adapter.Directory).TrimEnd('/')))),
+                    AdapterFiles = streamed.SelectMany(a => AdapterFilesOf(a.Adapter.Directory)).ToList(),
+                }, MergeOptions.Default);
+                context?.Warn(result.Warnings);
+                return result;
+            }
+            finally
+            {
+                AdapterArgument.DisposeAll(streamed);
+            }
+        }
+
+        // A GenAI folder is written from the model loaded in memory (GenAiExporter; not streamed yet).
+        if (adapterArgs.Count <= 1)
+        {
+            string? adapterDir = adapterArgs.Count == 1 ? AdapterArgument.Parse(adapterArgs[0]).Directory : null;
+            double weight = adapterArgs.Count == 1 ? AdapterArgument.Parse(adapterArgs[0]).Weight : 1.0;
+            if (weight != 1.0)
+            {
+                throw OnnxLoraException.InvalidOption("--adapter", $"{adapterArgs[0]}: a weight needs several adapters or merge-export merge; export takes one adapter at weight 1.");
+            }
+            using var loaded = LoadedModel.Load(modelFull, adapterDir);
+            return Write(loaded.Module, options with
+            {
+                BaseModelFiles = baseFiles,
+                AdapterName = adapterDir is null ? null : Path.GetFileName(Path.GetFullPath(adapterDir).TrimEnd('/')),
+                AdapterFiles = adapterDir is null ? [] : AdapterFilesOf(adapterDir),
+            });
+        }
+
+        // Several weighted adapters: fold them into the plain model's weights, then export it as it is.
         var adapters = AdapterArgument.LoadAll(adapterArgs);
         try
         {
-            var result = OnnxExporter.ExportPretrained(modelFull, adapters, output, options with
+            using var loaded = LoadedModel.Load(modelFull, null);
+            var plan = AdapterMerge.MergeAdapters(loaded.Module, adapters, MergeOptions.Default);
+            context?.Warn(plan.Warnings);
+            return Write(loaded.Module, options with
             {
+                Mode = OnnxExportMode.Base,
                 BaseModelFiles = baseFiles,
-                AdapterName = adapters.Count == 0 ? null : string.Join("+", adapters.Select(a => Path.GetFileName(Path.GetFullPath(a.Adapter.Directory).TrimEnd('/')))),
+                AdapterName = string.Join("+", adapters.Select(a => Path.GetFileName(a.Adapter.Directory))),
                 AdapterFiles = adapters.SelectMany(a => AdapterFilesOf(a.Adapter.Directory)).ToList(),
-            }, MergeOptions.Default);
-            context?.Warn(result.Warnings);
-            return result;
+            });
         }
         finally
         {
             AdapterArgument.DisposeAll(adapters);
         }
+
+        ExportResult Write(nn.Module module, ExportOptions writeOptions) => GenAiExporter.Export(Decoder(module, "--genai"), modelFull, output, writeOptions).Model;
     }
+
+    /// <summary>The model as a LLaMA-family decoder, or a bad-input error naming <paramref name="option"/> and the model type.</summary>
+    internal static LlamaForCausalLM Decoder(nn.Module module, string option) => module as LlamaForCausalLM
+        ?? throw OnnxLoraException.InvalidOption(option, $"a {module.GetType().Name}", "a decoder checkpoint (model_type llama, mistral or qwen2)");
 
     /// <summary>
     /// Exports an already loaded model, fingerprinting <paramref name="modelDir"/>'s files as the base and

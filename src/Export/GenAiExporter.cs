@@ -1,0 +1,105 @@
+using System.Text.Json;
+using OnnxLora.Core;
+using OnnxLora.Core.GenAi;
+using OnnxLora.Core.IO;
+using OnnxLora.Models.Llama;
+
+namespace OnnxLora.Export;
+
+/// <summary>
+/// Writes a model folder that ONNX Runtime GenAI runs: <c>model.onnx</c> exported with the key/value cache
+/// (<see cref="ExportOptions.UsePast"/>; external data when large), <c>genai_config.json</c> describing it, and the
+/// tokenizer files copied from the checkpoint. The folder appears whole or not at all.
+/// </summary>
+public static class GenAiExporter
+{
+    /// <summary>The model file name inside the folder.</summary>
+    public const string ModelFileName = "model.onnx";
+
+    /// <summary>Tokenizer files GenAI needs (its tokenizer reads the Hugging Face <c>tokenizer.json</c> and <c>tokenizer_config.json</c>).</summary>
+    public static IReadOnlyList<string> RequiredTokenizerFiles { get; } = ["tokenizer.json", "tokenizer_config.json"];
+
+    /// <summary>Files copied along when the checkpoint has them.</summary>
+    public static IReadOnlyList<string> OptionalTokenizerFiles { get; } = ["special_tokens_map.json", "tokenizer.model", "generation_config.json"];
+
+    /// <summary>
+    /// Exports <paramref name="model"/> (its LoRA layers as <see cref="ExportOptions.Mode"/> says) into the folder
+    /// <paramref name="outputDirectory"/>, with the tokenizer files of <paramref name="tokenizerDirectory"/> (normally the
+    /// base checkpoint). <see cref="ExportOptions.UsePast"/> is implied.
+    /// </summary>
+    /// <exception cref="OnnxLoraException">Bad input: a tokenizer file is missing, the folder exists without
+    /// <see cref="ExportOptions.Overwrite"/>, or an export option is invalid.</exception>
+    public static GenAiExportResult Export(LlamaForCausalLM model, string tokenizerDirectory, string outputDirectory, ExportOptions? options = null)
+    {
+        ArgumentNullException.ThrowIfNull(model);
+        options ??= ExportOptions.Default;
+        foreach (string name in RequiredTokenizerFiles)
+        {
+            string source = Path.Combine(tokenizerDirectory, name);
+            if (!File.Exists(source))
+            {
+                throw OnnxLoraException.NotFound($"tokenizer file for the GenAI folder (GenAI needs {string.Join(" and ", RequiredTokenizerFiles)})", source);
+            }
+        }
+        AtomicDirectory.CheckDestination(outputDirectory, options.Overwrite);
+        using var folder = AtomicDirectory.Create(outputDirectory, options.Overwrite);
+        var export = OnnxExporter.Export(model, folder.File(ModelFileName), options with { UsePast = true, Overwrite = false });
+        var config = CreateConfig(model.Config);
+        File.WriteAllText(folder.File(GenAiConfig.FileName), config.ToJson());
+        foreach (string name in RequiredTokenizerFiles.Concat(OptionalTokenizerFiles))
+        {
+            string source = Path.Combine(tokenizerDirectory, name);
+            if (File.Exists(source))
+            {
+                File.Copy(source, folder.File(name));
+            }
+        }
+        var files = Directory.GetFiles(folder.TempPath).Select(Path.GetFileName).OfType<string>().Order(StringComparer.Ordinal).ToList();
+        folder.Commit();
+        string directory = folder.FinalPath;
+        return new GenAiExportResult(directory, files, export with
+        {
+            ModelPath = Path.Combine(directory, ModelFileName),
+            ExternalDataPath = export.ExternalDataPath is null ? null : Path.Combine(directory, Path.GetFileName(export.ExternalDataPath)),
+        });
+    }
+
+    /// <summary>The genai_config.json for a LLaMA-family model exported with past (greedy search up to the context length).</summary>
+    public static GenAiConfig CreateConfig(Core.HuggingFace.LlamaConfig config)
+    {
+        ArgumentNullException.ThrowIfNull(config);
+        var eos = config.EosTokenIds.Count == 1
+            ? JsonSerializer.SerializeToElement(config.EosTokenIds[0])
+            : JsonSerializer.SerializeToElement(config.EosTokenIds.ToArray());
+        return new GenAiConfig
+        {
+            Model = new GenAiModelSection
+            {
+                Type = config.ModelType,
+                ContextLength = config.MaxPositionEmbeddings,
+                VocabSize = config.VocabSize,
+                BosTokenId = (int)(config.BosTokenId ?? 0),
+                EosTokenId = eos,
+                PadTokenId = (int)(config.PadTokenId ?? config.EosTokenIds.FirstOrDefault()),
+                Decoder = new GenAiDecoderSection
+                {
+                    Filename = ModelFileName,
+                    HeadSize = config.HeadDim,
+                    HiddenSize = config.HiddenSize,
+                    NumAttentionHeads = config.NumAttentionHeads,
+                    NumHiddenLayers = config.NumHiddenLayers,
+                    NumKeyValueHeads = config.NumKeyValueHeads,
+                    Inputs = new GenAiDecoderInputs(),
+                    Outputs = new GenAiDecoderOutputs(),
+                },
+            },
+            Search = new GenAiSearchSection { MaxLength = config.MaxPositionEmbeddings },
+        };
+    }
+}
+
+/// <summary>What <see cref="GenAiExporter.Export"/> wrote.</summary>
+/// <param name="Directory">The folder.</param>
+/// <param name="Files">File names in the folder.</param>
+/// <param name="Model">The model's export: its model.onnx and external data paths in the folder, node and initializer counts.</param>
+public sealed record GenAiExportResult(string Directory, IReadOnlyList<string> Files, ExportResult Model);
