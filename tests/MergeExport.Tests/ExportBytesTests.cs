@@ -12,7 +12,9 @@ namespace OnnxLora.MergeExport.Tests;
 /// unmerged, fp32 and fp16, embedded and external data. The expected hashes were computed by the
 /// exporter as it was before export streamed its weights (it built the whole TorchSharp model and a
 /// second copy of every weight; commit "tests/Shared/TempDir.cs: one temp-folder helper"), so the
-/// streamed exporter must write exactly what that one did.
+/// streamed exporter must write exactly what that one did. The .onnx hashes were re-pinned once since, when the
+/// KV-cache work (issue 12) changed the LLaMA graph's emission (constants renumbered; the graph is checked against
+/// eager and fp64 references elsewhere): every .onnx.data hash, the weights, is still the pre-streaming exporter's.
 /// </summary>
 [TestClass]
 public sealed class ExportBytesTests
@@ -20,16 +22,16 @@ public sealed class ExportBytesTests
     /// <summary>Case → "sha256(model)[/sha256(data)]", from the in-memory exporter (see the class summary).</summary>
     private static readonly Dictionary<string, string> Expected = new(StringComparer.Ordinal)
     {
-        ["base-f32ckpt-fp32-never"] = "e7b271becdc0d18d",
-        ["base-f32ckpt-fp16-always"] = "2879428f4ffd087a/a457153d4f2cda24",
-        ["merged-f32ckpt-fp32-always"] = "903af3b83e657d60/af76c94d7656afad",
-        ["merged-f32ckpt-fp16-never"] = "46aaf62fecbe3f5d",
-        ["merged-bf16ckpt-fp16-always"] = "9b421fade2830449/5925534b9c1587b7",
-        ["merged-f16ckpt-tied-fp32-always"] = "c525a498003a8ce9/216a138d744c8335",
-        ["base-f16ckpt-tied-fp16-always"] = "2af4675420a4f568/b2243665126b3c8b",
-        ["unmerged-f32ckpt-fp16-always"] = "ad29e4ca01b6879a/fa3b3f377684a326",
-        ["merged-f32ckpt-dora-fp32-always"] = "2b1b8b6bef879ff1/b2fb58072817449e",
-        ["merged-bf16ckpt-two-fp16-always"] = "a3bc51fd42836ac7/f52af71db43ddf34",
+        ["base-f32ckpt-fp32-never"] = "4e77835d5d41bc6b",
+        ["base-f32ckpt-fp16-always"] = "6774fbcbe0fcc4d3/a457153d4f2cda24",
+        ["merged-f32ckpt-fp32-always"] = "b72c52ddbff49c3a/af76c94d7656afad",
+        ["merged-f32ckpt-fp16-never"] = "ce0d289d0d914bc0",
+        ["merged-bf16ckpt-fp16-always"] = "cb123afd92e678f9/5925534b9c1587b7",
+        ["merged-f16ckpt-tied-fp32-always"] = "5e414f12e9fb616b/216a138d744c8335",
+        ["base-f16ckpt-tied-fp16-always"] = "409f12cf1d926592/b2243665126b3c8b",
+        ["unmerged-f32ckpt-fp16-always"] = "210c2809460aec01/fa3b3f377684a326",
+        ["merged-f32ckpt-dora-fp32-always"] = "5a2ef496668c4645/b2fb58072817449e",
+        ["merged-bf16ckpt-two-fp16-always"] = "29786a9b0a24777f/f52af71db43ddf34",
     };
 
     public static IEnumerable<object[]> Cases =>
