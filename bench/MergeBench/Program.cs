@@ -8,6 +8,7 @@ using OnnxLora.Core.Onnx;
 using OnnxLora.Core.Peft;
 using OnnxLora.Core.Safetensors;
 using OnnxLora.Merge;
+using OnnxLora.Bench;
 using OnnxLora.Merge.Onnx;
 
 // Whole-pipeline benchmark at real model sizes: a Llama-3-8B-shaped fp16 checkpoint (hidden 4096, intermediate 14336,
@@ -51,7 +52,7 @@ if (args.Length > 0 && args[0] is "merge" or "onnxmerge" or "copy")
         }
     }
     sw.Stop();
-    Console.WriteLine(string.Create(inv, $"{sw.Elapsed.TotalSeconds:F3} {VmHwmKb()}"));
+    Console.WriteLine(ChildTrial.Report(sw.Elapsed.TotalSeconds));
     return 0;
 }
 
@@ -92,9 +93,9 @@ try
     string load0 = Load();
     for (int p = 0; p < pairs; p++)
     {
-        results[0].Trials.Add(Child("merge", ckpt, adapterDir, Path.Combine(root, "out")));
+        results[0].Trials.Add(ChildTrial.Run("merge", ckpt, adapterDir, Path.Combine(root, "out")));
         Directory.Delete(Path.Combine(root, "out"), recursive: true);
-        results[1].Trials.Add(Child("copy", ckpt, Path.Combine(root, "out")));
+        results[1].Trials.Add(ChildTrial.Run("copy", ckpt, Path.Combine(root, "out")));
         Directory.Delete(Path.Combine(root, "out"), recursive: true);
         Note(string.Create(inv, $"checkpoint round {p + 1}: merge {results[0].Trials[^1].Seconds:F1} s / {results[0].Trials[^1].Kb / 1024.0:F0} MiB, copy {results[1].Trials[^1].Seconds:F1} s / {results[1].Trials[^1].Kb / 1024.0:F0} MiB"));
     }
@@ -114,9 +115,9 @@ try
         {
             string outDir = Path.Combine(root, "out");
             Directory.CreateDirectory(outDir);
-            results[2].Trials.Add(Child("onnxmerge", Path.Combine(onnxDir, "model.onnx"), adapterDir, Path.Combine(outDir, "merged.onnx")));
+            results[2].Trials.Add(ChildTrial.Run("onnxmerge", Path.Combine(onnxDir, "model.onnx"), adapterDir, Path.Combine(outDir, "merged.onnx")));
             Directory.Delete(outDir, recursive: true);
-            results[3].Trials.Add(Child("copy", onnxDir, outDir));
+            results[3].Trials.Add(ChildTrial.Run("copy", onnxDir, outDir));
             Directory.Delete(outDir, recursive: true);
             Note(string.Create(inv, $"onnx round {p + 1}: merge {results[2].Trials[^1].Seconds:F1} s / {results[2].Trials[^1].Kb / 1024.0:F0} MiB, copy {results[3].Trials[^1].Seconds:F1} s / {results[3].Trials[^1].Kb / 1024.0:F0} MiB"));
         }
@@ -136,14 +137,14 @@ sb.AppendLine("|---|---|---|---|---|");
 foreach (var (_, name, trials) in results)
 {
     sb.AppendLine(string.Create(inv,
-        $"| {name} | {Median(trials.Select(x => x.Seconds)):F1} | {trials.Min(x => x.Seconds):F1}–{trials.Max(x => x.Seconds):F1} | {Median(trials.Select(x => x.Kb / 1024.0)):F0} | {trials.Min(x => x.Kb) / 1024.0:F0}–{trials.Max(x => x.Kb) / 1024.0:F0} |"));
+        $"| {name} | {ChildTrial.Median(trials.Select(x => x.Seconds)):F1} | {trials.Min(x => x.Seconds):F1}–{trials.Max(x => x.Seconds):F1} | {ChildTrial.Median(trials.Select(x => x.Kb / 1024.0)):F0} | {trials.Min(x => x.Kb) / 1024.0:F0}–{trials.Max(x => x.Kb) / 1024.0:F0} |"));
 }
 sb.AppendLine();
 for (int i = 0; i + 1 < results.Count; i += 2)
 {
     var ratios = results[i].Trials.Zip(results[i + 1].Trials, (m, c) => m.Seconds / c.Seconds).ToList();
     sb.AppendLine(string.Create(inv,
-        $"- {results[i].Case}: merge / File.Copy, ratio of medians **{Median(results[i].Trials.Select(x => x.Seconds)) / Median(results[i + 1].Trials.Select(x => x.Seconds)):F2}×**; per pair median {Median(ratios):F2}× (range {ratios.Min():F2}–{ratios.Max():F2}×)."));
+        $"- {results[i].Case}: merge / File.Copy, ratio of medians **{ChildTrial.Median(results[i].Trials.Select(x => x.Seconds)) / ChildTrial.Median(results[i + 1].Trials.Select(x => x.Seconds)):F2}×**; per pair median {ChildTrial.Median(ratios):F2}× (range {ratios.Min():F2}–{ratios.Max():F2}×)."));
 }
 sb.AppendLine();
 sb.AppendLine("Log:");
@@ -157,47 +158,6 @@ Directory.CreateDirectory(Path.GetDirectoryName(outPath)!);
 File.WriteAllText(outPath, sb.ToString());
 Console.WriteLine(sb.ToString());
 return 0;
-
-static double Median(IEnumerable<double> values)
-{
-    var v = values.Order().ToArray();
-    return v.Length % 2 == 1 ? v[v.Length / 2] : (v[(v.Length / 2) - 1] + v[v.Length / 2]) / 2;
-}
-
-(double Seconds, long Kb) Child(params string[] childArgs)
-{
-    var psi = new ProcessStartInfo(Environment.ProcessPath!) { RedirectStandardOutput = true, RedirectStandardError = true };
-    if (Path.GetFileNameWithoutExtension(Environment.ProcessPath!) == "dotnet")
-    {
-        psi.ArgumentList.Add(typeof(Program).Assembly.Location);
-    }
-    foreach (string a in childArgs)
-    {
-        psi.ArgumentList.Add(a);
-    }
-    using var p = Process.Start(psi)!;
-    var stderr = p.StandardError.ReadToEndAsync();
-    string stdout = p.StandardOutput.ReadToEnd();
-    p.WaitForExit();
-    if (p.ExitCode != 0)
-    {
-        throw new InvalidOperationException($"child {string.Join(' ', childArgs)} failed: {stderr.Result}");
-    }
-    var parts = stdout.Trim().Split(' ');
-    return (double.Parse(parts[0], inv), long.Parse(parts[1], inv));
-}
-
-static long VmHwmKb()
-{
-    foreach (string line in File.ReadLines("/proc/self/status"))
-    {
-        if (line.StartsWith("VmHWM:", StringComparison.Ordinal))
-        {
-            return long.Parse(line[6..].Trim().Split(' ')[0], CultureInfo.InvariantCulture);
-        }
-    }
-    return -1;
-}
 
 static string Load() => File.ReadAllText("/proc/loadavg").Trim();
 

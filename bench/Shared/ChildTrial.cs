@@ -6,8 +6,7 @@ namespace OnnxLora.Bench;
 
 /// <summary>
 /// A benchmark trial run in a child process of the benchmark itself, so that its peak resident set (VmHWM) is its own;
-/// the child ends by printing <see cref="Report"/>. Linked into the benchmarks that compare whole operations (bench/MergeBench
-/// keeps an earlier copy of the same runner).
+/// the child ends by printing <see cref="Report"/>. Linked into the benchmarks that compare whole operations (ExportBench, MergeBench).
 /// </summary>
 internal static class ChildTrial
 {
