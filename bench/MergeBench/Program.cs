@@ -2,13 +2,13 @@ using System.Diagnostics;
 using System.Globalization;
 using System.Text;
 using Onnx;
+using OnnxLora.Bench;
 using OnnxLora.Core;
 using OnnxLora.Core.IO;
 using OnnxLora.Core.Onnx;
 using OnnxLora.Core.Peft;
 using OnnxLora.Core.Safetensors;
 using OnnxLora.Merge;
-using OnnxLora.Bench;
 using OnnxLora.Merge.Onnx;
 
 // Whole-pipeline benchmark at real model sizes: a Llama-3-8B-shaped fp16 checkpoint (hidden 4096, intermediate 14336,
