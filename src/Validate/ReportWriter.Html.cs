@@ -27,7 +27,7 @@ public static partial class ReportWriter
     /// <summary>
     /// A self-contained HTML page (inline CSS, charts as base64 PNG drawn by ScottPlot, no external resources):
     /// status, provider, gates, models, inputs, comparisons with an error chart, latency with distribution and
-    /// per-round charts.
+    /// per-round charts, decode latency with a per-step chart.
     /// </summary>
     public static string ToHtml(ValidationReport report)
     {
@@ -128,6 +128,25 @@ public static partial class ReportWriter
             {
                 Chart(h, ReportCharts.LatencyBoxes(l), "Latency distribution per model");
                 Chart(h, ReportCharts.LatencyTimeline(l), "Latency per interleaved round");
+            }
+        }
+
+        if (report.Decode is { } decode)
+        {
+            h.AppendLine("<h2>Decode (key/value cache)</h2>");
+            h.AppendLine($"<p>{E(DecodeIntro(decode))}</p>");
+            HtmlTable(h, DecodeHeader, DecodeRows(decode).Select(r => r.Select(E).ToArray()), numeric: [1, 2, 3, 4, 5, 6, 7, 8]);
+            if (decode.Ratios.Count > 0)
+            {
+                HtmlTable(h, DecodeRatioHeader, DecodeRatioRows(decode).Select(r => r.Select(E).ToArray()), numeric: [1, 2, 3, 4]);
+            }
+            if (decode.Comparisons.Count > 0)
+            {
+                HtmlTable(h, DecodeComparisonHeader, DecodeComparisonRows(decode).Select(r => r.Select(E).ToArray()), numeric: [1, 2, 3, 4, 5, 6, 7, 8]);
+            }
+            if (decode.Rounds > 0 && decode.NewTokens > 1)
+            {
+                Chart(h, ReportCharts.DecodeSteps(decode), "Latency per decode step");
             }
         }
 

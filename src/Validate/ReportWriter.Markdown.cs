@@ -114,6 +114,23 @@ public static partial class ReportWriter
             }
         }
 
+        if (report.Decode is { } decode)
+        {
+            sb.AppendLine("### Decode (key/value cache)");
+            sb.AppendLine();
+            sb.AppendLine(Cell(DecodeIntro(decode)));
+            sb.AppendLine();
+            Table(sb, DecodeHeader, DecodeRows(decode));
+            if (decode.Ratios.Count > 0)
+            {
+                Table(sb, DecodeRatioHeader, DecodeRatioRows(decode));
+            }
+            if (decode.Comparisons.Count > 0)
+            {
+                Table(sb, DecodeComparisonHeader, DecodeComparisonRows(decode));
+            }
+        }
+
         if (report.Baseline is { } b)
         {
             sb.AppendLine("### Against the baseline");

@@ -96,6 +96,21 @@ public sealed record ValidationOptions
     /// <summary>When set, timed rounds continue until this much time has passed (at least one round) instead of <see cref="Runs"/>.</summary>
     public TimeSpan? Duration { get; init; }
 
+    /// <summary>
+    /// Tokens to generate greedily through the with-past graphs (inputs <c>past_key_values.{i}.key</c> / <c>.value</c>,
+    /// outputs <c>present.{i}.*</c>, the names of Hugging Face Optimum's and ONNX Runtime GenAI's decoder exports) to
+    /// measure the time to first token and the latency per token, and to compare the merged model's generated tokens
+    /// and per-step logits with each reference's (<see cref="ValidationReport.Decode"/>). Every model must have the
+    /// key/value cache. 0 skips decoding; otherwise at least 2 (the first token comes from the prefill). Default 0.
+    /// </summary>
+    public int DecodeTokens { get; init; }
+
+    /// <summary>Prompt length of the decode measurement (generated token ids, seeded, <see cref="Batch"/> rows). Default 16.</summary>
+    public int PromptTokens { get; init; } = 16;
+
+    /// <summary>Timed generations per model of the decode measurement (interleaved rounds, after <see cref="Warmup"/> untimed ones). Default 5.</summary>
+    public int DecodeRuns { get; init; } = 5;
+
     /// <summary>Absolute tolerance: an element fails when |actual − reference| &gt; Atol + Rtol·|reference|. Default 1e-3.</summary>
     public double Atol { get; init; } = 1e-3;
 

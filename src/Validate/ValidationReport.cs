@@ -32,7 +32,10 @@ public enum ModelRole
 public sealed partial record ValidationReport
 {
     /// <summary>The JSON schema identifier and version.</summary>
-    public const string SchemaId = "onnxlora.validation/2";
+    public const string SchemaId = "onnxlora.validation/3";
+
+    /// <summary>The earlier schema <see cref="Load"/> still reads: <c>/3</c> without <see cref="Decode"/> and the decode options.</summary>
+    public const string PreviousSchemaId = "onnxlora.validation/2";
 
     public required ValidationStatus Status { get; init; }
 
@@ -59,6 +62,9 @@ public sealed partial record ValidationReport
 
     /// <summary>Null when latency was not measured (<see cref="ValidationOptions.Runs"/> 0 and no duration).</summary>
     public LatencyReport? Latency { get; init; }
+
+    /// <summary>Greedy generation through the key/value cache; null unless <see cref="ValidationOptions.DecodeTokens"/> &gt; 0.</summary>
+    public DecodeReport? Decode { get; init; }
 
     /// <summary>
     /// This run's latency compared with <see cref="ValidationOptions.BaselineReport"/>'s; null when no baseline was given.
@@ -186,8 +192,11 @@ public sealed record ModelReport(
 /// <param name="Outputs">One entry per compared output.</param>
 public sealed record ComparisonReport(ModelRole Actual, ModelRole Reference, bool Gated, IReadOnlyList<OutputComparison> Outputs)
 {
-    /// <summary>"merged vs unmerged" and the like.</summary>
-    public string Name => $"{Actual.ToString().ToLowerInvariant()} vs {Reference.ToString().ToLowerInvariant()}";
+    /// <summary>"merged vs unmerged" and the like; "merged vs unmerged (decode)" for the decode logits the gates see.</summary>
+    public string Name => $"{Actual.ToString().ToLowerInvariant()} vs {Reference.ToString().ToLowerInvariant()}{(Decode ? " (decode)" : "")}";
+
+    /// <summary>The per-step logits of <see cref="DecodeComparison"/>, as the gates see them (not written: the report has them under decode).</summary>
+    internal bool Decode { get; init; }
 }
 
 /// <summary>

@@ -12,14 +12,20 @@ public static partial class Validator
     internal const string LatencyGate = "max-latency-ratio";
     internal const string RegressionGate = "max-regression";
     internal const string MetricGate = "max-metric-delta";
+    internal const string DecodeGate = "decode-tokens";
 
     private static string G(double v) => v.ToString("G4", CultureInfo.InvariantCulture);
 
     private static (List<GateReport> Gates, List<GateFailure> Failures) Gates(
-        IReadOnlyList<ComparisonReport> comparisons, LatencyReport? latency, BaselineComparison? baseline, TaskMetricsReport? task, ValidationOptions o)
+        IReadOnlyList<ComparisonReport> prefill, DecodeReport? decode, LatencyReport? latency, BaselineComparison? baseline, TaskMetricsReport? task, ValidationOptions o)
     {
         var failures = new List<GateFailure>();
         var gates = new List<GateReport>();
+        // The decode logits (per step, while the tokens agree) are gated as the prefill outputs are.
+        var comparisons = prefill.Concat((decode?.Comparisons ?? []).Select(d => new ComparisonReport(ModelRole.Merged, d.Reference, d.Gated, [d.Logits])
+        {
+            Decode = true,
+        })).ToList();
 
         int before = failures.Count;
         foreach (var c in comparisons)
@@ -60,6 +66,18 @@ public static partial class Validator
         gates.Add(new GateReport(Top1Gate, top1.Count > 0, failures.Count == before, $"top-1 agreement ≥ {G(o.MinTop1 * 100)}%",
             top1.Count == 0 ? $"no gated comparison has output {o.LogitsOutput}"
                 : string.Join("; ", top1.Select(x => $"{x.c.Name}: {G(x.r.Top1Agreement!.Value * 100)}% of {x.r.Top1Positions} positions"))));
+
+        before = failures.Count;
+        var decodeGated = decode?.Comparisons.Where(d => d.Gated).ToList() ?? [];
+        long generated = decode is null ? 0 : (long)decode.BatchSize * decode.NewTokens;
+        foreach (var dc in decodeGated.Where(x => x.MatchingTokens != generated))
+        {
+            failures.Add(new GateFailure(DecodeGate, dc.Name, dc.Logits.Name, dc.MatchingTokens, generated,
+                $"{dc.Name}: {dc.MatchingTokens} of {generated} greedy tokens agree; the first difference is at step {dc.FirstDifferentStep}."));
+        }
+        gates.Add(new GateReport(DecodeGate, decodeGated.Count > 0, failures.Count == before, "every greedy token of merged equals the reference's",
+            decode is null ? "no decoding (DecodeTokens 0)" : decodeGated.Count == 0 ? "no gated reference with a key/value cache"
+                : string.Join("; ", decodeGated.Select(x => $"{x.Name}: {x.MatchingTokens} of {generated} tokens agree"))));
 
         before = failures.Count;
         var ratio = latency?.Ratios.FirstOrDefault(x => x.Numerator == ModelRole.Merged && x.Denominator == ModelRole.Base);

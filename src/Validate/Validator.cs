@@ -81,6 +81,13 @@ public static partial class Validator
                 warnings.Add($"{options.Device} was requested but CPU ran: {factory.FallbackReason}");
             }
             var merged = sessions[0];
+            if (options.DecodeTokens > 0)
+            {
+                foreach (var s in sessions)
+                {
+                    DecodeBench.Check(s, options);
+                }
+            }
 
             var declared = InputBuilder.Declared(sessions.Select(s => (s.Path, s.Inputs)));
             long? vocab = null;
@@ -155,6 +162,8 @@ public static partial class Validator
                 latency = LatencyBench.Measure(sessions, options, batch, tokens, binding, cancellationToken);
             }
 
+            var decode = options.DecodeTokens > 0 ? DecodeBench.Measure(sessions, options, ResolveVocab(), factory.UsesCuda, cancellationToken) : null;
+
             var modelReports = sessions.Select(s => DescribeModel(s, Scan(s.Path), warnings)).ToList();
             var inputsReport = new InputsReport(generated, vocab, vocabSource,
                 [.. inputs.Select(t => new InputSummary(t.Name, t.ElementType, t.Shape, t.Source))]);
@@ -174,6 +183,7 @@ public static partial class Validator
                 Models = modelReports,
                 Comparisons = comparisons,
                 Latency = latency,
+                Decode = decode,
                 PeakMemoryBytes = ProcessMemory.PeakResidentBytes(),
                 TaskMetrics = taskMetrics,
                 Gates = [],
@@ -181,7 +191,7 @@ public static partial class Validator
                 Warnings = warnings,
             };
             var baselineComparison = baseline is null ? null : CompareWithBaseline(baseline, report, options);
-            var (gates, failures) = Gates(comparisons, latency, baselineComparison, taskMetrics, options);
+            var (gates, failures) = Gates(comparisons, decode, latency, baselineComparison, taskMetrics, options);
             return report with
             {
                 Status = failures.Count == 0 ? ValidationStatus.Pass : ValidationStatus.GateFailed,
@@ -330,6 +340,18 @@ public static partial class Validator
         if (o.VocabSize is long v && v < 1)
         {
             throw ValidateThrow.Option("VocabSize", v.ToString(CultureInfo.InvariantCulture), "at least 1");
+        }
+        if (o.DecodeTokens != 0 && o.DecodeTokens < 2)
+        {
+            throw ValidateThrow.Option("DecodeTokens", o.DecodeTokens.ToString(CultureInfo.InvariantCulture), "0 (no decoding) or at least 2 (the first token comes from the prefill, the rest from decode steps)");
+        }
+        if (o.PromptTokens < 1)
+        {
+            throw ValidateThrow.Option("PromptTokens", o.PromptTokens.ToString(CultureInfo.InvariantCulture), "at least 1");
+        }
+        if (o.DecodeRuns < 1)
+        {
+            throw ValidateThrow.Option("DecodeRuns", o.DecodeRuns.ToString(CultureInfo.InvariantCulture), "at least 1");
         }
         foreach (var (name, value) in o.Dims)
         {

@@ -204,8 +204,8 @@ public sealed class CompareCommandTests
         var (code2, _, err2) = CliHarness.Run("compare", old, a, "--out", dir.File("cmp"));
 
         Assert.AreEqual((2, 2), (code1, code2));
-        StringAssert.StartsWith(err1, $"merge-export compare: error: {foreign}: field schema: found none, expected \"onnxlora.validation/2\"");
-        StringAssert.StartsWith(err2, $"merge-export compare: error: {old}: field schema: found \"onnxlora.validation/1\", expected \"onnxlora.validation/2\"");
+        StringAssert.StartsWith(err1, $"merge-export compare: error: {foreign}: field schema: found none, expected \"onnxlora.validation/3\"");
+        StringAssert.StartsWith(err2, $"merge-export compare: error: {old}: field schema: found \"onnxlora.validation/1\", expected \"onnxlora.validation/3\"");
         Assert.HasCount(1, Lines(err2));
     }
 

@@ -64,6 +64,47 @@ public sealed class ReportReaderTests
     }
 
     [TestMethod]
+    public void Load_SchemaVersionTwo_ReadsWithoutDecodeAndWithTheDecodeDefaults()
+    {
+        using var f = new TestFiles();
+        string older = Edited(r =>
+        {
+            r["schema"] = "onnxlora.validation/2";
+            Assert.IsTrue(r.Remove("decode"), "the field must be there to be removed");
+            var options = r["options"]!.AsObject();
+            Assert.IsTrue(options.Remove("decodeTokens") && options.Remove("promptTokens") && options.Remove("decodeRuns"));
+        });
+
+        var read = ValidationReport.Load(Write(f, older));
+
+        Assert.IsNull(read.Decode);
+        Assert.AreEqual(0, read.Options.DecodeTokens);
+        Assert.AreEqual(ValidationOptions.Default.PromptTokens, read.Options.PromptTokens);
+        Assert.AreEqual(ValidationOptions.Default.DecodeRuns, read.Options.DecodeRuns);
+        Assert.AreEqual(ReportWriterTests.KnownReport().Latency!.Models[0].Stats, read.Latency!.Models[0].Stats, "everything else reads as in /3");
+        StringAssert.Contains(ReportWriter.ToJson(read), "\"schema\": \"onnxlora.validation/3\"", "written back in the current schema");
+    }
+
+    [TestMethod]
+    public void Load_KnownReport_ReadsBackTheDecodeSection()
+    {
+        using var f = new TestFiles();
+        var known = ReportWriterTests.KnownReport();
+
+        var read = ValidationReport.Load(Write(f, ReportWriter.ToJson(known))).Decode!;
+
+        Assert.AreEqual(known.Decode!.PromptTokens, read.PromptTokens);
+        CollectionAssert.AreEqual(known.Decode.PromptIds.ToArray(), read.PromptIds.ToArray());
+        CollectionAssert.AreEqual(known.Decode.Models[1].TokenIds.ToArray(), read.Models[1].TokenIds.ToArray());
+        CollectionAssert.AreEqual(known.Decode.Models[0].StepSamplesMs.ToArray(), read.Models[0].StepSamplesMs.ToArray());
+        Assert.AreEqual(known.Decode.Models[0].PerToken, read.Models[0].PerToken);
+        Assert.AreEqual(2, read.Comparisons[0].FirstDifferentStep);
+        Assert.AreEqual("merged vs unmerged (decode)", read.Comparisons[0].Name);
+        Assert.IsTrue(double.IsNaN(read.Models[1].PerToken.MeanMs) && double.IsPositiveInfinity(known.Decode.Models[1].TokensPerSecond) && double.IsNaN(read.Models[1].TokensPerSecond),
+            "non-finite numbers are written as null and read back as NaN");
+    }
+
+    [TestMethod]
     public void Load_ValidatorRun_ReadsBackEveryModelAndSample()
     {
         using var f = new TestFiles();
@@ -92,7 +133,7 @@ public sealed class ReportReaderTests
     [TestMethod]
     public void Load_ForeignJson_NamesTheSchemaField()
     {
-        StringAssert.StartsWith(LoadError("{\"name\": \"model\", \"version\": 3}"), "field schema: found none, expected \"onnxlora.validation/2\" (this is not an OnnxLora validation report)");
+        StringAssert.StartsWith(LoadError("{\"name\": \"model\", \"version\": 3}"), "field schema: found none, expected \"onnxlora.validation/3\" (this is not an OnnxLora validation report)");
         StringAssert.StartsWith(LoadError("[1, 2, 3]"), "top level: found a JSON array, expected an object");
         StringAssert.StartsWith(LoadError("{\"schema\": \"other.tool/2\"}"), "field schema: found \"other.tool/2\", expected");
         StringAssert.StartsWith(LoadError("not json at all"), "top level: found JSON that is truncated or malformed at line 1");
@@ -104,7 +145,7 @@ public sealed class ReportReaderTests
     {
         string message = LoadError(Edited(r => r["schema"] = "onnxlora.validation/1"));
 
-        StringAssert.StartsWith(message, "field schema: found \"onnxlora.validation/1\", expected \"onnxlora.validation/2\"");
+        StringAssert.StartsWith(message, "field schema: found \"onnxlora.validation/1\", expected \"onnxlora.validation/3\"");
         StringAssert.Contains(message, "lack the machine fingerprint and model hashes");
     }
 
@@ -127,7 +168,7 @@ public sealed class ReportReaderTests
     [TestMethod]
     public void Load_MissingField_NamesIt()
     {
-        Assert.AreEqual("field machine: found none, expected a value (every field of onnxlora.validation/2 is present; null where it does not apply).",
+        Assert.AreEqual("field machine: found none, expected a value (every field of onnxlora.validation/3 is present; null where it does not apply).",
             LoadError(Edited(r => r.Remove("machine"))));
         StringAssert.StartsWith(LoadError(Edited(r => r["latency"]!["models"]![1]!.AsObject().Remove("samplesMs"))), "field latency.models[1].samplesMs: found none");
     }

@@ -6,7 +6,7 @@ namespace OnnxLora.Validate.Tests;
 /// <summary>
 /// The JSON report of a hand-made report (no ONNX Runtime run, so every value is fixed) compared byte for byte with
 /// Golden/validation-known.json, and its fields checked by type and value. The golden file pins what readers of
-/// <c>onnxlora.validation/2</c> see: field order, nulls for absent and non-finite numbers, lower-case enums,
+/// <c>onnxlora.validation/3</c> see: field order, nulls for absent and non-finite numbers, lower-case enums,
 /// element type names, number and date formats, unescaped non-ASCII text.
 /// Regenerate (only for an intended change of the schema, documented in docs/report-schema.md):
 /// <c>ONNXLORA_REGENERATE_GOLDEN=1 dotnet test tests/Validate.Tests -c Release --filter Json_KnownReport_MatchesTheGoldenFile</c>.
@@ -45,6 +45,9 @@ public sealed partial class ReportWriterTests
             InterOpThreads = 0,
             GraphOptimization = GraphOptimization.Extended,
             LogitsOutput = "logits",
+            DecodeTokens = 3,
+            PromptTokens = 3,
+            DecodeRuns = 2,
         };
         string[] dims = ["batch", "sequence", "48"];
         var signatureIn = new TensorSignature("input_ids", DType.I64, ["batch", "?"]);
@@ -122,6 +125,25 @@ public sealed partial class ReportWriterTests
                 new BaselineLatency(ModelRole.Base, true, new MedianEstimate(40, 1, 0.9, 1.1), new MedianEstimate(3, 1, 1, 1),
                     new RatioEstimate(1, 0.9, 1.1), null, LatencyVerdict.NoSignificantChange),
             ]),
+            Decode = new DecodeReport(3, [5, 7, 9, 11, 13, 15], 3, 2, 1, 2, "one ONNX Runtime session per model",
+            [
+                new ModelDecode(ModelRole.Merged, new LatencyStats(2, 4, 0.5, 3.5, 4, 4.4, 4.45, 4.49, 4.5), new LatencyStats(4, 1.25, 0.1, 1.1, 1.2, 1.3, 1.35, 1.39, 1.4),
+                    3200, [3.5, 4.5], [1.1, 1.2, 1.3, 1.4], [1, 2, 3, 4, 5, 6]),
+                new ModelDecode(ModelRole.Unmerged, new LatencyStats(2, 5, 0, 5, 5, 5, 5, 5, 5), new LatencyStats(4, double.NaN, 0, 1, 1, 1, 1, 1, 1),
+                    double.PositiveInfinity, [5, 5], [1, 1, 1, 1], [1, 2, 3, 4, 5, 7]),
+            ],
+            [
+                new LatencyRatio("unmerged/merged", ModelRole.Unmerged, ModelRole.Merged, 2, 0.85, 0.85, 0.8, 0.9, 0.82, 0.88),
+            ],
+            [
+                new DecodeComparison(ModelRole.Unmerged, true, 5, 2, 3, new OutputComparison
+                {
+                    Name = "logits", Shape = [3, 2, 48], ActualType = DType.F32, ReferenceType = DType.F16,
+                    Elements = 288, MaxAbsError = 0.5, MaxRelError = 0.25, RmsError = 0.01, CosineSimilarity = 0.999, ReferenceMaxAbs = 9,
+                    BeyondTolerance = 7, NonFiniteActual = 0, NonFiniteReference = 0, WorstIndex = [2, 1, 30], WorstActual = 1.5, WorstReference = 1,
+                    Top1Agreement = 5.0 / 6, Top1Positions = 6,
+                }),
+            ]),
             PeakMemoryBytes = 123_456_789,
             TaskMetrics = new TaskMetricsReport("/data/task.jsonl", "text-classification", "accuracy", 40,
                 [new(ModelRole.Merged, 0.95), new(ModelRole.Unmerged, 0.95), new(ModelRole.Base, 0.5)],
@@ -175,7 +197,7 @@ public sealed partial class ReportWriterTests
         StringAssert.Contains(json, "\"|merged − ref| ≤ 1e-4 + 1e-3·|ref|\"", "non-ASCII text and + are not escaped");
         StringAssert.EndsWith(json, "}\n");
 
-        Assert.AreEqual("onnxlora.validation/2", root.GetProperty("schema").GetString());
+        Assert.AreEqual("onnxlora.validation/3", root.GetProperty("schema").GetString());
         Assert.AreEqual("gateFailed", root.GetProperty("status").GetString());
         Assert.AreEqual("2026-11-29T09:21:42.7757057Z", root.GetProperty("createdUtc").GetString());
         Assert.AreEqual(123_456_789L, root.GetProperty("peakMemoryBytes").GetInt64());

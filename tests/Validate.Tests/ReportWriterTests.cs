@@ -65,7 +65,7 @@ public sealed partial class ReportWriterTests
         using var doc = JsonDocument.Parse(ReportWriter.ToJson(report));
         var root = doc.RootElement;
 
-        Assert.AreEqual("onnxlora.validation/2", root.GetProperty("schema").GetString());
+        Assert.AreEqual("onnxlora.validation/3", root.GetProperty("schema").GetString());
         Assert.AreEqual("gateFailed", root.GetProperty("status").GetString());
         Assert.AreEqual("CPUExecutionProvider", root.GetProperty("provider").GetProperty("used").GetString());
         var failure = root.GetProperty("failures").EnumerateArray().First(x => x.GetProperty("gate").GetString() == "tolerance");

@@ -104,13 +104,84 @@ internal sealed class TinyLm
 
         /// <summary>Name of the output.</summary>
         public string OutputName { get; init; } = "logits";
+
+        /// <summary>
+        /// A with-past graph (<see cref="PastLogits"/>): attention_mask [batch, total_sequence], position_ids,
+        /// past_key_values.0.key/.value in, present.0.key/.value out, in the names of Optimum's decoder exports.
+        /// </summary>
+        public bool WithPast { get; init; }
+    }
+
+    /// <summary>Weight of position_ids in the with-past graph's hidden state.</summary>
+    public const float PositionWeight = 0.01f;
+
+    /// <summary>
+    /// Independent double-precision logits of the with-past graph at one position: the hidden state is
+    /// E[current] + Σ E[t] over every token of the context (past and current chunk, mask ones) + PositionWeight·position.
+    /// </summary>
+    public double[] PastLogits(float[] w, IReadOnlyList<long> context, long current, long position)
+    {
+        var h = new double[Hidden];
+        for (int j = 0; j < Hidden; j++)
+        {
+            double sum = (double)Embedding[current * Hidden + j] + (double)PositionWeight * position;
+            foreach (long t in context)
+            {
+                sum += Embedding[t * Hidden + j];
+            }
+            h[j] = sum;
+        }
+        var logits = new double[Vocab];
+        for (int v = 0; v < Vocab; v++)
+        {
+            double sum = 0;
+            for (int j = 0; j < Hidden; j++)
+            {
+                sum += h[j] * w[j * Vocab + v];
+            }
+            logits[v] = sum;
+        }
+        return logits;
+    }
+
+    /// <summary>Greedy tokens of the with-past graph for one prompt row, from <see cref="PastLogits"/> (fp64).</summary>
+    public long[] GreedyPast(float[] w, long[] prompt, int newTokens)
+    {
+        var context = new List<long>(prompt);
+        var tokens = new long[newTokens];
+        long current = prompt[^1];
+        for (int t = 0; t < newTokens; t++)
+        {
+            var logits = PastLogits(w, context, current, context.Count - 1);
+            int best = 0;
+            for (int v = 1; v < Vocab; v++)
+            {
+                if (logits[v] > logits[best])
+                {
+                    best = v;
+                }
+            }
+            tokens[t] = best;
+            context.Add(best);
+            current = best;
+        }
+        return tokens;
     }
 
     public string Write(string path, Graph g)
     {
         var graph = new GraphProto { Name = "tiny_lm" };
         graph.Input.Add(Value("input_ids", DataType.Int64, "batch", "sequence"));
-        graph.Input.Add(Value("attention_mask", DataType.Int64, "batch", "sequence"));
+        graph.Input.Add(Value("attention_mask", DataType.Int64, "batch", g.WithPast ? "total_sequence" : "sequence"));
+        if (g.WithPast)
+        {
+            string hidden = Hidden.ToString(System.Globalization.CultureInfo.InvariantCulture);
+            graph.Input.Add(Value("position_ids", DataType.Int64, "batch", "sequence"));
+            graph.Input.Add(Value("past_key_values.0.key", DataType.Float, "batch", "1", "past_sequence", hidden));
+            graph.Input.Add(Value("past_key_values.0.value", DataType.Float, "batch", "1", "past_sequence", hidden));
+            graph.Output.Add(Value("present.0.key", DataType.Float, "batch", "1", "total_sequence", hidden));
+            graph.Output.Add(Value("present.0.value", DataType.Float, "batch", "1", "total_sequence", hidden));
+        }
         foreach (string extra in g.ExtraInputs)
         {
             graph.Input.Add(Value(extra, DataType.Int64, "batch", "sequence"));
@@ -134,8 +205,32 @@ internal sealed class TinyLm
 
         graph.Node.Add(Node("Gather", ["embed.weight", "input_ids"], ["emb"]));
         graph.Node.Add(Node("Cast", ["attention_mask"], ["mask_f"], new AttributeProto { Name = "to", Type = AttributeProto.Types.AttributeType.Int, I = (long)DataType.Float }));
-        graph.Node.Add(Node("Unsqueeze", ["mask_f", "axes_last"], ["mask3"]));
-        graph.Node.Add(Node("Mul", ["emb", "mask3"], ["h"]));
+        if (g.WithPast)
+        {
+            // h = emb + Σ_total mask·key + PositionWeight·position, key = emb: the cache holds every earlier token.
+            graph.Initializer.Add(new TensorProto { Name = "axes_1", DataType = (int)DataType.Int64, Dims = { 1 }, Int64Data = { 1 } });
+            graph.Initializer.Add(new TensorProto { Name = "axes_2", DataType = (int)DataType.Int64, Dims = { 1 }, Int64Data = { 2 } });
+            graph.Initializer.Add(new TensorProto { Name = "axes_1_3", DataType = (int)DataType.Int64, Dims = { 2 }, Int64Data = { 1, 3 } });
+            graph.Initializer.Add(FloatTensor("position_weight", [PositionWeight]));
+            var axis2 = new AttributeProto { Name = "axis", Type = AttributeProto.Types.AttributeType.Int, I = 2 };
+            graph.Node.Add(Node("Unsqueeze", ["emb", "axes_1"], ["key"]));
+            graph.Node.Add(Node("Concat", ["past_key_values.0.key", "key"], ["present.0.key"], axis2));
+            graph.Node.Add(Node("Concat", ["past_key_values.0.value", "key"], ["present.0.value"], axis2));
+            graph.Node.Add(Node("Unsqueeze", ["mask_f", "axes_1_3"], ["mask4"]));
+            graph.Node.Add(Node("Mul", ["present.0.key", "mask4"], ["masked_keys"]));
+            graph.Node.Add(Node("ReduceSum", ["masked_keys", "axes_2"], ["context4"]));
+            graph.Node.Add(Node("Squeeze", ["context4", "axes_1"], ["context"]));
+            graph.Node.Add(Node("Cast", ["position_ids"], ["position_f"], new AttributeProto { Name = "to", Type = AttributeProto.Types.AttributeType.Int, I = (long)DataType.Float }));
+            graph.Node.Add(Node("Unsqueeze", ["position_f", "axes_last"], ["position3"]));
+            graph.Node.Add(Node("Mul", ["position3", "position_weight"], ["position_term"]));
+            graph.Node.Add(Node("Add", ["emb", "context"], ["emb_context"]));
+            graph.Node.Add(Node("Add", ["emb_context", "position_term"], ["h"]));
+        }
+        else
+        {
+            graph.Node.Add(Node("Unsqueeze", ["mask_f", "axes_last"], ["mask3"]));
+            graph.Node.Add(Node("Mul", ["emb", "mask3"], ["h"]));
+        }
         string logits = g.Float16Output ? "logits_f32" : g.OutputName;
         if (g.LoraBranch)
         {

@@ -40,7 +40,7 @@ public sealed class ValidatorBaselineTests
         StringAssert.StartsWith(gate.Detail, "median ");
         StringAssert.Contains(gate.Detail, "; relative to the base model (drift-corrected, judged) ");
         Assert.IsNotNull(b.Models[0].RelativeToBase);
-        CollectionAssert.AreEqual(new[] { "finite", "tolerance", "min-top1", "max-latency-ratio", "max-regression", "max-metric-delta" }, report.Gates.Select(g => g.Gate).ToArray());
+        CollectionAssert.AreEqual(new[] { "finite", "tolerance", "min-top1", "decode-tokens", "max-latency-ratio", "max-regression", "max-metric-delta" }, report.Gates.Select(g => g.Gate).ToArray());
     }
 
     [TestMethod]

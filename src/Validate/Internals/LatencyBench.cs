@@ -56,31 +56,46 @@ internal static class LatencyBench
             perModel.Add(new ModelLatency(models[m].Role, stats, batch / seconds, tokens / seconds, samples[m]));
         }
 
-        var ratios = new List<LatencyRatio>();
-        int Index(ModelRole role) => models.ToList().FindIndex(x => x.Role == role);
-        int merged = Index(ModelRole.Merged), unmerged = Index(ModelRole.Unmerged), baseModel = Index(ModelRole.Base), adapter = Index(ModelRole.Adapter);
-        if (merged >= 0 && baseModel >= 0)
-        {
-            ratios.Add(Stats.Ratio("merged/base", ModelRole.Merged, ModelRole.Base, samples[merged], samples[baseModel]));
-        }
-        if (merged >= 0 && unmerged >= 0)
-        {
-            ratios.Add(Stats.Ratio("unmerged/merged", ModelRole.Unmerged, ModelRole.Merged, samples[unmerged], samples[merged]));
-        }
-        if (unmerged >= 0 && baseModel >= 0)
-        {
-            ratios.Add(Stats.Ratio("unmerged/base", ModelRole.Unmerged, ModelRole.Base, samples[unmerged], samples[baseModel]));
-        }
-        if (merged >= 0 && adapter >= 0)
-        {
-            ratios.Add(Stats.Ratio("adapter/merged", ModelRole.Adapter, ModelRole.Merged, samples[adapter], samples[merged]));
-        }
-        if (adapter >= 0 && baseModel >= 0)
-        {
-            ratios.Add(Stats.Ratio("adapter/base", ModelRole.Adapter, ModelRole.Base, samples[adapter], samples[baseModel]));
-        }
+        var ratios = Ratios([.. models.Select(x => x.Role)], samples);
         return new LatencyReport(
             options.Duration is null ? "runs" : "duration", options.Warmup, rounds, options.Duration?.TotalSeconds,
             batch, tokens, binding, perModel, ratios);
     }
+
+    /// <summary>
+    /// The per-round ratios reported between the roles present (merged/base, unmerged/merged, unmerged/base,
+    /// adapter/merged, adapter/base); <paramref name="samples"/>[i] holds role i's per-round values.
+    /// </summary>
+    public static List<LatencyRatio> Ratios(IReadOnlyList<ModelRole> roles, IReadOnlyList<IReadOnlyList<double>> samples)
+    {
+        var ratios = new List<LatencyRatio>();
+        foreach (var (numerator, denominator) in RatioPairs)
+        {
+            int n = IndexOf(numerator), d = IndexOf(denominator);
+            if (n >= 0 && d >= 0)
+            {
+                string name = $"{numerator.ToString().ToLowerInvariant()}/{denominator.ToString().ToLowerInvariant()}";
+                ratios.Add(Stats.Ratio(name, numerator, denominator, samples[n], samples[d]));
+            }
+        }
+        return ratios;
+
+        int IndexOf(ModelRole role)
+        {
+            for (int i = 0; i < roles.Count; i++)
+            {
+                if (roles[i] == role)
+                {
+                    return i;
+                }
+            }
+            return -1;
+        }
+    }
+
+    private static readonly (ModelRole Numerator, ModelRole Denominator)[] RatioPairs =
+    [
+        (ModelRole.Merged, ModelRole.Base), (ModelRole.Unmerged, ModelRole.Merged), (ModelRole.Unmerged, ModelRole.Base),
+        (ModelRole.Adapter, ModelRole.Merged), (ModelRole.Adapter, ModelRole.Base),
+    ];
 }

@@ -104,6 +104,22 @@ internal sealed class ModelSession : IDisposable
     }
 
     /// <summary>
+    /// One unbound run on caller-owned OrtValues (the decode loop), in this session's run options; the caller owns the
+    /// returned outputs, in <paramref name="outputNames"/> order.
+    /// </summary>
+    public IDisposableReadOnlyCollection<OrtValue> Run(IReadOnlyCollection<string> inputNames, IReadOnlyCollection<OrtValue> values, IReadOnlyCollection<string> outputNames)
+    {
+        try
+        {
+            return _session.Run(_runOptions, inputNames, values, outputNames);
+        }
+        catch (OnnxRuntimeException e)
+        {
+            throw ValidateThrow.Invalid(Path, $"ONNX Runtime failed to run a decode step: {e.Message}", e);
+        }
+    }
+
+    /// <summary>
     /// Binds the shared input OrtValues and pre-allocated outputs of the shapes a first run produced, on the device
     /// for CUDA (ORT copies the small CPU inputs in each run), so timed runs allocate nothing.
     /// </summary>

@@ -81,6 +81,49 @@ internal static class ReportCharts
         return plot.GetImageBytes(Width, Height, ImageFormat.Png);
     }
 
+    /// <summary>
+    /// Per-token latency of each model by decode step (the context grows by one token per step): the median over the
+    /// timed rounds, with the p10–p90 band of the rounds as a shaded area, and the median time to first token as a label.
+    /// </summary>
+    public static byte[] DecodeSteps(DecodeReport decode)
+    {
+        var plot = NewPlot();
+        int steps = decode.NewTokens - 1;
+        var xs = Enumerable.Range(1, steps).Select(x => (double)x).ToArray();
+        for (int i = 0; i < decode.Models.Count; i++)
+        {
+            var m = decode.Models[i];
+            int rounds = steps == 0 ? 0 : m.StepSamplesMs.Count / steps;
+            var median = new double[steps];
+            var low = new double[steps];
+            var high = new double[steps];
+            for (int s = 0; s < steps; s++)
+            {
+                var sorted = Enumerable.Range(0, rounds).Select(r => m.StepSamplesMs[r * steps + s]).Order().ToArray();
+                median[s] = Stats.Percentile(sorted, 0.5);
+                low[s] = Stats.Percentile(sorted, 0.1);
+                high[s] = Stats.Percentile(sorted, 0.9);
+            }
+            var colour = Palette[i % Palette.Length];
+            if (rounds > 1)
+            {
+                var band = plot.Add.FillY(xs, low, high);
+                band.FillColor = colour.WithAlpha(0.15);
+                band.LineWidth = 0;
+            }
+            var line = plot.Add.ScatterLine(xs, median, colour);
+            line.LegendText = $"{Fmt.Role(m.Role)} (first token {Fmt.Ms(m.FirstToken.P50Ms)} ms, per token p50 {Fmt.Ms(m.PerToken.P50Ms)} ms)";
+            line.MarkerSize = steps <= 200 ? 4 : 0;
+        }
+        plot.Axes.Bottom.TickGenerator = new ScottPlot.TickGenerators.NumericAutomatic { IntegerTicksOnly = true };
+        plot.Axes.SetLimitsX(0.5, Math.Max(steps, 1) + 0.5);
+        plot.ShowLegend(Alignment.UpperLeft);
+        plot.Title($"Latency per decode step (median of {decode.Rounds} rounds, band p10–p90; prompt {decode.PromptTokens} tokens, batch {decode.BatchSize})");
+        plot.XLabel("decode step (tokens in the cache = prompt + step)");
+        plot.YLabel("ms per token");
+        return plot.GetImageBytes(Width, Height, ImageFormat.Png);
+    }
+
     /// <summary>Max abs and RMS error of every compared output on a log scale, with the absolute tolerance as a line.</summary>
     public static byte[] Errors(ValidationReport report)
     {

@@ -13,7 +13,9 @@ namespace OnnxLora.Validate.Internals;
 /// the JSON's (<see cref="MachineReport"/>, <see cref="ProviderReport"/>, <see cref="InputsReport"/>,
 /// <see cref="TensorSignature"/>, <see cref="OutputComparison"/>, <see cref="LatencyRatio"/>,
 /// <see cref="BaselineLatency"/>, <see cref="GateReport"/>, <see cref="GateFailure"/>) are written as they are.
-/// Property order is field order. The same records read the file back (<see cref="ToReport"/>, ReportReader.cs).
+/// Property order is field order. The same records read the file back (<see cref="ToReport"/>, ReportReader.cs);
+/// fields added after <c>/2</c> (<c>decode</c>, <c>options.decodeTokens</c>, …) are optional parameters, so a
+/// <see cref="ValidationReport.PreviousSchemaId"/> report, which lacks them, reads with their defaults.
 /// </summary>
 internal sealed record ReportJson(
     string Schema,
@@ -33,7 +35,8 @@ internal sealed record ReportJson(
     IReadOnlyList<GateReport> Gates,
     IReadOnlyList<GateFailure> Failures,
     IReadOnlyList<string> Warnings,
-    TaskMetricsReport? TaskMetrics = null)
+    TaskMetricsReport? TaskMetrics = null,
+    DecodeReport? Decode = null)
 {
     /// <summary>
     /// The generated options plus what the attribute cannot say: text is not escaped beyond what JSON requires
@@ -67,7 +70,8 @@ internal sealed record ReportJson(
         r.Gates,
         r.Failures,
         r.Warnings,
-        r.TaskMetrics);
+        r.TaskMetrics,
+        r.Decode);
 
     /// <summary>The report this JSON describes (the inverse of <see cref="From"/>); fields <see cref="From"/> computes are not read.</summary>
     public ValidationReport ToReport() => new()
@@ -90,6 +94,7 @@ internal sealed record ReportJson(
         Failures = Failures,
         Warnings = Warnings,
         TaskMetrics = TaskMetrics,
+        Decode = Decode,
     };
 }
 
@@ -133,14 +138,18 @@ internal sealed record OptionsJson(
     GraphOptimization GraphOptimization,
     string LogitsOutput,
     string? DataFile = null,
-    double? MaxMetricDelta = null)
+    double? MaxMetricDelta = null,
+    int DecodeTokens = 0,
+    int PromptTokens = 16,
+    int DecodeRuns = 5)
 {
     public static OptionsJson From(ValidationOptions o) => new(
         o.Device, o.DeviceId, o.AllowCpuFallback, o.Batch, o.Sequence,
         [.. o.Dims.OrderBy(kv => kv.Key, StringComparer.Ordinal).Select(kv => new DimJson(kv.Key, kv.Value))],
         o.Padding, o.PadTokenId, o.Seed, o.VocabSize, o.InputFiles, o.Warmup, o.Runs, o.Duration?.TotalSeconds,
         o.Atol, o.Rtol, o.MinTop1, o.MaxLatencyRatio, o.BaselineReport, o.MaxRegression, o.AllowDifferentMachines,
-        o.IntraOpThreads, o.InterOpThreads, o.GraphOptimization, o.LogitsOutput, o.DataFile, o.MaxMetricDelta);
+        o.IntraOpThreads, o.InterOpThreads, o.GraphOptimization, o.LogitsOutput, o.DataFile, o.MaxMetricDelta,
+        o.DecodeTokens, o.PromptTokens, o.DecodeRuns);
 
     public ValidationOptions ToOptions() => new()
     {
@@ -171,6 +180,9 @@ internal sealed record OptionsJson(
         LogitsOutput = LogitsOutput,
         DataFile = DataFile,
         MaxMetricDelta = MaxMetricDelta,
+        DecodeTokens = DecodeTokens,
+        PromptTokens = PromptTokens,
+        DecodeRuns = DecodeRuns,
     };
 }
 

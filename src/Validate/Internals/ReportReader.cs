@@ -58,11 +58,11 @@ internal static partial class ReportReader
             {
                 throw ValidateThrow.Invalid(full, "field schema", "none", $"\"{ValidationReport.SchemaId}\" (this is not an OnnxLora validation report)");
             }
-            if (schema.ValueKind != JsonValueKind.String || schema.GetString() != ValidationReport.SchemaId)
+            if (schema.ValueKind != JsonValueKind.String || schema.GetString() is not (ValidationReport.SchemaId or ValidationReport.PreviousSchemaId))
             {
                 string found = schema.ValueKind == JsonValueKind.String ? $"\"{schema.GetString()}\"" : $"a JSON {Kind(schema)}";
                 string why = schema.ValueKind == JsonValueKind.String && schema.GetString()!.StartsWith("onnxlora.validation/", StringComparison.Ordinal)
-                    ? " (another version of the report; reports of onnxlora.validation/1 lack the machine fingerprint and model hashes that comparing needs: run validate again to write one)"
+                    ? $" (another version of the report; {ValidationReport.PreviousSchemaId} is read too, but reports of onnxlora.validation/1 lack the machine fingerprint and model hashes that comparing needs: run validate again to write one)"
                     : " (this is not an OnnxLora validation report)";
                 throw ValidateThrow.Invalid(full, "field schema", found, $"\"{ValidationReport.SchemaId}\"{why}");
             }

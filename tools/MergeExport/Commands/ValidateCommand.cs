@@ -109,6 +109,12 @@ internal sealed class ValidationOptionSet
 
     public Option<double?> MaxMetricDelta { get; } = new Option<double?>("--max-metric-delta") { Description = "With --data: fail (exit 1) when merged and unmerged differ by more than this in the task metric (accuracy as a fraction, or perplexity)." }.Finite(0);
 
+    public Option<int> DecodeTokens { get; } = new Option<int>("--decode-tokens") { Description = "Generate this many tokens greedily through the key/value cache (with-past graphs: export --with-past or --genai): time to first token, per-token latency p50/p90/p99 and tokens/s of every model, and the merged model's tokens and per-step logits compared with each reference's (0: off; else at least 2)." }.AtLeast(0);
+
+    public Option<int> PromptTokens { get; } = new Option<int>("--prompt-tokens") { Description = "With --decode-tokens: prompt length (seeded token ids, --batch rows).", DefaultValueFactory = _ => 16 }.AtLeast(1);
+
+    public Option<int> DecodeRuns { get; } = new Option<int>("--decode-runs") { Description = "With --decode-tokens: timed generations per model (interleaved rounds, after --warmup untimed ones).", DefaultValueFactory = _ => 5 }.AtLeast(1);
+
     public Option<string?> Baseline { get; } = new("--baseline") { Description = "validation.json of an earlier run on this machine: compare latency with it, model by model." };
 
     public PercentOption MaxRegression { get; } = new("--max-regression",
@@ -121,7 +127,7 @@ internal sealed class ValidationOptionSet
         foreach (Option o in new Option[]
         {
             Device, DeviceId, NoFallback, Batch, Seq, Padding, Inputs, Warmup, Runs, Duration, Atol, Rtol, MinTop1, MaxLatencyRatio, Threads, Seed,
-            Data, MaxMetricDelta, Baseline, MaxRegression, AllowDifferentMachines,
+            Data, MaxMetricDelta, DecodeTokens, PromptTokens, DecodeRuns, Baseline, MaxRegression, AllowDifferentMachines,
         })
         {
             command.Options.Add(o);
@@ -151,6 +157,9 @@ internal sealed class ValidationOptionSet
         AllowDifferentMachines = parse.GetValue(AllowDifferentMachines),
         DataFile = parse.GetValue(Data),
         MaxMetricDelta = parse.GetValue(MaxMetricDelta),
+        DecodeTokens = parse.GetValue(DecodeTokens),
+        PromptTokens = parse.GetValue(PromptTokens),
+        DecodeRuns = parse.GetValue(DecodeRuns),
     };
 }
 
@@ -175,6 +184,17 @@ internal static class ValidationOutput
                     ["fallbackReason"] = report.Provider.FallbackReason,
                     ["latencyRatios"] = report.Latency?.Ratios.ToDictionary(r => r.Name, r => (object)new { median = r.Median, p10 = r.P10, p90 = r.P90, pairs = r.Pairs }),
                     ["taskMetrics"] = report.TaskMetrics,
+                    ["decode"] = report.Decode is { } decode ? new
+                    {
+                        promptTokens = decode.PromptTokens,
+                        newTokens = decode.NewTokens,
+                        models = decode.Models.ToDictionary(m => m.Role.ToString().ToLowerInvariant(), m => (object)new
+                        {
+                            firstTokenMs = m.FirstToken.P50Ms, perTokenP50Ms = m.PerToken.P50Ms, perTokenP90Ms = m.PerToken.P90Ms,
+                            perTokenP99Ms = m.PerToken.P99Ms, tokensPerSecond = m.TokensPerSecond,
+                        }),
+                        tokensEqual = decode.Comparisons.ToDictionary(c => c.Name, c => c.MatchingTokens),
+                    } : null,
                     ["maxAbsError"] = report.Comparisons.ToDictionary(c => c.Name, c => c.Outputs.Count == 0 ? 0 : c.Outputs.Max(o => o.MaxAbsError)),
                     ["baseline"] = report.Baseline?.Models.ToDictionary(m => m.Role.ToString().ToLowerInvariant(), m => (object)new
                     {
@@ -214,6 +234,17 @@ internal static class ValidationOutput
                 context.Out.WriteLine($"{task.Metric} on {task.Examples} rows of {Path.GetFileName(task.DataFile)}: "
                     + string.Join(", ", task.Models.Select(m => $"{m.Role.ToString().ToLowerInvariant()} {Value(m.Value)}"))
                     + string.Concat(task.Agreement.Select(a => $"; {a.Role.ToString().ToLowerInvariant()} agrees with merged on {a.Value.ToString("P2", inv)}")));
+            }
+            if (report.Decode is { } d)
+            {
+                foreach (var m in d.Models)
+                {
+                    context.Out.WriteLine($"decode {m.Role.ToString().ToLowerInvariant(),-9} first token {m.FirstToken.P50Ms.ToString("F3", inv)} ms (prompt {d.PromptTokens}), per token p50 {m.PerToken.P50Ms.ToString("F3", inv)} / p90 {m.PerToken.P90Ms.ToString("F3", inv)} / p99 {m.PerToken.P99Ms.ToString("F3", inv)} ms, {m.TokensPerSecond.ToString("F1", inv)} tokens/s");
+                }
+                foreach (var c in d.Comparisons)
+                {
+                    context.Out.WriteLine($"{c.Name,-31} greedy tokens equal {c.MatchingTokens}/{d.BatchSize * d.NewTokens}, logits max abs {c.Logits.MaxAbsError.ToString("G3", inv)} over {c.ComparedSteps} steps{(c.Gated ? "" : " (not gated)")}");
+                }
             }
             foreach (var r in report.Latency?.Ratios ?? [])
             {
