@@ -23,7 +23,10 @@ namespace OnnxLora.MergeExport.Commands;
 /// first trains a short adapter on the sample's task data. Then it merges the adapter into the
 /// checkpoint (streamed), exports that merged checkpoint as merged.onnx and the base checkpoint as base.onnx
 /// and (with the adapter attached) unmerged.onnx, validates merged.onnx against unmerged, base and the
-/// TorchSharp model with the adapter, and writes the reports. Each checkpoint is loaded once.
+/// TorchSharp model with the adapter, and writes the reports. For a decoder it also writes the GenAI folder of the
+/// merged checkpoint (genai-merged/, with the key/value cache) and with-past base and unmerged graphs, validates the
+/// folder's model.onnx against them with decode latency (report-generation/), and prints a continuation generated
+/// from the folder. Each checkpoint is loaded once.
 /// </summary>
 internal sealed class RunCommand : CliCommand
 {
@@ -124,10 +127,20 @@ internal sealed class RunCommand : CliCommand
         }
         ct.ThrowIfCancellationRequested();
         using var eager = LoadedModel.Load(model, null);
+        // With a GenAI folder, the references of the graph that ships there: base and unmerged with the same key/value cache.
+        bool generation = outputs.ContainsKey("genaiMerged");
         Exported("base", ExportCommand.ExportLoaded(eager.Module, model, null, Path.Combine(outDir, "base.onnx"), exportOptions with { Mode = OnnxExportMode.Base }));
+        if (generation)
+        {
+            Exported("baseWithPast", ExportCommand.ExportLoaded(eager.Module, model, null, Path.Combine(outDir, "base-with-past.onnx"), exportOptions with { Mode = OnnxExportMode.Base, UsePast = true }));
+        }
         ct.ThrowIfCancellationRequested();
         PeftModelAdapter.Attach(eager.Module, adapter);
         Exported("unmerged", ExportCommand.ExportLoaded(eager.Module, model, adapter, Path.Combine(outDir, "unmerged.onnx"), exportOptions with { Mode = OnnxExportMode.Unmerged }));
+        if (generation)
+        {
+            Exported("unmergedWithPast", ExportCommand.ExportLoaded(eager.Module, model, adapter, Path.Combine(outDir, "unmerged-with-past.onnx"), exportOptions with { Mode = OnnxExportMode.Unmerged, UsePast = true }));
+        }
         ct.ThrowIfCancellationRequested();
 
         void Exported(string name, ExportResult result)
@@ -146,7 +159,8 @@ internal sealed class RunCommand : CliCommand
             return Cli.Success;
         }
 
-        Context.Info("[5/5] validating merged vs unmerged, base and the TorchSharp model in ONNX Runtime");
+        Context.Info("[5/5] validating merged vs unmerged, base and the TorchSharp model in ONNX Runtime"
+            + (generation ? ", then the generation model with its key/value cache" : ""));
         var options = _validation.Read(parse);
         string taskData = Path.Combine(model, SampleGenerator.TaskFileName);
         if (options.DataFile is null && eager.Module is BertForSequenceClassification && File.Exists(taskData))
@@ -158,9 +172,29 @@ internal sealed class RunCommand : CliCommand
         {
             BasePath = outputs["base"],
             EagerReference = EagerModel.Reference(eager.Module),
-        }, options, ct);
+        }, options with { DecodeTokens = 0 }, ct);
         var paths = ReportWriter.WriteAll(report, Path.Combine(outDir, "report"), Context.Force);
-        int code = ValidationOutput.Print(Context, "run", report, paths, outputs);
+        (ValidationReport, ReportPaths)? shipped = null;
+        if (generation)
+        {
+            // The file that ships is the GenAI folder's with-past graph: validated against the with-past unmerged and
+            // base graphs (prefill with an empty past, then greedy decoding through the cache with decode latency).
+            string genaiModel = Path.Combine(outputs["genaiMerged"], GenAiExporter.ModelFileName);
+            // Input files, task data and the baseline belong to the first validation (input files cannot hold the cache).
+            var decodeOptions = options with
+            {
+                DecodeTokens = options.DecodeTokens > 0 ? options.DecodeTokens : DefaultDecodeTokens,
+                InputFiles = [],
+                DataFile = null,
+                MaxMetricDelta = null,
+                BaselineReport = null,
+                MaxRegression = null,
+            };
+            Context.Info($"      validating the generation model {genaiModel} against unmerged-with-past.onnx and base-with-past.onnx, decoding {decodeOptions.DecodeTokens} tokens");
+            var genaiReport = Validator.Run(new ValidationRequest(genaiModel, outputs["unmergedWithPast"]) { BasePath = outputs["baseWithPast"] }, decodeOptions, ct);
+            shipped = (genaiReport, ReportWriter.WriteAll(genaiReport, Path.Combine(outDir, "report-generation"), Context.Force));
+        }
+        int code = ValidationOutput.Print(Context, "run", report, paths, outputs, shipped);
         if (outputs.TryGetValue("genaiMerged", out string? genaiFolder) && !Context.Json)
         {
             ShowContinuation(genaiFolder, Path.Combine(model, SampleGenerator.TaskFileName));
@@ -168,6 +202,9 @@ internal sealed class RunCommand : CliCommand
         Context.Info($"done in {clock.Elapsed.TotalSeconds.ToString("F1", inv)} s; HTML report: {paths.Html}");
         return code;
     }
+
+    /// <summary>Tokens the generation model decodes in validation when --decode-tokens is not given.</summary>
+    private const int DefaultDecodeTokens = 16;
 
     /// <summary>Prints a short greedy continuation from the GenAI folder, of the first task line's input (up to "=>") or a fixed prompt.</summary>
     private void ShowContinuation(string genaiFolder, string taskFile)

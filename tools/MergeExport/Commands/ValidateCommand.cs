@@ -109,7 +109,7 @@ internal sealed class ValidationOptionSet
 
     public Option<double?> MaxMetricDelta { get; } = new Option<double?>("--max-metric-delta") { Description = "With --data: fail (exit 1) when merged and unmerged differ by more than this in the task metric (accuracy as a fraction, or perplexity)." }.Finite(0);
 
-    public Option<int> DecodeTokens { get; } = new Option<int>("--decode-tokens") { Description = "Generate this many tokens greedily through the key/value cache (with-past graphs: export --with-past or --genai): time to first token, per-token latency p50/p90/p99 and tokens/s of every model, and the merged model's tokens and per-step logits compared with each reference's (0: off; else at least 2)." }.AtLeast(0);
+    public Option<int> DecodeTokens { get; } = new Option<int>("--decode-tokens") { Description = "Generate this many tokens greedily through the key/value cache (with-past graphs: export --with-past or --genai): time to first token, per-token latency p50/p90/p99 and tokens/s of every model, and the merged model's tokens and per-step logits compared with each reference's (0: off, except that run decodes 16 with the generation model; else at least 2)." }.AtLeast(0);
 
     public Option<int> PromptTokens { get; } = new Option<int>("--prompt-tokens") { Description = "With --decode-tokens: prompt length (seeded token ids, --batch rows).", DefaultValueFactory = _ => 16 }.AtLeast(1);
 
@@ -166,36 +166,44 @@ internal sealed class ValidationOptionSet
 /// <summary>Prints a validation outcome for people or as JSON and picks the exit code.</summary>
 internal static class ValidationOutput
 {
-    public static int Print(CliContext context, string command, ValidationReport report, ReportPaths paths, Dictionary<string, string> outputs)
+    /// <summary>
+    /// Prints one validation, or with <paramref name="generation"/> also the validation of the generation model
+    /// (<c>run</c>: the with-past graph that ships in genai-merged/), and returns 0 only when every gate of both passed.
+    /// </summary>
+    public static int Print(CliContext context, string command, ValidationReport report, ReportPaths paths, Dictionary<string, string> outputs,
+        (ValidationReport Report, ReportPaths Paths)? generation = null)
     {
-        bool passed = report.Status == ValidationStatus.Pass;
+        bool passed = report.Status == ValidationStatus.Pass && generation?.Report.Status is null or ValidationStatus.Pass;
         outputs["reportJson"] = paths.Json;
         outputs["reportMarkdown"] = paths.Markdown;
         outputs["reportHtml"] = paths.Html;
+        if (generation is { } g)
+        {
+            outputs["generationReportJson"] = g.Paths.Json;
+            outputs["generationReportMarkdown"] = g.Paths.Markdown;
+            outputs["generationReportHtml"] = g.Paths.Html;
+        }
         if (context.Json)
         {
             var result = new CommandResult(command, passed ? "passed" : "gate-failed")
             {
                 Outputs = outputs,
-                FailedGates = CommandResult.From(report),
+                FailedGates = [.. CommandResult.From(report), .. generation is { } gen ? CommandResult.From(gen.Report) : []],
                 Details =
                 {
                     ["provider"] = report.Provider.Used,
                     ["fallbackReason"] = report.Provider.FallbackReason,
                     ["latencyRatios"] = report.Latency?.Ratios.ToDictionary(r => r.Name, r => (object)new { median = r.Median, p10 = r.P10, p90 = r.P90, pairs = r.Pairs }),
                     ["taskMetrics"] = report.TaskMetrics,
-                    ["decode"] = report.Decode is { } decode ? new
+                    ["decode"] = DecodeDetails(report.Decode),
+                    ["maxAbsError"] = MaxAbsErrors(report),
+                    ["generation"] = generation is { } shipped ? new
                     {
-                        promptTokens = decode.PromptTokens,
-                        newTokens = decode.NewTokens,
-                        models = decode.Models.ToDictionary(m => m.Role.ToString().ToLowerInvariant(), m => (object)new
-                        {
-                            firstTokenMs = m.FirstToken.P50Ms, perTokenP50Ms = m.PerToken.P50Ms, perTokenP90Ms = m.PerToken.P90Ms,
-                            perTokenP99Ms = m.PerToken.P99Ms, tokensPerSecond = m.TokensPerSecond,
-                        }),
-                        tokensEqual = decode.Comparisons.ToDictionary(c => c.Name, c => c.MatchingTokens),
+                        model = shipped.Report.Models[0].Path,
+                        status = shipped.Report.Passed ? "passed" : "gate-failed",
+                        maxAbsError = MaxAbsErrors(shipped.Report),
+                        decode = DecodeDetails(shipped.Report.Decode),
                     } : null,
-                    ["maxAbsError"] = report.Comparisons.ToDictionary(c => c.Name, c => c.Outputs.Count == 0 ? 0 : c.Outputs.Max(o => o.MaxAbsError)),
                     ["baseline"] = report.Baseline?.Models.ToDictionary(m => m.Role.ToString().ToLowerInvariant(), m => (object)new
                     {
                         ratio = m.Ratio.Ratio, low = m.Ratio.Low, high = m.Ratio.High,
@@ -209,69 +217,94 @@ internal static class ValidationOutput
         }
         else
         {
-            var inv = CultureInfo.InvariantCulture;
-            context.Out.WriteLine($"provider: {report.Provider.Used}");
-            if (report.Provider.ShortFallbackReason() is { } why)
+            PrintLines(context, report);
+            if (generation is { } gen)
             {
-                // ONNX Runtime's full text is long; it is in the reports, and on the console with --verbose.
-                context.Out.WriteLine($"CUDA unavailable: {why}; using CPU");
-                if (context.Verbose)
-                {
-                    context.Out.WriteLine($"CUDA unavailable, ONNX Runtime said: {report.Provider.FallbackReason}");
-                }
+                context.Out.WriteLine($"generation model {gen.Report.Models[0].Path} (key/value cache) against {string.Join(" and ", gen.Report.Models.Skip(1).Select(m => Path.GetFileName(m.Path)))}:");
+                PrintLines(context, gen.Report);
             }
-            foreach (var c in report.Comparisons)
-            {
-                foreach (var o in c.Outputs)
-                {
-                    string top1 = o.Top1Agreement is { } t ? $", top-1 agreement {t.ToString("P2", inv)}" : "";
-                    context.Out.WriteLine($"{c.Name,-22} {o.Name}: max abs {o.MaxAbsError.ToString("G3", inv)}, cosine {o.CosineSimilarity.ToString("F6", inv)}{top1}{(c.Gated ? "" : " (not gated)")}");
-                }
-            }
-            if (report.TaskMetrics is { } task)
-            {
-                string Value(double v) => task.Agreement.Count > 0 ? v.ToString("P2", inv) : v.ToString("G5", inv);
-                context.Out.WriteLine($"{task.Metric} on {task.Examples} rows of {Path.GetFileName(task.DataFile)}: "
-                    + string.Join(", ", task.Models.Select(m => $"{m.Role.ToString().ToLowerInvariant()} {Value(m.Value)}"))
-                    + string.Concat(task.Agreement.Select(a => $"; {a.Role.ToString().ToLowerInvariant()} agrees with merged on {a.Value.ToString("P2", inv)}")));
-            }
-            if (report.Decode is { } d)
-            {
-                foreach (var m in d.Models)
-                {
-                    context.Out.WriteLine($"decode {m.Role.ToString().ToLowerInvariant(),-9} first token {m.FirstToken.P50Ms.ToString("F3", inv)} ms (prompt {d.PromptTokens}), per token p50 {m.PerToken.P50Ms.ToString("F3", inv)} / p90 {m.PerToken.P90Ms.ToString("F3", inv)} / p99 {m.PerToken.P99Ms.ToString("F3", inv)} ms, {m.TokensPerSecond.ToString("F1", inv)} tokens/s");
-                }
-                foreach (var c in d.Comparisons)
-                {
-                    context.Out.WriteLine($"{c.Name,-31} greedy tokens equal {c.MatchingTokens}/{d.BatchSize * d.NewTokens}, logits max abs {c.Logits.MaxAbsError.ToString("G3", inv)} over {c.ComparedSteps} steps{(c.Gated ? "" : " (not gated)")}");
-                }
-            }
-            foreach (var r in report.Latency?.Ratios ?? [])
-            {
-                context.Out.WriteLine($"latency {r.Name,-18} median {r.Median.ToString("F3", inv)} (p10 {r.P10.ToString("F3", inv)}, p90 {r.P90.ToString("F3", inv)}, {r.Pairs} interleaved pairs)");
-            }
-            if (report.Baseline is { } baseline)
-            {
-                foreach (var d in baseline.Differences.Where(d => d.Kind != DifferenceKind.Software))
-                {
-                    context.Out.WriteLine($"baseline differs in {d.Field}: {d.Found} (baseline {d.Baseline}); compared because --allow-different-machines was given");
-                }
-                foreach (var m in baseline.Models)
-                {
-                    string level = (baseline.Confidence * 100).ToString("G3", inv) + "% CI";
-                    string relative = m.RelativeToBase is { } d
-                        ? $", relative to base {d.Ratio.ToString("F3", inv)} ({level} {d.Low.ToString("F3", inv)}–{d.High.ToString("F3", inv)})"
-                        : "";
-                    context.Out.WriteLine($"vs baseline {m.Role.ToString().ToLowerInvariant(),-9} median {m.Current.MedianMs.ToString("F3", inv)} ms vs {m.Baseline.MedianMs.ToString("F3", inv)} ms: "
-                        + $"ratio {m.Ratio.Ratio.ToString("F3", inv)} ({level} {m.Ratio.Low.ToString("F3", inv)}–{m.Ratio.High.ToString("F3", inv)}){relative}, {CompareCommand.VerdictWord(m.Verdict)}");
-                }
-            }
-            foreach (var f in report.Failures)
-            {
-                context.Error.WriteLine($"gate failed: {f.Message}");
-            }
-            context.Out.WriteLine($"{(passed ? "PASSED" : "GATE FAILED")}; report: {paths.Html}");
+            context.Out.WriteLine($"{(passed ? "PASSED" : "GATE FAILED")}; report: {paths.Html}{(generation is { } h ? $", {h.Paths.Html}" : "")}");
         }
         return passed ? Cli.Success : Cli.GateFailed;
+    }
+
+    private static Dictionary<string, double> MaxAbsErrors(ValidationReport report) =>
+        report.Comparisons.ToDictionary(c => c.Name, c => c.Outputs.Count == 0 ? 0 : c.Outputs.Max(o => o.MaxAbsError));
+
+    private static object? DecodeDetails(DecodeReport? decode) => decode is null ? null : new
+    {
+        promptTokens = decode.PromptTokens,
+        newTokens = decode.NewTokens,
+        models = decode.Models.ToDictionary(m => m.Role.ToString().ToLowerInvariant(), m => (object)new
+        {
+            firstTokenMs = m.FirstToken.P50Ms, perTokenP50Ms = m.PerToken.P50Ms, perTokenP90Ms = m.PerToken.P90Ms,
+            perTokenP99Ms = m.PerToken.P99Ms, tokensPerSecond = m.TokensPerSecond,
+        }),
+        tokensEqual = decode.Comparisons.ToDictionary(c => c.Name, c => c.MatchingTokens),
+    };
+
+    private static void PrintLines(CliContext context, ValidationReport report)
+    {
+        var inv = CultureInfo.InvariantCulture;
+        context.Out.WriteLine($"provider: {report.Provider.Used}");
+        if (report.Provider.ShortFallbackReason() is { } why)
+        {
+            // ONNX Runtime's full text is long; it is in the reports, and on the console with --verbose.
+            context.Out.WriteLine($"CUDA unavailable: {why}; using CPU");
+            if (context.Verbose)
+            {
+                context.Out.WriteLine($"CUDA unavailable, ONNX Runtime said: {report.Provider.FallbackReason}");
+            }
+        }
+        foreach (var c in report.Comparisons)
+        {
+            foreach (var o in c.Outputs)
+            {
+                string top1 = o.Top1Agreement is { } t ? $", top-1 agreement {t.ToString("P2", inv)}" : "";
+                context.Out.WriteLine($"{c.Name,-22} {o.Name}: max abs {o.MaxAbsError.ToString("G3", inv)}, cosine {o.CosineSimilarity.ToString("F6", inv)}{top1}{(c.Gated ? "" : " (not gated)")}");
+            }
+        }
+        if (report.TaskMetrics is { } task)
+        {
+            string Value(double v) => task.Agreement.Count > 0 ? v.ToString("P2", inv) : v.ToString("G5", inv);
+            context.Out.WriteLine($"{task.Metric} on {task.Examples} rows of {Path.GetFileName(task.DataFile)}: "
+                + string.Join(", ", task.Models.Select(m => $"{m.Role.ToString().ToLowerInvariant()} {Value(m.Value)}"))
+                + string.Concat(task.Agreement.Select(a => $"; {a.Role.ToString().ToLowerInvariant()} agrees with merged on {a.Value.ToString("P2", inv)}")));
+        }
+        if (report.Decode is { } dec)
+        {
+            foreach (var m in dec.Models)
+            {
+                context.Out.WriteLine($"decode {m.Role.ToString().ToLowerInvariant(),-9} first token {m.FirstToken.P50Ms.ToString("F3", inv)} ms (prompt {dec.PromptTokens}), per token p50 {m.PerToken.P50Ms.ToString("F3", inv)} / p90 {m.PerToken.P90Ms.ToString("F3", inv)} / p99 {m.PerToken.P99Ms.ToString("F3", inv)} ms, {m.TokensPerSecond.ToString("F1", inv)} tokens/s");
+            }
+            foreach (var c in dec.Comparisons)
+            {
+                context.Out.WriteLine($"{c.Name,-31} greedy tokens equal {c.MatchingTokens}/{dec.BatchSize * dec.NewTokens}, logits max abs {c.Logits.MaxAbsError.ToString("G3", inv)} over {c.ComparedSteps} steps{(c.Gated ? "" : " (not gated)")}");
+            }
+        }
+        foreach (var r in report.Latency?.Ratios ?? [])
+        {
+            context.Out.WriteLine($"latency {r.Name,-18} median {r.Median.ToString("F3", inv)} (p10 {r.P10.ToString("F3", inv)}, p90 {r.P90.ToString("F3", inv)}, {r.Pairs} interleaved pairs)");
+        }
+        if (report.Baseline is { } baseline)
+        {
+            foreach (var d in baseline.Differences.Where(d => d.Kind != DifferenceKind.Software))
+            {
+                context.Out.WriteLine($"baseline differs in {d.Field}: {d.Found} (baseline {d.Baseline}); compared because --allow-different-machines was given");
+            }
+            foreach (var m in baseline.Models)
+            {
+                string level = (baseline.Confidence * 100).ToString("G3", inv) + "% CI";
+                string relative = m.RelativeToBase is { } d
+                    ? $", relative to base {d.Ratio.ToString("F3", inv)} ({level} {d.Low.ToString("F3", inv)}–{d.High.ToString("F3", inv)})"
+                    : "";
+                context.Out.WriteLine($"vs baseline {m.Role.ToString().ToLowerInvariant(),-9} median {m.Current.MedianMs.ToString("F3", inv)} ms vs {m.Baseline.MedianMs.ToString("F3", inv)} ms: "
+                    + $"ratio {m.Ratio.Ratio.ToString("F3", inv)} ({level} {m.Ratio.Low.ToString("F3", inv)}–{m.Ratio.High.ToString("F3", inv)}){relative}, {CompareCommand.VerdictWord(m.Verdict)}");
+            }
+        }
+        foreach (var f in report.Failures)
+        {
+            context.Error.WriteLine($"gate failed: {f.Message}");
+        }
     }
 }
