@@ -147,6 +147,27 @@ public sealed class PipelineCommandTests
         using var report = JsonDocument.Parse(File.ReadAllText(result.GetProperty("outputs").GetProperty("reportJson").GetString()!));
         var comparisons = report.RootElement.GetProperty("comparisons").EnumerateArray().ToList();
         Assert.IsTrue(comparisons.Count >= 3, "merged vs unmerged, base and eager");
+        Assert.AreEqual(JsonValueKind.Null, report.RootElement.GetProperty("decode").ValueKind, "merged.onnx has no cache");
+
+        // The generation model that ships (the GenAI folder's with-past graph) is the one validated with decoding.
+        using var generation = JsonDocument.Parse(File.ReadAllText(result.GetProperty("outputs").GetProperty("generationReportJson").GetString()!));
+        var root = generation.RootElement;
+        Assert.AreEqual("pass", root.GetProperty("status").GetString());
+        Assert.AreEqual(Path.Combine(result.GetProperty("outputs").GetProperty("genaiMerged").GetString()!, "model.onnx"),
+            root.GetProperty("models")[0].GetProperty("path").GetString());
+        CollectionAssert.AreEqual(new[] { "merged", "unmerged", "base" }, root.GetProperty("models").EnumerateArray().Select(m => m.GetProperty("role").GetString()).ToArray());
+        var decode = root.GetProperty("decode");
+        Assert.AreEqual(16, decode.GetProperty("newTokens").GetInt32());
+        var vsUnmerged = decode.GetProperty("comparisons").EnumerateArray().Single(c => c.GetProperty("reference").GetString() == "unmerged");
+        Assert.AreEqual(16L, vsUnmerged.GetProperty("matchingTokens").GetInt64(), "merged and unmerged generate the same greedy tokens");
+        foreach (var m in decode.GetProperty("models").EnumerateArray())
+        {
+            var perToken = m.GetProperty("perToken");
+            Assert.AreEqual(decode.GetProperty("rounds").GetInt32() * 15, perToken.GetProperty("count").GetInt32());
+            Assert.IsTrue(perToken.GetProperty("p50Ms").GetDouble() <= perToken.GetProperty("p99Ms").GetDouble());
+        }
+        Assert.IsTrue(root.GetProperty("comparisons")[0].GetProperty("outputs").EnumerateArray().Any(o => o.GetProperty("name").GetString() == "present.0.key"),
+            "the prefill comparison covers the cache");
     }
 
     [TestMethod]

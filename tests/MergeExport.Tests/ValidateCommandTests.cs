@@ -139,6 +139,9 @@ public sealed class ValidateCommandTests
     [DataRow("--atol", "NaN")]
     [DataRow("--device", "tpu")]
     [DataRow("--padding", "middle")]
+    [DataRow("--decode-tokens", "-1")]
+    [DataRow("--prompt-tokens", "0")]
+    [DataRow("--decode-runs", "0")]
     public void Validate_InvalidOptionValue_ExitsTwoNamingTheOption(string option, string value)
     {
         using var dir = new TempDir();
@@ -147,6 +150,24 @@ public sealed class ValidateCommandTests
         Assert.AreEqual(2, code, err);
         StringAssert.Contains(err, option);
         Assert.IsFalse(Directory.Exists(dir.File("r")));
+    }
+
+    [TestMethod]
+    public void Validate_DecodeTokensOnAGraphWithoutKeyValueCache_ExitsTwoNamingTheFileAndOption_WritesNothing()
+    {
+        using var dir = new TempDir();
+        string merged = TinyLm(dir.File("merged.onnx"));
+        string unmerged = TinyLm(dir.File("unmerged.onnx"));
+
+        var (code, _, err) = CliHarness.Run("validate", "--merged", merged, "--unmerged", unmerged, "--device", "cpu",
+            "--decode-tokens", "4", "--runs", "0", "--seq", "4", "--report", dir.File("r"));
+
+        Assert.AreEqual(2, code, err);
+        Assert.AreEqual(1, err.Trim().Split('\n').Length, err);
+        StringAssert.Contains(err, merged);
+        StringAssert.Contains(err, "--decode-tokens");
+        StringAssert.Contains(err, "without a key/value cache");
+        Assert.IsFalse(Directory.Exists(dir.File("r")), "no report folder");
     }
 
     [TestMethod]

@@ -258,10 +258,16 @@ internal static class ValidationOutput
         }
         foreach (var c in report.Comparisons)
         {
-            foreach (var o in c.Outputs)
+            // The key/value cache outputs (present.{i}.key/.value) of a with-past graph: one line for all layers.
+            var cache = c.Outputs.Where(o => o.Name.StartsWith("present.", StringComparison.Ordinal)).ToList();
+            foreach (var o in c.Outputs.Except(cache))
             {
                 string top1 = o.Top1Agreement is { } t ? $", top-1 agreement {t.ToString("P2", inv)}" : "";
                 context.Out.WriteLine($"{c.Name,-22} {o.Name}: max abs {o.MaxAbsError.ToString("G3", inv)}, cosine {o.CosineSimilarity.ToString("F6", inv)}{top1}{(c.Gated ? "" : " (not gated)")}");
+            }
+            if (cache.Count > 0)
+            {
+                context.Out.WriteLine($"{c.Name,-22} present.* ({cache.Count} cache outputs): max abs {cache.Max(o => o.MaxAbsError).ToString("G3", inv)}, lowest cosine {cache.Min(o => o.CosineSimilarity).ToString("F6", inv)}{(c.Gated ? "" : " (not gated)")}");
             }
         }
         if (report.TaskMetrics is { } task)
