@@ -83,7 +83,8 @@ internal static class ReportCharts
 
     /// <summary>
     /// Per-token latency of each model by decode step (the context grows by one token per step): the median over the
-    /// timed rounds, with the p10–p90 band of the rounds as a shaded area, and the median time to first token as a label.
+    /// timed rounds, with the rounds' interquartile range (q25–q75) as a shaded band, and the median time to first token
+    /// in the legend.
     /// </summary>
     public static byte[] DecodeSteps(DecodeReport decode)
     {
@@ -101,8 +102,8 @@ internal static class ReportCharts
             {
                 var sorted = Enumerable.Range(0, rounds).Select(r => m.StepSamplesMs[r * steps + s]).Order().ToArray();
                 median[s] = Stats.Percentile(sorted, 0.5);
-                low[s] = Stats.Percentile(sorted, 0.1);
-                high[s] = Stats.Percentile(sorted, 0.9);
+                low[s] = Stats.Percentile(sorted, 0.25);
+                high[s] = Stats.Percentile(sorted, 0.75);
             }
             var colour = Palette[i % Palette.Length];
             if (rounds > 1)
@@ -118,7 +119,7 @@ internal static class ReportCharts
         plot.Axes.Bottom.TickGenerator = new ScottPlot.TickGenerators.NumericAutomatic { IntegerTicksOnly = true };
         plot.Axes.SetLimitsX(0.5, Math.Max(steps, 1) + 0.5);
         plot.ShowLegend(Alignment.UpperLeft);
-        plot.Title($"Latency per decode step (median of {decode.Rounds} rounds, band p10–p90; prompt {decode.PromptTokens} tokens, batch {decode.BatchSize})");
+        plot.Title($"Latency per decode step (median of {decode.Rounds} rounds, band q25–q75; prompt {decode.PromptTokens} tokens, batch {decode.BatchSize})");
         plot.XLabel("decode step (tokens in the cache = prompt + step)");
         plot.YLabel("ms per token");
         return plot.GetImageBytes(Width, Height, ImageFormat.Png);

@@ -287,6 +287,10 @@ internal static class ValidationOutput
             {
                 context.Out.WriteLine($"{c.Name,-31} greedy tokens equal {c.MatchingTokens}/{dec.BatchSize * dec.NewTokens}, logits max abs {c.Logits.MaxAbsError.ToString("G3", inv)} over {c.ComparedSteps} steps{(c.Gated ? "" : " (not gated)")}");
             }
+            foreach (var r in dec.Ratios)
+            {
+                context.Out.WriteLine($"decode {r.Name,-17} per token median {r.Median.ToString("F3", inv)} (p10 {r.P10.ToString("F3", inv)}, p90 {r.P90.ToString("F3", inv)}, {r.Pairs} interleaved rounds)");
+            }
         }
         foreach (var r in report.Latency?.Ratios ?? [])
         {
