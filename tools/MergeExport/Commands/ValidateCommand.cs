@@ -237,8 +237,11 @@ internal static class ValidationOutput
         newTokens = decode.NewTokens,
         models = decode.Models.ToDictionary(m => m.Role.ToString().ToLowerInvariant(), m => (object)new
         {
-            firstTokenMs = m.FirstToken.P50Ms, perTokenP50Ms = m.PerToken.P50Ms, perTokenP90Ms = m.PerToken.P90Ms,
-            perTokenP99Ms = m.PerToken.P99Ms, tokensPerSecond = m.TokensPerSecond,
+            firstTokenMs = m.FirstToken.P50Ms,
+            perTokenP50Ms = m.PerToken.P50Ms,
+            perTokenP90Ms = m.PerToken.P90Ms,
+            perTokenP99Ms = m.PerToken.P99Ms,
+            tokensPerSecond = m.TokensPerSecond,
         }),
         tokensEqual = decode.Comparisons.ToDictionary(c => c.Name, c => c.MatchingTokens),
     };
