@@ -86,12 +86,12 @@ public sealed partial class LlamaAttention : nn.Module<Tensor, Tensor, Tensor, T
         k = LlamaRotaryEmbedding.Apply(k, cos, sin);
         if (cache is not null)
         {
+            if (mask is null && seq != 1 && cache[layerIndex] is not null)
+            {
+                throw ModelThrow.Misuse(nameof(mask), "attention mask", "null with a past and several new tokens", "an explicit mask [batch, 1, seq, past + seq]");
+            }
             // Cached heads are unrepeated (num_kv_heads), as in Hugging Face's cache and the exported present.*.
             (k, v) = cache.Update(layerIndex, k, v);
-        }
-        if (mask is null && k.shape[2] != seq && seq != 1)
-        {
-            throw ModelThrow.Misuse(nameof(mask), "attention mask", "null with a past and several new tokens", "an explicit mask [batch, 1, seq, past + seq]");
         }
         int groups = NumHeads / NumKeyValueHeads;
         if (groups > 1)
