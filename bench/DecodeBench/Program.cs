@@ -17,8 +17,10 @@ using OnnxLora.Models.Onnx;
 //  2. achieved weight bytes/s (weight bytes × cached tokens/s) over this machine's copy bandwidth (memcpy of a
 //     buffer far larger than the last-level cache), measured in the same run;
 //  3. our GenAI folder in ONNX Runtime GenAI vs our own ONNX Runtime loop over the same graph.
+// With --eager, instead: the TorchSharp EagerGenerator (fp32) with its key/value cache vs recomputing the whole
+// sequence each step, tokens/s at each context length (no export, no ONNX Runtime).
 //   dotnet run -c Release --project bench/DecodeBench -- [--hidden 1024] [--layers 12] [--vocab 32000]
-//       [--lengths 64,256,1024] [--steps 16] [--trials 3] [--dtype fp32|fp16] [--threads 2]
+//       [--lengths 64,256,1024] [--steps 16] [--trials 3] [--dtype fp32|fp16] [--threads 2] [--eager]
 var inv = CultureInfo.InvariantCulture;
 int hidden = IntArg("--hidden", 1024), layers = IntArg("--layers", 12), vocab = IntArg("--vocab", 32000);
 int steps = IntArg("--steps", 16), trials = IntArg("--trials", 3), threads = IntArg("--threads", 2);
@@ -42,6 +44,13 @@ using var model = LlamaForCausalLM.CreateRandom(config, seed: 1, std: 0.02);
 model.eval();
 long weightBytes = model.parameters().Sum(p => p.numel()) * dtype.SizeOf();
 Console.WriteLine($"model: llama hidden {hidden}, layers {layers}, heads {config.NumAttentionHeads}/{config.NumKeyValueHeads} kv, vocab {vocab}, {dtype}, weights {weightBytes / 1e6:F0} MB; ORT intra-op threads {threads}; load: {File.ReadAllText("/proc/loadavg").Trim()}");
+var random = new Random(7);
+if (args.Contains("--eager"))
+{
+    EagerRows();
+    Directory.Delete(dir, recursive: true);
+    return;
+}
 var options = new ExportOptions { Mode = OnnxExportMode.Base, WeightType = dtype, ExternalData = OnnxExternalData.Always };
 string genaiDir = Path.Combine(dir, "genai");
 string tokenizerDir = Path.Combine(FindRepoRoot(), "models", "tiny-llama");
@@ -52,7 +61,6 @@ OnnxExporter.Export(model, noCachePath, options);
 using var sessionOptions = new SessionOptions { IntraOpNumThreads = threads, LogSeverityLevel = OrtLoggingLevel.ORT_LOGGING_LEVEL_ERROR };
 using var cached = new InferenceSession(Path.Combine(genaiDir, GenAiExporter.ModelFileName), sessionOptions);
 using var full = new InferenceSession(noCachePath, sessionOptions);
-var random = new Random(7);
 Console.WriteLine();
 Console.WriteLine("| context | with cache: tokens/s (median, range) | recompute: tokens/s (median, range) | cache / recompute |");
 Console.WriteLine("|---|---|---|---|");
@@ -100,6 +108,40 @@ using (new OgaHandle())
     Console.WriteLine("(GenAI runs with its default session options; the own loop with the intra-op threads above.)");
 }
 Directory.Delete(dir, recursive: true);
+
+// The TorchSharp generator (fp32, greedy), alternating trial by trial: with its cache ('steps' decode steps after the
+// prefill) and recomputing the whole sequence (fewer steps at this size); tokens/s over the steps after the first token.
+void EagerRows()
+{
+    TorchSharp.torch.set_num_threads(threads);
+    Console.WriteLine($"TorchSharp intra-op threads {threads}");
+    Console.WriteLine();
+    Console.WriteLine("| context | eager with cache: tokens/s (median, range) | eager recompute: tokens/s (median, range) | cache / recompute | prefill ms with cache (median) |");
+    Console.WriteLine("|---|---|---|---|---|");
+    using var withCache = new EagerGenerator(model, tokenizer: null);
+    using var withoutCache = new EagerGenerator(model, tokenizer: null, useKeyValueCache: false);
+    // Warm-up (libtorch's first calls allocate and pick kernels), not measured.
+    withCache.Generate([3, 4, 5, 6], new GenerationOptions { MaxNewTokens = 3 });
+    withoutCache.Generate([3, 4, 5, 6], new GenerationOptions { MaxNewTokens = 3 });
+    foreach (int length in lengths)
+    {
+        int[] prompt = [.. Enumerable.Range(0, length).Select(_ => random.Next(3, vocab - 1))];
+        var cachedRuns = new List<double>();
+        var recomputeRuns = new List<double>();
+        var prefill = new List<double>();
+        for (int t = 0; t < trials; t++)
+        {
+            var a = withCache.Generate(prompt, new GenerationOptions { MaxNewTokens = steps + 1 });
+            cachedRuns.Add(a.TokenMs.Count / a.TokenMs.Sum() * 1000);
+            prefill.Add(a.TimeToFirstTokenMs);
+            var b = withoutCache.Generate(prompt, new GenerationOptions { MaxNewTokens = Math.Max(2, steps / 4) + 1 });
+            recomputeRuns.Add(b.TokenMs.Count / b.TokenMs.Sum() * 1000);
+        }
+        double x = Median(cachedRuns), y = Median(recomputeRuns);
+        Console.WriteLine(string.Create(inv, $"| {length} | {x:F2} ({cachedRuns.Min():F2}–{cachedRuns.Max():F2}) | {y:F3} ({recomputeRuns.Min():F3}–{recomputeRuns.Max():F3}) | {x / y:F1}× | {Median(prefill):F0} |"));
+    }
+    Console.WriteLine($"load at the end: {File.ReadAllText("/proc/loadavg").Trim()}");
+}
 
 // Prefill the prompt, then 'steps' single-token decode steps feeding back present as past; tokens/s of the decode steps.
 double CachedTokensPerSecond(InferenceSession session, long[] prompt, int count)

@@ -8,25 +8,29 @@ namespace OnnxLora.Generate;
 
 /// <summary>
 /// Generation with the TorchSharp model itself (fp32, eval mode, no gradients), the reference the exported model is
-/// compared with. It has no key/value cache: each step runs the whole sequence so far, so a step costs O(length)
-/// and only short generations are practical.
+/// compared with. With its key/value cache (<see cref="KeyValueCache"/>, the default) the prompt runs once (prefill) and
+/// each later step runs only the new token against the cached keys and values; without it each step runs the whole
+/// sequence so far (O(length) per token: the plain definition, kept for comparisons).
 /// </summary>
 public sealed class EagerGenerator : ITextGenerator
 {
     private readonly LlamaForCausalLM _model;
     private readonly CheckpointTokenizer? _tokenizer;
     private readonly bool _ownsModel;
+    private readonly bool _useCache;
 
     /// <summary>
     /// Generates with <paramref name="model"/> (put in eval mode; disposed with this when <paramref name="ownsModel"/>);
-    /// <paramref name="tokenizer"/> is needed for text.
+    /// <paramref name="tokenizer"/> is needed for text. <paramref name="useKeyValueCache"/> false recomputes the whole
+    /// sequence at every step (same tokens, slower).
     /// </summary>
-    public EagerGenerator(LlamaForCausalLM model, CheckpointTokenizer? tokenizer, bool ownsModel = false)
+    public EagerGenerator(LlamaForCausalLM model, CheckpointTokenizer? tokenizer, bool ownsModel = false, bool useKeyValueCache = true)
     {
         ArgumentNullException.ThrowIfNull(model);
         _model = model;
         _tokenizer = tokenizer;
         _ownsModel = ownsModel;
+        _useCache = useKeyValueCache;
         _model.eval();
     }
 
@@ -60,14 +64,18 @@ public sealed class EagerGenerator : ITextGenerator
         var sequence = promptTokens.Select(t => (long)t).ToList();
         var recorder = new GenerationRecorder(promptTokens, onText);
         using var noGrad = no_grad();
+        using var cache = _useCache ? _model.CreateCache() : null;
         recorder.Start();
         while (sequence.Count < maxLength && recorder.Count < options.MaxNewTokens)
         {
             int token;
             using (NewDisposeScope())
             {
-                var ids = tensor(sequence.ToArray(), [1, sequence.Count]);
-                var last = _model.forward(ids, null)[0, -1].to(ScalarType.Float32).contiguous();
+                // The tokens the cache has not seen: the whole prompt first (prefill), then the last new token.
+                // Without a cache, the whole sequence every step. Batch 1, no padding: default positions and mask.
+                long[] input = sequence.Skip((int)(cache?.Length ?? 0)).ToArray();
+                var ids = tensor(input, [1, input.Length]);
+                var last = _model.forward(ids, null, null, cache)[0, -1].to(ScalarType.Float32).contiguous();
                 token = sampler.Next(last.data<float>().ToArray());
             }
             sequence.Add(token);

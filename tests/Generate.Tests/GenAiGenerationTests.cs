@@ -9,7 +9,8 @@ namespace OnnxLora.Generate.Tests;
 
 /// <summary>
 /// The sample's GenAI folders run in ONNX Runtime GenAI (CPU) and generate exactly the tokens the TorchSharp model
-/// generates greedily from the merged checkpoint (an independent path: checkpoint merge, eager fp32, no cache).
+/// generates greedily from the merged checkpoint (an independent path: checkpoint merge, eager fp32 with its own
+/// key/value cache, which <see cref="EagerGeneratorTests"/> checks against recomputing the whole sequence).
 /// </summary>
 [TestClass]
 public sealed class GenAiGenerationTests

@@ -24,15 +24,19 @@ internal static class InputChecks
     }
 
     /// <summary>An optional int tensor with the same [batch, seq] shape as the ids.</summary>
-    public static void SameShape(Tensor? tensor, Tensor ids, string paramName)
+    public static void SameShape(Tensor? tensor, Tensor ids, string paramName) =>
+        IntegerOfShape(tensor, ids.shape, paramName, "like input_ids");
+
+    /// <summary>An optional int tensor of shape <paramref name="shape"/>; <paramref name="like"/> says what that shape is in the message.</summary>
+    public static void IntegerOfShape(Tensor? tensor, long[] shape, string paramName, string like)
     {
         if (tensor is null)
         {
             return;
         }
-        if (!tensor.shape.SequenceEqual(ids.shape) || is_floating_point(tensor))
+        if (!tensor.shape.SequenceEqual(shape) || is_floating_point(tensor))
         {
-            throw ModelThrow.Argument(paramName, paramName, $"{tensor.dtype} {ModelThrow.Shape(tensor.shape)}", $"an integer tensor {ModelThrow.Shape(ids.shape)} like input_ids");
+            throw ModelThrow.Argument(paramName, paramName, $"{tensor.dtype} {ModelThrow.Shape(tensor.shape)}", $"an integer tensor {ModelThrow.Shape(shape)} {like}");
         }
     }
 }

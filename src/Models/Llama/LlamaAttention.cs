@@ -61,7 +61,21 @@ public sealed partial class LlamaAttention : nn.Module<Tensor, Tensor, Tensor, T
     /// <param name="sin">[batch, seq, d].</param>
     /// <param name="mask">Additive mask [batch or 1, 1, seq, seq] (0 allowed, float.MinValue masked), or null for plain causal
     /// attention (query i attends keys 0..i), which <see cref="LlamaModel"/> passes when no row has padding and no sliding window applies.</param>
-    public override Tensor forward(Tensor hidden, Tensor cos, Tensor sin, Tensor? mask)
+    public override Tensor forward(Tensor hidden, Tensor cos, Tensor sin, Tensor? mask) => forward(hidden, cos, sin, mask, null, 0);
+
+    /// <summary>
+    /// As <see cref="forward(Tensor, Tensor, Tensor, Tensor?)"/>, with the new keys (after the rotation) and values
+    /// appended to layer <paramref name="layerIndex"/> of <paramref name="cache"/> and attention over all the cached
+    /// keys, the new queries being the last seq positions (the same math as <see cref="EmitOnnx"/> with a past).
+    /// </summary>
+    /// <param name="hidden">[batch, seq, hidden].</param>
+    /// <param name="cos">[batch, seq, d] of the new tokens' positions.</param>
+    /// <param name="sin">[batch, seq, d].</param>
+    /// <param name="mask">Additive mask [batch or 1, 1, seq, past + seq], or null when every query attends every key up
+    /// to its own position: plain causal without a past, or a single new token (seq 1).</param>
+    /// <param name="cache">The cache to read and extend, or null for none (past 0).</param>
+    /// <param name="layerIndex">This layer's index in <paramref name="cache"/>.</param>
+    public Tensor forward(Tensor hidden, Tensor cos, Tensor sin, Tensor? mask, KeyValueCache? cache, int layerIndex)
     {
         using var scope = NewDisposeScope();
         long batch = hidden.shape[0], seq = hidden.shape[1];
@@ -70,6 +84,15 @@ public sealed partial class LlamaAttention : nn.Module<Tensor, Tensor, Tensor, T
         var v = VProj.call(hidden).view(batch, seq, NumKeyValueHeads, HeadDim).transpose(1, 2);
         q = LlamaRotaryEmbedding.Apply(q, cos, sin);
         k = LlamaRotaryEmbedding.Apply(k, cos, sin);
+        if (cache is not null)
+        {
+            if (mask is null && seq != 1 && cache[layerIndex] is not null)
+            {
+                throw ModelThrow.Misuse(nameof(mask), "attention mask", "null with a past and several new tokens", "an explicit mask [batch, 1, seq, past + seq]");
+            }
+            // Cached heads are unrepeated (num_kv_heads), as in Hugging Face's cache and the exported present.*.
+            (k, v) = cache.Update(layerIndex, k, v);
+        }
         int groups = NumHeads / NumKeyValueHeads;
         if (groups > 1)
         {
@@ -79,7 +102,9 @@ public sealed partial class LlamaAttention : nn.Module<Tensor, Tensor, Tensor, T
         // libtorch's fused attention (flash kernel on CPU: no [batch, heads, seq, seq] probabilities kept for
         // backward); its default scale is 1/√d = Scaling. The same formula as HF's eager attention.
         // A null mask is plain causal attention: is_causal lets the kernel skip the blocks above the diagonal.
-        var attended = nn.functional.scaled_dot_product_attention(q, k, v, mask, training ? AttentionDropout : 0.0, is_casual: mask is null);
+        // libtorch aligns is_causal's mask to the top left, so it means "causal" only when keys and queries are the same
+        // positions; a single new token after a past attends every key and needs no mask at all.
+        var attended = nn.functional.scaled_dot_product_attention(q, k, v, mask, training ? AttentionDropout : 0.0, is_casual: mask is null && k.shape[2] == seq);
         var context = attended.transpose(1, 2).reshape(batch, seq, (long)NumHeads * HeadDim);
         return OProj.call(context).MoveToOuterDisposeScope();
     }

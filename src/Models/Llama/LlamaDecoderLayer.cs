@@ -30,11 +30,14 @@ public sealed partial class LlamaDecoderLayer : nn.Module<Tensor, Tensor, Tensor
     [field: ComponentName(Name = "post_attention_layernorm")]
     public LlamaRmsNorm PostAttentionLayernorm { get; }
 
-    /// <inheritdoc cref="LlamaAttention.forward"/>
-    public override Tensor forward(Tensor hidden, Tensor cos, Tensor sin, Tensor? mask)
+    /// <inheritdoc cref="LlamaAttention.forward(Tensor, Tensor, Tensor, Tensor?)"/>
+    public override Tensor forward(Tensor hidden, Tensor cos, Tensor sin, Tensor? mask) => forward(hidden, cos, sin, mask, null, 0);
+
+    /// <inheritdoc cref="LlamaAttention.forward(Tensor, Tensor, Tensor, Tensor?, KeyValueCache?, int)"/>
+    public Tensor forward(Tensor hidden, Tensor cos, Tensor sin, Tensor? mask, KeyValueCache? cache, int layerIndex)
     {
         using var scope = NewDisposeScope();
-        var h = hidden + SelfAttn.call(InputLayernorm.call(hidden), cos, sin, mask);
+        var h = hidden + SelfAttn.forward(InputLayernorm.call(hidden), cos, sin, mask, cache, layerIndex);
         var output = h + Mlp.call(PostAttentionLayernorm.call(h));
         return output.MoveToOuterDisposeScope();
     }

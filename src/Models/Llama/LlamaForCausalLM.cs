@@ -53,13 +53,23 @@ public sealed partial class LlamaForCausalLM : nn.Module<Tensor, Tensor?, Tensor
     /// <summary>Logits [batch, seq, vocab] for token ids [batch, seq] and an optional 0/1 padding mask [batch, seq].</summary>
     public override Tensor forward(Tensor inputIds, Tensor? attentionMask) => forward(inputIds, attentionMask, null);
 
-    /// <inheritdoc cref="LlamaModel.forward"/>
-    public Tensor forward(Tensor inputIds, Tensor? attentionMask, Tensor? positionIds)
+    /// <inheritdoc cref="LlamaModel.forward(Tensor, Tensor?, Tensor?)"/>
+    public Tensor forward(Tensor inputIds, Tensor? attentionMask, Tensor? positionIds) => forward(inputIds, attentionMask, positionIds, null);
+
+    /// <summary>
+    /// Logits [batch, seq, vocab] of the new tokens <paramref name="inputIds"/>, continuing those held in
+    /// <paramref name="cache"/> (extended by this call): prefill with an empty cache, then decode a token at a time.
+    /// </summary>
+    /// <inheritdoc cref="LlamaModel.forward(Tensor, Tensor?, Tensor?, KeyValueCache?)"/>
+    public Tensor forward(Tensor inputIds, Tensor? attentionMask, Tensor? positionIds, KeyValueCache? cache)
     {
         using var scope = NewDisposeScope();
-        var hidden = Model.call(inputIds, attentionMask, positionIds);
+        var hidden = Model.forward(inputIds, attentionMask, positionIds, cache);
         return LmHead.call(hidden).MoveToOuterDisposeScope();
     }
+
+    /// <summary>An empty key/value cache for this model's layers.</summary>
+    public KeyValueCache CreateCache() => new(Config.NumHiddenLayers);
 
     /// <summary>Loads config.json and the safetensors weights (single file or shards; F32/F16/BF16 stored, fp32 in memory).</summary>
     /// <exception cref="OnnxLoraException">Bad input: the config is invalid or not LLaMA-family, or the weights do not match it (every missing, unexpected or misshapen tensor is listed).</exception>

@@ -14,7 +14,7 @@ public sealed partial class LlamaModel
     /// Emits the stack for <paramref name="inputIds"/> and <paramref name="attentionMask"/>; returns the
     /// final normed hidden states [batch, sequence, hidden] and, with <paramref name="past"/> (one entry per
     /// layer), each layer's present key and value. <paramref name="positionIds"/> may be null for the positions
-    /// past..total−1 (0..sequence−1 without a past, as <see cref="forward"/> does).
+    /// past..total−1 (0..sequence−1 without a past), as <see cref="forward(TorchSharp.torch.Tensor, TorchSharp.torch.Tensor?, TorchSharp.torch.Tensor?, KeyValueCache?)"/> does.
     /// </summary>
     /// <remarks>
     /// With a past, <paramref name="attentionMask"/> spans the total sequence (past + new tokens) and the new

@@ -52,41 +52,58 @@ public sealed partial class LlamaModel : nn.Module<Tensor, Tensor?, Tensor?, Ten
     /// <param name="inputIds">Token ids [batch, seq], int64.</param>
     /// <param name="attentionMask">1 for real tokens and 0 for padding [batch, seq] (int64; left or right padding), or null for none.</param>
     /// <param name="positionIds">Positions [batch, seq] (int64), or null for 0..seq-1 in every row.</param>
-    public override Tensor forward(Tensor inputIds, Tensor? attentionMask, Tensor? positionIds)
+    public override Tensor forward(Tensor inputIds, Tensor? attentionMask, Tensor? positionIds) => forward(inputIds, attentionMask, positionIds, null);
+
+    /// <summary>
+    /// As <see cref="forward(Tensor, Tensor?, Tensor?)"/>, continuing the tokens held in <paramref name="cache"/> (which
+    /// this call extends by <paramref name="inputIds"/>'s tokens): the new tokens are the total sequence's last seq
+    /// positions. The same inputs and math as the with-past ONNX emission (<see cref="EmitOnnx"/>).
+    /// </summary>
+    /// <param name="inputIds">The new tokens' ids [batch, seq], int64.</param>
+    /// <param name="attentionMask">1/0 [batch, past + seq] over the cached and the new tokens (left padding of a batch stays
+    /// in it for every later step), or null for no padding.</param>
+    /// <param name="positionIds">The new tokens' positions [batch, seq] (for a left-padded batch, cumsum(mask) − 1 as
+    /// <see cref="PositionIdsFromMask"/> gives, its last seq columns), or null for past..past+seq−1 in every row.</param>
+    /// <param name="cache">The cache of this model's layers to read and extend, or null for none.</param>
+    public Tensor forward(Tensor inputIds, Tensor? attentionMask, Tensor? positionIds, KeyValueCache? cache)
     {
         InputChecks.TokenIds(inputIds, Config.VocabSize, nameof(inputIds));
-        InputChecks.SameShape(attentionMask, inputIds, nameof(attentionMask));
+        long batch = inputIds.shape[0], seq = inputIds.shape[1], past = cache?.Length ?? 0;
+        if (cache is not null && cache.LayerCount != Layers.Count)
+        {
+            throw ModelThrow.Misuse(nameof(cache), "key/value cache", $"{cache.LayerCount} layers", $"{Layers.Count} layers like the model");
+        }
+        InputChecks.IntegerOfShape(attentionMask, [batch, past + seq], nameof(attentionMask), "[batch, past + seq] over the cached and the new tokens");
         InputChecks.SameShape(positionIds, inputIds, nameof(positionIds));
         using var scope = NewDisposeScope();
-        long batch = inputIds.shape[0], seq = inputIds.shape[1];
-        positionIds ??= arange(seq, ScalarType.Int64, inputIds.device).unsqueeze(0).expand(batch, seq);
+        positionIds ??= arange(past, past + seq, ScalarType.Int64, inputIds.device).unsqueeze(0).expand(batch, seq);
         var (cos, sin) = RotaryEmb.call(positionIds);
-        var mask = BuildAttentionMask(attentionMask, batch, seq, Config.SlidingWindow, inputIds.device);
+        var mask = BuildAttentionMask(attentionMask, batch, seq, past, Config.SlidingWindow, inputIds.device);
         var h = EmbedTokens.call(inputIds);
-        foreach (var layer in Layers)
+        for (int i = 0; i < Layers.Count; i++)
         {
-            h = layer.call(h, cos, sin, mask);
+            h = Layers[i].forward(h, cos, sin, mask, cache, i);
         }
         return Norm.call(h).MoveToOuterDisposeScope();
     }
 
     /// <summary>
-    /// The additive attention mask [batch or 1, 1, seq, seq]: 0 where query i may attend key j
-    /// (j ≤ i, key not padding, and i − j &lt; window when a sliding window is set), float.MinValue elsewhere;
-    /// null when that is plain causal attention (no padding in any row, no window shorter than the sequence),
-    /// which the attention computes without a mask.
+    /// The additive attention mask [batch or 1, 1, seq, past + seq] for the new tokens at positions past..past+seq−1:
+    /// 0 where query i may attend key j (j ≤ i, key not padding, and i − j &lt; window when a sliding window is set),
+    /// float.MinValue elsewhere; null when every query attends every key up to its own (no padding in any row, no
+    /// window shorter than the keys, and no past or a single new token), which the attention computes without a mask.
     /// </summary>
-    internal static Tensor? BuildAttentionMask(Tensor? attentionMask, long batch, long seq, int? slidingWindow, Device device)
+    internal static Tensor? BuildAttentionMask(Tensor? attentionMask, long batch, long seq, long past, int? slidingWindow, Device device)
     {
         using var scope = NewDisposeScope();
-        bool windowed = slidingWindow is int w && w < seq;
-        if (!windowed && (attentionMask is null || attentionMask.ne(0).all().item<bool>()))
+        long total = past + seq;
+        bool windowed = slidingWindow is int w && w < total;
+        if (!windowed && (past == 0 || seq == 1) && (attentionMask is null || attentionMask.ne(0).all().item<bool>()))
         {
             return null;
         }
-        var index = arange(seq, ScalarType.Int64, device);
-        var query = index.unsqueeze(1);
-        var key = index.unsqueeze(0);
+        var query = arange(past, total, ScalarType.Int64, device).unsqueeze(1);
+        var key = arange(total, ScalarType.Int64, device).unsqueeze(0);
         var allowed = key <= query;
         if (slidingWindow is int window)
         {
@@ -95,7 +112,7 @@ public sealed partial class LlamaModel : nn.Module<Tensor, Tensor?, Tensor?, Ten
         allowed = allowed.unsqueeze(0).unsqueeze(0);
         if (attentionMask is not null)
         {
-            allowed = allowed.logical_and(attentionMask.ne(0).view(batch, 1, 1, seq));
+            allowed = allowed.logical_and(attentionMask.ne(0).view(batch, 1, 1, total));
         }
         var mask = zeros(allowed.shape, ScalarType.Float32, device).masked_fill(allowed.logical_not(), float.MinValue);
         return mask.MoveToOuterDisposeScope();

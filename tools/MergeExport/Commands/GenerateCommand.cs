@@ -10,7 +10,7 @@ namespace OnnxLora.MergeExport.Commands;
 /// <summary>
 /// <c>generate</c>: prompt in, text out, streamed token by token, from an ONNX Runtime GenAI folder (<c>--genai</c>,
 /// as <c>export --genai</c> writes it) or from a checkpoint with the TorchSharp model (<c>--model</c>, optionally
-/// <c>--adapter</c>; no key/value cache: each step recomputes the sequence).
+/// <c>--adapter</c>, attached unmerged; with its own key/value cache: the prompt once, then one token per step).
 /// </summary>
 internal sealed class GenerateCommand : CliCommand
 {
@@ -23,7 +23,7 @@ internal sealed class GenerateCommand : CliCommand
     });
 
     private readonly Option<string> _genai = new("--genai") { Description = "ONNX Runtime GenAI model folder (merge-export export --genai)." };
-    private readonly Option<string> _model = new("--model") { Description = "Or: a decoder checkpoint folder, run with TorchSharp (no key/value cache)." };
+    private readonly Option<string> _model = new("--model") { Description = "Or: a decoder checkpoint folder, run with TorchSharp (fp32, with a key/value cache)." };
     private readonly Option<string> _adapter = new("--adapter") { Description = "With --model: a PEFT adapter folder to attach." };
     private readonly Option<string> _prompt = new("--prompt") { Description = "The text to continue.", Required = true };
     private readonly Option<int> _maxNewTokens = new("--max-new-tokens") { Description = "Most new tokens; generation also stops at end of sequence or the context length.", DefaultValueFactory = _ => 32 };
