@@ -1,7 +1,6 @@
 using Microsoft.ML.OnnxRuntime;
 using OnnxLora.Core;
-using OnnxLora.Core.Peft;
-using OnnxLora.Core.Safetensors;
+using OnnxLora.Testing;
 
 namespace OnnxLora.MergeExport.Tests;
 
@@ -98,6 +97,37 @@ public sealed class AdapterModeExportTests
     }
 
     [TestMethod]
+    public void WithPastAndGenAiFolder_HaveTheLoraInputsBesideTheCache_AndTheAdapterFilesInTheFolder()
+    {
+        using var dir = new TempDir();
+        string r4 = RandomAdapter(dir.File("r4"), rank: 4, alpha: 8, seed: 1);
+        var (code, _, err) = CliHarness.Run("export", "--model", SampleModels.Model, "--adapter", SampleModels.Adapter, "--adapter", r4,
+            "--mode", "adapters", "--genai", dir.File("genai"));
+        Assert.AreEqual(0, code, err);
+        var (pastCode, _, pastErr) = CliHarness.Run("export", "--model", SampleModels.Model, "--adapter", SampleModels.Adapter,
+            "--mode", "adapters", "--with-past", "--out", dir.File("past/model.onnx"));
+        Assert.AreEqual(0, pastCode, pastErr);
+        CollectionAssert.IsSubsetOf(new[] { "genai_config.json", "model.onnx", "tokenizer.json", "tiny-llama-lora.onnx_adapter", "r4.onnx_adapter" },
+            Directory.GetFiles(dir.File("genai")).Select(Path.GetFileName).ToArray());
+        Assert.IsTrue(File.Exists(dir.File("past/tiny-llama-lora.onnx_adapter")));
+
+        foreach (string model in new[] { dir.File("genai/model.onnx"), dir.File("past/model.onnx") })
+        {
+            using var session = new InferenceSession(model);
+            var inputs = session.InputMetadata.Keys.ToList();
+            CollectionAssert.Contains(inputs, "past_key_values.0.key");
+            // The LoRA factors are inputs with an empty default: ONNX Runtime lists them as overridable initializers.
+            CollectionAssert.Contains(session.OverridableInitializerMetadata.Keys.ToList(), "base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight");
+            CollectionAssert.Contains(session.OutputMetadata.Keys.ToList(), "present.0.key");
+        }
+        // ONNX Runtime's own loader (the one GenAI's Adapters API calls) accepts the files.
+        foreach (string f in new[] { "tiny-llama-lora", "r4" })
+        {
+            using var adapter = OrtLoraAdapter.Create(dir.File($"genai/{f}.onnx_adapter"), null);
+        }
+    }
+
+    [TestMethod]
     public void DoraAdapter_IsRefusedWithOneLine_AndNothingIsWritten()
     {
         using var dir = new TempDir();
@@ -119,24 +149,6 @@ public sealed class AdapterModeExportTests
         return outputs[0].GetTensorDataAsSpan<float>().ToArray();
     }
 
-    /// <summary>A LoRA adapter on the sample's q_proj/v_proj (shapes taken from the sample adapter) with random factors.</summary>
-    private static string RandomAdapter(string path, int rank, double alpha, int seed, bool rsLora = false, bool dora = false)
-    {
-        using var sample = PeftAdapter.Load(SampleModels.Adapter);
-        var rng = new Random(seed);
-        float[] Values(long n, double scale) => [.. Enumerable.Range(0, (int)n).Select(_ => (float)((rng.NextDouble() * 2 - 1) * scale))];
-        var tensors = new List<(TensorSpec, ReadOnlyMemory<byte>)>();
-        foreach (var m in sample.Modules)
-        {
-            tensors.Add(PeftAdapter.EncodeTensor(PeftAdapter.KeyFor(m.ModulePath, m.Kind, AdapterTensorRole.LoraA), [rank, m.InFeatures], Values((long)rank * m.InFeatures, 0.2), DType.F32));
-            tensors.Add(PeftAdapter.EncodeTensor(PeftAdapter.KeyFor(m.ModulePath, m.Kind, AdapterTensorRole.LoraB), [m.OutFeatures, rank], Values((long)m.OutFeatures * rank, 0.2), DType.F32));
-            if (dora)
-            {
-                tensors.Add(PeftAdapter.EncodeTensor(PeftAdapter.KeyFor(m.ModulePath, m.Kind, AdapterTensorRole.Magnitude), [m.OutFeatures], Values(m.OutFeatures, 1.0), DType.F32));
-            }
-        }
-        var config = new PeftAdapterConfig { R = rank, Alpha = alpha, UseRsLora = rsLora, UseDora = dora, TargetModules = TargetModules.FromList(["q_proj", "v_proj"]) };
-        PeftAdapter.Save(path, config, tensors);
-        return path;
-    }
+    private static string RandomAdapter(string path, int rank, double alpha, int seed, bool rsLora = false, bool dora = false) =>
+        RandomLoraAdapter.Write(path, SampleModels.Adapter, rank, alpha, seed, rsLora, dora);
 }
