@@ -97,6 +97,51 @@ public sealed class AdapterModeExportTests
     }
 
     [TestMethod]
+    public void Validate_SeveralPairsInOneSession_PassEachAgainstItsOwnAdapter_AndSwappedPairsFail()
+    {
+        using var dir = new TempDir();
+        string r4 = RandomAdapter(dir.File("r4"), rank: 4, alpha: 8, seed: 1);
+        string r16 = RandomAdapter(dir.File("r16"), rank: 16, alpha: 16, seed: 2, rsLora: true);
+        string[] adapters = [SampleModels.Adapter, r4, r16];
+        Assert.AreEqual(0, CliHarness.Run("export", "--model", SampleModels.Model, "--adapter", adapters[0], "--adapter", r4, "--adapter", r16,
+            "--mode", "adapters", "--out", dir.File("g/adapters.onnx")).ExitCode);
+        Assert.AreEqual(0, CliHarness.Run("export", "--model", SampleModels.Model, "--mode", "base", "--out", dir.File("base.onnx")).ExitCode);
+        var args = new List<string> { "validate", "--adapters-model", dir.File("g/adapters.onnx"), "--base", dir.File("base.onnx"), "--runs", "3", "--warmup", "1", "--json" };
+        string[] names = ["tiny-llama-lora", "r4", "r16"];
+        for (int k = 0; k < adapters.Length; k++)
+        {
+            Assert.AreEqual(0, CliHarness.Run("export", "--model", SampleModels.Model, "--adapter", adapters[k], "--mode", "merged", "--out", dir.File($"m{k}.onnx")).ExitCode);
+            args.AddRange(["--merged", dir.File($"m{k}.onnx"), "--onnx-adapter", dir.File($"g/{names[k]}.onnx_adapter")]);
+        }
+
+        var (code, json, err) = CliHarness.Run([.. args, "--report", dir.File("report")]);
+        Assert.AreEqual(0, code, err + json);
+        using (var result = System.Text.Json.JsonDocument.Parse(json))
+        {
+            Assert.AreEqual(3, result.RootElement.GetProperty("details").GetProperty("pairs").GetArrayLength());
+        }
+        for (int k = 0; k < adapters.Length; k++)
+        {
+            using var report = System.Text.Json.JsonDocument.Parse(File.ReadAllText(dir.File($"report/{names[k]}/validation.json")));
+            var adapterModel = report.RootElement.GetProperty("models").EnumerateArray().Single(m => m.GetProperty("role").GetString() == "adapter");
+            Assert.AreEqual(dir.File($"g/{names[k]}.onnx_adapter"), adapterModel.GetProperty("activeAdapter").GetString());
+            var comparison = report.RootElement.GetProperty("comparisons").EnumerateArray().Single(c => c.GetProperty("reference").GetString() == "adapter");
+            double maxAbs = comparison.GetProperty("outputs")[0].GetProperty("maxAbsError").GetDouble();
+            Assert.IsLessThanOrEqualTo(1e-4, maxAbs, $"{names[k]}: merged vs the adapters model with its adapter active");
+        }
+
+        // Pairing the merged models with the wrong adapters must fail the gate: the session really switches adapters per pair.
+        int swap = args.IndexOf(dir.File("g/r4.onnx_adapter"));
+        int swapWith = args.IndexOf(dir.File("g/r16.onnx_adapter"));
+        (args[swap], args[swapWith]) = (args[swapWith], args[swap]);
+        var (swappedCode, swappedJson, swappedErr) = CliHarness.Run([.. args, "--report", dir.File("swapped")]);
+        Assert.AreEqual(1, swappedCode, swappedErr + swappedJson);
+        using var swapped = System.Text.Json.JsonDocument.Parse(swappedJson);
+        var statuses = swapped.RootElement.GetProperty("details").GetProperty("pairs").EnumerateArray().Select(p => p.GetProperty("status").GetString()).ToArray();
+        CollectionAssert.AreEqual(new[] { "passed", "gate-failed", "gate-failed" }, statuses);
+    }
+
+    [TestMethod]
     public void WithPastAndGenAiFolder_HaveTheLoraInputsBesideTheCache_AndTheAdapterFilesInTheFolder()
     {
         using var dir = new TempDir();
