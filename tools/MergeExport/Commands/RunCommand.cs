@@ -194,7 +194,16 @@ internal sealed class RunCommand : CliCommand
         }
         catch (OnnxLoraException e) when (e.Kind == ErrorKind.BadInput)
         {
-            Context.Info($"      skipping the ONNX Runtime adapters graph: {e.Message}");
+            // With --json, on stderr as "warning: skipping the ONNX Runtime adapters graph: <reason>", which the MSBuild step reads (ToolResult).
+            string skipped = $"skipping the ONNX Runtime adapters graph: {e.Message}";
+            if (Context.Json)
+            {
+                Context.Warn([skipped]);
+            }
+            else
+            {
+                Context.Info("      " + skipped);
+            }
             return null;
         }
         outputs["adapters"] = result.ModelPath;
