@@ -3,8 +3,8 @@ using OnnxLora.Core;
 using OnnxLora.Core.GenAi;
 using OnnxLora.Core.IO;
 using OnnxLora.Core.Peft;
-using OnnxLora.Models.Onnx;
 using OnnxLora.Models.Llama;
+using OnnxLora.Models.Onnx;
 
 namespace OnnxLora.Export;
 
