@@ -142,6 +142,28 @@ public sealed class AdapterModeExportTests
     }
 
     [TestMethod]
+    [DataRow("--merged", "m0.onnx", "--onnx-adapter", "a.onnx_adapter", "--merged", "m1.onnx")]
+    [DataRow("--merged", "m0.onnx", "--onnx-adapter", "a.onnx_adapter", "--merged", "m1.onnx", "--onnx-adapter", "b.onnx_adapter", "--unmerged", "m0.onnx")]
+    [DataRow("--merged", "m0.onnx", "--onnx-adapter", "a.onnx_adapter", "--onnx-adapter", "b.onnx_adapter")]
+    public void Validate_PairsThatDoNotPairUp_AreOneLineBadInput_AndWriteNothing(params string[] pairs)
+    {
+        using var dir = new TempDir();
+        var args = new List<string> { "validate", "--adapters-model", dir.File("g.onnx"), "--report", dir.File("report") };
+        for (int i = 0; i < pairs.Length; i++)
+        {
+            args.Add(pairs[i].StartsWith("--", StringComparison.Ordinal) ? pairs[i] : dir.File(pairs[i]));
+        }
+
+        var (code, output, err) = CliHarness.Run([.. args]);
+
+        Assert.AreEqual(2, code, err + output);
+        Assert.AreEqual(1, err.Trim().Split('\n').Length, err);
+        StringAssert.Contains(err, "--merged");
+        StringAssert.Contains(err, "--onnx-adapter");
+        Assert.IsFalse(Directory.Exists(dir.File("report")));
+    }
+
+    [TestMethod]
     public void WithPastAndGenAiFolder_HaveTheLoraInputsBesideTheCache_AndTheAdapterFilesInTheFolder()
     {
         using var dir = new TempDir();
