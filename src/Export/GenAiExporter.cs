@@ -2,7 +2,9 @@ using System.Text.Json;
 using OnnxLora.Core;
 using OnnxLora.Core.GenAi;
 using OnnxLora.Core.IO;
+using OnnxLora.Core.Peft;
 using OnnxLora.Models.Llama;
+using OnnxLora.Models.Onnx;
 
 namespace OnnxLora.Export;
 
@@ -27,9 +29,19 @@ public static class GenAiExporter
     /// <paramref name="outputDirectory"/>, with the tokenizer files of <paramref name="tokenizerDirectory"/> (normally the
     /// base checkpoint). <see cref="ExportOptions.UsePast"/> is implied.
     /// </summary>
+    /// <param name="model">The decoder, with LoRA layers attached unless the mode is base.</param>
+    /// <param name="tokenizerDirectory">Where the tokenizer files come from (normally the base checkpoint).</param>
+    /// <param name="outputDirectory">The folder to write.</param>
+    /// <param name="options">Export choices; <see cref="ExportOptions.UsePast"/> is implied.</param>
+    /// <param name="adapters">With <see cref="OnnxExportMode.Adapters"/>: the adapters written as <c>&lt;adapter folder name&gt;.onnx_adapter</c>
+    /// into the folder beside <c>model.onnx</c> (<see cref="OnnxExporter.ExportWithAdapters"/>), for GenAI's <c>Adapters.LoadAdapter</c>;
+    /// GenAI activates one per generator (<c>Generator.SetActiveAdapter</c>) and feeds it through ONNX Runtime's
+    /// <c>RunOptions.AddActiveLoraAdapter</c>, the graph's rank-0 defaults standing in for no adapter (onnxruntime-genai
+    /// <c>src/models/adapters.cpp</c>). Ignored in the other modes.</param>
     /// <exception cref="OnnxLoraException">Bad input: a tokenizer file is missing, the folder exists without
-    /// <see cref="ExportOptions.Overwrite"/>, or an export option is invalid.</exception>
-    public static GenAiExportResult Export(LlamaForCausalLM model, string tokenizerDirectory, string outputDirectory, ExportOptions? options = null)
+    /// <see cref="ExportOptions.Overwrite"/>, an export option is invalid, or an adapter does not fit (adapters mode).</exception>
+    public static GenAiExportResult Export(LlamaForCausalLM model, string tokenizerDirectory, string outputDirectory, ExportOptions? options = null,
+        IReadOnlyList<PeftAdapter>? adapters = null)
     {
         ArgumentNullException.ThrowIfNull(model);
         options ??= ExportOptions.Default;
@@ -43,7 +55,10 @@ public static class GenAiExporter
         }
         AtomicDirectory.CheckDestination(outputDirectory, options.Overwrite);
         using var folder = AtomicDirectory.Create(outputDirectory, options.Overwrite);
-        var export = OnnxExporter.Export(model, folder.File(ModelFileName), options with { UsePast = true, Overwrite = false });
+        var modelOptions = options with { UsePast = true, Overwrite = false };
+        var export = options.Mode == OnnxExportMode.Adapters
+            ? OnnxExporter.ExportWithAdapters(model, adapters ?? [], folder.File(ModelFileName), modelOptions)
+            : OnnxExporter.Export(model, folder.File(ModelFileName), modelOptions);
         var config = CreateConfig(model.Config);
         File.WriteAllText(folder.File(GenAiConfig.FileName), config.ToJson());
         foreach (string name in RequiredTokenizerFiles.Concat(OptionalTokenizerFiles))
@@ -61,6 +76,7 @@ public static class GenAiExporter
         {
             ModelPath = Path.Combine(directory, ModelFileName),
             ExternalDataPath = export.ExternalDataPath is null ? null : Path.Combine(directory, Path.GetFileName(export.ExternalDataPath)),
+            AdapterFiles = [.. export.AdapterFiles.Select(f => Path.Combine(directory, Path.GetFileName(f)))],
         });
     }
 

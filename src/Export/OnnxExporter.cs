@@ -3,6 +3,7 @@ using System.Security.Cryptography;
 using Onnx;
 using OnnxLora.Core;
 using OnnxLora.Core.Onnx;
+using OnnxLora.Core.Peft;
 using OnnxLora.Export.Internals;
 using OnnxLora.Merge;
 using OnnxLora.Models.Lora;
@@ -113,11 +114,8 @@ public static class OnnxExporter
     }
 
     /// <summary>
-    /// <see cref="OnnxExportMode.Adapters"/>: the graph with LoRA factors as inputs, for the modules the first adapter targets
-    /// (loaded in memory, as for unmerged), and beside it one ONNX Runtime adapter file per adapter,
-    /// <c>&lt;adapter folder name&gt;.onnx_adapter</c> (<see cref="OnnxAdapterFile.FromPeft"/>, in the graph's weight type). Every
-    /// adapter file is checked against the graph's inputs before anything is written; adapters may target fewer modules than
-    /// the first (their other inputs keep the rank-0 defaults), not others.
+    /// <see cref="OnnxExportMode.Adapters"/> from a checkpoint: loads the model in memory with the first adapter attached
+    /// (as for unmerged), then <see cref="ExportWithAdapters"/>.
     /// </summary>
     private static ExportResult ExportWithAdapterFiles(string modelDirectory, IReadOnlyList<WeightedAdapter> adapters, string path, ExportOptions options)
     {
@@ -125,21 +123,53 @@ public static class OnnxExporter
         {
             throw ExportThrow.Option("adapter weight", $"{weighted.Weight} for {weighted.Adapter.Directory}", "1 (each adapter goes to its own .onnx_adapter file; weights do not apply)");
         }
+        using var model = PretrainedModel.Load(modelDirectory);
+        PeftModelAdapter.Attach(model, adapters[0].Adapter.Directory);
+        return ExportWithAdapters(model, [.. adapters.Select(a => a.Adapter)], path, options with { Mode = OnnxExportMode.Adapters });
+    }
+
+    /// <summary>
+    /// Exports <paramref name="model"/>, whose LoRA layers (attached from the first adapter) choose the targeted modules, as
+    /// the adapter-ready graph (<see cref="OnnxExportMode.Adapters"/>: LoRA factors as graph inputs with a symbolic rank and
+    /// empty rank-0 defaults), and beside it one ONNX Runtime adapter file per adapter,
+    /// <c>&lt;adapter folder name&gt;.onnx_adapter</c> (<see cref="OnnxAdapterFile.FromPeft"/>, in the graph's weight type).
+    /// Every adapter file is checked against the graph's inputs before anything is written; adapters may target fewer
+    /// modules than the first (their other inputs keep the rank-0 defaults), not others. With
+    /// <see cref="ExportOptions.UsePast"/> the graph is the key/value-cache decoder, the one ONNX Runtime GenAI runs with
+    /// its <c>Adapters</c> API.
+    /// </summary>
+    /// <param name="model">The model with LoRA layers attached (e.g. <c>PeftModelAdapter.Attach</c> of the first adapter).</param>
+    /// <param name="adapters">The adapters to write as <c>.onnx_adapter</c> files (the attached one among them, normally first).</param>
+    /// <param name="path">The .onnx file to write; the adapter files go to its folder.</param>
+    /// <param name="options">Export choices; <see cref="ExportOptions.Mode"/> must be <see cref="OnnxExportMode.Adapters"/>.</param>
+    /// <returns>The export, with <see cref="ExportResult.AdapterFiles"/> listing the adapter files in adapter order.</returns>
+    /// <exception cref="OnnxLoraException">Bad input: no adapters, two adapter folders with the same name, an adapter that
+    /// cannot be written as A/B inputs (DoRA, LoHa, LoKr, lora_bias, modules_to_save) or does not fit the graph; or as <see cref="Export"/>.</exception>
+    public static ExportResult ExportWithAdapters(nn.Module model, IReadOnlyList<PeftAdapter> adapters, string path, ExportOptions options)
+    {
+        ArgumentNullException.ThrowIfNull(adapters);
+        ArgumentNullException.ThrowIfNull(options);
+        if (options.Mode != OnnxExportMode.Adapters)
+        {
+            throw ExportThrow.Option(nameof(ExportOptions.Mode), options.Mode.ToString(), "Adapters (the .onnx_adapter files fit only the adapter-ready graph)");
+        }
+        if (adapters.Count == 0)
+        {
+            throw ExportThrow.Option(nameof(adapters), "0 adapters", "at least one to write as an .onnx_adapter file");
+        }
         string outDir = Path.GetDirectoryName(Path.GetFullPath(path))!;
-        var files = adapters.Select(a => Path.Combine(outDir, Path.GetFileName(Path.GetFullPath(a.Adapter.Directory).TrimEnd('/')) + OnnxAdapterFile.Extension)).ToList();
+        var files = adapters.Select(a => Path.Combine(outDir, Path.GetFileName(Path.GetFullPath(a.Directory).TrimEnd('/')) + OnnxAdapterFile.Extension)).ToList();
         if (files.Distinct(StringComparer.Ordinal).Count() != files.Count)
         {
             throw ExportThrow.Option("adapters", "two adapter folders with the same name", "distinct folder names (their .onnx_adapter files would collide)");
         }
-        using var model = PretrainedModel.Load(modelDirectory);
-        PeftModelAdapter.Attach(model, adapters[0].Adapter.Directory);
         var layers = LoraLayers(model);
         var built = Build(model, options, weights: null, layers);
         var parameters = new List<IReadOnlyList<OnnxAdapterParameter>>();
         foreach (var a in adapters)
         {
-            var p = OnnxAdapterFile.FromPeft(a.Adapter, options.WeightType);
-            OnnxAdapterFile.CheckFits(new OnnxAdapter(OnnxAdapterFile.CurrentFormatVersion, 0, 0, p), a.Adapter.Directory, built.Proto.Graph, path);
+            var p = OnnxAdapterFile.FromPeft(a, options.WeightType);
+            OnnxAdapterFile.CheckFits(new OnnxAdapter(OnnxAdapterFile.CurrentFormatVersion, 0, 0, p), a.Directory, built.Proto.Graph, path);
             parameters.Add(p);
         }
         var result = Save(built, path, options, layers.Count);

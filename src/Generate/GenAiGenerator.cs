@@ -18,6 +18,9 @@ public sealed class GenAiGenerator : ITextGenerator
 {
     private readonly Model _model;
     private readonly Tokenizer _tokenizer;
+    private readonly HashSet<string> _adapterNames = new(StringComparer.Ordinal);
+    private Adapters? _adapters;
+    private string? _activeAdapter;
 
     private GenAiGenerator(GenAiFolder folder, Model model, Tokenizer tokenizer)
     {
@@ -54,6 +57,56 @@ public sealed class GenAiGenerator : ITextGenerator
         }
     }
 
+    /// <summary>
+    /// The adapter active in each following <see cref="Generate"/> (a name given to <see cref="LoadAdapter"/>), or null for
+    /// none: the folder's model with its LoRA inputs at their empty defaults, i.e. the base model.
+    /// </summary>
+    /// <exception cref="OnnxLoraException">Bad input: no adapter of that name was loaded.</exception>
+    public string? ActiveAdapter
+    {
+        get => _activeAdapter;
+        set
+        {
+            if (value is not null && !_adapterNames.Contains(value))
+            {
+                throw OnnxLoraException.InvalidOption("adapter", value, _adapterNames.Count == 0 ? "an adapter loaded first (LoadAdapter)" : $"one of {string.Join(", ", _adapterNames.Order(StringComparer.Ordinal))}");
+            }
+            _activeAdapter = value;
+        }
+    }
+
+    /// <summary>
+    /// Loads an ONNX Runtime adapter file (<c>.onnx_adapter</c>, as <c>export --genai DIR --mode adapters</c> writes into the
+    /// folder) through GenAI's <c>Adapters</c> API under <paramref name="name"/>, to be made active with <see cref="ActiveAdapter"/>.
+    /// The file is first checked against the folder's graph (Core's <see cref="Core.Onnx.OnnxAdapterFile.CheckFits"/>), so an
+    /// adapter for another graph is one line naming both files.
+    /// </summary>
+    /// <exception cref="OnnxLoraException">Bad input: the file is malformed or does not fit the graph, the name is taken, or GenAI refuses it.</exception>
+    public void LoadAdapter(string path, string name)
+    {
+        ArgumentNullException.ThrowIfNull(path);
+        ArgumentException.ThrowIfNullOrEmpty(name);
+        string full = Path.GetFullPath(path);
+        if (_adapterNames.Contains(name))
+        {
+            throw OnnxLoraException.InvalidOption("adapter name", name, "a name not loaded yet");
+        }
+        var adapter = Core.Onnx.OnnxAdapterFile.Read(full);
+        string modelFile = Folder.ModelPath;
+        var graph = Core.Onnx.OnnxFile.Load(modelFile, new Core.Onnx.OnnxLoadOptions { LoadExternalData = false, ValidateGraph = false }).Graph;
+        Core.Onnx.OnnxAdapterFile.CheckFits(adapter, full, graph, modelFile);
+        try
+        {
+            _adapters ??= new Adapters(_model);
+            _adapters.LoadAdapter(full, name);
+        }
+        catch (OnnxRuntimeGenAIException e)
+        {
+            throw OnnxLoraException.Invalid(full, $"ONNX Runtime GenAI cannot load this adapter: {e.Message.Split('\n')[0]}", e);
+        }
+        _adapterNames.Add(name);
+    }
+
     /// <inheritdoc/>
     public IReadOnlyList<int> Encode(string prompt)
     {
@@ -79,6 +132,10 @@ public sealed class GenAiGenerator : ITextGenerator
             parameters.SetSearchOption("random_seed", options.Seed);
         }
         using var generator = new Generator(_model, parameters);
+        if (_activeAdapter is not null)
+        {
+            generator.SetActiveAdapter(_adapters!, _activeAdapter);
+        }
         using var stream = _tokenizer.CreateStream();
         var recorder = new GenerationRecorder(promptTokens, onText);
         recorder.Start();
@@ -94,6 +151,7 @@ public sealed class GenAiGenerator : ITextGenerator
 
     public void Dispose()
     {
+        _adapters?.Dispose();
         _tokenizer.Dispose();
         _model.Dispose();
     }

@@ -25,6 +25,49 @@ public static partial class Validator
         ArgumentNullException.ThrowIfNull(request);
         options ??= ValidationOptions.Default;
         CheckOptions(request, options);
+        using var factory = new SessionFactory(options);
+        return Run(request, options, factory, sharedReferences: false, cancellationToken);
+    }
+
+    /// <summary>
+    /// Validates several merged models, each against the one adapter-ready model with its own adapter active
+    /// (<see cref="ValidationRequest.AdapterModelPath"/> and <see cref="ValidationRequest.ActiveAdapterPath"/>), in ONE ONNX
+    /// Runtime session of that model: every pair runs it with its adapter in its own run options, switching adapters
+    /// between runs without reloading; the base model, when given, is one session too. Each pair is gated and reported
+    /// as <see cref="Run(ValidationRequest, ValidationOptions?, CancellationToken)"/> does, one after the other.
+    /// </summary>
+    /// <param name="requests">One request per pair; all name the same adapter-ready model and the same base model (or none).</param>
+    /// <param name="options">The options every pair runs with.</param>
+    /// <param name="cancellationToken">Cancels between runs.</param>
+    /// <returns>One report per request, in order.</returns>
+    /// <exception cref="OnnxLoraException">Bad input: no requests, requests that differ in adapter-ready or base model, or a request
+    /// without an active adapter; or as <see cref="Run(ValidationRequest, ValidationOptions?, CancellationToken)"/>.</exception>
+    public static IReadOnlyList<ValidationReport> RunAdapterPairs(IReadOnlyList<ValidationRequest> requests, ValidationOptions? options = null,
+        CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(requests);
+        options ??= ValidationOptions.Default;
+        if (requests.Count == 0)
+        {
+            throw ValidateThrow.Option("requests", "none", "at least one merged model and adapter pair");
+        }
+        string? Full(string? path) => path is null ? null : Path.GetFullPath(path);
+        foreach (var r in requests)
+        {
+            CheckOptions(r, options);
+            if (r.AdapterModelPath is null || Full(r.AdapterModelPath) != Full(requests[0].AdapterModelPath) || Full(r.BasePath) != Full(requests[0].BasePath))
+            {
+                throw ValidateThrow.Option("AdapterModelPath/BasePath", $"{r.AdapterModelPath ?? "none"} and base {r.BasePath ?? "none"} for {r.MergedPath}",
+                    $"the one adapter-ready model ({requests[0].AdapterModelPath ?? "none"}) and base ({requests[0].BasePath ?? "none"}) of every pair");
+            }
+        }
+        using var factory = new SessionFactory(options);
+        return [.. requests.Select(r => Run(r, options, factory, sharedReferences: true, cancellationToken))];
+    }
+
+    /// <summary>One validation with sessions from <paramref name="factory"/>; with <paramref name="sharedReferences"/>, the adapter-ready and base models' sessions are the factory's shared ones.</summary>
+    private static ValidationReport Run(ValidationRequest request, ValidationOptions options, SessionFactory factory, bool sharedReferences, CancellationToken cancellationToken)
+    {
         var baseline = LoadBaseline(options);
 
         var models = new List<(ModelRole Role, string Path)> { (ModelRole.Merged, request.MergedPath) };
@@ -66,7 +109,6 @@ public static partial class Validator
         }
 
         var warnings = new List<string>();
-        using var factory = new SessionFactory(options);
         var sessions = new List<ModelSession>();
         try
         {
@@ -74,7 +116,8 @@ public static partial class Validator
             foreach (var (role, path) in models)
             {
                 cancellationToken.ThrowIfCancellationRequested();
-                sessions.Add(ModelSession.Load(role, path, factory, role == ModelRole.Adapter ? adapterFile : null));
+                bool shared = sharedReferences && role is ModelRole.Adapter or ModelRole.Base;
+                sessions.Add(ModelSession.Load(role, path, factory, role == ModelRole.Adapter ? adapterFile : null, shared));
             }
             if (factory.FallbackReason is not null)
             {

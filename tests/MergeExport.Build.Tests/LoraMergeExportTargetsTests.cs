@@ -272,4 +272,18 @@ public sealed class LoraMergeExportTargetsTests
             return false;
         }
     }
+
+    [TestMethod]
+    public void OnnxAdapterFile_WhenTheToolWritesNoAdapterFile_FailsWithOlmx010AndCopiesNothing()
+    {
+        // The fake tool (pass mode) writes no onnxAdapter output, as the real one does for an adapter that cannot be one.
+        using var project = ConsumerProject.Create("Model=\"base/\" OutputFile=\"out/x.onnx\" OnnxAdapterFile=\"out/x.onnx_adapter\"");
+
+        BuildOutcome build = project.Build();
+
+        Assert.IsFalse(build.Succeeded, build.Shown);
+        StringAssert.Contains(build.Log, "adapters/x : error OLMX010: LoRA adapter 'adapters/x': OnnxAdapterFile/AdaptersModelFile is set but merge-export wrote no ONNX Runtime adapter");
+        Assert.IsFalse(File.Exists(project.OutputFile), "nothing is copied when an asked-for output is missing");
+        Assert.IsFalse(File.Exists(Path.Combine(project.Root, "out", "x.onnx_adapter")));
+    }
 }

@@ -54,6 +54,25 @@ public sealed partial class RealToolTests
         Assert.IsFalse(File.Exists(project.OutputFile));
     }
 
+    [TestMethod]
+    public void Build_WithOnnxAdapterFileAndAdaptersModelFile_CopiesTheToolsAdapterFileAndGraph()
+    {
+        using var project = ConsumerProject.Create($"Model=\"{ConsumerProject.SampleModel}\" OutputFile=\"out/x.onnx\" OnnxAdapterFile=\"out/x.onnx_adapter\" AdaptersModelFile=\"out/adapters.onnx\"");
+        project.UseSampleAdapter();
+
+        BuildOutcome build = project.Build(toolPath: ConsumerProject.RealToolDll);
+
+        Assert.IsTrue(build.Succeeded, build.Shown);
+        Assert.IsTrue(File.Exists(project.OutputFile));
+        string adapterFile = Path.Combine(project.Root, "out", "x.onnx_adapter");
+        byte[] adapter = File.ReadAllBytes(adapterFile);
+        // ONNX Runtime's adapter format: a FlatBuffer with the file identifier "TORT" at bytes 4..8 (onnxruntime adapter_schema.fbs).
+        Assert.AreEqual("TORT", System.Text.Encoding.ASCII.GetString(adapter, 4, 4));
+        string work = Directory.GetDirectories(Path.Combine(project.Root, "obj", "lora-merge-export")).Single();
+        CollectionAssert.AreEqual(File.ReadAllBytes(Path.Combine(work, "out", "x.onnx_adapter")), adapter, "the tool's file, copied");
+        CollectionAssert.AreEqual(File.ReadAllBytes(Path.Combine(work, "out", "adapters.onnx")), File.ReadAllBytes(Path.Combine(project.Root, "out", "adapters.onnx")));
+    }
+
     private static string FirstLineWith(BuildOutcome build, string text) =>
         build.Log.Split('\n').Select(line => line.TrimEnd('\r')).FirstOrDefault(line => line.Contains(text, StringComparison.Ordinal))
         ?? throw new AssertFailedException($"no line with '{text}' in the build log:\n{build.Shown}");

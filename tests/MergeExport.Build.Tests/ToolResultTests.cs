@@ -76,4 +76,15 @@ public sealed class ToolResultTests
     {
         Assert.IsNull(ToolResult.ErrorMessageOf(line));
     }
+
+    [TestMethod]
+    public void TryParse_RunWithAdapterOutputs_ReadsThem_AndTheSkipWarningGivesItsReason()
+    {
+        ToolResult? result = ToolResult.TryParse("""{"command":"run","status":"passed","outputs":{"merged":"/o/merged.onnx","adapters":"/o/adapters.onnx","onnxAdapter":"/o/a.onnx_adapter"},"failedGates":[],"error":null}""");
+        Assert.IsNotNull(result);
+        Assert.AreEqual("/o/adapters.onnx", result.AdaptersModel);
+        Assert.AreEqual("/o/a.onnx_adapter", result.OnnxAdapter);
+        Assert.AreEqual("a: modules_to_save", ToolResult.AdapterSkipReasonOf("warning: skipping the ONNX Runtime adapters graph: a: modules_to_save"));
+        Assert.IsNull(ToolResult.AdapterSkipReasonOf("warning: something else"));
+    }
 }

@@ -1,7 +1,6 @@
 using Microsoft.ML.OnnxRuntime;
 using OnnxLora.Core;
-using OnnxLora.Core.Peft;
-using OnnxLora.Core.Safetensors;
+using OnnxLora.Testing;
 
 namespace OnnxLora.MergeExport.Tests;
 
@@ -98,6 +97,104 @@ public sealed class AdapterModeExportTests
     }
 
     [TestMethod]
+    public void Validate_SeveralPairsInOneSession_PassEachAgainstItsOwnAdapter_AndSwappedPairsFail()
+    {
+        using var dir = new TempDir();
+        string r4 = RandomAdapter(dir.File("r4"), rank: 4, alpha: 8, seed: 1);
+        string r16 = RandomAdapter(dir.File("r16"), rank: 16, alpha: 16, seed: 2, rsLora: true);
+        string[] adapters = [SampleModels.Adapter, r4, r16];
+        Assert.AreEqual(0, CliHarness.Run("export", "--model", SampleModels.Model, "--adapter", adapters[0], "--adapter", r4, "--adapter", r16,
+            "--mode", "adapters", "--out", dir.File("g/adapters.onnx")).ExitCode);
+        Assert.AreEqual(0, CliHarness.Run("export", "--model", SampleModels.Model, "--mode", "base", "--out", dir.File("base.onnx")).ExitCode);
+        var args = new List<string> { "validate", "--adapters-model", dir.File("g/adapters.onnx"), "--base", dir.File("base.onnx"), "--runs", "3", "--warmup", "1", "--json" };
+        string[] names = ["tiny-llama-lora", "r4", "r16"];
+        for (int k = 0; k < adapters.Length; k++)
+        {
+            Assert.AreEqual(0, CliHarness.Run("export", "--model", SampleModels.Model, "--adapter", adapters[k], "--mode", "merged", "--out", dir.File($"m{k}.onnx")).ExitCode);
+            args.AddRange(["--merged", dir.File($"m{k}.onnx"), "--onnx-adapter", dir.File($"g/{names[k]}.onnx_adapter")]);
+        }
+
+        var (code, json, err) = CliHarness.Run([.. args, "--report", dir.File("report")]);
+        Assert.AreEqual(0, code, err + json);
+        using (var result = System.Text.Json.JsonDocument.Parse(json))
+        {
+            Assert.AreEqual(3, result.RootElement.GetProperty("details").GetProperty("pairs").GetArrayLength());
+        }
+        for (int k = 0; k < adapters.Length; k++)
+        {
+            using var report = System.Text.Json.JsonDocument.Parse(File.ReadAllText(dir.File($"report/{names[k]}/validation.json")));
+            var adapterModel = report.RootElement.GetProperty("models").EnumerateArray().Single(m => m.GetProperty("role").GetString() == "adapter");
+            Assert.AreEqual(dir.File($"g/{names[k]}.onnx_adapter"), adapterModel.GetProperty("activeAdapter").GetString());
+            var comparison = report.RootElement.GetProperty("comparisons").EnumerateArray().Single(c => c.GetProperty("reference").GetString() == "adapter");
+            double maxAbs = comparison.GetProperty("outputs")[0].GetProperty("maxAbsError").GetDouble();
+            Assert.IsLessThanOrEqualTo(1e-4, maxAbs, $"{names[k]}: merged vs the adapters model with its adapter active");
+        }
+
+        // Pairing the merged models with the wrong adapters must fail the gate: the session really switches adapters per pair.
+        int swap = args.IndexOf(dir.File("g/r4.onnx_adapter"));
+        int swapWith = args.IndexOf(dir.File("g/r16.onnx_adapter"));
+        (args[swap], args[swapWith]) = (args[swapWith], args[swap]);
+        var (swappedCode, swappedJson, swappedErr) = CliHarness.Run([.. args, "--report", dir.File("swapped")]);
+        Assert.AreEqual(1, swappedCode, swappedErr + swappedJson);
+        using var swapped = System.Text.Json.JsonDocument.Parse(swappedJson);
+        var statuses = swapped.RootElement.GetProperty("details").GetProperty("pairs").EnumerateArray().Select(p => p.GetProperty("status").GetString()).ToArray();
+        CollectionAssert.AreEqual(new[] { "passed", "gate-failed", "gate-failed" }, statuses);
+    }
+
+    [TestMethod]
+    [DataRow("--merged", "m0.onnx", "--onnx-adapter", "a.onnx_adapter", "--merged", "m1.onnx")]
+    [DataRow("--merged", "m0.onnx", "--onnx-adapter", "a.onnx_adapter", "--merged", "m1.onnx", "--onnx-adapter", "b.onnx_adapter", "--unmerged", "m0.onnx")]
+    [DataRow("--merged", "m0.onnx", "--onnx-adapter", "a.onnx_adapter", "--onnx-adapter", "b.onnx_adapter")]
+    public void Validate_PairsThatDoNotPairUp_AreOneLineBadInput_AndWriteNothing(params string[] pairs)
+    {
+        using var dir = new TempDir();
+        var args = new List<string> { "validate", "--adapters-model", dir.File("g.onnx"), "--report", dir.File("report") };
+        for (int i = 0; i < pairs.Length; i++)
+        {
+            args.Add(pairs[i].StartsWith("--", StringComparison.Ordinal) ? pairs[i] : dir.File(pairs[i]));
+        }
+
+        var (code, output, err) = CliHarness.Run([.. args]);
+
+        Assert.AreEqual(2, code, err + output);
+        Assert.AreEqual(1, err.Trim().Split('\n').Length, err);
+        StringAssert.Contains(err, "--merged");
+        StringAssert.Contains(err, "--onnx-adapter");
+        Assert.IsFalse(Directory.Exists(dir.File("report")));
+    }
+
+    [TestMethod]
+    public void WithPastAndGenAiFolder_HaveTheLoraInputsBesideTheCache_AndTheAdapterFilesInTheFolder()
+    {
+        using var dir = new TempDir();
+        string r4 = RandomAdapter(dir.File("r4"), rank: 4, alpha: 8, seed: 1);
+        var (code, _, err) = CliHarness.Run("export", "--model", SampleModels.Model, "--adapter", SampleModels.Adapter, "--adapter", r4,
+            "--mode", "adapters", "--genai", dir.File("genai"));
+        Assert.AreEqual(0, code, err);
+        var (pastCode, _, pastErr) = CliHarness.Run("export", "--model", SampleModels.Model, "--adapter", SampleModels.Adapter,
+            "--mode", "adapters", "--with-past", "--out", dir.File("past/model.onnx"));
+        Assert.AreEqual(0, pastCode, pastErr);
+        CollectionAssert.IsSubsetOf(new[] { "genai_config.json", "model.onnx", "tokenizer.json", "tiny-llama-lora.onnx_adapter", "r4.onnx_adapter" },
+            Directory.GetFiles(dir.File("genai")).Select(Path.GetFileName).ToArray());
+        Assert.IsTrue(File.Exists(dir.File("past/tiny-llama-lora.onnx_adapter")));
+
+        foreach (string model in new[] { dir.File("genai/model.onnx"), dir.File("past/model.onnx") })
+        {
+            using var session = new InferenceSession(model);
+            var inputs = session.InputMetadata.Keys.ToList();
+            CollectionAssert.Contains(inputs, "past_key_values.0.key");
+            // The LoRA factors are inputs with an empty default: ONNX Runtime lists them as overridable initializers.
+            CollectionAssert.Contains(session.OverridableInitializerMetadata.Keys.ToList(), "base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight");
+            CollectionAssert.Contains(session.OutputMetadata.Keys.ToList(), "present.0.key");
+        }
+        // ONNX Runtime's own loader (the one GenAI's Adapters API calls) accepts the files.
+        foreach (string f in new[] { "tiny-llama-lora", "r4" })
+        {
+            using var adapter = OrtLoraAdapter.Create(dir.File($"genai/{f}.onnx_adapter"), null);
+        }
+    }
+
+    [TestMethod]
     public void DoraAdapter_IsRefusedWithOneLine_AndNothingIsWritten()
     {
         using var dir = new TempDir();
@@ -119,24 +216,6 @@ public sealed class AdapterModeExportTests
         return outputs[0].GetTensorDataAsSpan<float>().ToArray();
     }
 
-    /// <summary>A LoRA adapter on the sample's q_proj/v_proj (shapes taken from the sample adapter) with random factors.</summary>
-    private static string RandomAdapter(string path, int rank, double alpha, int seed, bool rsLora = false, bool dora = false)
-    {
-        using var sample = PeftAdapter.Load(SampleModels.Adapter);
-        var rng = new Random(seed);
-        float[] Values(long n, double scale) => [.. Enumerable.Range(0, (int)n).Select(_ => (float)((rng.NextDouble() * 2 - 1) * scale))];
-        var tensors = new List<(TensorSpec, ReadOnlyMemory<byte>)>();
-        foreach (var m in sample.Modules)
-        {
-            tensors.Add(PeftAdapter.EncodeTensor(PeftAdapter.KeyFor(m.ModulePath, m.Kind, AdapterTensorRole.LoraA), [rank, m.InFeatures], Values((long)rank * m.InFeatures, 0.2), DType.F32));
-            tensors.Add(PeftAdapter.EncodeTensor(PeftAdapter.KeyFor(m.ModulePath, m.Kind, AdapterTensorRole.LoraB), [m.OutFeatures, rank], Values((long)m.OutFeatures * rank, 0.2), DType.F32));
-            if (dora)
-            {
-                tensors.Add(PeftAdapter.EncodeTensor(PeftAdapter.KeyFor(m.ModulePath, m.Kind, AdapterTensorRole.Magnitude), [m.OutFeatures], Values(m.OutFeatures, 1.0), DType.F32));
-            }
-        }
-        var config = new PeftAdapterConfig { R = rank, Alpha = alpha, UseRsLora = rsLora, UseDora = dora, TargetModules = TargetModules.FromList(["q_proj", "v_proj"]) };
-        PeftAdapter.Save(path, config, tensors);
-        return path;
-    }
+    private static string RandomAdapter(string path, int rank, double alpha, int seed, bool rsLora = false, bool dora = false) =>
+        RandomLoraAdapter.Write(path, SampleModels.Adapter, rank, alpha, seed, rsLora, dora);
 }

@@ -139,14 +139,20 @@ public sealed class PipelineCommandTests
         Assert.AreEqual(0, code, err);
         var result = Json(json);
         Assert.AreEqual("passed", result.GetProperty("status").GetString());
-        foreach (string key in new[] { "sample", "adapter", "mergedCheckpoint", "base", "merged", "unmerged", "reportJson", "reportMarkdown", "reportHtml" })
+        foreach (string key in new[] { "sample", "adapter", "mergedCheckpoint", "base", "merged", "unmerged", "adapters", "onnxAdapter", "reportJson", "reportMarkdown", "reportHtml" })
         {
             string path = result.GetProperty("outputs").GetProperty(key).GetString()!;
             Assert.IsTrue(File.Exists(path) || Directory.Exists(path), $"{key}: {path}");
         }
         using var report = JsonDocument.Parse(File.ReadAllText(result.GetProperty("outputs").GetProperty("reportJson").GetString()!));
         var comparisons = report.RootElement.GetProperty("comparisons").EnumerateArray().ToList();
-        Assert.IsTrue(comparisons.Count >= 3, "merged vs unmerged, base and eager");
+        Assert.IsTrue(comparisons.Count >= 4, "merged vs unmerged, base + active adapter, base and eager");
+        // Base + the trained adapter active (ONNX Runtime's LoRA adapters) is gated against the merged model, and timed.
+        var adapter = comparisons.Single(c => c.GetProperty("reference").GetString() == "adapter");
+        Assert.IsTrue(adapter.GetProperty("gated").GetBoolean());
+        Assert.IsLessThanOrEqualTo(1e-4, adapter.GetProperty("outputs")[0].GetProperty("maxAbsError").GetDouble());
+        var timed = report.RootElement.GetProperty("latency").GetProperty("models").EnumerateArray().Select(m => m.GetProperty("role").GetString()).ToList();
+        CollectionAssert.IsSubsetOf(new[] { "base", "merged", "adapter" }, timed);
         Assert.AreEqual(JsonValueKind.Null, report.RootElement.GetProperty("decode").ValueKind, "merged.onnx has no cache");
 
         // The generation model that ships (the GenAI folder's with-past graph) is the one validated with decoding.

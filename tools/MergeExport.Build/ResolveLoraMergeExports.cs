@@ -143,9 +143,19 @@ public sealed class ResolveLoraMergeExports : Microsoft.Build.Utilities.Task
             Log.LogWarning(null, BuildDiagnostics.BaselineMissing, null, adapter, 0, 0, 0, 0,
                 BuildDiagnostics.BaselineNotFound(adapter, baseline, FullPath(baseline)));
         }
+        string? OptionalPath(string name) => item.GetMetadata(name).Trim() is { Length: > 0 } path ? FullPath(path) : null;
+        string? onnxAdapterPath = OptionalPath(ExportSettings.Metadata.OnnxAdapterFile);
+        string? adaptersModelPath = OptionalPath(ExportSettings.Metadata.AdaptersModelFile);
+        foreach (var (name, path) in new[] { (ExportSettings.Metadata.OnnxAdapterFile, onnxAdapterPath), (ExportSettings.Metadata.AdaptersModelFile, adaptersModelPath) })
+        {
+            if (path is not null && (path == outputPath || path == onnxAdapterPath && name == ExportSettings.Metadata.AdaptersModelFile))
+            {
+                ok = LogError(BuildDiagnostics.MetadataInvalid, adapter, BuildDiagnostics.MetadataNotValid(adapter, name, item.GetMetadata(name), "a file of its own (not OutputFile's or the other adapter output's)"));
+            }
+        }
         return ok
             ? new ExportSettings(adapter, adapterPath, modelPath, outputPath, reportPath, validate, atol, rtol, minTop1, maxLatencyRatio,
-                baselinePath, maxRegression, allowDifferentMachines)
+                baselinePath, maxRegression, allowDifferentMachines, onnxAdapterPath, adaptersModelPath)
             : null;
     }
 
@@ -200,6 +210,8 @@ public sealed class ResolveLoraMergeExports : Microsoft.Build.Utilities.Task
         export.SetMetadata(ExportSettings.Metadata.BaselineReport, MSBuildText.Escape(settings.BaselineReport ?? ""));
         export.SetMetadata(ExportSettings.Metadata.MaxRegression, MSBuildText.Escape(settings.MaxRegression ?? ""));
         export.SetMetadata(ExportSettings.Metadata.AllowDifferentMachines, settings.AllowDifferentMachines ? "true" : "false");
+        export.SetMetadata(ExportSettings.Metadata.OnnxAdapterFile, MSBuildText.Escape(settings.OnnxAdapterPath ?? ""));
+        export.SetMetadata(ExportSettings.Metadata.AdaptersModelFile, MSBuildText.Escape(settings.AdaptersModelPath ?? ""));
         export.SetMetadata("WorkDirectory", MSBuildText.Escape(workDir));
         export.SetMetadata("StampFile", MSBuildText.Escape(stamp));
         export.SetMetadata("InputFiles", string.Join(";", inputs.Select(MSBuildText.Escape)));

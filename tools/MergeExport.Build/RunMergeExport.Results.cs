@@ -57,12 +57,30 @@ public sealed partial class RunMergeExport
         {
             return Error(BuildDiagnostics.ToolError, BuildDiagnostics.MergedModelMissing(Adapter, merged));
         }
+        var adapterCopies = new List<(string Source, string Destination)>();
+        foreach (var (source, destination) in new[] { (result.OnnxAdapter, Blank(OnnxAdapterFile)), (result.AdaptersModel, Blank(AdaptersModelFile)) })
+        {
+            if (destination is null)
+            {
+                continue;
+            }
+            if (source is null || !File.Exists(source))
+            {
+                return Error(BuildDiagnostics.OnnxAdapterMissing, BuildDiagnostics.OnnxAdapterNotWritten(Adapter, _adapterSkipReason));
+            }
+            adapterCopies.Add((source, destination));
+        }
         var written = new List<ITaskItem>();
         try
         {
-            // Reports first: the model is the target's Output, so it is written last and a failure
+            // Reports and adapter files first: the model is the target's Output, so it is written last and a failure
             // before it leaves the item out of date.
             written.AddRange(CopyReports(result).Select(f => new TaskItem(MSBuildText.Escape(f))));
+            foreach (var (source, destination) in adapterCopies)
+            {
+                OutputCopy.File(source, destination);
+                written.Add(new TaskItem(MSBuildText.Escape(destination)));
+            }
             OutputCopy.File(merged, OutputPath);
             written.Add(new TaskItem(MSBuildText.Escape(OutputPath)));
         }
@@ -72,7 +90,8 @@ public sealed partial class RunMergeExport
         }
         WrittenFiles = [.. written];
         Log.LogMessage(MessageImportance.High, $"{BuildDiagnostics.Adapter(Adapter)}: merged model written to {Shown(OutputHint, OutputPath)}"
-            + (Directory.Exists(ReportDirectory) ? $", reports in {Shown(ReportDirectoryHint, ReportDirectory)}" : ""));
+            + (Directory.Exists(ReportDirectory) ? $", reports in {Shown(ReportDirectoryHint, ReportDirectory)}" : "")
+            + string.Concat(adapterCopies.Select(c => $", {Path.GetFileName(c.Destination)}")));
         return true;
     }
 

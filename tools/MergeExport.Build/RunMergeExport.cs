@@ -18,6 +18,7 @@ public sealed partial class RunMergeExport : ToolTask
     private readonly StringBuilder _stdout = new();
     private string? _lastStderrLine;
     private string? _stderrErrorMessage;
+    private string? _adapterSkipReason;
     private string? _executable;
     private string? _dll;
     private volatile bool _cancelled;
@@ -74,6 +75,12 @@ public sealed partial class RunMergeExport : ToolTask
     public string MaxRegression { get; set; } = "";
 
     public bool AllowDifferentMachines { get; set; }
+
+    /// <summary>Full path the run's .onnx_adapter is copied to, or empty.</summary>
+    public string OnnxAdapterFile { get; set; } = "";
+
+    /// <summary>Full path the run's adapter-ready graph is copied to, or empty.</summary>
+    public string AdaptersModelFile { get; set; } = "";
 
     /// <summary>Importance of the tool's stderr lines in the build log: high, normal (default) or low.</summary>
     public string ToolLogImportance { get; set; } = "normal";
@@ -168,7 +175,8 @@ public sealed partial class RunMergeExport : ToolTask
             line.Add(_dll);
         }
         var settings = new ExportSettings(Adapter, AdapterPath, ModelPath, OutputPath, ReportDirectory, Validate,
-            Blank(Atol), Blank(Rtol), Blank(MinTop1), Blank(MaxLatencyRatio), Blank(BaselineReport), Blank(MaxRegression), AllowDifferentMachines);
+            Blank(Atol), Blank(Rtol), Blank(MinTop1), Blank(MaxLatencyRatio), Blank(BaselineReport), Blank(MaxRegression), AllowDifferentMachines,
+            Blank(OnnxAdapterFile), Blank(AdaptersModelFile));
         foreach (string argument in settings.ToolArguments(OutDirectory))
         {
             line.Add(argument);
@@ -192,6 +200,7 @@ public sealed partial class RunMergeExport : ToolTask
         {
             _lastStderrLine = singleLine.Trim();
             _stderrErrorMessage = ToolResult.ErrorMessageOf(singleLine) ?? _stderrErrorMessage;
+            _adapterSkipReason = ToolResult.AdapterSkipReasonOf(singleLine) ?? _adapterSkipReason;
         }
         Log.LogMessage(Importance(ToolLogImportance), "merge-export: " + singleLine);
     }

@@ -10,6 +10,7 @@ namespace OnnxLora.Validate.Internals;
 internal sealed class ModelSession : IDisposable
 {
     private readonly InferenceSession _session;
+    private readonly bool _ownsSession;
     private readonly RunOptions _runOptions = new();
     private readonly List<OrtValue> _boundOutputs = [];
     private OrtIoBinding? _binding;
@@ -17,11 +18,12 @@ internal sealed class ModelSession : IDisposable
     private OrtMemoryInfo? _deviceMemory;
     private OrtLoraAdapter? _adapter;
 
-    private ModelSession(ModelRole role, string path, InferenceSession session, double createMs, long? rssDelta)
+    private ModelSession(ModelRole role, string path, InferenceSession session, double createMs, long? rssDelta, bool ownsSession)
     {
         Role = role;
         Path = path;
         _session = session;
+        _ownsSession = ownsSession;
         SessionCreateMs = createMs;
         RssDeltaBytes = rssDelta;
         Inputs = [.. session.InputMetadata.Select(kv => OrtTypes.Signature(path, kv.Key, kv.Value))];
@@ -46,16 +48,29 @@ internal sealed class ModelSession : IDisposable
     /// <summary>
     /// Loads <paramref name="path"/>; with <paramref name="adapterFile"/>, that ONNX Runtime adapter is activated in the
     /// run options of every run (<see cref="OrtLoraAdapter"/>, parameters kept on the CPU: ONNX Runtime copies them to
-    /// the device per run).
+    /// the device per run). With <paramref name="shared"/>, the InferenceSession is the factory's one for this path
+    /// (<see cref="SessionFactory.LoadShared"/>): several ModelSessions, each with its own run options, adapter and
+    /// binding, run the one loaded model, switching adapters between runs without reloading.
     /// </summary>
-    public static ModelSession Load(ModelRole role, string path, SessionFactory factory, string? adapterFile = null)
+    public static ModelSession Load(ModelRole role, string path, SessionFactory factory, string? adapterFile = null, bool shared = false)
     {
-        long? before = ProcessMemory.ResidentBytes();
-        var session = factory.Load(path, out double ms);
-        long? after = ProcessMemory.ResidentBytes();
+        InferenceSession session;
+        double ms;
+        long? rssDelta;
+        if (shared)
+        {
+            session = factory.LoadShared(path, out ms, out rssDelta);
+        }
+        else
+        {
+            long? before = ProcessMemory.ResidentBytes();
+            session = factory.Load(path, out ms);
+            long? after = ProcessMemory.ResidentBytes();
+            rssDelta = before is long b && after is long a ? a - b : null;
+        }
         try
         {
-            var loaded = new ModelSession(role, path, session, ms, before is long b && after is long a ? a - b : null);
+            var loaded = new ModelSession(role, path, session, ms, rssDelta, ownsSession: !shared);
             if (adapterFile is not null)
             {
                 try
@@ -74,7 +89,10 @@ internal sealed class ModelSession : IDisposable
         }
         catch
         {
-            session.Dispose();
+            if (!shared)
+            {
+                session.Dispose();
+            }
             throw;
         }
     }
@@ -169,6 +187,9 @@ internal sealed class ModelSession : IDisposable
         _deviceMemory?.Dispose();
         _runOptions.Dispose();
         _adapter?.Dispose();
-        _session.Dispose();
+        if (_ownsSession)
+        {
+            _session.Dispose();
+        }
     }
 }

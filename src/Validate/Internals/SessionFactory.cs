@@ -78,7 +78,37 @@ internal sealed partial class SessionFactory : IDisposable
         return Create(path, _sessionOptions, out createMs);
     }
 
-    public void Dispose() => _sessionOptions?.Dispose();
+    /// <summary>
+    /// Sessions kept for the factory's lifetime and handed to every caller that asks for the same model with
+    /// <see cref="LoadShared"/>: several adapter pairs run in ONE session of the adapter-ready graph (each with its own
+    /// run options and active adapter), and share one session of the base model.
+    /// </summary>
+    private readonly Dictionary<string, (InferenceSession Session, double CreateMs, long? RssDelta)> _shared = new(StringComparer.Ordinal);
+
+    /// <summary>The session of <paramref name="path"/>, created on the first call (with its creation time and resident-memory growth) and owned by the factory.</summary>
+    public InferenceSession LoadShared(string path, out double createMs, out long? rssDelta)
+    {
+        if (!_shared.TryGetValue(path, out var entry))
+        {
+            long? before = ProcessMemory.ResidentBytes();
+            var session = Load(path, out double ms);
+            long? after = ProcessMemory.ResidentBytes();
+            entry = (session, ms, before is long b && after is long a ? a - b : null);
+            _shared[path] = entry;
+        }
+        (createMs, rssDelta) = (entry.CreateMs, entry.RssDelta);
+        return entry.Session;
+    }
+
+    public void Dispose()
+    {
+        foreach (var (session, _, _) in _shared.Values)
+        {
+            session.Dispose();
+        }
+        _shared.Clear();
+        _sessionOptions?.Dispose();
+    }
 
     private static InferenceSession Create(string path, SessionOptions options, out double createMs)
     {

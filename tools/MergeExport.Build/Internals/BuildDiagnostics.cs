@@ -35,6 +35,9 @@ internal static class BuildDiagnostics
     /// <summary>Warning: the item's BaselineReport does not exist (yet); the regression gate is skipped for this build.</summary>
     public const string BaselineMissing = "OLMX009";
 
+    /// <summary>OnnxAdapterFile or AdaptersModelFile is set but the tool wrote no ONNX Runtime adapter (the adapter cannot be one).</summary>
+    public const string OnnxAdapterMissing = "OLMX010";
+
     public static string Adapter(string adapter) => $"LoRA adapter '{adapter}'";
 
     public static string GateFailure(string adapter, GateFailure gate, string? reportHint)
@@ -103,6 +106,10 @@ internal static class BuildDiagnostics
 
     public static string MergedModelMissing(string adapter, string path) =>
         $"{Adapter(adapter)}: merge-export reported success but the merged model {path} does not exist.";
+
+    public static string OnnxAdapterNotWritten(string adapter, string? reason) =>
+        $"{Adapter(adapter)}: OnnxAdapterFile/AdaptersModelFile is set but merge-export wrote no ONNX Runtime adapter: "
+        + (reason ?? "the tool gave no reason") + " (remove the metadata to ship only the merged model).";
 
     public static string CopyFailure(string adapter, string destination, string reason) =>
         $"{Adapter(adapter)}: could not write {destination}: {reason}";

@@ -7,7 +7,8 @@ namespace OnnxLora.MergeExport.Build.Internals;
 /// One LoraMergeExport item, resolved: full paths and validated gate settings, the
 /// <c>merge-export run</c> arguments it becomes, and the stamp text whose change forces a re-run.
 /// <see cref="BaselineReport"/> is the full path of an existing report (null when none is set or the file is
-/// missing); <see cref="MaxRegression"/> is kept as written ("5%").
+/// missing); <see cref="MaxRegression"/> is kept as written ("5%"). <see cref="OnnxAdapterPath"/> and
+/// <see cref="AdaptersModelPath"/> are where the run's <c>.onnx_adapter</c> and adapter-ready graph are copied (null: not kept).
 /// </summary>
 internal sealed record ExportSettings(
     string Adapter,
@@ -22,7 +23,9 @@ internal sealed record ExportSettings(
     string? MaxLatencyRatio,
     string? BaselineReport = null,
     string? MaxRegression = null,
-    bool AllowDifferentMachines = false)
+    bool AllowDifferentMachines = false,
+    string? OnnxAdapterPath = null,
+    string? AdaptersModelPath = null)
 {
     /// <summary>The item metadata names, as written in project files.</summary>
     public static class Metadata
@@ -39,6 +42,10 @@ internal sealed record ExportSettings(
         public const string BaselineReport = "BaselineReport";
         public const string MaxRegression = "MaxRegression";
         public const string AllowDifferentMachines = "AllowDifferentMachines";
+        /// <summary>Where the adapter's ONNX Runtime adapter file (.onnx_adapter) goes; empty: not kept.</summary>
+        public const string OnnxAdapterFile = "OnnxAdapterFile";
+        /// <summary>Where the adapter-ready graph (LoRA factors as inputs) that the .onnx_adapter fits goes; empty: not kept.</summary>
+        public const string AdaptersModelFile = "AdaptersModelFile";
     }
 
     /// <summary>The arguments of <c>merge-export run</c> for this item, writing into <paramref name="outDirectory"/>.</summary>
@@ -89,6 +96,8 @@ internal sealed record ExportSettings(
         text.Append("baseline=").Append(BaselineReport).Append('\n');
         text.Append("max-regression=").Append(MaxRegression).Append('\n');
         text.Append("allow-different-machines=").Append(AllowDifferentMachines ? "true" : "false").Append('\n');
+        text.Append("onnx-adapter=").Append(OnnxAdapterPath).Append('\n');
+        text.Append("adapters-model=").Append(AdaptersModelPath).Append('\n');
         return text.ToString();
     }
 

@@ -37,6 +37,12 @@ internal sealed partial record ToolResult(
     IReadOnlyList<GateFailure> FailedGates,
     string? Error)
 {
+    /// <summary>outputs.onnxAdapter: the adapter's .onnx_adapter file, when the tool wrote one.</summary>
+    public string? OnnxAdapter { get; init; }
+
+    /// <summary>outputs.adapters: the adapter-ready graph the .onnx_adapter fits, when the tool wrote one.</summary>
+    public string? AdaptersModel { get; init; }
+
     public const string Passed = "passed";
     public const string GateFailedStatus = "gate-failed";
     public const string ErrorStatus = "error";
@@ -63,8 +69,12 @@ internal sealed partial record ToolResult(
             string? merged = null;
             string? reportMarkdown = null;
             string? reportHtml = null;
+            string? onnxAdapter = null;
+            string? adaptersModel = null;
             if (root.TryGetProperty("outputs", out JsonElement outputs) && outputs.ValueKind == JsonValueKind.Object)
             {
+                onnxAdapter = StringOrNull(outputs, "onnxAdapter");
+                adaptersModel = StringOrNull(outputs, "adapters");
                 merged = StringOrNull(outputs, "merged");
                 reportMarkdown = StringOrNull(outputs, "reportMarkdown");
                 reportHtml = StringOrNull(outputs, "reportHtml");
@@ -86,7 +96,11 @@ internal sealed partial record ToolResult(
                         StringOrNull(gate, "message")));
                 }
             }
-            return new ToolResult(status.GetString()!, merged, reportMarkdown, reportHtml, gates, StringOrNull(root, "error"));
+            return new ToolResult(status.GetString()!, merged, reportMarkdown, reportHtml, gates, StringOrNull(root, "error"))
+            {
+                OnnxAdapter = onnxAdapter,
+                AdaptersModel = adaptersModel,
+            };
         }
         catch (JsonException)
         {
@@ -102,6 +116,17 @@ internal sealed partial record ToolResult(
     {
         Match match = ErrorLine().Match(stderrLine.Trim());
         return match.Success ? match.Groups["message"].Value.Trim() : null;
+    }
+
+    /// <summary>
+    /// The reason in <c>run</c>'s stderr warning <c>warning: skipping the ONNX Runtime adapters graph: &lt;reason&gt;</c> (an
+    /// adapter that cannot be an .onnx_adapter, e.g. with modules_to_save), or null for any other line.
+    /// </summary>
+    public static string? AdapterSkipReasonOf(string stderrLine)
+    {
+        const string Prefix = "warning: skipping the ONNX Runtime adapters graph: ";
+        string line = stderrLine.Trim();
+        return line.StartsWith(Prefix, StringComparison.Ordinal) ? line[Prefix.Length..] : null;
     }
 
     [GeneratedRegex(@"^merge-export(?: [a-z][a-z0-9-]*)*: error: (?<message>.+)$", RegexOptions.CultureInvariant)]

@@ -16,10 +16,10 @@ namespace OnnxLora.MergeExport.Commands;
 internal sealed class ExportCommand : CliCommand
 {
     private readonly Option<string> _model = new("--model") { Description = "Hugging Face checkpoint folder.", Required = true };
-    private readonly Option<string[]> _adapters = new("--adapter") { Description = "PEFT adapter folder (DIR or DIR=WEIGHT; several only with --mode merged)." };
+    private readonly Option<string[]> _adapters = new("--adapter") { Description = "PEFT adapter folder (DIR or DIR=WEIGHT; several with --mode merged, or --mode adapters: one .onnx_adapter each)." };
     private readonly ChoiceOption<OnnxExportMode> _mode = new("--mode",
         "base, merged (adapter folded into the weights), unmerged (LoRA branches as separate nodes) or adapters (LoRA factors as graph inputs "
-        + "for ONNX Runtime's adapters; writes one <adapter>.onnx_adapter per --adapter beside the model).", OnnxExportMode.Merged,
+        + "for ONNX Runtime's adapters; writes one <adapter>.onnx_adapter per --adapter beside the model, or into the --genai folder for GenAI's Adapters API).", OnnxExportMode.Merged,
         ("base", OnnxExportMode.Base), ("merged", OnnxExportMode.Merged), ("unmerged", OnnxExportMode.Unmerged), ("adapters", OnnxExportMode.Adapters));
     private readonly Option<int> _opset = new Option<int>("--opset") { Description = "ONNX opset, 17..21.", DefaultValueFactory = _ => 17 };
     private readonly ChoiceOption<DType> _dtype = new("--dtype", "Weight and compute type: fp32 or fp16.", DType.F32,
@@ -158,6 +158,29 @@ internal sealed class ExportCommand : CliCommand
         }
 
         // A GenAI folder is written from the model loaded in memory (GenAiExporter; not streamed yet).
+        if (options.Mode == OnnxExportMode.Adapters)
+        {
+            // The adapter-ready decoder with every adapter's .onnx_adapter file in the folder, for GenAI's Adapters API.
+            var each = AdapterArgument.LoadAll(adapterArgs);
+            try
+            {
+                if (each.FirstOrDefault(a => a.Weight != 1.0) is { } weighted)
+                {
+                    throw OnnxLoraException.InvalidOption("--adapter", $"{weighted.Adapter.Directory}={weighted.Weight}: with --mode adapters each adapter goes to its own .onnx_adapter file; weights do not apply.");
+                }
+                using var loaded = LoadedModel.Load(modelFull, each[0].Adapter.Directory);
+                var written = GenAiExporter.Export(Decoder(loaded.Module, "--genai"), modelFull, output, options with
+                {
+                    BaseModelFiles = baseFiles,
+                    AdapterFiles = each.SelectMany(a => AdapterFilesOf(a.Adapter.Directory)).ToList(),
+                }, [.. each.Select(a => a.Adapter)]);
+                return written.Model;
+            }
+            finally
+            {
+                AdapterArgument.DisposeAll(each);
+            }
+        }
         if (adapterArgs.Count <= 1)
         {
             string? adapterDir = adapterArgs.Count == 1 ? AdapterArgument.Parse(adapterArgs[0]).Directory : null;

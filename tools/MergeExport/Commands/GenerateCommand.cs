@@ -25,6 +25,10 @@ internal sealed class GenerateCommand : CliCommand
     private readonly Option<string> _genai = new("--genai") { Description = "ONNX Runtime GenAI model folder (merge-export export --genai)." };
     private readonly Option<string> _model = new("--model") { Description = "Or: a decoder checkpoint folder, run with TorchSharp (fp32, with a key/value cache)." };
     private readonly Option<string> _adapter = new("--adapter") { Description = "With --model: a PEFT adapter folder to attach." };
+    private readonly Option<string> _onnxAdapter = new("--onnx-adapter")
+    {
+        Description = "With --genai: an ONNX Runtime adapter file (.onnx_adapter) to activate, loaded through GenAI's Adapters API (folders from export --genai DIR --mode adapters).",
+    };
     private readonly Option<string> _prompt = new("--prompt") { Description = "The text to continue.", Required = true };
     private readonly Option<int> _maxNewTokens = new("--max-new-tokens") { Description = "Most new tokens; generation also stops at end of sequence or the context length.", DefaultValueFactory = _ => 32 };
     private readonly Option<double?> _temperature = new("--temperature") { Description = "Sample with this temperature (> 0) instead of greedy." };
@@ -35,7 +39,7 @@ internal sealed class GenerateCommand : CliCommand
     public GenerateCommand(CliContext context)
         : base("generate", "Continue a prompt, streamed token by token: from a GenAI folder (ONNX Runtime GenAI) or a checkpoint (TorchSharp). Greedy unless a sampling option is given.", context)
     {
-        foreach (Option o in new Option[] { _genai, _model, _adapter, _prompt, _maxNewTokens, _temperature, _topK, _topP, _seed })
+        foreach (Option o in new Option[] { _genai, _model, _adapter, _onnxAdapter, _prompt, _maxNewTokens, _temperature, _topK, _topP, _seed })
         {
             Options.Add(o);
         }
@@ -47,7 +51,11 @@ internal sealed class GenerateCommand : CliCommand
             }
             if (r.GetValue(_adapter) is not null && r.GetValue(_model) is null)
             {
-                r.AddError("--adapter goes with --model (a GenAI folder already holds its adapter).");
+                r.AddError("--adapter goes with --model (a GenAI folder already holds its adapter, or takes --onnx-adapter).");
+            }
+            if (r.GetValue(_onnxAdapter) is not null && r.GetValue(_genai) is null)
+            {
+                r.AddError("--onnx-adapter goes with --genai (a folder exported with --mode adapters).");
             }
         });
     }
@@ -64,7 +72,7 @@ internal sealed class GenerateCommand : CliCommand
         };
         options.Validate();
         string? genai = parse.GetValue(_genai);
-        using ITextGenerator generator = genai is not null ? OpenGenAi(genai) : LoadEager(parse.GetValue(_model)!, parse.GetValue(_adapter));
+        using ITextGenerator generator = genai is not null ? OpenGenAi(genai, parse.GetValue(_onnxAdapter)) : LoadEager(parse.GetValue(_model)!, parse.GetValue(_adapter));
         var prompt = generator.Encode(parse.GetValue(_prompt)!);
         Action<string>? stream = Context.Json ? null : piece =>
         {
@@ -99,11 +107,27 @@ internal sealed class GenerateCommand : CliCommand
         return Cli.Success;
     }
 
-    /// <summary>Opens a GenAI folder, starting GenAI's process-wide handle the first time.</summary>
-    internal static GenAiGenerator OpenGenAi(string folder)
+    /// <summary>Opens a GenAI folder, starting GenAI's process-wide handle the first time; with <paramref name="onnxAdapter"/>, that adapter is active.</summary>
+    internal static GenAiGenerator OpenGenAi(string folder, string? onnxAdapter = null)
     {
         _ = GenAiHandle.Value;
-        return GenAiGenerator.Open(folder);
+        var generator = GenAiGenerator.Open(folder);
+        if (onnxAdapter is null)
+        {
+            return generator;
+        }
+        try
+        {
+            string name = Path.GetFileNameWithoutExtension(onnxAdapter);
+            generator.LoadAdapter(onnxAdapter, name);
+            generator.ActiveAdapter = name;
+            return generator;
+        }
+        catch
+        {
+            generator.Dispose();
+            throw;
+        }
     }
 
     private static EagerGenerator LoadEager(string modelDir, string? adapterDir)

@@ -3,6 +3,7 @@ using System.Diagnostics;
 using System.Globalization;
 using OnnxLora.Core;
 using OnnxLora.Core.IO;
+using OnnxLora.Core.Peft;
 using OnnxLora.Export;
 using OnnxLora.Generate;
 using OnnxLora.Merge;
@@ -15,6 +16,7 @@ using OnnxLora.Training;
 using OnnxLora.Training.Data;
 using OnnxLora.Training.Sample;
 using OnnxLora.Validate;
+using TorchSharp;
 
 namespace OnnxLora.MergeExport.Commands;
 
@@ -22,11 +24,11 @@ namespace OnnxLora.MergeExport.Commands;
 /// <c>run</c>: the whole pipeline. Without --model it uses the embedded sample; without --adapter it
 /// first trains a short adapter on the sample's task data. Then it merges the adapter into the
 /// checkpoint (streamed), exports that merged checkpoint as merged.onnx and the base checkpoint as base.onnx
-/// and (with the adapter attached) unmerged.onnx, validates merged.onnx against unmerged, base and the
-/// TorchSharp model with the adapter, and writes the reports. For a decoder it also writes the GenAI folder of the
-/// merged checkpoint (genai-merged/, with the key/value cache) and with-past base and unmerged graphs, validates the
-/// folder's model.onnx against them with decode latency (report-generation/), and prints a continuation generated
-/// from the folder. Each checkpoint is loaded once.
+/// and (with the adapter attached) unmerged.onnx and the adapter-ready adapters.onnx with the adapter's .onnx_adapter,
+/// validates merged.onnx against unmerged, base + active adapter, base and the TorchSharp model with the adapter, and
+/// writes the reports. For a decoder it also writes the GenAI folder of the merged checkpoint (genai-merged/, with the
+/// key/value cache) and with-past base and unmerged graphs, validates the folder's model.onnx against them with decode
+/// latency (report-generation/), and prints a continuation generated from the folder. Each checkpoint is loaded once.
 /// </summary>
 internal sealed class RunCommand : CliCommand
 {
@@ -142,6 +144,8 @@ internal sealed class RunCommand : CliCommand
             Exported("unmergedWithPast", ExportCommand.ExportLoaded(eager.Module, model, adapter, Path.Combine(outDir, "unmerged-with-past.onnx"), exportOptions with { Mode = OnnxExportMode.Unmerged, UsePast = true }));
         }
         ct.ThrowIfCancellationRequested();
+        string? adapterFile = ExportAdaptersGraph(eager.Module, adapter, Path.Combine(outDir, "adapters.onnx"), exportOptions, outputs);
+        ct.ThrowIfCancellationRequested();
 
         void Exported(string name, ExportResult result)
         {
@@ -159,7 +163,7 @@ internal sealed class RunCommand : CliCommand
             return Cli.Success;
         }
 
-        Context.Info("[5/5] validating merged vs unmerged, base and the TorchSharp model in ONNX Runtime"
+        Context.Info($"[5/5] validating merged vs unmerged, {(adapterFile is null ? "" : "base + active adapter, ")}base and the TorchSharp model in ONNX Runtime"
             + (generation ? ", then the generation model with its key/value cache" : ""));
         var options = _validation.Read(parse);
         string taskData = Path.Combine(model, SampleGenerator.TaskFileName);
@@ -172,6 +176,8 @@ internal sealed class RunCommand : CliCommand
         {
             BasePath = outputs["base"],
             EagerReference = EagerModel.Reference(eager.Module),
+            AdapterModelPath = adapterFile is null ? null : outputs["adapters"],
+            ActiveAdapterPath = adapterFile,
         }, options with { DecodeTokens = 0 }, ct);
         var paths = ReportWriter.WriteAll(report, Path.Combine(outDir, "report"), Context.Force);
         (ValidationReport, ReportPaths)? shipped = null;
@@ -195,6 +201,7 @@ internal sealed class RunCommand : CliCommand
             shipped = (genaiReport, ReportWriter.WriteAll(genaiReport, Path.Combine(outDir, "report-generation"), Context.Force));
         }
         int code = ValidationOutput.Print(Context, "run", report, paths, outputs, shipped);
+        PrintLatencies(report);
         if (outputs.TryGetValue("genaiMerged", out string? genaiFolder) && !Context.Json)
         {
             ShowContinuation(genaiFolder, Path.Combine(model, SampleGenerator.TaskFileName));
@@ -205,6 +212,52 @@ internal sealed class RunCommand : CliCommand
 
     /// <summary>Tokens the generation model decodes in validation when --decode-tokens is not given.</summary>
     private const int DefaultDecodeTokens = 16;
+
+    /// <summary>
+    /// The adapter-ready graph (LoRA factors as inputs, <see cref="OnnxExportMode.Adapters"/>) and the adapter's
+    /// <c>.onnx_adapter</c> beside it, for ONNX Runtime's LoRA adapters; validated as base + active adapter against the merged
+    /// model. An adapter that cannot be written as A/B inputs (DoRA, LoHa, LoKr, lora_bias, modules_to_save — e.g. the BERT
+    /// sample's classifier head) skips this step with the reason printed. Returns the adapter file, or null when skipped.
+    /// </summary>
+    private string? ExportAdaptersGraph(torch.nn.Module module, string adapterDir, string path, ExportOptions exportOptions, Dictionary<string, string> outputs)
+    {
+        using var peft = PeftAdapter.Load(adapterDir);
+        ExportResult result;
+        try
+        {
+            using var outputLock = OutputLock.Acquire(path);
+            result = OnnxExporter.ExportWithAdapters(module, [peft], path, exportOptions with { Mode = OnnxExportMode.Adapters });
+        }
+        catch (OnnxLoraException e) when (e.Kind == ErrorKind.BadInput)
+        {
+            // With --json, on stderr as "warning: skipping the ONNX Runtime adapters graph: <reason>", which the MSBuild step reads (ToolResult).
+            string skipped = $"skipping the ONNX Runtime adapters graph: {e.Message}";
+            if (Context.Json)
+            {
+                Context.Warn([skipped]);
+            }
+            else
+            {
+                Context.Info("      " + skipped);
+            }
+            return null;
+        }
+        outputs["adapters"] = result.ModelPath;
+        outputs["onnxAdapter"] = result.AdapterFiles[0];
+        Context.Info($"      {result.ModelPath} ({result.NodeCount} nodes; LoRA factors as inputs) and {result.AdapterFiles[0]} ({new FileInfo(result.AdapterFiles[0]).Length:N0} bytes)");
+        return result.AdapterFiles[0];
+    }
+
+    /// <summary>The median latency of each model (base / merged / unmerged / base + active adapter), on one line.</summary>
+    private void PrintLatencies(ValidationReport report)
+    {
+        if (Context.Json || report.Latency is not { } latency)
+        {
+            return;
+        }
+        Context.Info("latency, median ms: " + string.Join(", ", latency.Models.Select(m =>
+            $"{(m.Role == ModelRole.Adapter ? "base + active adapter" : m.Role.ToString().ToLowerInvariant())} {m.Stats.P50Ms.ToString("F3", CultureInfo.InvariantCulture)}")));
+    }
 
     /// <summary>Prints a short greedy continuation from the GenAI folder, of the first task line's input (up to "=>") or a fixed prompt.</summary>
     private void ShowContinuation(string genaiFolder, string taskFile)

@@ -13,11 +13,18 @@ namespace OnnxLora.MergeExport.Commands;
 /// </summary>
 internal sealed class ValidateCommand : CliCommand
 {
-    private readonly Option<string> _merged = new("--merged") { Description = "The merged ONNX model (the candidate).", Required = true };
+    private readonly Option<string[]> _merged = new("--merged")
+    {
+        Description = "The merged ONNX model (the candidate). Repeat it with --onnx-adapter, in pairs (--merged M1 --onnx-adapter A1 --merged M2 --onnx-adapter A2 ...), to validate several adapters on one --adapters-model.",
+        Required = true,
+    };
     private readonly Option<string?> _unmerged = new("--unmerged") { Description = "The ONNX model with LoRA branches as separate nodes." };
     private readonly Option<string?> _base = new("--base") { Description = "The base ONNX model without the adapter (for the merged/base latency ratio)." };
     private readonly Option<string?> _adaptersModel = new("--adapters-model") { Description = "An adapter-ready ONNX model (export --mode adapters): compared with --merged while --onnx-adapter is active on it." };
-    private readonly Option<string?> _onnxAdapter = new("--onnx-adapter") { Description = "The ONNX Runtime adapter file (.onnx_adapter) to activate on --adapters-model." };
+    private readonly Option<string[]> _onnxAdapter = new("--onnx-adapter")
+    {
+        Description = "The ONNX Runtime adapter file (.onnx_adapter) to activate on --adapters-model; one per --merged, in the same order (the k-th adapter is compared with the k-th merged model; all run in one session of --adapters-model).",
+    };
     private readonly ValidationOptionSet _set = new();
     private readonly Option<string> _report = new("--report") { Description = "Folder for validation.json, validation.md and validation.html.", DefaultValueFactory = _ => "validation-report" };
 
@@ -35,21 +42,30 @@ internal sealed class ValidateCommand : CliCommand
 
     protected override int Execute(ParseResult parse)
     {
-        string merged = parse.GetValue(_merged)!;
+        string[] mergedModels = parse.GetValue(_merged) ?? [];
         string? unmerged = parse.GetValue(_unmerged);
         string? baseModel = parse.GetValue(_base);
         string? adaptersModel = parse.GetValue(_adaptersModel);
-        string? onnxAdapter = parse.GetValue(_onnxAdapter);
+        string[] onnxAdapters = parse.GetValue(_onnxAdapter) ?? [];
         if (unmerged is null && adaptersModel is null)
         {
             throw OnnxLoraException.InvalidOption("--unmerged", "required (or --adapters-model with --onnx-adapter): the merged model needs a reference to be compared against.");
         }
-        if ((adaptersModel is null) != (onnxAdapter is null))
+        if ((adaptersModel is null) != (onnxAdapters.Length == 0))
         {
             throw OnnxLoraException.InvalidOption(adaptersModel is null ? "--adapters-model" : "--onnx-adapter",
                 "--adapters-model and --onnx-adapter go together: the adapter file is activated on that model.");
         }
-        foreach (string? path in new[] { merged, unmerged, baseModel, adaptersModel })
+        if (mergedModels.Length > 1 && (onnxAdapters.Length != mergedModels.Length || unmerged is not null))
+        {
+            throw OnnxLoraException.InvalidOption("--merged", $"{mergedModels.Length} given with {onnxAdapters.Length} --onnx-adapter{(unmerged is null ? "" : " and --unmerged")}",
+                "one --onnx-adapter per --merged, in pairs, and no --unmerged (it belongs to one merged model)");
+        }
+        if (onnxAdapters.Length > mergedModels.Length)
+        {
+            throw OnnxLoraException.InvalidOption("--onnx-adapter", $"{onnxAdapters.Length} given for {mergedModels.Length} --merged", "one --onnx-adapter per --merged");
+        }
+        foreach (string? path in mergedModels.Concat([unmerged, baseModel, adaptersModel]))
         {
             if (path is not null)
             {
@@ -59,12 +75,30 @@ internal sealed class ValidateCommand : CliCommand
             }
         }
         var options = _set.Read(parse);
-        string against = string.Join(" and ", new[] { unmerged, adaptersModel is null ? null : $"{adaptersModel} with {onnxAdapter} active" }.OfType<string>());
-        Context.Info($"validating {merged} against {against}{(baseModel is null ? "" : $" (base {baseModel})")} ...");
-        var request = new ValidationRequest(merged, unmerged) { BasePath = baseModel, AdapterModelPath = adaptersModel, ActiveAdapterPath = onnxAdapter };
-        var report = Validator.Run(request, options, Context.CancellationToken);
-        var paths = ReportWriter.WriteAll(report, parse.GetValue(_report)!, Context.Force);
-        return ValidationOutput.Print(Context, "validate", report, paths, []);
+        string reportDir = parse.GetValue(_report)!;
+        if (mergedModels.Length == 1)
+        {
+            string merged = mergedModels[0];
+            string? onnxAdapter = onnxAdapters.FirstOrDefault();
+            string against = string.Join(" and ", new[] { unmerged, adaptersModel is null ? null : $"{adaptersModel} with {onnxAdapter} active" }.OfType<string>());
+            Context.Info($"validating {merged} against {against}{(baseModel is null ? "" : $" (base {baseModel})")} ...");
+            var request = new ValidationRequest(merged, unmerged) { BasePath = baseModel, AdapterModelPath = adaptersModel, ActiveAdapterPath = onnxAdapter };
+            var report = Validator.Run(request, options, Context.CancellationToken);
+            var paths = ReportWriter.WriteAll(report, reportDir, Context.Force);
+            return ValidationOutput.Print(Context, "validate", report, paths, []);
+        }
+
+        // Several pairs: one session of the adapter-ready model, one report folder per pair, named by its adapter file.
+        var names = onnxAdapters.Select(a => Path.GetFileNameWithoutExtension(a)).ToList();
+        if (names.Distinct(StringComparer.Ordinal).Count() != names.Count)
+        {
+            throw OnnxLoraException.InvalidOption("--onnx-adapter", "two adapter files with the same name", "distinct file names (each names its pair's report folder under --report)");
+        }
+        Context.Info($"validating {mergedModels.Length} merged models against {adaptersModel} with their adapters active, in one session{(baseModel is null ? "" : $" (base {baseModel})")} ...");
+        var requests = mergedModels.Select((m, k) => new ValidationRequest(m, null) { BasePath = baseModel, AdapterModelPath = adaptersModel, ActiveAdapterPath = onnxAdapters[k] }).ToList();
+        var reports = Validator.RunAdapterPairs(requests, options, Context.CancellationToken);
+        var pairs = reports.Select((r, k) => (Name: names[k], Report: r, Paths: ReportWriter.WriteAll(r, Path.Combine(reportDir, names[k]), Context.Force))).ToList();
+        return ValidationOutput.PrintPairs(Context, "validate", pairs);
     }
 }
 
@@ -189,44 +223,96 @@ internal static class ValidationOutput
             {
                 Outputs = outputs,
                 FailedGates = [.. CommandResult.From(report), .. generation is { } gen ? CommandResult.From(gen.Report) : []],
-                Details =
-                {
-                    ["provider"] = report.Provider.Used,
-                    ["fallbackReason"] = report.Provider.FallbackReason,
-                    ["latencyRatios"] = report.Latency?.Ratios.ToDictionary(r => r.Name, r => (object)new { median = r.Median, p10 = r.P10, p90 = r.P90, pairs = r.Pairs }),
-                    ["taskMetrics"] = report.TaskMetrics,
-                    ["decode"] = DecodeDetails(report.Decode),
-                    ["maxAbsError"] = MaxAbsErrors(report),
-                    ["generation"] = generation is { } shipped ? new
-                    {
-                        model = shipped.Report.Models[0].Path,
-                        status = shipped.Report.Passed ? "passed" : "gate-failed",
-                        maxAbsError = MaxAbsErrors(shipped.Report),
-                        decode = DecodeDetails(shipped.Report.Decode),
-                    } : null,
-                    ["baseline"] = report.Baseline?.Models.ToDictionary(m => m.Role.ToString().ToLowerInvariant(), m => (object)new
-                    {
-                        ratio = m.Ratio.Ratio, low = m.Ratio.Low, high = m.Ratio.High,
-                        relativeToBase = m.RelativeToBase?.Ratio, relativeToBaseLow = m.RelativeToBase?.Low, relativeToBaseHigh = m.RelativeToBase?.High,
-                        medianMs = m.Current.MedianMs,
-                        baselineMedianMs = m.Baseline.MedianMs, verdict = CompareCommand.VerdictWord(m.Verdict),
-                    }),
-                },
+                Details = Details(report, generation),
             };
             context.Out.WriteLine(result.ToJson());
         }
         else
         {
-            PrintLines(context, report);
+            PrintText(context, report);
             if (generation is { } gen)
             {
                 context.Out.WriteLine($"generation model {gen.Report.Models[0].Path} (key/value cache) against {string.Join(" and ", gen.Report.Models.Skip(1).Select(m => Path.GetFileName(m.Path)))}:");
-                PrintLines(context, gen.Report);
+                PrintText(context, gen.Report);
             }
             context.Out.WriteLine($"{(passed ? "PASSED" : "GATE FAILED")}; report: {paths.Html}{(generation is { } h ? $", {h.Paths.Html}" : "")}");
         }
         return passed ? Cli.Success : Cli.GateFailed;
     }
+
+    /// <summary>
+    /// Several adapter pairs (<c>validate --merged M1 --onnx-adapter A1 --merged M2 …</c>): each pair's lines under its name; with
+    /// <c>--json</c>, one object whose <c>details.pairs</c> holds each pair's details, report paths and status (passed only if all passed).
+    /// </summary>
+    public static int PrintPairs(CliContext context, string command, IReadOnlyList<(string Name, ValidationReport Report, ReportPaths Paths)> pairs)
+    {
+        bool passed = pairs.All(p => p.Report.Status == ValidationStatus.Pass);
+        if (context.Json)
+        {
+            var outputs = new Dictionary<string, string>();
+            foreach (var (name, _, paths) in pairs)
+            {
+                outputs[$"reportJson.{name}"] = paths.Json;
+                outputs[$"reportMarkdown.{name}"] = paths.Markdown;
+                outputs[$"reportHtml.{name}"] = paths.Html;
+            }
+            context.Out.WriteLine(new CommandResult(command, passed ? "passed" : "gate-failed")
+            {
+                Outputs = outputs,
+                FailedGates = [.. pairs.SelectMany(p => CommandResult.From(p.Report))],
+                Details =
+                {
+                    ["pairs"] = pairs.Select(p => new Dictionary<string, object?>(Details(p.Report))
+                    {
+                        ["name"] = p.Name,
+                        ["merged"] = p.Report.Models.First(m => m.Role == ModelRole.Merged).Path,
+                        ["activeAdapter"] = p.Report.Models.First(m => m.Role == ModelRole.Adapter).ActiveAdapter,
+                        ["status"] = p.Report.Status == ValidationStatus.Pass ? "passed" : "gate-failed",
+                    }).ToList(),
+                },
+            }.ToJson());
+        }
+        else
+        {
+            foreach (var (name, report, paths) in pairs)
+            {
+                context.Out.WriteLine($"== {name}: {report.Models.First(m => m.Role == ModelRole.Merged).Path} vs the adapters model with {report.Models.First(m => m.Role == ModelRole.Adapter).ActiveAdapter} active");
+                PrintText(context, report);
+                context.Out.WriteLine($"{name}: {(report.Status == ValidationStatus.Pass ? "PASSED" : "GATE FAILED")}; report: {paths.Html}");
+            }
+            context.Out.WriteLine($"{(passed ? "PASSED" : "GATE FAILED")}: {pairs.Count(p => p.Report.Status == ValidationStatus.Pass)} of {pairs.Count} pairs passed");
+        }
+        return passed ? Cli.Success : Cli.GateFailed;
+    }
+
+    private static Dictionary<string, object?> Details(ValidationReport report, (ValidationReport Report, ReportPaths Paths)? generation = null) => new()
+    {
+        ["provider"] = report.Provider.Used,
+        ["fallbackReason"] = report.Provider.FallbackReason,
+        ["latencyRatios"] = report.Latency?.Ratios.ToDictionary(r => r.Name, r => (object)new { median = r.Median, p10 = r.P10, p90 = r.P90, pairs = r.Pairs }),
+        ["taskMetrics"] = report.TaskMetrics,
+        ["decode"] = DecodeDetails(report.Decode),
+        ["maxAbsError"] = MaxAbsErrors(report),
+        ["generation"] = generation is { } shipped ? new
+        {
+            model = shipped.Report.Models[0].Path,
+            status = shipped.Report.Passed ? "passed" : "gate-failed",
+            maxAbsError = MaxAbsErrors(shipped.Report),
+            decode = DecodeDetails(shipped.Report.Decode),
+        } : null,
+        ["baseline"] = report.Baseline?.Models.ToDictionary(m => m.Role.ToString().ToLowerInvariant(), m => (object)new
+        {
+            ratio = m.Ratio.Ratio,
+            low = m.Ratio.Low,
+            high = m.Ratio.High,
+            relativeToBase = m.RelativeToBase?.Ratio,
+            relativeToBaseLow = m.RelativeToBase?.Low,
+            relativeToBaseHigh = m.RelativeToBase?.High,
+            medianMs = m.Current.MedianMs,
+            baselineMedianMs = m.Baseline.MedianMs,
+            verdict = CompareCommand.VerdictWord(m.Verdict),
+        }),
+    };
 
     private static Dictionary<string, double> MaxAbsErrors(ValidationReport report) =>
         report.Comparisons.ToDictionary(c => c.Name, c => c.Outputs.Count == 0 ? 0 : c.Outputs.Max(o => o.MaxAbsError));
@@ -246,7 +332,7 @@ internal static class ValidationOutput
         tokensEqual = decode.Comparisons.ToDictionary(c => c.Name, c => c.MatchingTokens),
     };
 
-    private static void PrintLines(CliContext context, ValidationReport report)
+    private static void PrintText(CliContext context, ValidationReport report)
     {
         var inv = CultureInfo.InvariantCulture;
         context.Out.WriteLine($"provider: {report.Provider.Used}");
