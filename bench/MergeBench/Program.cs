@@ -22,9 +22,68 @@ using OnnxLora.Merge.Onnx;
 //   dotnet run -c Release --project bench/MergeBench -- [--layers 32] [--pairs 5] [--dir /tmp/mergebench] [--out docs/benchmarks-merge.md]
 //       [--no-onnx]
 //   (child modes, also usable alone on any model, e.g. one the exporter wrote:
-//    merge <ckpt> <adapter> <out> | onnxmerge <model.onnx> <adapter> <out.onnx> | copy <dir> <out>)
+//    merge <ckpt> <adapter> <out> | onnxmerge <model.onnx> <adapter> <out.onnx> | copy <dir> <out>;
+//    and by hand: generate <dir> <layers> (writes <dir>/ckpt and <dir>/adapter) | profile <ckpt> <adapter> <scratch dir>: seconds per phase)
 
 var inv = CultureInfo.InvariantCulture;
+if (args.Length > 0 && args[0] == "profile")
+{
+    // Where a checkpoint merge's time goes, phase by phase over the whole checkpoint, each phase timed alone (nothing overlaps):
+    // pread of the merged tensors, fp16→fp32 decode, ΔW (MergePlan.ApplyTo), fp32→fp16 encode, write of the merged bytes,
+    // and the kernel copy of the untouched tensors. Output goes to <out> and is deleted.
+    using var adapter = PeftAdapter.Load(args[2]);
+    using var checkpoint = SafetensorsCheckpoint.Open(args[1]);
+    var plan = MergePlan.Create([new WeightedAdapter(adapter)], checkpoint);
+    double read = 0, decode = 0, delta = 0, encode = 0, write = 0, copy = 0;
+    long mergedBytes = 0, copiedBytes = 0;
+    Directory.CreateDirectory(args[3]);
+    string outFile = Path.Combine(args[3], "profile.bin");
+    using (var output = File.OpenHandle(outFile, FileMode.Create, FileAccess.ReadWrite))
+    {
+        long at = 0;
+        foreach (var shard in checkpoint.Shards)
+        {
+            using var handle = File.OpenHandle(shard.Path, FileMode.Open, FileAccess.Read, FileShare.Read, FileOptions.SequentialScan);
+            foreach (var t in shard.Tensors)
+            {
+                var sw = Stopwatch.StartNew();
+                if (!plan.Touches(t.Name))
+                {
+                    FileRange.Copy(handle, shard.DataStart + t.DataOffset, output, at, t.ByteLength);
+                    copy += sw.Elapsed.TotalSeconds;
+                    copiedBytes += t.ByteLength;
+                    at += t.ByteLength;
+                    continue;
+                }
+                byte[] bytes = new byte[t.ByteLength];
+                FileRange.ReadExactly(handle, bytes, shard.DataStart + t.DataOffset);
+                read += sw.Elapsed.TotalSeconds;
+                sw.Restart();
+                float[] values = new float[t.ElementCount];
+                FloatCodec.Decode(t.DType, bytes, values);
+                decode += sw.Elapsed.TotalSeconds;
+                sw.Restart();
+                plan.ApplyTo(t.Name, values);
+                delta += sw.Elapsed.TotalSeconds;
+                sw.Restart();
+                FloatCodec.Encode(t.DType, values, bytes);
+                encode += sw.Elapsed.TotalSeconds;
+                sw.Restart();
+                RandomAccess.Write(output, bytes, at);
+                write += sw.Elapsed.TotalSeconds;
+                mergedBytes += bytes.Length;
+                at += bytes.Length;
+            }
+        }
+        var flush = Stopwatch.StartNew();
+        RandomAccess.FlushToDisk(output);
+        write += flush.Elapsed.TotalSeconds;
+    }
+    File.Delete(outFile);
+    double total = read + decode + delta + encode + write + copy;
+    Console.WriteLine(string.Create(inv, $"merged {mergedBytes / 1e9:F2} GB, copied {copiedBytes / 1e9:F2} GB; seconds: read {read:F1}, decode {decode:F1}, ΔW {delta:F1}, encode {encode:F1}, write+fsync {write:F1}, kernel copy {copy:F1}; total {total:F1}; load `{File.ReadAllText("/proc/loadavg").Trim()}`"));
+    return 0;
+}
 if (args.Length > 0 && args[0] is "merge" or "onnxmerge" or "copy")
 {
     var sw = Stopwatch.StartNew();
@@ -59,6 +118,13 @@ if (args.Length > 0 && args[0] is "merge" or "onnxmerge" or "copy")
 const int Hidden = 4096, Intermediate = 14336, Heads = 32, KvHeads = 8, Vocab = 128256, Rank = 16;
 const int KvDim = Hidden / Heads * KvHeads;
 string[] Projections = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"];
+if (args.Length > 0 && args[0] == "generate")
+{
+    // Only writes the benchmark's checkpoint and adapter (for profile / merge runs by hand): generate <dir> <layers>.
+    WriteCheckpoint(Path.Combine(args[1], "ckpt"), int.Parse(args[2], inv));
+    WriteAdapter(Path.Combine(args[1], "adapter"), int.Parse(args[2], inv));
+    return 0;
+}
 int layers = Arg("--layers", 32);
 int pairs = Arg("--pairs", 5);
 string root = Path.GetFullPath(ArgS("--dir", "/tmp/mergebench"));

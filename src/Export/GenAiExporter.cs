@@ -1,8 +1,10 @@
 using System.Text.Json;
 using OnnxLora.Core;
 using OnnxLora.Core.GenAi;
+using OnnxLora.Core.HuggingFace;
 using OnnxLora.Core.IO;
 using OnnxLora.Core.Peft;
+using OnnxLora.Merge;
 using OnnxLora.Models.Llama;
 using OnnxLora.Models.Onnx;
 
@@ -44,7 +46,38 @@ public static class GenAiExporter
         IReadOnlyList<PeftAdapter>? adapters = null)
     {
         ArgumentNullException.ThrowIfNull(model);
-        options ??= ExportOptions.Default;
+        return Write(model.Config, tokenizerDirectory, outputDirectory, options ?? ExportOptions.Default, (path, o) => o.Mode == OnnxExportMode.Adapters
+            ? OnnxExporter.ExportWithAdapters(model, adapters ?? [], path, o)
+            : OnnxExporter.Export(model, path, o));
+    }
+
+    /// <summary>
+    /// Exports the decoder checkpoint in <paramref name="modelDirectory"/> into the folder <paramref name="outputDirectory"/> without
+    /// loading its weights (<see cref="OnnxExporter.ExportPretrained"/>: they stream from the checkpoint and the adapters' files,
+    /// merged on the way in merged mode), with the checkpoint's tokenizer files. <see cref="ExportOptions.UsePast"/> is implied.
+    /// </summary>
+    /// <param name="modelDirectory">The checkpoint folder (config.json of a llama, mistral or qwen2 model, safetensors, tokenizer files).</param>
+    /// <param name="adapters">As for <see cref="OnnxExporter.ExportPretrained"/>.</param>
+    /// <param name="outputDirectory">The folder to write.</param>
+    /// <param name="options">Export choices.</param>
+    /// <param name="mergeOptions">How several adapters combine (default <see cref="MergeOptions.Default"/>).</param>
+    /// <exception cref="OnnxLoraException">Bad input: the checkpoint is not a decoder, or as <see cref="Export"/> and
+    /// <see cref="OnnxExporter.ExportPretrained"/>.</exception>
+    public static GenAiExportResult ExportPretrained(string modelDirectory, IReadOnlyList<WeightedAdapter> adapters, string outputDirectory, ExportOptions? options = null,
+        MergeOptions? mergeOptions = null)
+    {
+        var loaded = HfConfig.Load(modelDirectory);
+        var config = loaded as LlamaConfig
+            ?? throw OnnxLoraException.Invalid(HfConfig.ResolvePath(modelDirectory), "field 'model_type'", $"\"{loaded.ModelType}\"",
+                "a decoder (llama, mistral or qwen2): a GenAI folder holds a text-generation model");
+        return Write(config, modelDirectory, outputDirectory, options ?? ExportOptions.Default,
+            (path, o) => OnnxExporter.ExportPretrained(modelDirectory, adapters, path, o, mergeOptions));
+    }
+
+    /// <summary>The folder around one model export (<paramref name="export"/> writes the .onnx file it is given).</summary>
+    private static GenAiExportResult Write(LlamaConfig modelConfig, string tokenizerDirectory, string outputDirectory, ExportOptions options,
+        Func<string, ExportOptions, ExportResult> export)
+    {
         foreach (string name in RequiredTokenizerFiles)
         {
             string source = Path.Combine(tokenizerDirectory, name);
@@ -55,11 +88,8 @@ public static class GenAiExporter
         }
         AtomicDirectory.CheckDestination(outputDirectory, options.Overwrite);
         using var folder = AtomicDirectory.Create(outputDirectory, options.Overwrite);
-        var modelOptions = options with { UsePast = true, Overwrite = false };
-        var export = options.Mode == OnnxExportMode.Adapters
-            ? OnnxExporter.ExportWithAdapters(model, adapters ?? [], folder.File(ModelFileName), modelOptions)
-            : OnnxExporter.Export(model, folder.File(ModelFileName), modelOptions);
-        var config = CreateConfig(model.Config);
+        var exported = export(folder.File(ModelFileName), options with { UsePast = true, Overwrite = false });
+        var config = CreateConfig(modelConfig);
         File.WriteAllText(folder.File(GenAiConfig.FileName), config.ToJson());
         foreach (string name in RequiredTokenizerFiles.Concat(OptionalTokenizerFiles))
         {
@@ -72,16 +102,16 @@ public static class GenAiExporter
         var files = Directory.GetFiles(folder.TempPath).Select(Path.GetFileName).OfType<string>().Order(StringComparer.Ordinal).ToList();
         folder.Commit();
         string directory = folder.FinalPath;
-        return new GenAiExportResult(directory, files, export with
+        return new GenAiExportResult(directory, files, exported with
         {
             ModelPath = Path.Combine(directory, ModelFileName),
-            ExternalDataPath = export.ExternalDataPath is null ? null : Path.Combine(directory, Path.GetFileName(export.ExternalDataPath)),
-            AdapterFiles = [.. export.AdapterFiles.Select(f => Path.Combine(directory, Path.GetFileName(f)))],
+            ExternalDataPath = exported.ExternalDataPath is null ? null : Path.Combine(directory, Path.GetFileName(exported.ExternalDataPath)),
+            AdapterFiles = [.. exported.AdapterFiles.Select(f => Path.Combine(directory, Path.GetFileName(f)))],
         });
     }
 
     /// <summary>The genai_config.json for a LLaMA-family model exported with past (greedy search up to the context length).</summary>
-    public static GenAiConfig CreateConfig(Core.HuggingFace.LlamaConfig config)
+    public static GenAiConfig CreateConfig(LlamaConfig config)
     {
         ArgumentNullException.ThrowIfNull(config);
         var eos = config.EosTokenIds.Count == 1

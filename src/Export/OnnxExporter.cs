@@ -49,13 +49,15 @@ public static class OnnxExporter
     /// from the checkpoint to the external data file tensor by tensor as the model is written — converted to
     /// <see cref="ExportOptions.WeightType"/>, transposed where the layout says, and in merged mode merged on the way
     /// (W + ΔW by the same <see cref="MergePlan"/> as a checkpoint merge). Memory stays at a few tens of MB plus one
-    /// merged tensor in fp32, whatever the model's size, and no tensor is limited to 2 GiB. The bytes are those
-    /// <see cref="Export"/> writes for the same model loaded with its adapter.
+    /// merged tensor in fp32, whatever the model's size, and no tensor is limited to 2 GiB. Every mode streams: unmerged and
+    /// adapters modes attach the adapter to the meta-device modules (<see cref="PeftModelAdapter.AttachWithoutWeights"/>). The bytes
+    /// are those <see cref="Export"/> writes for the same model loaded with its adapter.
     /// </summary>
     /// <param name="modelDirectory">The checkpoint folder (config.json and safetensors).</param>
     /// <param name="adapters">None for <see cref="OnnxExportMode.Base"/>; one or more (weighted) for <see cref="OnnxExportMode.Merged"/>;
-    /// exactly one for <see cref="OnnxExportMode.Unmerged"/>, which loads the model and the adapter in memory (its LoRA branches are
-    /// TorchSharp modules).</param>
+    /// exactly one for <see cref="OnnxExportMode.Unmerged"/> (its LoRA factors stream from the adapter file); one or more at weight 1 for
+    /// <see cref="OnnxExportMode.Adapters"/> (the graph's LoRA inputs are the first adapter's modules; one .onnx_adapter file per adapter).
+    /// Adapters stay open until the export returns.</param>
     /// <param name="path">The .onnx file to write.</param>
     /// <param name="options">Export choices; <see cref="ExportOptions.AdapterName"/> and the fingerprinted files as given.</param>
     /// <param name="mergeOptions">How several adapters combine (default <see cref="MergeOptions.Default"/>).</param>
@@ -80,19 +82,21 @@ public static class OnnxExporter
                     OnnxExportMode.Adapters => "at least one to write as an .onnx_adapter file",
                     _ => "exactly one for unmerged",
                 });
-            case OnnxExportMode.Unmerged:
-                using (var model = PretrainedModel.Load(modelDirectory))
-                {
-                    PeftModelAdapter.Attach(model, adapters[0].Adapter.Directory);
-                    return Export(model, path, options);
-                }
-            case OnnxExportMode.Adapters:
-                return ExportWithAdapterFiles(modelDirectory, adapters, path, options);
+        }
+        if (options.Mode == OnnxExportMode.Adapters)
+        {
+            CheckAdapterFiles(adapters);
         }
         using var pretrained = PretrainedModel.LoadWithoutWeights(modelDirectory);
         List<LoraLayerFacts> layers = [];
         IReadOnlyList<string> warnings = [];
-        if (adapters.Count > 0)
+        if (options.Mode is OnnxExportMode.Unmerged or OnnxExportMode.Adapters)
+        {
+            // LoRA branches as nodes (unmerged) or inputs (adapters) of the first adapter's modules: its factors stream from its file.
+            PeftModelAdapter.AttachWithoutWeights(pretrained, adapters[0].Adapter);
+            layers = LoraLayers(pretrained.Module);
+        }
+        else if (adapters.Count > 0)
         {
             var plan = MergePlan.Create(adapters, pretrained.Weights.Specs, pretrained.Directory, mergeOptions, pretrained.Config.ModelType);
             foreach (string name in plan.TargetTensors)
@@ -110,33 +114,20 @@ public static class OnnxExporter
                 options = options with { Mode = OnnxExportMode.Base };
             }
         }
-        return Save(Build(pretrained.Module, options, pretrained.Weights, layers), path, options, layers.Count) with { Warnings = warnings };
-    }
-
-    /// <summary>
-    /// <see cref="OnnxExportMode.Adapters"/> from a checkpoint: loads the model in memory with the first adapter attached
-    /// (as for unmerged), then <see cref="ExportWithAdapters"/>.
-    /// </summary>
-    private static ExportResult ExportWithAdapterFiles(string modelDirectory, IReadOnlyList<WeightedAdapter> adapters, string path, ExportOptions options)
-    {
-        if (adapters.FirstOrDefault(a => a.Weight != 1.0) is { } weighted)
+        var built = Build(pretrained.Module, options, pretrained.Weights, layers);
+        if (options.Mode != OnnxExportMode.Adapters)
         {
-            throw ExportThrow.Option("adapter weight", $"{weighted.Weight} for {weighted.Adapter.Directory}", "1 (each adapter goes to its own .onnx_adapter file; weights do not apply)");
+            return Save(built, path, options, layers.Count) with { Warnings = warnings };
         }
-        using var model = PretrainedModel.Load(modelDirectory);
-        PeftModelAdapter.Attach(model, adapters[0].Adapter.Directory);
-        return ExportWithAdapters(model, [.. adapters.Select(a => a.Adapter)], path, options with { Mode = OnnxExportMode.Adapters });
+        return SaveWithAdapterFiles(built, [.. adapters.Select(a => a.Adapter)], path, options, layers.Count);
     }
 
     /// <summary>
     /// Exports <paramref name="model"/>, whose LoRA layers (attached from the first adapter) choose the targeted modules, as
     /// the adapter-ready graph (<see cref="OnnxExportMode.Adapters"/>: LoRA factors as graph inputs with a symbolic rank and
-    /// empty rank-0 defaults), and beside it one ONNX Runtime adapter file per adapter,
-    /// <c>&lt;adapter folder name&gt;.onnx_adapter</c> (<see cref="OnnxAdapterFile.FromPeft"/>, in the graph's weight type).
-    /// Every adapter file is checked against the graph's inputs before anything is written; adapters may target fewer
-    /// modules than the first (their other inputs keep the rank-0 defaults), not others. With
-    /// <see cref="ExportOptions.UsePast"/> the graph is the key/value-cache decoder, the one ONNX Runtime GenAI runs with
-    /// its <c>Adapters</c> API.
+    /// empty rank-0 defaults), and beside it one ONNX Runtime adapter file per adapter, as <see cref="ExportPretrained"/> does
+    /// for a checkpoint. With <see cref="ExportOptions.UsePast"/> the graph is the key/value-cache decoder, the one ONNX Runtime
+    /// GenAI runs with its <c>Adapters</c> API.
     /// </summary>
     /// <param name="model">The model with LoRA layers attached (e.g. <c>PeftModelAdapter.Attach</c> of the first adapter).</param>
     /// <param name="adapters">The adapters to write as <c>.onnx_adapter</c> files (the attached one among them, normally first).</param>
@@ -157,14 +148,21 @@ public static class OnnxExporter
         {
             throw ExportThrow.Option(nameof(adapters), "0 adapters", "at least one to write as an .onnx_adapter file");
         }
-        string outDir = Path.GetDirectoryName(Path.GetFullPath(path))!;
-        var files = adapters.Select(a => Path.Combine(outDir, Path.GetFileName(Path.GetFullPath(a.Directory).TrimEnd('/')) + OnnxAdapterFile.Extension)).ToList();
-        if (files.Distinct(StringComparer.Ordinal).Count() != files.Count)
-        {
-            throw ExportThrow.Option("adapters", "two adapter folders with the same name", "distinct folder names (their .onnx_adapter files would collide)");
-        }
+        CheckAdapterFiles([.. adapters.Select(a => new WeightedAdapter(a, 1.0))]);
         var layers = LoraLayers(model);
-        var built = Build(model, options, weights: null, layers);
+        return SaveWithAdapterFiles(Build(model, options, weights: null, layers), adapters, path, options, layers.Count);
+    }
+
+    /// <summary>
+    /// <see cref="OnnxExportMode.Adapters"/>: the model, and beside it one ONNX Runtime adapter file per adapter,
+    /// <c>&lt;adapter folder name&gt;.onnx_adapter</c> (<see cref="OnnxAdapterFile.FromPeft"/>, in the graph's weight type). Every
+    /// adapter file is checked against the graph's inputs before anything is written; adapters may target fewer modules than
+    /// the first (their other inputs keep the rank-0 defaults), not others.
+    /// </summary>
+    private static ExportResult SaveWithAdapterFiles((ModelProto Proto, IReadOnlyDictionary<string, OnnxTensorSource> Data) built, IReadOnlyList<PeftAdapter> adapters,
+        string path, ExportOptions options, int loraLayers)
+    {
+        var files = AdapterFilePaths(adapters, path);
         var parameters = new List<IReadOnlyList<OnnxAdapterParameter>>();
         foreach (var a in adapters)
         {
@@ -172,12 +170,34 @@ public static class OnnxExporter
             OnnxAdapterFile.CheckFits(new OnnxAdapter(OnnxAdapterFile.CurrentFormatVersion, 0, 0, p), a.Directory, built.Proto.Graph, path);
             parameters.Add(p);
         }
-        var result = Save(built, path, options, layers.Count);
+        var result = Save(built, path, options, loraLayers);
         for (int i = 0; i < adapters.Count; i++)
         {
             OnnxAdapterFile.Write(files[i], parameters[i], overwrite: options.Overwrite);
         }
         return result with { AdapterFiles = files };
+    }
+
+    /// <summary>Adapters mode: weights do not apply and the adapter files must not collide (checked before any work).</summary>
+    private static void CheckAdapterFiles(IReadOnlyList<WeightedAdapter> adapters)
+    {
+        if (adapters.FirstOrDefault(a => a.Weight != 1.0) is { } weighted)
+        {
+            throw ExportThrow.Option("adapter weight", $"{weighted.Weight} for {weighted.Adapter.Directory}", "1 (each adapter goes to its own .onnx_adapter file; weights do not apply)");
+        }
+        var names = adapters.Select(a => AdapterFileName(a.Adapter.Directory)).ToList();
+        if (names.Distinct(StringComparer.Ordinal).Count() != names.Count)
+        {
+            throw ExportThrow.Option("adapters", "two adapter folders with the same name", "distinct folder names (their .onnx_adapter files would collide)");
+        }
+    }
+
+    private static string AdapterFileName(string adapterDirectory) => Path.GetFileName(Path.GetFullPath(adapterDirectory).TrimEnd('/')) + OnnxAdapterFile.Extension;
+
+    private static List<string> AdapterFilePaths(IReadOnlyList<PeftAdapter> adapters, string path)
+    {
+        string outDir = Path.GetDirectoryName(Path.GetFullPath(path))!;
+        return [.. adapters.Select(a => Path.Combine(outDir, AdapterFileName(a.Directory)))];
     }
 
     /// <summary>Builds the ONNX model in memory (no file is written).</summary>

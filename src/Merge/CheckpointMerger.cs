@@ -35,6 +35,9 @@ public static class CheckpointMerger
 {
     private const int CopyChunkBytes = 16 << 20;
 
+    /// <summary>Writes waiting while the next tensor is computed, and the size of each encoded chunk written behind.</summary>
+    private const int WritesInFlight = 3, WriteChunkBytes = 4 << 20;
+
     /// <summary>Plans the merge without writing anything (the "inspect" view).</summary>
     public static MergePlan Plan(string checkpointDirectory, IReadOnlyList<WeightedAdapter> adapters, MergeOptions? options = null)
     {
@@ -68,6 +71,8 @@ public static class CheckpointMerger
             var specs = shard.Tensors.Select(t => new TensorSpec(t.Name, OutputTypeOf(t.DType, options.OutputDType), t.Shape)).ToList();
             using var handle = File.OpenHandle(shard.Path, FileMode.Open, FileAccess.Read, FileShare.Read, FileOptions.SequentialScan);
             using var writer = SafetensorsWriter.Create(Path.Combine(folder.TempPath, shardName), specs, shard.Metadata);
+            // Writes (kernel copies included, in tensor order) run behind on their own thread: the next tensor is read and merged meanwhile.
+            using var behind = new WriteBehind(WritesInFlight, WriteChunkBytes);
             for (int i = 0; i < shard.Tensors.Count; i++)
             {
                 var t = shard.Tensors[i];
@@ -75,7 +80,7 @@ public static class CheckpointMerger
                 long offset = shard.DataStart + t.DataOffset;
                 if (plan.Touches(t.Name))
                 {
-                    MergeTensor(plan, checkpoint.Directory, handle, offset, t, spec, writer, copyBuffer);
+                    MergeTensor(plan, checkpoint.Directory, handle, offset, t, spec, writer, behind, copyBuffer);
                     if (plan.ReplacementFor(t.Name) is not null)
                     {
                         replaced++;
@@ -87,18 +92,19 @@ public static class CheckpointMerger
                 }
                 else if (spec.DType != t.DType)
                 {
-                    ConvertTensor(checkpoint.Directory, handle, offset, t, spec, writer, options.SafeMode, copyBuffer);
+                    ConvertTensor(checkpoint.Directory, handle, offset, t, spec, writer, behind, options.SafeMode, copyBuffer);
                     copied++;
                 }
                 else
                 {
                     // Unchanged bytes: copied file to file by the kernel (copy_file_range), as File.Copy does.
-                    writer.CopyFrom(t.Name, handle, offset, t.ByteLength);
+                    behind.Enqueue(() => writer.CopyFrom(t.Name, handle, offset, t.ByteLength));
                     copied++;
                 }
                 bytes += spec.ByteLength;
                 written[t.Name] = (shardName, spec.ByteLength);
             }
+            behind.Complete();
             writer.Commit();
         }
         if (checkpoint.IndexPath is not null)
@@ -115,7 +121,8 @@ public static class CheckpointMerger
 
     private static DType OutputTypeOf(DType input, DType? output) => !input.IsFloat() ? input : output ?? input;
 
-    private static void MergeTensor(MergePlan plan, string where, SafeFileHandle handle, long offset, TensorInfo t, TensorSpec spec, SafetensorsWriter writer, byte[] chunk)
+    private static void MergeTensor(MergePlan plan, string where, SafeFileHandle handle, long offset, TensorInfo t, TensorSpec spec, SafetensorsWriter writer,
+        WriteBehind behind, byte[] chunk)
     {
         // The merge works on the whole tensor in fp32 (ΔW spans it); its bytes are read, decoded, encoded and written in
         // chunks, so no byte array holds a whole tensor and tensors over 2 GiB (fp32 embeddings of large vocabularies) merge.
@@ -139,19 +146,21 @@ public static class CheckpointMerger
                 FloatCodec.Decode(t.DType, chunk.AsSpan(0, k * inSize), span.Slice((int)done, k));
             }
             plan.ApplyTo(t.Name, span);
-            for (long done = 0; done < n; done += perChunk)
+            int perWrite = behind.BufferBytes / outSize;
+            for (long done = 0; done < n; done += perWrite)
             {
-                int k = (int)Math.Min(perChunk, n - done);
-                long overflow = FloatCodec.Encode(spec.DType, span.Slice((int)done, k), chunk.AsSpan(0, k * outSize));
+                int k = (int)Math.Min(perWrite, n - done);
+                byte[] encoded = behind.RentBuffer();
+                long overflow = FloatCodec.Encode(spec.DType, span.Slice((int)done, k), encoded.AsSpan(0, k * outSize));
                 if (plan.Options.SafeMode && overflow >= 0)
                 {
                     throw MergeThrow.NonFinite(where, t.Name, done + overflow, values[done + overflow], $"overflowing {spec.DType} after merging");
                 }
-                writer.Write(t.Name, chunk.AsSpan(0, k * outSize));
+                behind.EnqueueWrite(encoded, k * outSize, data => writer.Write(t.Name, data.Span));
             }
             if (n == 0)
             {
-                writer.Write(t.Name, []);
+                behind.Enqueue(() => writer.Write(t.Name, []));
             }
         }
         finally
@@ -160,11 +169,11 @@ public static class CheckpointMerger
         }
     }
 
-    private static void ConvertTensor(string where, SafeFileHandle handle, long offset, TensorInfo t, TensorSpec spec, SafetensorsWriter writer, bool safe, byte[] inBuf)
+    private static void ConvertTensor(string where, SafeFileHandle handle, long offset, TensorInfo t, TensorSpec spec, SafetensorsWriter writer, WriteBehind behind,
+        bool safe, byte[] inBuf)
     {
         int inSize = t.DType.SizeOf(), outSize = spec.DType.SizeOf();
-        int perChunk = CopyChunkBytes / Math.Max(inSize, outSize);
-        byte[] outBuf = new byte[perChunk * outSize];
+        int perChunk = behind.BufferBytes / Math.Max(inSize, outSize);
         float[] values = new float[perChunk];
         long done = 0;
         while (done < t.ElementCount)
@@ -172,12 +181,13 @@ public static class CheckpointMerger
             int n = (int)Math.Min(perChunk, t.ElementCount - done);
             FileRange.ReadExactly(handle, inBuf.AsSpan(0, n * inSize), offset + done * inSize);
             FloatCodec.Decode(t.DType, inBuf.AsSpan(0, n * inSize), values.AsSpan(0, n));
+            byte[] outBuf = behind.RentBuffer();
             long overflow = FloatCodec.Encode(spec.DType, values.AsSpan(0, n), outBuf.AsSpan(0, n * outSize));
             if (safe && overflow >= 0)
             {
                 throw MergeThrow.NonFinite(where, t.Name, done + overflow, values[overflow], $"overflowing {spec.DType} in conversion");
             }
-            writer.Write(t.Name, outBuf.AsSpan(0, n * outSize));
+            behind.EnqueueWrite(outBuf, n * outSize, data => writer.Write(t.Name, data.Span));
             done += n;
         }
     }

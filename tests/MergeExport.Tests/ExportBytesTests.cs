@@ -15,11 +15,13 @@ namespace OnnxLora.MergeExport.Tests;
 /// streamed exporter must write exactly what that one did. The .onnx hashes were re-pinned once since, when the
 /// KV-cache work (issue 12) changed the LLaMA graph's emission (constants renumbered; the graph is checked against
 /// eager and fp64 references elsewhere): every .onnx.data hash, the weights, is still the pre-streaming exporter's.
+/// The unmerged (tied, DoRA), adapters, with-past and GenAI-folder cases were pinned from the in-memory exporter too
+/// (the model loaded with its weights, adapter attached), before those modes were switched to the streaming path.
 /// </summary>
 [TestClass]
 public sealed class ExportBytesTests
 {
-    /// <summary>Case → "sha256(model)[/sha256(data)]", from the in-memory exporter (see the class summary).</summary>
+    /// <summary>Case → "sha256(model)[/sha256(data)][/sha256(genai_config.json)]", from the in-memory exporter (see the class summary).</summary>
     private static readonly Dictionary<string, string> Expected = new(StringComparer.Ordinal)
     {
         ["base-f32ckpt-fp32-never"] = "4e77835d5d41bc6b",
@@ -32,29 +34,61 @@ public sealed class ExportBytesTests
         ["unmerged-f32ckpt-fp16-always"] = "210c2809460aec01/fa3b3f377684a326",
         ["merged-f32ckpt-dora-fp32-always"] = "5a2ef496668c4645/b2fb58072817449e",
         ["merged-bf16ckpt-two-fp16-always"] = "29786a9b0a24777f/f52af71db43ddf34",
+        ["unmerged-bf16ckpt-fp32-always"] = "846507db672ed4a3/5a203d23e5f349b2",
+        ["unmerged-f16ckpt-tied-fp16-never"] = "1125892290fea3fd",
+        ["unmerged-f32ckpt-dora-fp32-always"] = "e0f710866124efd0/8340834af847bd21",
+        ["adapters-f32ckpt-fp16-always"] = "c8a63dd1aea08874/a457153d4f2cda24",
+        ["adapters-bf16ckpt-tied-two-fp32-always"] = "c9148e96afde1240/5f407210e86f9d46",
+        ["base-f16ckpt-past-fp16-always"] = "fb878097ebc7467c/a457153d4f2cda24",
+        ["merged-bf16ckpt-past-fp32-always"] = "21c23adf2852c381/ae0169d6ff07e51d",
+        ["unmerged-f32ckpt-past-fp16-never"] = "f8ae4f7e12a0feef",
+        ["genai-merged-f32ckpt-fp16-auto"] = "b0ad7734c21604e3/2f36bd2928cdad7f",
+        ["genai-base-f16ckpt-tied-fp32-always"] = "5e94665d9f233ab9/51c1307b4a72428f/2f36bd2928cdad7f",
+        ["genai-unmerged-bf16ckpt-fp16-always"] = "f387f2c3eefc4cf5/cd909c23f700e065/2f36bd2928cdad7f",
+        ["genai-merged-bf16ckpt-two-fp16-always"] = "e6f41c5d392ffa9d/f52af71db43ddf34/2f36bd2928cdad7f",
     };
 
     public static IEnumerable<object[]> Cases =>
     [
-        ["base-f32ckpt-fp32-never", "f32", false, "base", "fp32", "never", new string[0]],
-        ["base-f32ckpt-fp16-always", "f32", false, "base", "fp16", "always", new string[0]],
-        ["merged-f32ckpt-fp32-always", "f32", false, "merged", "fp32", "always", new[] { "lora" }],
-        ["merged-f32ckpt-fp16-never", "f32", false, "merged", "fp16", "never", new[] { "lora" }],
-        ["merged-bf16ckpt-fp16-always", "bf16", false, "merged", "fp16", "always", new[] { "lora" }],
-        ["merged-f16ckpt-tied-fp32-always", "f16", true, "merged", "fp32", "always", new[] { "lora" }],
-        ["base-f16ckpt-tied-fp16-always", "f16", true, "base", "fp16", "always", new string[0]],
-        ["unmerged-f32ckpt-fp16-always", "f32", false, "unmerged", "fp16", "always", new[] { "lora" }],
-        ["merged-f32ckpt-dora-fp32-always", "f32", false, "merged", "fp32", "always", new[] { "dora" }],
-        ["merged-bf16ckpt-two-fp16-always", "bf16", false, "merged", "fp16", "always", new[] { "lora=0.7", "other=0.4" }],
+        ["base-f32ckpt-fp32-never", "f32", false, "base", "fp32", "never", new string[0], "file"],
+        ["base-f32ckpt-fp16-always", "f32", false, "base", "fp16", "always", new string[0], "file"],
+        ["merged-f32ckpt-fp32-always", "f32", false, "merged", "fp32", "always", new[] { "lora" }, "file"],
+        ["merged-f32ckpt-fp16-never", "f32", false, "merged", "fp16", "never", new[] { "lora" }, "file"],
+        ["merged-bf16ckpt-fp16-always", "bf16", false, "merged", "fp16", "always", new[] { "lora" }, "file"],
+        ["merged-f16ckpt-tied-fp32-always", "f16", true, "merged", "fp32", "always", new[] { "lora" }, "file"],
+        ["base-f16ckpt-tied-fp16-always", "f16", true, "base", "fp16", "always", new string[0], "file"],
+        ["unmerged-f32ckpt-fp16-always", "f32", false, "unmerged", "fp16", "always", new[] { "lora" }, "file"],
+        ["merged-f32ckpt-dora-fp32-always", "f32", false, "merged", "fp32", "always", new[] { "dora" }, "file"],
+        ["merged-bf16ckpt-two-fp16-always", "bf16", false, "merged", "fp16", "always", new[] { "lora=0.7", "other=0.4" }, "file"],
+        ["unmerged-bf16ckpt-fp32-always", "bf16", false, "unmerged", "fp32", "always", new[] { "lora" }, "file"],
+        ["unmerged-f16ckpt-tied-fp16-never", "f16", true, "unmerged", "fp16", "never", new[] { "lora" }, "file"],
+        ["unmerged-f32ckpt-dora-fp32-always", "f32", false, "unmerged", "fp32", "always", new[] { "dora" }, "file"],
+        ["adapters-f32ckpt-fp16-always", "f32", false, "adapters", "fp16", "always", new[] { "lora" }, "file"],
+        ["adapters-bf16ckpt-tied-two-fp32-always", "bf16", true, "adapters", "fp32", "always", new[] { "lora", "other" }, "file"],
+        ["base-f16ckpt-past-fp16-always", "f16", false, "base", "fp16", "always", new string[0], "past"],
+        ["merged-bf16ckpt-past-fp32-always", "bf16", false, "merged", "fp32", "always", new[] { "lora" }, "past"],
+        ["unmerged-f32ckpt-past-fp16-never", "f32", false, "unmerged", "fp16", "never", new[] { "lora" }, "past"],
+        ["genai-merged-f32ckpt-fp16-auto", "f32", false, "merged", "fp16", "auto", new[] { "lora" }, "genai"],
+        ["genai-base-f16ckpt-tied-fp32-always", "f16", true, "base", "fp32", "always", new string[0], "genai"],
+        ["genai-unmerged-bf16ckpt-fp16-always", "bf16", false, "unmerged", "fp16", "always", new[] { "lora" }, "genai"],
+        ["genai-merged-bf16ckpt-two-fp16-always", "bf16", false, "merged", "fp16", "always", new[] { "lora=0.7", "other=0.4" }, "genai"],
     ];
 
     [TestMethod]
     [DynamicData(nameof(Cases))]
-    public void Export_WritesTheBytesOfTheInMemoryExporter(string name, string checkpointDtype, bool tied, string mode, string dtype, string external, string[] adapters)
+    public void Export_WritesTheBytesOfTheInMemoryExporter(string name, string checkpointDtype, bool tied, string mode, string dtype, string external, string[] adapters,
+        string target)
     {
         using var dir = new TempDir();
-        string model = WriteCheckpoint(dir.File("model"), checkpointDtype switch { "f16" => DType.F16, "bf16" => DType.BF16, _ => DType.F32 }, tied);
-        var args = new List<string> { "export", "--model", model, "--mode", mode, "--dtype", dtype, "--external-data", external, "--out", dir.File("model.onnx") };
+        string model = WriteCheckpoint(dir.File("model"), checkpointDtype switch { "f16" => DType.F16, "bf16" => DType.BF16, _ => DType.F32 }, tied,
+            tokenizer: target == "genai");
+        // target: "file" (--out), "past" (--out --with-past) or "genai" (--genai: model.onnx with past, genai_config.json, tokenizer files).
+        string output = target == "genai" ? dir.File("genai") : dir.File("model.onnx");
+        var args = new List<string> { "export", "--model", model, "--mode", mode, "--dtype", dtype, "--external-data", external, target == "genai" ? "--genai" : "--out", output };
+        if (target == "past")
+        {
+            args.Add("--with-past");
+        }
         foreach (string adapter in adapters)
         {
             string[] parts = adapter.Split('=');
@@ -65,15 +99,20 @@ public sealed class ExportBytesTests
         var (code, _, err) = CliHarness.Run([.. args]);
 
         Assert.AreEqual(0, code, err);
-        string actual = Hash(dir.File("model.onnx")) + (File.Exists(dir.File("model.onnx.data")) ? "/" + Hash(dir.File("model.onnx.data")) : "");
+        string onnx = target == "genai" ? Path.Combine(output, "model.onnx") : output;
+        string actual = Hash(onnx) + (File.Exists(onnx + ".data") ? "/" + Hash(onnx + ".data") : "");
+        if (target == "genai")
+        {
+            actual += "/" + Hash(Path.Combine(output, "genai_config.json"));
+        }
         Assert.IsTrue(Expected.TryGetValue(name, out string? expected), $"no expected hash for {name}: \"{name}\" => \"{actual}\"");
         Assert.AreEqual(expected, actual, name);
     }
 
     private static string Hash(string path) => Convert.ToHexStringLower(SHA256.HashData(File.ReadAllBytes(path)))[..16];
 
-    /// <summary>The sample checkpoint re-stored in <paramref name="dtype"/> (one rounding from fp32), optionally with tied embeddings.</summary>
-    internal static string WriteCheckpoint(string directory, DType dtype, bool tied)
+    /// <summary>The sample checkpoint re-stored in <paramref name="dtype"/> (one rounding from fp32), optionally with tied embeddings and its tokenizer files.</summary>
+    internal static string WriteCheckpoint(string directory, DType dtype, bool tied, bool tokenizer = false)
     {
         Directory.CreateDirectory(directory);
         using (var source = SafetensorsFile.Open(Path.Combine(SampleModels.Model, "model.safetensors")))
@@ -92,6 +131,10 @@ public sealed class ExportBytesTests
         config["tie_word_embeddings"] = tied;
         config["torch_dtype"] = dtype switch { DType.F16 => "float16", DType.BF16 => "bfloat16", _ => "float32" };
         File.WriteAllText(Path.Combine(directory, "config.json"), config.ToJsonString());
+        foreach (string file in tokenizer ? new[] { "tokenizer.json", "tokenizer_config.json" } : [])
+        {
+            File.Copy(Path.Combine(SampleModels.Model, file), Path.Combine(directory, file));
+        }
         return directory;
     }
 

@@ -121,13 +121,8 @@ public static class DeltaMath
             throw new ArgumentException($"transpose: {m.Length} values for [{rows}, {cols}]");
         }
         var t = new float[m.Length];
-        for (int r = 0; r < rows; r++)
-        {
-            for (int c = 0; c < cols; c++)
-            {
-                t[c * rows + r] = m[r * cols + c];
-            }
-        }
+        // The cache-blocked transpose the exporter streams with (a naive loop misses the cache on every write for large matrices).
+        Core.Internals.Transposer.Transpose(MemoryMarshal.AsBytes(m), MemoryMarshal.AsBytes(t.AsSpan()), rows, cols, sizeof(float));
         return t;
     }
 
@@ -200,6 +195,14 @@ public static class DeltaMath
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static void AddScaled(Span<float> dst, Vector256<double> sums, double factor)
     {
+        if (Avx.IsSupported && dst.Length >= 4)
+        {
+            // The scalar lines below, four at a time: widen, multiply then add (two roundings, no FMA), round to fp32 nearest-even.
+            ref float d = ref MemoryMarshal.GetReference(dst);
+            var widened = Avx.ConvertToVector256Double(Vector128.LoadUnsafe(ref d));
+            Avx.ConvertToVector128Single(Avx.Add(widened, Avx.Multiply(Vector256.Create(factor), sums))).StoreUnsafe(ref d);
+            return;
+        }
         dst[0] = (float)(dst[0] + (factor * sums.GetElement(0)));
         dst[1] = (float)(dst[1] + (factor * sums.GetElement(1)));
         dst[2] = (float)(dst[2] + (factor * sums.GetElement(2)));

@@ -108,6 +108,9 @@ public static class OnnxModelMerger
     /// place; the model file keeps everything else and points at the new data file. Both files appear only when complete
     /// (data file first), as <see cref="OnnxFile.Save"/> writes them.
     /// </summary>
+    /// <summary>Writes waiting while the next tensor is computed, and the size of each encoded chunk written behind.</summary>
+    private const int WritesInFlight = 3, WriteChunkBytes = 4 << 20;
+
     private static OnnxMergeResult MergeStreamed(ModelProto proto, OnnxExternalDataFiles data, OnnxMergePlan plan, string output, bool overwrite)
     {
         string location = OnnxFile.ExternalDataFileName(output);
@@ -128,34 +131,11 @@ public static class OnnxModelMerger
         using var dataFile = AtomicFile.Create(dataPath, overwrite);
         using var modelFile = AtomicFile.Create(output, overwrite);
         var target = dataFile.Stream.SafeFileHandle;
-        foreach (var range in data.Ranges)
+        // Writes (kernel copies included) run behind on their own thread: the next tensor is read and merged meanwhile.
+        using (var behind = new WriteBehind(WritesInFlight, WriteChunkBytes))
         {
-            var tensor = range.Tensor;
-            long offset = bases[range.Location] + range.Offset;
-            if (initializers.Contains(tensor) && plan.Touches(tensor.Name))
-            {
-                // Pooled, as the checkpoint merge does: merged tensors come in a few sizes, so memory stays near the largest.
-                int n = (int)data.ElementCount(range);
-                float[] buffer = ArrayPool<float>.Shared.Rent(n);
-                try
-                {
-                    data.ReadAsSingle(range, buffer.AsSpan(0, n));
-                    WriteEncoded(plan, tensor, Merged(plan, tensor, buffer.AsSpan(0, n)), target, offset);
-                }
-                finally
-                {
-                    ArrayPool<float>.Shared.Return(buffer);
-                }
-                Count(plan, tensor.Name, ref merged, ref replaced);
-            }
-            else
-            {
-                FileRange.Copy(data.HandleOf(range), range.Offset, target, offset, range.Length);
-            }
-            tensor.ExternalData.Clear();
-            tensor.ExternalData.Add(new StringStringEntryProto { Key = "location", Value = location });
-            tensor.ExternalData.Add(new StringStringEntryProto { Key = "offset", Value = offset.ToString(CultureInfo.InvariantCulture) });
-            tensor.ExternalData.Add(new StringStringEntryProto { Key = "length", Value = range.Length.ToString(CultureInfo.InvariantCulture) });
+            WriteRanges(plan, data, bases, location, initializers, target, behind, ref merged, ref replaced);
+            behind.Complete();
         }
         dataFile.Stream.SetLength(end);
         for (int i = 0; i < graph.Initializer.Count; i++)
@@ -177,6 +157,43 @@ public static class OnnxModelMerger
     /// Whether a model with external data is merged streaming: always, unless its data is to be embedded — Never, or
     /// Auto (which embeds what fits under protobuf's 2 GiB limit, with the margin <see cref="OnnxFile.Save"/> leaves).
     /// </summary>
+    /// <summary>Each external range to its place in the output data file: merged tensors re-encoded, the others copied by the kernel.</summary>
+    private static void WriteRanges(OnnxMergePlan plan, OnnxExternalDataFiles data, Dictionary<string, long> bases, string location, HashSet<object?> initializers,
+        SafeFileHandle target, WriteBehind behind, ref int merged, ref int replaced)
+    {
+        foreach (var range in data.Ranges)
+        {
+            var tensor = range.Tensor;
+            long offset = bases[range.Location] + range.Offset;
+            if (initializers.Contains(tensor) && plan.Touches(tensor.Name))
+            {
+                // Pooled, as the checkpoint merge does: merged tensors come in a few sizes, so memory stays near the largest.
+                int n = (int)data.ElementCount(range);
+                float[] buffer = ArrayPool<float>.Shared.Rent(n);
+                try
+                {
+                    data.ReadAsSingle(range, buffer.AsSpan(0, n));
+                    WriteEncoded(plan, tensor, Merged(plan, tensor, buffer.AsSpan(0, n)), target, offset, behind);
+                }
+                finally
+                {
+                    ArrayPool<float>.Shared.Return(buffer);
+                }
+                Count(plan, tensor.Name, ref merged, ref replaced);
+            }
+            else
+            {
+                var source = data.HandleOf(range);
+                long from = range.Offset, length = range.Length;
+                behind.Enqueue(() => FileRange.Copy(source, from, target, offset, length));
+            }
+            tensor.ExternalData.Clear();
+            tensor.ExternalData.Add(new StringStringEntryProto { Key = "location", Value = location });
+            tensor.ExternalData.Add(new StringStringEntryProto { Key = "offset", Value = offset.ToString(CultureInfo.InvariantCulture) });
+            tensor.ExternalData.Add(new StringStringEntryProto { Key = "length", Value = range.Length.ToString(CultureInfo.InvariantCulture) });
+        }
+    }
+
     private static bool Streams(OnnxExternalData? wanted, OnnxExternalDataFiles data) => wanted switch
     {
         OnnxExternalData.Never => false,
@@ -353,29 +370,22 @@ public static class OnnxModelMerger
         return result;
     }
 
-    /// <summary>Encodes merged values to the initializer's dtype and writes them at <paramref name="offset"/>, in bounded chunks.</summary>
-    private static void WriteEncoded(OnnxMergePlan plan, TensorProto tensor, ReadOnlySpan<float> values, SafeFileHandle file, long offset)
+    /// <summary>Encodes merged values to the initializer's dtype and queues their writes at <paramref name="offset"/>, in the pipeline's buffers.</summary>
+    private static void WriteEncoded(OnnxMergePlan plan, TensorProto tensor, ReadOnlySpan<float> values, SafeFileHandle file, long offset, WriteBehind behind)
     {
-        const int ChunkBytes = 1 << 20;
         OnnxTensors.TryFromOnnx(tensor.DataType, out var dtype);
-        int size = dtype.SizeOf(), perChunk = ChunkBytes / size;
-        byte[] chunk = ArrayPool<byte>.Shared.Rent(ChunkBytes);
-        try
+        int size = dtype.SizeOf(), perChunk = behind.BufferBytes / size;
+        for (long done = 0; done < values.Length; done += perChunk)
         {
-            for (long done = 0; done < values.Length; done += perChunk)
+            int k = (int)Math.Min(perChunk, values.Length - done);
+            byte[] chunk = behind.RentBuffer();
+            long overflow = FloatCodec.Encode(dtype, values.Slice((int)done, k), chunk.AsSpan(0, k * size));
+            if (plan.Merge.Options.SafeMode && overflow >= 0)
             {
-                int k = (int)Math.Min(perChunk, values.Length - done);
-                long overflow = FloatCodec.Encode(dtype, values.Slice((int)done, k), chunk.AsSpan(0, k * size));
-                if (plan.Merge.Options.SafeMode && overflow >= 0)
-                {
-                    throw OnnxMergeThrow.NonFinite(plan.ModelPath, tensor.Name, done + overflow, values[(int)(done + overflow)], $"overflowing {dtype} after merging");
-                }
-                RandomAccess.Write(file, chunk.AsSpan(0, k * size), offset + (done * size));
+                throw OnnxMergeThrow.NonFinite(plan.ModelPath, tensor.Name, done + overflow, values[(int)(done + overflow)], $"overflowing {dtype} after merging");
             }
-        }
-        finally
-        {
-            ArrayPool<byte>.Shared.Return(chunk);
+            long at = offset + (done * size);
+            behind.EnqueueWrite(chunk, k * size, data => RandomAccess.Write(file, data.Span, at));
         }
     }
 }

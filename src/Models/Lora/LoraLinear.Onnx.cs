@@ -49,7 +49,12 @@ public sealed partial class LoraLinear : IOnnxExportable
             y = context.Op("Add", baseOut, scaled);
             if (UseDora)
             {
-                using var norm = WeightRowNorm();
+                // The norm is computed from the weights' values: the parameters', or the checkpoint's and the adapter's when the
+                // model was built without weights (OnnxWeightStore).
+                using var w = context.ParameterValues(context.ParameterName("weight"), Weight);
+                using var a = context.ParameterValues(context.PeftName("lora_A.weight"), LoraA);
+                using var b = context.ParameterValues(context.PeftName("lora_B.weight"), LoraB);
+                using var norm = RowNorm(w, a, b, Scaling);
                 string magnitude = context.ParameterInitializer(context.PeftName("lora_magnitude_vector"), Magnitude!);
                 string scale = context.Op("Div", magnitude, context.TensorInitializer(context.PeftName("lora_weight_norm"), norm));
                 y = context.Op("Mul", y, scale);

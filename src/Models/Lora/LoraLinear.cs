@@ -119,11 +119,14 @@ public sealed partial class LoraLinear : LoraLayer
     }
 
     /// <summary>‖W + s·B·A‖ per output row [out], without gradient.</summary>
-    internal Tensor WeightRowNorm()
+    internal Tensor WeightRowNorm() => RowNorm(Weight, LoraA, LoraB, Scaling);
+
+    /// <summary>‖<paramref name="weight"/> + s·B·A‖ per output row, without gradient.</summary>
+    private static Tensor RowNorm(Tensor weight, Tensor loraA, Tensor loraB, double scaling)
     {
         using var noGrad = no_grad();
         using var scope = NewDisposeScope();
-        var combined = Weight + LoraB.matmul(LoraA) * Scaling;
+        var combined = weight + loraB.matmul(loraA) * scaling;
         return combined.pow(2).sum(1).sqrt().detach().MoveToOuterDisposeScope();
     }
 }

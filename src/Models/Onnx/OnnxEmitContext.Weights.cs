@@ -38,6 +38,19 @@ public sealed partial class OnnxEmitContext
     }
 
     /// <summary>
+    /// The values of model parameter <paramref name="parameter"/> (named <paramref name="name"/>) as an fp32 CPU tensor the
+    /// caller disposes, for a tensor the emission computes from weights (DoRA's row norm): a copy of the parameter, or with an
+    /// <see cref="OnnxWeightStore"/> the store's tensor of that name read from its file (one tensor in memory at a time).
+    /// </summary>
+    public Tensor ParameterValues(string name, Tensor parameter)
+    {
+        ArgumentNullException.ThrowIfNull(parameter);
+        return _shared.Weights is { } store
+            ? tensor(store.ReadSingles(name), parameter.shape, ScalarType.Float32)
+            : parameter.detach().to(ScalarType.Float32, CPU, copy: true);
+    }
+
+    /// <summary>
     /// An initializer holding a computed tensor (merged weights, norms) in <paramref name="dtype"/>
     /// (default <see cref="ComputeType"/>), transposed when <paramref name="transpose"/>. Never shared.
     /// </summary>

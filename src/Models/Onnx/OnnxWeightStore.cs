@@ -32,6 +32,18 @@ public sealed class OnnxWeightStore
         _names.Add(name);
     }
 
+    /// <summary>
+    /// Parameter <paramref name="name"/>, already stored, is now <paramref name="tensor"/> of <paramref name="file"/> (an adapter's
+    /// modules_to_save copy of it); its aliases keep the previous tensor.
+    /// </summary>
+    public void Replace(string name, SafetensorsFile file, TensorInfo tensor)
+    {
+        ArgumentNullException.ThrowIfNull(file);
+        ArgumentNullException.ThrowIfNull(tensor);
+        _ = Get(name);
+        _entries[name] = new Entry(file.Path + ":" + tensor.Name, file, tensor, null);
+    }
+
     /// <summary>Parameter <paramref name="name"/> shares <paramref name="existing"/>'s storage (tied weights): emitted once, reused.</summary>
     public void Alias(string name, string existing)
     {
@@ -72,6 +84,15 @@ public sealed class OnnxWeightStore
     {
         var entry = Get(name);
         return OnnxTensorSource.FromSafetensors(entry.File, entry.Tensor, dtype, transpose, entry.Rewrite);
+    }
+
+    /// <summary>The values of <paramref name="name"/> in fp32, stored layout, rewritten when a rewrite is set: one tensor read whole (a value computed from a weight at export).</summary>
+    internal float[] ReadSingles(string name)
+    {
+        var entry = Get(name);
+        float[] values = entry.File.ReadSingles(entry.Tensor);
+        entry.Rewrite?.Invoke(values);
+        return values;
     }
 
     private Entry Get(string name) => _entries.TryGetValue(name, out var entry)

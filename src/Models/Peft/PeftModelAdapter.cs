@@ -1,6 +1,9 @@
 using OnnxLora.Core;
 using OnnxLora.Core.Peft;
+using OnnxLora.Core.Safetensors;
+using OnnxLora.Models.Internals;
 using OnnxLora.Models.Lora;
+using OnnxLora.Models.Onnx;
 using static TorchSharp.torch;
 
 namespace OnnxLora.Models.Peft;
@@ -28,6 +31,27 @@ public static class PeftModelAdapter
     {
         ArgumentNullException.ThrowIfNull(model);
         using var adapter = PeftAdapter.Load(adapterDirectory);
+        return Attach(model, adapter, weights: null);
+    }
+
+    /// <summary>
+    /// As <see cref="Attach(nn.Module, string)"/> for a model built without weights (<see cref="PretrainedModel.LoadWithoutWeights"/>):
+    /// the LoRA layers are made on the meta device, the adapter is checked against them exactly as when its tensors are loaded, and
+    /// each tensor is recorded in the model's <see cref="PretrainedWithoutWeights.Weights"/> instead — LoRA factors under their PEFT
+    /// keys, modules_to_save copies in place of the model's parameters — so an export streams them from the adapter file.
+    /// <paramref name="adapter"/> must stay open until the model is written.
+    /// </summary>
+    /// <inheritdoc cref="Attach(nn.Module, string)" path="/exception"/>
+    public static LoraInjectionReport AttachWithoutWeights(PretrainedWithoutWeights model, PeftAdapter adapter)
+    {
+        ArgumentNullException.ThrowIfNull(model);
+        ArgumentNullException.ThrowIfNull(adapter);
+        return Attach(model.Module, adapter, model.Weights);
+    }
+
+    /// <summary>Injects and loads (or, with <paramref name="weights"/>, records) the adapter's tensors.</summary>
+    private static LoraInjectionReport Attach(nn.Module model, PeftAdapter adapter, OnnxWeightStore? weights)
+    {
         var mapper = new AdapterNameMapper($"{model.GetType().Name} model", model.named_parameters().Select(p => p.name));
         var modulePaths = adapter.Modules.ToDictionary(m => m, m => ModuleOf(mapper.Resolve(m.WeightName, $"adapter {adapter.Directory}: module '{m.ModulePath}'")));
         var extras = adapter.ExtraTensors.Select(x => (Extra: x, Parameter: mapper.ResolveExtra(adapter, x))).ToList();
@@ -40,6 +64,7 @@ public static class PeftModelAdapter
         LoraInjectionReport report;
         try
         {
+            using var meta = weights is null ? null : LayerFactory.WithoutWeights();
             report = LoraInjection.Apply(model, config);
         }
         catch (OnnxLoraException e) when (e.Kind == ErrorKind.BadInput)
@@ -48,19 +73,42 @@ public static class PeftModelAdapter
         }
         using (var scope = NewDisposeScope())
         {
+            // Without weights the tensors are placeholders of the stored shapes, on the device of the parameter they load into (meta, or
+            // the CPU for the small parts built with data: a classifier head, LoRA embedding factors): checked by LoraAdapterState.Load
+            // like loaded ones; the export takes the data from the store.
+            var devices = weights is null ? null : LoraAdapterState.Entries(model).ToDictionary(e => e.Key, e => e.Parameter.device, StringComparer.Ordinal);
+            Tensor Values(string key, TensorInfo info, Func<float[]> read) => devices is null
+                ? tensor(read(), info.Shape.ToArray())
+                : zeros(info.Shape.ToArray(), ScalarType.Float32, devices.GetValueOrDefault(key) ?? new Device(TorchSharp.DeviceType.META));
             var tensors = new Dictionary<string, Tensor>(StringComparer.Ordinal);
+            var recorded = new List<(string Name, TensorInfo Tensor, bool Replaces)>();
             foreach (var (module, path) in modulePaths)
             {
                 foreach (var (role, info) in module.Tensors)
                 {
-                    tensors[PeftAdapter.KeyFor(path, module.Kind, role)] = tensor(adapter.Weights.ReadSingles(info), info.Shape.ToArray());
+                    string key = PeftAdapter.KeyFor(path, module.Kind, role);
+                    tensors[key] = Values(key, info, () => adapter.Weights.ReadSingles(info));
+                    recorded.Add((key, info, false));
                 }
             }
             foreach (var (extra, parameter) in extras)
             {
-                tensors[PeftAdapter.KeyPrefix + parameter] = tensor(adapter.ReadSingles(extra), extra.Tensor.Shape.ToArray());
+                string key = PeftAdapter.KeyPrefix + parameter;
+                tensors[key] = Values(key, extra.Tensor, () => adapter.ReadSingles(extra));
+                recorded.Add((parameter, extra.Tensor, true));
             }
             LoraAdapterState.Load(model, tensors, adapter.Weights.Path);
+            foreach (var (name, info, replaces) in weights is null ? [] : recorded)
+            {
+                if (replaces)
+                {
+                    weights!.Replace(name, adapter.Weights, info);
+                }
+                else
+                {
+                    weights!.Add(name, adapter.Weights, info);
+                }
+            }
         }
         model.eval();
         return report;

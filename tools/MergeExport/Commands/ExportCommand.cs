@@ -1,5 +1,6 @@
 using System.CommandLine;
 using OnnxLora.Core;
+using OnnxLora.Core.HuggingFace;
 using OnnxLora.Core.Onnx;
 using OnnxLora.Core.Peft;
 using OnnxLora.Export;
@@ -16,10 +17,10 @@ namespace OnnxLora.MergeExport.Commands;
 internal sealed class ExportCommand : CliCommand
 {
     private readonly Option<string> _model = new("--model") { Description = "Hugging Face checkpoint folder.", Required = true };
-    private readonly Option<string[]> _adapters = new("--adapter") { Description = "PEFT adapter folder (DIR or DIR=WEIGHT; several with --mode merged, or --mode adapters: one .onnx_adapter each)." };
+    private readonly Option<string[]> _adapters = new("--adapter") { Description = "PEFT adapter folder (DIR or DIR=WEIGHT; several only with --mode merged)." };
     private readonly ChoiceOption<OnnxExportMode> _mode = new("--mode",
         "base, merged (adapter folded into the weights), unmerged (LoRA branches as separate nodes) or adapters (LoRA factors as graph inputs "
-        + "for ONNX Runtime's adapters; writes one <adapter>.onnx_adapter per --adapter beside the model, or into the --genai folder for GenAI's Adapters API).", OnnxExportMode.Merged,
+        + "for ONNX Runtime's adapters; writes one <adapter>.onnx_adapter per --adapter beside the model).", OnnxExportMode.Merged,
         ("base", OnnxExportMode.Base), ("merged", OnnxExportMode.Merged), ("unmerged", OnnxExportMode.Unmerged), ("adapters", OnnxExportMode.Adapters));
     private readonly Option<int> _opset = new Option<int>("--opset") { Description = "ONNX opset, 17..21.", DefaultValueFactory = _ => 17 };
     private readonly ChoiceOption<DType> _dtype = new("--dtype", "Weight and compute type: fp32 or fp16.", DType.F32,
@@ -132,93 +133,34 @@ internal sealed class ExportCommand : CliCommand
         string modelFull = Path.GetFullPath(modelDir);
         var baseFiles = CheckpointFilesOf(modelFull);
         using var outputLock = Core.IO.OutputLock.Acquire(output);
-        if (!genAiFolder)
+        if (adapterArgs.Count == 1 && options.Mode != OnnxExportMode.Adapters && AdapterArgument.Parse(adapterArgs[0]).Weight != 1.0)
         {
-            if (adapterArgs.Count == 1 && options.Mode != OnnxExportMode.Adapters && AdapterArgument.Parse(adapterArgs[0]).Weight != 1.0)
-            {
-                throw OnnxLoraException.InvalidOption("--adapter", $"{adapterArgs[0]}: a weight needs several adapters or merge-export merge; export takes one adapter at weight 1.");
-            }
-            // The weights stream from the checkpoint into the ONNX file (merged on the way); several adapters fold into one set of weights.
-            var streamed = AdapterArgument.LoadAll(adapterArgs);
-            try
-            {
-                var result = OnnxExporter.ExportPretrained(modelFull, streamed, output, options with
-                {
-                    BaseModelFiles = baseFiles,
-                    AdapterName = streamed.Count == 0 ? null : string.Join("+", streamed.Select(a => Path.GetFileName(Path.GetFullPath(a.Adapter.Directory).TrimEnd('/')))),
-                    AdapterFiles = streamed.SelectMany(a => AdapterFilesOf(a.Adapter.Directory)).ToList(),
-                }, MergeOptions.Default);
-                context?.Warn(result.Warnings);
-                return result;
-            }
-            finally
-            {
-                AdapterArgument.DisposeAll(streamed);
-            }
+            throw OnnxLoraException.InvalidOption("--adapter", $"{adapterArgs[0]}: a weight needs several adapters or merge-export merge; export takes one adapter at weight 1.");
         }
-
-        // A GenAI folder is written from the model loaded in memory (GenAiExporter; not streamed yet).
-        if (options.Mode == OnnxExportMode.Adapters)
+        if (genAiFolder && HfConfig.Load(modelFull) is { } config and not LlamaConfig)
         {
-            // The adapter-ready decoder with every adapter's .onnx_adapter file in the folder, for GenAI's Adapters API.
-            var each = AdapterArgument.LoadAll(adapterArgs);
-            try
-            {
-                if (each.FirstOrDefault(a => a.Weight != 1.0) is { } weighted)
-                {
-                    throw OnnxLoraException.InvalidOption("--adapter", $"{weighted.Adapter.Directory}={weighted.Weight}: with --mode adapters each adapter goes to its own .onnx_adapter file; weights do not apply.");
-                }
-                using var loaded = LoadedModel.Load(modelFull, each[0].Adapter.Directory);
-                var written = GenAiExporter.Export(Decoder(loaded.Module, "--genai"), modelFull, output, options with
-                {
-                    BaseModelFiles = baseFiles,
-                    AdapterFiles = each.SelectMany(a => AdapterFilesOf(a.Adapter.Directory)).ToList(),
-                }, [.. each.Select(a => a.Adapter)]);
-                return written.Model;
-            }
-            finally
-            {
-                AdapterArgument.DisposeAll(each);
-            }
+            throw OnnxLoraException.InvalidOption("--genai", $"a {config.ModelType} checkpoint", "a decoder checkpoint (model_type llama, mistral or qwen2)");
         }
-        if (adapterArgs.Count <= 1)
-        {
-            string? adapterDir = adapterArgs.Count == 1 ? AdapterArgument.Parse(adapterArgs[0]).Directory : null;
-            double weight = adapterArgs.Count == 1 ? AdapterArgument.Parse(adapterArgs[0]).Weight : 1.0;
-            if (weight != 1.0)
-            {
-                throw OnnxLoraException.InvalidOption("--adapter", $"{adapterArgs[0]}: a weight needs several adapters or merge-export merge; export takes one adapter at weight 1.");
-            }
-            using var loaded = LoadedModel.Load(modelFull, adapterDir);
-            return Write(loaded.Module, options with
-            {
-                BaseModelFiles = baseFiles,
-                AdapterName = adapterDir is null ? null : Path.GetFileName(Path.GetFullPath(adapterDir).TrimEnd('/')),
-                AdapterFiles = adapterDir is null ? [] : AdapterFilesOf(adapterDir),
-            });
-        }
-
-        // Several weighted adapters: fold them into the plain model's weights, then export it as it is.
-        var adapters = AdapterArgument.LoadAll(adapterArgs);
+        // The weights stream from the checkpoint (and the adapters' files) into the ONNX file, merged on the way; several adapters fold into one set of weights.
+        var streamed = AdapterArgument.LoadAll(adapterArgs);
         try
         {
-            using var loaded = LoadedModel.Load(modelFull, null);
-            var plan = AdapterMerge.MergeAdapters(loaded.Module, adapters, MergeOptions.Default);
-            context?.Warn(plan.Warnings);
-            return Write(loaded.Module, options with
+            var fingerprinted = options with
             {
-                Mode = OnnxExportMode.Base,
                 BaseModelFiles = baseFiles,
-                AdapterName = string.Join("+", adapters.Select(a => Path.GetFileName(a.Adapter.Directory))),
-                AdapterFiles = adapters.SelectMany(a => AdapterFilesOf(a.Adapter.Directory)).ToList(),
-            });
+                AdapterName = streamed.Count == 0 ? null : string.Join("+", streamed.Select(a => Path.GetFileName(Path.GetFullPath(a.Adapter.Directory).TrimEnd('/')))),
+                AdapterFiles = streamed.SelectMany(a => AdapterFilesOf(a.Adapter.Directory)).ToList(),
+            };
+            var result = genAiFolder
+                ? GenAiExporter.ExportPretrained(modelFull, streamed, output, fingerprinted, MergeOptions.Default).Model
+                : OnnxExporter.ExportPretrained(modelFull, streamed, output, fingerprinted, MergeOptions.Default);
+            context?.Warn(result.Warnings);
+            return result;
         }
         finally
         {
-            AdapterArgument.DisposeAll(adapters);
+            AdapterArgument.DisposeAll(streamed);
         }
-
-        ExportResult Write(nn.Module module, ExportOptions writeOptions) => GenAiExporter.Export(Decoder(module, "--genai"), modelFull, output, writeOptions).Model;
     }
 
     /// <summary>The model as a LLaMA-family decoder, or a bad-input error naming <paramref name="option"/> and the model type.</summary>
@@ -232,13 +174,25 @@ internal sealed class ExportCommand : CliCommand
     internal static ExportResult ExportLoaded(nn.Module module, string modelDir, string? adapterDir, string output, ExportOptions options)
     {
         using var outputLock = Core.IO.OutputLock.Acquire(output);
-        return OnnxExporter.Export(module, output, options with
-        {
-            BaseModelFiles = CheckpointFilesOf(Path.GetFullPath(modelDir)),
-            AdapterName = adapterDir is null ? null : Path.GetFileName(Path.GetFullPath(adapterDir).TrimEnd('/')),
-            AdapterFiles = adapterDir is null ? [] : AdapterFilesOf(adapterDir),
-        });
+        return OnnxExporter.Export(module, output, Fingerprinted(options, modelDir, adapterDir));
     }
+
+    /// <summary>
+    /// Exports the checkpoint <paramref name="modelDir"/> without adapters, streamed (<see cref="OnnxExporter.ExportPretrained"/>),
+    /// fingerprinted as <see cref="ExportLoaded"/> does; <c>run</c> exports its merged checkpoint this way.
+    /// </summary>
+    internal static ExportResult ExportPretrained(string modelDir, string? adapterDir, string output, ExportOptions options)
+    {
+        using var outputLock = Core.IO.OutputLock.Acquire(output);
+        return OnnxExporter.ExportPretrained(modelDir, [], output, Fingerprinted(options, modelDir, adapterDir));
+    }
+
+    private static ExportOptions Fingerprinted(ExportOptions options, string modelDir, string? adapterDir) => options with
+    {
+        BaseModelFiles = CheckpointFilesOf(Path.GetFullPath(modelDir)),
+        AdapterName = adapterDir is null ? null : Path.GetFileName(Path.GetFullPath(adapterDir).TrimEnd('/')),
+        AdapterFiles = adapterDir is null ? [] : AdapterFilesOf(adapterDir),
+    };
 
     private static List<string> CheckpointFilesOf(string modelFull) => Directory.Exists(modelFull)
         ? Directory.GetFiles(modelFull).Where(f => f.EndsWith(".safetensors", StringComparison.Ordinal) || f.EndsWith(".json", StringComparison.Ordinal)).Order(StringComparer.Ordinal).ToList()

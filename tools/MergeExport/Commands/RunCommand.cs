@@ -2,6 +2,7 @@ using System.CommandLine;
 using System.Diagnostics;
 using System.Globalization;
 using OnnxLora.Core;
+using OnnxLora.Core.HuggingFace;
 using OnnxLora.Core.IO;
 using OnnxLora.Core.Peft;
 using OnnxLora.Export;
@@ -9,7 +10,6 @@ using OnnxLora.Generate;
 using OnnxLora.Merge;
 using OnnxLora.MergeExport.Internals;
 using OnnxLora.Models.Bert;
-using OnnxLora.Models.Llama;
 using OnnxLora.Models.Onnx;
 using OnnxLora.Models.Peft;
 using OnnxLora.Training;
@@ -116,16 +116,14 @@ internal sealed class RunCommand : CliCommand
         // graph, then given the adapter for the unmerged graph and as the eager reference of step 5.
         Context.Info($"[4/5] exporting merged.onnx from {mergedCheckpoint}, base.onnx and unmerged.onnx from {model}");
         var exportOptions = ExportOptions.Default with { Overwrite = Context.Force };
-        using (var merged = LoadedModel.Load(mergedCheckpoint, null))
+        // Streamed from the merged checkpoint (nothing of it is loaded in memory).
+        Exported("merged", ExportCommand.ExportPretrained(mergedCheckpoint, adapter, Path.Combine(outDir, "merged.onnx"), exportOptions with { Mode = OnnxExportMode.Base }));
+        if (HfConfig.Load(mergedCheckpoint) is LlamaConfig && CheckpointTokenizer.Exists(mergedCheckpoint))
         {
-            Exported("merged", ExportCommand.ExportLoaded(merged.Module, mergedCheckpoint, adapter, Path.Combine(outDir, "merged.onnx"), exportOptions with { Mode = OnnxExportMode.Base }));
-            if (merged.Module is LlamaForCausalLM decoder && CheckpointTokenizer.Exists(mergedCheckpoint))
-            {
-                // The deployable generation model: the merged checkpoint with its key/value cache, as a GenAI folder.
-                var genai = GenAiExporter.Export(decoder, mergedCheckpoint, Path.Combine(outDir, "genai-merged"), exportOptions with { Mode = OnnxExportMode.Base });
-                outputs["genaiMerged"] = genai.Directory;
-                Context.Info($"      {genai.Directory}{Path.DirectorySeparatorChar} (ONNX Runtime GenAI folder: {string.Join(", ", genai.Files)})");
-            }
+            // The deployable generation model: the merged checkpoint with its key/value cache, as a GenAI folder.
+            var genai = GenAiExporter.ExportPretrained(mergedCheckpoint, [], Path.Combine(outDir, "genai-merged"), exportOptions with { Mode = OnnxExportMode.Base });
+            outputs["genaiMerged"] = genai.Directory;
+            Context.Info($"      {genai.Directory}{Path.DirectorySeparatorChar} (ONNX Runtime GenAI folder: {string.Join(", ", genai.Files)})");
         }
         ct.ThrowIfCancellationRequested();
         using var eager = LoadedModel.Load(model, null);
