@@ -62,6 +62,14 @@ public sealed record TrainerOptions
     /// </summary>
     public int? Threads { get; init; }
 
+    /// <summary>
+    /// Recompute each decoder/encoder layer's forward during backward instead of keeping its activations
+    /// (transformers' <c>gradient_checkpointing_enable()</c>, PyTorch's reentrant checkpoint): less memory for
+    /// about one more forward per step. Dropout replays the same masks, so losses and gradients are those of a
+    /// run without it. Default false.
+    /// </summary>
+    public bool GradientCheckpointing { get; init; }
+
     /// <summary>The task; null picks causal LM for decoder checkpoints and sequence classification for encoders.</summary>
     public TrainingTask? Task { get; init; }
 

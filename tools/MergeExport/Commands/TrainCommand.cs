@@ -114,6 +114,8 @@ internal sealed class TrainOptionSet
 
     public Option<int?> Threads { get; } = new("--threads") { Description = "Torch intra-op threads (default: TorchSharp's choice; 1 is often faster on small shared machines)." };
 
+    public Option<bool> GradientCheckpointing { get; } = new("--gradient-checkpointing") { Description = "Recompute each layer's forward in backward instead of keeping its activations (less memory, about one more forward per step; same losses and gradients)." };
+
     public ChoiceOption<string> Device { get; } = new("--device", "Training device (cpu; TorchSharp's CUDA natives are not available here).", "cpu", ("cpu", "cpu"));
 
     public TrainOptionSet()
@@ -136,7 +138,7 @@ internal sealed class TrainOptionSet
 
     public void AddTo(Command command)
     {
-        foreach (Option o in new Option[] { Rank, Alpha, Targets, RsLora, Dora, Dropout, Epochs, Steps, Lr, Batch, Seed, Threads, Device })
+        foreach (Option o in new Option[] { Rank, Alpha, Targets, RsLora, Dora, Dropout, Epochs, Steps, Lr, Batch, Seed, Threads, GradientCheckpointing, Device })
         {
             command.Options.Add(o);
         }
@@ -159,6 +161,7 @@ internal sealed class TrainOptionSet
         BatchSize = parse.GetValue(Batch),
         Seed = parse.GetValue(Seed),
         Threads = parse.GetValue(Threads),
+        GradientCheckpointing = parse.GetValue(GradientCheckpointing),
         Device = Device.Read(parse),
     };
 

@@ -63,6 +63,7 @@ internal static class TaskModels
             var model = LlamaForCausalLM.FromPretrained(modelDir);
             try
             {
+                model.Model.GradientCheckpointing = options.GradientCheckpointing;
                 var report = LoraInjection.Apply(model, config, options.Seed);
                 return new CausalLmTaskModel(model, Saved(report));
             }
@@ -83,6 +84,7 @@ internal static class TaskModels
             {
                 throw OnnxLoraException.Invalid(modelDir, $"the checkpoint's classifier has {classifier.NumLabels} labels, the data or NumLabels {numLabels}; expected the same count.");
             }
+            classifier.Bert.Encoder.GradientCheckpointing = options.GradientCheckpointing;
             var report = LoraInjection.Apply(classifier, config, options.Seed);
             return new ClassificationTaskModel(classifier, Saved(report));
         }
