@@ -65,6 +65,7 @@ internal static class TaskModels
             {
                 model.Model.GradientCheckpointing = options.GradientCheckpointing;
                 var report = LoraInjection.Apply(model, config, options.Seed);
+                NarrowBase(model, options);
                 return new CausalLmTaskModel(model, Saved(report));
             }
             catch
@@ -86,12 +87,21 @@ internal static class TaskModels
             }
             classifier.Bert.Encoder.GradientCheckpointing = options.GradientCheckpointing;
             var report = LoraInjection.Apply(classifier, config, options.Seed);
+            NarrowBase(classifier, options);
             return new ClassificationTaskModel(classifier, Saved(report));
         }
         catch
         {
             classifier.Dispose();
             throw;
+        }
+    }
+
+    private static void NarrowBase(nn.Module model, TrainerOptions options)
+    {
+        if (options.BaseDType != DType.F32)
+        {
+            FrozenBaseWeights.Convert(model, options.BaseDType);
         }
     }
 
