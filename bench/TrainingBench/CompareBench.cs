@@ -118,27 +118,32 @@ internal static class CompareBench
     public static List<WorkerResult> Run(int rounds, int steps, int hidden, int layers, int batch, int seq, int threads, Action<string> log)
     {
         var results = new List<WorkerResult>();
-        string self = Environment.ProcessPath!;
         for (int round = 0; round < rounds; round++)
         {
             foreach (string mode in round % 2 == 0 ? new[] { "lora", "full" } : new[] { "full", "lora" })
             {
-                var start = VersusBench.ChildStart(self, ["worker", "--mode", mode, "--steps", Str(steps), "--hidden", Str(hidden), "--layers", Str(layers),
-                    "--batch", Str(batch), "--seq", Str(seq), "--threads", Str(threads)], prependEntry: true);
-                start.RedirectStandardError = false;
-                using var process = Process.Start(start)!;
-                string output = process.StandardOutput.ReadToEnd();
-                process.WaitForExit();
-                if (process.ExitCode != 0)
-                {
-                    throw new InvalidOperationException($"worker {mode} failed with exit code {process.ExitCode}: {output}");
-                }
-                var result = JsonSerializer.Deserialize<WorkerResult>(output.Trim().Split('\n')[^1])!;
+                var result = RunWorker(["worker", "--mode", mode, "--steps", Str(steps), "--hidden", Str(hidden), "--layers", Str(layers),
+                    "--batch", Str(batch), "--seq", Str(seq), "--threads", Str(threads)]);
                 log($"round {round + 1} {mode}: steps ms [{string.Join(", ", result.StepMs.Select(t => t.ToString("F0", CultureInfo.InvariantCulture)))}], peak {result.PeakKiB / 1024} MiB");
                 results.Add(result);
             }
         }
         return results;
+    }
+
+    /// <summary>Runs this program as a child with <paramref name="arguments"/> (a worker command) and reads the JSON line it ends with.</summary>
+    public static WorkerResult RunWorker(IEnumerable<string> arguments)
+    {
+        var start = VersusBench.ChildStart(Environment.ProcessPath!, arguments, prependEntry: true);
+        start.RedirectStandardError = false;
+        using var process = Process.Start(start)!;
+        string output = process.StandardOutput.ReadToEnd();
+        process.WaitForExit();
+        if (process.ExitCode != 0)
+        {
+            throw new InvalidOperationException($"worker {string.Join(' ', arguments)} failed with exit code {process.ExitCode}: {output}");
+        }
+        return JsonSerializer.Deserialize<WorkerResult>(output.Trim().Split('\n')[^1])!;
     }
 
     private static string Str(int v) => v.ToString(CultureInfo.InvariantCulture);

@@ -1,7 +1,5 @@
-using System.Diagnostics;
 using System.Globalization;
 using System.Text;
-using System.Text.Json;
 using OnnxLora.Core.HuggingFace;
 
 namespace OnnxLora.TrainingBench;
@@ -38,16 +36,7 @@ internal static class MemoryBench
                 {
                     args.AddRange(["--" + key, a[key]]);
                 }
-                var start = VersusBench.ChildStart(Environment.ProcessPath!, args, prependEntry: true);
-                start.RedirectStandardError = false;
-                using var process = Process.Start(start)!;
-                string output = process.StandardOutput.ReadToEnd();
-                process.WaitForExit();
-                if (process.ExitCode != 0)
-                {
-                    throw new InvalidOperationException($"worker {mode} failed with exit code {process.ExitCode}: {output}");
-                }
-                var r = JsonSerializer.Deserialize<WorkerResult>(output.Trim().Split('\n')[^1])!;
+                var r = CompareBench.RunWorker(args);
                 results[mode].Add(r);
                 Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
                     $"trial {t + 1} {mode,-15} peak {r.PeakKiB / 1024,6} MiB  steps s [{string.Join(", ", r.StepMs.Select(x => (x / 1000).ToString("F1", CultureInfo.InvariantCulture)))}]  CPU s [{string.Join(", ", r.StepCpuMs!.Select(x => (x / 1000).ToString("F1", CultureInfo.InvariantCulture)))}]  load {File.ReadAllText("/proc/loadavg").Split(' ')[0]}"));
