@@ -69,7 +69,7 @@ internal static class MemoryBench
             string plain = mode.Replace("-ckpt", "", StringComparison.Ordinal);
             if (plain != mode && results.TryGetValue(plain, out var p))
             {
-                // Paired by trial: the two runs of one trial ran back to back.
+                // Paired by trial: the two runs of one trial ran within the same rotation of modes.
                 double[] peakChange = [.. r.Zip(p, (c, b) => 100 * ((double)c.PeakKiB / b.PeakKiB - 1))];
                 double[] wallRatio = [.. Wall(r).Zip(Wall(p), (c, b) => c / b)];
                 double[] cpuRatio = [.. Cpu(r).Zip(Cpu(p), (c, b) => c / b)];
