@@ -1,6 +1,7 @@
 using System.Diagnostics;
 using System.Globalization;
 using System.Text.Json;
+using OnnxLora.Core;
 using OnnxLora.Core.HuggingFace;
 using OnnxLora.Core.Peft;
 using OnnxLora.Models.Llama;
@@ -12,7 +13,7 @@ namespace OnnxLora.TrainingBench;
 
 /// <summary>One worker process's measurements.</summary>
 internal sealed record WorkerResult(string Mode, double[] StepMs, long RssBeforeModelKiB, long RssAfterModelKiB, long RssEndKiB, long PeakKiB,
-    long TrainableParameters, long TotalParameters, long OptimizerStateBytes);
+    long TrainableParameters, long TotalParameters, long OptimizerStateBytes, double[]? StepCpuMs = null);
 
 /// <summary>
 /// LoRA vs full fine-tuning of the same model and batch: each run is a fresh child process (so its
@@ -47,15 +48,29 @@ internal static class CompareBench
     public const int Rank = 8;
 
     /// <summary>Runs in a child process: builds the model, trains <paramref name="steps"/> steps, prints one JSON line.</summary>
-    public static int Worker(string mode, int steps, int hidden, int layers, int batch, int seq)
+    public static int Worker(string mode, int steps, int hidden, int layers, int batch, int seq) =>
+        Worker(mode, steps, Config(hidden, layers), batch, seq);
+
+    /// <summary>
+    /// As above for any config. <paramref name="mode"/> is "lora" or "full", optionally followed by "-ckpt"
+    /// (gradient checkpointing per decoder layer) and/or "-bf16" (LoRA only: frozen base weights in bf16).
+    /// </summary>
+    public static int Worker(string mode, int steps, LlamaConfig config, int batch, int seq)
     {
+        string[] parts = mode.Split('-');
+        bool lora = parts[0] == "lora";
         long rss0 = ProcessMemory.RssKiB();
-        using var model = LlamaForCausalLM.CreateRandom(Config(hidden, layers), seed: 1);
+        using var model = LlamaForCausalLM.CreateRandom(config, seed: 1);
         long rss1 = ProcessMemory.RssKiB();
+        model.Model.GradientCheckpointing = parts.Contains("ckpt");
         List<Parameter> trainable;
-        if (mode == "lora")
+        if (lora)
         {
             LoraInjection.Apply(model, new PeftAdapterConfig { TargetModules = TargetModules.FromList(Targets), R = Rank, Alpha = 2 * Rank }, 1);
+            if (parts.Contains("bf16"))
+            {
+                FrozenBaseWeights.Convert(model, DType.BF16);
+            }
             trainable = LoraInjection.TrainableParameters(model).Select(p => p.Parameter).ToList();
         }
         else
@@ -69,25 +84,32 @@ internal static class CompareBench
         model.train();
         using var optimizer = new AdamW(trainable, lr: 1e-4, beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.01);
         using var generator = new Generator(7);
-        using var ids = randint(3, 4096, [batch, seq], ScalarType.Int64, generator: generator);
+        long vocab = config.VocabSize;
+        using var ids = randint(3, vocab, [batch, seq], ScalarType.Int64, generator: generator);
         using var mask = ones(batch, seq, ScalarType.Int64);
         var times = new double[steps];
+        var cpu = new double[steps];
+        using var self = Process.GetCurrentProcess();
         for (int s = 0; s < steps; s++)
         {
+            self.Refresh();
+            var cpu0 = self.TotalProcessorTime;
             long t0 = Stopwatch.GetTimestamp();
             using (var scope = NewDisposeScope())
             {
                 var logits = model.call(ids, mask);
-                var loss = nn.functional.cross_entropy(logits.narrow(1, 0, seq - 1).reshape(-1, 4096), ids.narrow(1, 1, seq - 1).reshape(-1));
+                var loss = nn.functional.cross_entropy(logits.narrow(1, 0, seq - 1).reshape(-1, vocab), ids.narrow(1, 1, seq - 1).reshape(-1));
                 loss.backward();
                 optimizer.step();
             }
             optimizer.zero_grad();
             times[s] = Stopwatch.GetElapsedTime(t0).TotalMilliseconds;
+            self.Refresh();
+            cpu[s] = (self.TotalProcessorTime - cpu0).TotalMilliseconds;
         }
         long trainableCount = trainable.Sum(p => p.numel());
         var result = new WorkerResult(mode, times, rss0, rss1, ProcessMemory.RssKiB(), ProcessMemory.PeakKiB(),
-            trainableCount, model.parameters().Sum(p => p.numel()), 2 * trainableCount * sizeof(float));
+            trainableCount, model.parameters().Sum(p => p.numel()), 2 * trainableCount * sizeof(float), cpu);
         Console.WriteLine(JsonSerializer.Serialize(result));
         return 0;
     }
@@ -96,27 +118,32 @@ internal static class CompareBench
     public static List<WorkerResult> Run(int rounds, int steps, int hidden, int layers, int batch, int seq, int threads, Action<string> log)
     {
         var results = new List<WorkerResult>();
-        string self = Environment.ProcessPath!;
         for (int round = 0; round < rounds; round++)
         {
             foreach (string mode in round % 2 == 0 ? new[] { "lora", "full" } : new[] { "full", "lora" })
             {
-                var start = VersusBench.ChildStart(self, ["worker", "--mode", mode, "--steps", Str(steps), "--hidden", Str(hidden), "--layers", Str(layers),
-                    "--batch", Str(batch), "--seq", Str(seq), "--threads", Str(threads)], prependEntry: true);
-                start.RedirectStandardError = false;
-                using var process = Process.Start(start)!;
-                string output = process.StandardOutput.ReadToEnd();
-                process.WaitForExit();
-                if (process.ExitCode != 0)
-                {
-                    throw new InvalidOperationException($"worker {mode} failed with exit code {process.ExitCode}: {output}");
-                }
-                var result = JsonSerializer.Deserialize<WorkerResult>(output.Trim().Split('\n')[^1])!;
+                var result = RunWorker(["worker", "--mode", mode, "--steps", Str(steps), "--hidden", Str(hidden), "--layers", Str(layers),
+                    "--batch", Str(batch), "--seq", Str(seq), "--threads", Str(threads)]);
                 log($"round {round + 1} {mode}: steps ms [{string.Join(", ", result.StepMs.Select(t => t.ToString("F0", CultureInfo.InvariantCulture)))}], peak {result.PeakKiB / 1024} MiB");
                 results.Add(result);
             }
         }
         return results;
+    }
+
+    /// <summary>Runs this program as a child with <paramref name="arguments"/> (a worker command) and reads the JSON line it ends with.</summary>
+    public static WorkerResult RunWorker(IEnumerable<string> arguments)
+    {
+        var start = VersusBench.ChildStart(Environment.ProcessPath!, arguments, prependEntry: true);
+        start.RedirectStandardError = false;
+        using var process = Process.Start(start)!;
+        string output = process.StandardOutput.ReadToEnd();
+        process.WaitForExit();
+        if (process.ExitCode != 0)
+        {
+            throw new InvalidOperationException($"worker {string.Join(' ', arguments)} failed with exit code {process.ExitCode}: {output}");
+        }
+        return JsonSerializer.Deserialize<WorkerResult>(output.Trim().Split('\n')[^1])!;
     }
 
     private static string Str(int v) => v.ToString(CultureInfo.InvariantCulture);

@@ -48,6 +48,10 @@ internal static class Program
             case "worker":
                 return CompareBench.Worker(options["mode"], Int(options, "steps", 5), Int(options, "hidden", 512), Int(options, "layers", 8),
                     Int(options, "batch", 4), Int(options, "seq", 128));
+            case "memory":
+                return MemoryBench.Run(options);
+            case "memory-worker":
+                return MemoryBench.Worker(options);
             case "soak":
                 SoakBench.Run(Int(options, "steps", 1000), Int(options, "threads", 1), Console.WriteLine);
                 return 0;

@@ -53,6 +53,27 @@ public sealed class PipelineCommandTests
     }
 
     [TestMethod]
+    [DoNotParallelize]
+    public void Train_MemoryOptions_CheckpointingKeepsTheAdapterBytes_Bf16BaseSavesAnFp32Adapter()
+    {
+        using var dir = new TempDir();
+        string[] common = ["train", "--model", SampleModels.Model, "--data", Path.Combine(SampleModels.Model, "task.jsonl"),
+            "--steps", "3", "--batch", "4", "--rank", "4", "--dropout", "0.1", "--threads", "1"];
+
+        var plain = CliHarness.Run([.. common, "--out", dir.File("plain")]);
+        var checkpointed = CliHarness.Run([.. common, "--out", dir.File("ckpt"), "--gradient-checkpointing"]);
+        var bf16 = CliHarness.Run([.. common, "--out", dir.File("bf16"), "--base-dtype", "bf16"]);
+
+        Assert.AreEqual(0, plain.ExitCode, plain.Err);
+        Assert.AreEqual(0, checkpointed.ExitCode, checkpointed.Err);
+        Assert.AreEqual(0, bf16.ExitCode, bf16.Err);
+        CollectionAssert.AreEqual(File.ReadAllBytes(Path.Combine(dir.File("plain"), PeftAdapter.WeightsFileName)),
+            File.ReadAllBytes(Path.Combine(dir.File("ckpt"), PeftAdapter.WeightsFileName)));
+        using var adapter = PeftAdapter.Load(dir.File("bf16"));
+        Assert.IsTrue(adapter.Weights.Tensors.All(t => t.DType == DType.F32));
+    }
+
+    [TestMethod]
     public void Merge_Checkpoint_ChangesOnlyAdaptedTensors()
     {
         using var dir = new TempDir();
@@ -238,6 +259,11 @@ public sealed class PipelineBadInputTests
     }
 
     private const string LoraConfig = """{"peft_type":"LORA","r":4,"lora_alpha":8,"target_modules":["q_proj"]}""";
+
+    [TestMethod]
+    public void Train_Bf16BaseWithDora() => AssertBadInput(new TempDir(), "o",
+        ["train", "--model", SampleModels.Model, "--data", Path.Combine(SampleModels.Model, "task.jsonl"), "--out", "o", "--steps", "1", "--dora", "--base-dtype", "bf16"],
+        "BaseDType", "DoRA");
 
     [TestMethod]
     public void Merge_MissingModelFolder() => AssertBadInput(new TempDir(), "o",

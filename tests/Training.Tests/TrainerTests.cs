@@ -8,7 +8,7 @@ using static TorchSharp.torch;
 namespace OnnxLora.Training.Tests;
 
 [TestClass]
-public sealed class TrainerTests
+public sealed partial class TrainerTests
 {
     private static readonly long[] ProbeIds = [1, 10, 11, 12, 13, 14, 3, 4];
 

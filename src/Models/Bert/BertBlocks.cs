@@ -161,12 +161,21 @@ public sealed partial class BertEncoder : nn.Module<Tensor, Tensor?, Tensor>
     [field: ComponentName(Name = "layer")]
     public ModuleList<BertLayer> Layer { get; }
 
+    /// <summary>
+    /// Recompute each layer's forward during backward instead of keeping its activations (transformers'
+    /// <c>BertEncoder.gradient_checkpointing</c>); applies in training mode with autograd on. Default false.
+    /// </summary>
+    public bool GradientCheckpointing { get; set; }
+
     public override Tensor forward(Tensor hidden, Tensor? mask)
     {
         using var scope = NewDisposeScope();
+        bool checkpointing = GradientCheckpointing && training && is_grad_enabled();
         foreach (var layer in Layer)
         {
-            hidden = layer.call(hidden, mask);
+            hidden = checkpointing
+                ? GradientCheckpoint.Apply((x, c) => layer.call(x, c[0]), hidden, mask)
+                : layer.call(hidden, mask);
         }
         return hidden.MoveToOuterDisposeScope();
     }

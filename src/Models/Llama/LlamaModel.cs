@@ -41,6 +41,12 @@ public sealed partial class LlamaModel : nn.Module<Tensor, Tensor?, Tensor?, Ten
     [field: ComponentName(Name = "rotary_emb")]
     public LlamaRotaryEmbedding RotaryEmb { get; }
 
+    /// <summary>
+    /// Recompute each decoder layer's forward during backward instead of keeping its activations
+    /// (transformers' <c>gradient_checkpointing</c>); applies in training mode with autograd on. Default false.
+    /// </summary>
+    public bool GradientCheckpointing { get; set; }
+
     /// <summary>The input embedding matrix [vocab, hidden] (the base weight when embed_tokens is wrapped).</summary>
     public Parameter EmbeddingWeight => EmbedTokens switch
     {
@@ -80,9 +86,13 @@ public sealed partial class LlamaModel : nn.Module<Tensor, Tensor?, Tensor?, Ten
         var (cos, sin) = RotaryEmb.call(positionIds);
         var mask = BuildAttentionMask(attentionMask, batch, seq, past, Config.SlidingWindow, inputIds.device);
         var h = EmbedTokens.call(inputIds);
+        bool checkpointing = GradientCheckpointing && training && is_grad_enabled() && cache is null;
         for (int i = 0; i < Layers.Count; i++)
         {
-            h = Layers[i].forward(h, cos, sin, mask, cache, i);
+            var layer = Layers[i];
+            h = checkpointing
+                ? GradientCheckpoint.Apply((x, c) => layer.call(x, c[0]!, c[1]!, c[2]), h, cos, sin, mask)
+                : layer.forward(h, cos, sin, mask, cache, i);
         }
         return Norm.call(h).MoveToOuterDisposeScope();
     }

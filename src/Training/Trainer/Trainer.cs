@@ -2,6 +2,7 @@ using System.Diagnostics;
 using System.Globalization;
 using OnnxLora.Core;
 using OnnxLora.Core.IO;
+using OnnxLora.Models;
 using OnnxLora.Training.Data;
 using OnnxLora.Training.Data.Internals;
 using OnnxLora.Training.TrainerInternals;
@@ -115,7 +116,7 @@ public static class Trainer
             var saved = TrainerCheckpoint.ReadState(options.ResumeFrom);
             CheckResumable(options.ResumeFrom, saved, identity);
             TrainerCheckpoint.LoadInto(options.ResumeFrom, model, optimizer);
-            TrainerCheckpoint.RestoreRng(saved.RngState);
+            TorchRng.Restore(saved.RngState);
             startStep = saved.Step;
             lossHistory.AddRange(saved.LossHistory);
         }
@@ -181,7 +182,7 @@ public static class Trainer
             if (options.CheckpointEverySteps > 0 && done % options.CheckpointEverySteps == 0)
             {
                 TrainerCheckpoint.Save(options.CheckpointDirectory!, model, optimizer,
-                    identity with { Step = done, RngState = TrainerCheckpoint.CaptureRng(), LossHistory = [.. lossHistory] });
+                    identity with { Step = done, RngState = TorchRng.Capture(), LossHistory = [.. lossHistory] });
             }
         }
 

@@ -62,6 +62,22 @@ public sealed record TrainerOptions
     /// </summary>
     public int? Threads { get; init; }
 
+    /// <summary>
+    /// Recompute each decoder/encoder layer's forward during backward instead of keeping its activations
+    /// (transformers' <c>gradient_checkpointing_enable()</c>, PyTorch's reentrant checkpoint): less memory for
+    /// about one more forward per step. Dropout replays the same masks, so losses and gradients are those of a
+    /// run without it. Default false.
+    /// </summary>
+    public bool GradientCheckpointing { get; init; }
+
+    /// <summary>
+    /// How the frozen base weights are stored: F32 (default) or BF16, QLoRA-style: the frozen Linear and
+    /// Embedding weights in bf16, each computing in bf16 with its output cast back to fp32, while LoRA
+    /// factors, optimizer state, norms and the saved adapter stay fp32 (see <c>FrozenBaseWeights</c>).
+    /// Halves the base weights' memory; losses follow the fp32 run within bf16 rounding. Not with DoRA.
+    /// </summary>
+    public DType BaseDType { get; init; } = DType.F32;
+
     /// <summary>The task; null picks causal LM for decoder checkpoints and sequence classification for encoders.</summary>
     public TrainingTask? Task { get; init; }
 
@@ -94,6 +110,8 @@ public sealed record TrainerOptions
             "Lora.TargetModules", Lora.TargetModules?.ToString() ?? "null", "null, a non-empty list of module names, a regex or all-linear");
         Require(Lora.LoraDropout is >= 0 and < 1, "Lora.LoraDropout", Lora.LoraDropout, "a number in [0, 1)");
         Require(Lora.InitWeights is "true" or "gaussian", "Lora.InitWeights", Lora.InitWeights, "\"true\" or \"gaussian\" (other PEFT initialisations are not implemented by the trainer)");
+        Require(BaseDType is DType.F32 or DType.BF16, nameof(BaseDType), BaseDType, "F32 or BF16");
+        Require(BaseDType == DType.F32 || !Lora.UseDora, nameof(BaseDType), BaseDType, "F32 with DoRA (a DoRA layer recomputes the base product from the weight)");
         Require(Epochs > 0, nameof(Epochs), Epochs, "a positive integer");
         Require(Steps is null or > 0, nameof(Steps), Steps?.ToString(System.Globalization.CultureInfo.InvariantCulture) ?? "null", "null or a positive integer");
         Require(LearningRate > 0 && double.IsFinite(LearningRate), nameof(LearningRate), LearningRate, "a positive finite number");

@@ -1,5 +1,6 @@
 using System.CommandLine;
 using System.Globalization;
+using OnnxLora.Core;
 using OnnxLora.Core.Peft;
 using OnnxLora.MergeExport.Internals;
 using OnnxLora.Training;
@@ -114,6 +115,11 @@ internal sealed class TrainOptionSet
 
     public Option<int?> Threads { get; } = new("--threads") { Description = "Torch intra-op threads (default: TorchSharp's choice; 1 is often faster on small shared machines)." };
 
+    public Option<bool> GradientCheckpointing { get; } = new("--gradient-checkpointing") { Description = "Recompute each layer's forward in backward instead of keeping its activations (less memory, about one more forward per step; same losses and gradients)." };
+
+    public ChoiceOption<DType> BaseDType { get; } = new("--base-dtype", "Storage of the frozen base weights: fp32, or bf16 (QLoRA-style: frozen Linear/Embedding weights in bf16 computing in bf16; LoRA factors, optimizer state and the saved adapter stay fp32; not with --dora).",
+        DType.F32, ("fp32", DType.F32), ("bf16", DType.BF16));
+
     public ChoiceOption<string> Device { get; } = new("--device", "Training device (cpu; TorchSharp's CUDA natives are not available here).", "cpu", ("cpu", "cpu"));
 
     public TrainOptionSet()
@@ -136,7 +142,7 @@ internal sealed class TrainOptionSet
 
     public void AddTo(Command command)
     {
-        foreach (Option o in new Option[] { Rank, Alpha, Targets, RsLora, Dora, Dropout, Epochs, Steps, Lr, Batch, Seed, Threads, Device })
+        foreach (Option o in new Option[] { Rank, Alpha, Targets, RsLora, Dora, Dropout, Epochs, Steps, Lr, Batch, Seed, Threads, GradientCheckpointing, BaseDType, Device })
         {
             command.Options.Add(o);
         }
@@ -159,6 +165,8 @@ internal sealed class TrainOptionSet
         BatchSize = parse.GetValue(Batch),
         Seed = parse.GetValue(Seed),
         Threads = parse.GetValue(Threads),
+        GradientCheckpointing = parse.GetValue(GradientCheckpointing),
+        BaseDType = BaseDType.Read(parse),
         Device = Device.Read(parse),
     };
 

@@ -63,7 +63,9 @@ internal static class TaskModels
             var model = LlamaForCausalLM.FromPretrained(modelDir);
             try
             {
+                model.Model.GradientCheckpointing = options.GradientCheckpointing;
                 var report = LoraInjection.Apply(model, config, options.Seed);
+                NarrowBase(model, options);
                 return new CausalLmTaskModel(model, Saved(report));
             }
             catch
@@ -83,13 +85,23 @@ internal static class TaskModels
             {
                 throw OnnxLoraException.Invalid(modelDir, $"the checkpoint's classifier has {classifier.NumLabels} labels, the data or NumLabels {numLabels}; expected the same count.");
             }
+            classifier.Bert.Encoder.GradientCheckpointing = options.GradientCheckpointing;
             var report = LoraInjection.Apply(classifier, config, options.Seed);
+            NarrowBase(classifier, options);
             return new ClassificationTaskModel(classifier, Saved(report));
         }
         catch
         {
             classifier.Dispose();
             throw;
+        }
+    }
+
+    private static void NarrowBase(nn.Module model, TrainerOptions options)
+    {
+        if (options.BaseDType != DType.F32)
+        {
+            FrozenBaseWeights.Convert(model, options.BaseDType);
         }
     }
 

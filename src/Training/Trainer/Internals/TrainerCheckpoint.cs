@@ -3,7 +3,6 @@ using System.Text.Json;
 using OnnxLora.Core;
 using OnnxLora.Core.IO;
 using TorchSharp.Modules;
-using static TorchSharp.torch;
 
 namespace OnnxLora.Training.TrainerInternals;
 
@@ -144,19 +143,6 @@ internal static class TrainerCheckpoint
         {
             throw OnnxLoraException.Invalid(path, $"optimizer state does not match this run's adapter ({e.Message}).", e);
         }
-    }
-
-    /// <summary>The torch default generator's state, as bytes.</summary>
-    public static byte[] CaptureRng()
-    {
-        using var state = random.get_rng_state();
-        return state.data<byte>().ToArray();
-    }
-
-    public static void RestoreRng(byte[] state)
-    {
-        using var t = tensor(state, ScalarType.Byte);
-        random.set_rng_state(t);
     }
 
     private static byte[] StateJson(TrainerState s)

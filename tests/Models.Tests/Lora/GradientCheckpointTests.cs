@@ -1,0 +1,139 @@
+using OnnxLora.Core.Peft;
+using OnnxLora.Models.Bert;
+using OnnxLora.Models.Internals;
+using OnnxLora.Models.Llama;
+using OnnxLora.Models.Lora;
+using static TorchSharp.torch;
+
+namespace OnnxLora.Models.Tests.Lora;
+
+/// <summary>
+/// Gradient checkpointing must not change what is learned: the same seed gives the same losses and the same
+/// LoRA gradients, step after step, with and without it, dropout included. These tests draw dropout masks from
+/// torch's process-wide generator, so they do not run in parallel with other tests.
+/// </summary>
+[TestClass]
+public sealed class GradientCheckpointTests
+{
+    private const int Steps = 4;
+
+    /// <summary>fp32 recomputation runs the same kernels on the same values; only summation order may differ.</summary>
+    private const double Tolerance = 1e-6;
+
+    private static readonly long[] Tokens = [1, 5, 9, 33, 2, 60, 7, 7, 12, 40, 41, 3, 8, 19, 22, 4];
+
+    private static readonly long[] Mask = [1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0];
+
+    /// <summary>Per step: the loss, and every trainable parameter's gradient (copied before the update).</summary>
+    private sealed record Run(List<double> Losses, List<Dictionary<string, float[]>> Gradients);
+
+    private static Run Train(nn.Module model, Func<Tensor> loss)
+    {
+        random.manual_seed(11);
+        var trainable = LoraInjection.TrainableParameters(model);
+        using var optimizer = optim.Adam(trainable.Select(p => p.Parameter), lr: 0.05);
+        model.train();
+        var run = new Run([], []);
+        for (int step = 0; step < Steps; step++)
+        {
+            using var scope = NewDisposeScope();
+            optimizer.zero_grad();
+            var value = loss();
+            value.backward();
+            run.Losses.Add(value.item<float>());
+            run.Gradients.Add(trainable.ToDictionary(p => p.Name, p => p.Parameter.grad!.data<float>().ToArray()));
+            optimizer.step();
+        }
+        return run;
+    }
+
+    private static Run TrainLlama(bool checkpointing)
+    {
+        using var model = LlamaForCausalLM.CreateRandom(TinyConfigs.Llama(), seed: 2, std: 0.2);
+        LoraInjection.Apply(model, new PeftAdapterConfig { TargetModules = TargetModules.AllLinear, R = 4, Alpha = 8, LoraDropout = 0.2 }, seed: 5);
+        model.Model.GradientCheckpointing = checkpointing;
+        return Train(model, () =>
+        {
+            var ids = tensor(Tokens, [2, 8]);
+            var logits = model.forward(ids, tensor(Mask, [2, 8]));
+            return nn.functional.cross_entropy(logits.narrow(1, 0, 7).reshape(-1, 64), ids.narrow(1, 1, 7).reshape(-1));
+        });
+    }
+
+    private static Run TrainBert(bool checkpointing)
+    {
+        using var model = BertModel.CreateRandom(TinyConfigs.Bert(), seed: 3, std: 0.1);
+        LoraInjection.Apply(model, new PeftAdapterConfig { TargetModules = TargetModules.FromList("query", "key", "value"), R = 4, Alpha = 8, LoraDropout = 0.2 }, seed: 5);
+        model.Encoder.GradientCheckpointing = checkpointing;
+        return Train(model, () =>
+        {
+            var output = model.forward(tensor(Tokens, [2, 8]), tensor(Mask, [2, 8]));
+            return (output - 0.5).pow(2).mean();
+        });
+    }
+
+    /// <summary>The largest relative difference of the losses and of each gradient (L∞ of the difference over L∞ of the reference).</summary>
+    private static double MaxRelativeDifference(Run expected, Run actual)
+    {
+        double worst = 0;
+        for (int step = 0; step < Steps; step++)
+        {
+            worst = Math.Max(worst, Math.Abs(expected.Losses[step] - actual.Losses[step]) / Math.Abs(expected.Losses[step]));
+            foreach (var (name, grad) in expected.Gradients[step])
+            {
+                var other = actual.Gradients[step][name];
+                double scale = grad.Max(v => Math.Abs((double)v));
+                double diff = grad.Zip(other, (a, b) => Math.Abs((double)a - b)).Max();
+                worst = Math.Max(worst, scale == 0 ? diff : diff / scale);
+            }
+        }
+        return worst;
+    }
+
+    private static void AssertNonTrivial(Run run)
+    {
+        // B starts at zero, so A's gradient is zero at the first step; from the second on every factor must move.
+        foreach (var (name, grad) in run.Gradients[Steps - 1])
+        {
+            Assert.IsGreaterThan(0f, grad.Max(Math.Abs), $"{name} has no gradient at the last step");
+        }
+    }
+
+    [TestMethod]
+    [DoNotParallelize]
+    public void Llama_WithCheckpointingAndDropout_GivesTheSameLossesAndLoraGradients()
+    {
+        var plain = TrainLlama(checkpointing: false);
+        var checkpointed = TrainLlama(checkpointing: true);
+        AssertNonTrivial(plain);
+        Assert.IsLessThanOrEqualTo(Tolerance, MaxRelativeDifference(plain, checkpointed));
+    }
+
+    [TestMethod]
+    [DoNotParallelize]
+    public void Bert_WithCheckpointingAndDropout_GivesTheSameLossesAndLoraGradients()
+    {
+        var plain = TrainBert(checkpointing: false);
+        var checkpointed = TrainBert(checkpointing: true);
+        AssertNonTrivial(plain);
+        Assert.IsLessThanOrEqualTo(Tolerance, MaxRelativeDifference(plain, checkpointed));
+    }
+
+    [TestMethod]
+    [DoNotParallelize]
+    public void Llama_CheckpointingWithoutRngReplay_IsCaughtByTheComparison()
+    {
+        // The planted bug: the backward recomputes with whatever generator state it finds, so dropout draws new masks.
+        var plain = TrainLlama(checkpointing: false);
+        GradientCheckpoint.ReplayRng = false;
+        try
+        {
+            var checkpointed = TrainLlama(checkpointing: true);
+            Assert.IsGreaterThan(1e-3, MaxRelativeDifference(plain, checkpointed));
+        }
+        finally
+        {
+            GradientCheckpoint.ReplayRng = true;
+        }
+    }
+}
