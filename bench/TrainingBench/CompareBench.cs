@@ -59,6 +59,11 @@ internal static class CompareBench
     {
         string[] parts = mode.Split('-');
         bool lora = parts[0] == "lora";
+        // As the trainer does (Trainer.Train), unless the bench is asked for glibc's default to compare.
+        if (Environment.GetEnvironmentVariable("ONNXLORA_DEFAULT_MALLOC") != "1")
+        {
+            NativeHeap.UseFixedMmapThreshold();
+        }
         long rss0 = ProcessMemory.RssKiB();
         using var model = LlamaForCausalLM.CreateRandom(config, seed: 1);
         long rss1 = ProcessMemory.RssKiB();

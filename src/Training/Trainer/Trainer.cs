@@ -56,6 +56,9 @@ public static class Trainer
             throw OnnxLoraException.NotFound("model folder", modelDir);
         }
         AtomicDirectory.CheckDestination(outAdapterDir, options.Overwrite);
+        // Freed activation buffers go back to the system instead of staying in glibc's heap (see NativeHeap): this takes peak RSS
+        // from 3.06 to 1.86 GB at hidden 1024 / 16 layers / seq 1024 with checkpointing. Process-wide, and set before every run.
+        NativeHeap.UseFixedMmapThreshold();
         lock (RunLock)
         {
             int threads = get_num_threads();
