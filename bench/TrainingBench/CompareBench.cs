@@ -59,8 +59,8 @@ internal static class CompareBench
     {
         string[] parts = mode.Split('-');
         bool lora = parts[0] == "lora";
-        // As the trainer does (Trainer.Train), unless the bench is asked for glibc's default to compare.
-        if (Environment.GetEnvironmentVariable("ONNXLORA_DEFAULT_MALLOC") != "1")
+        // As the trainer does with --gradient-checkpointing (Trainer.Train), unless the bench is asked for glibc's default to compare.
+        if (parts.Contains("ckpt") && Environment.GetEnvironmentVariable("ONNXLORA_DEFAULT_MALLOC") != "1")
         {
             NativeHeap.UseFixedMmapThreshold();
         }

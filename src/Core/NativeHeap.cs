@@ -8,12 +8,13 @@ namespace OnnxLora.Core;
 /// step the activation and gradient buffers of a few MiB come from the heap instead of mmap, and when they are freed the
 /// heap keeps them: fragmented between live blocks, they are neither reused for the next, differently shaped buffers nor
 /// returned to the system. Measured on a LLaMA of hidden 1024, 16 layers, seq 1024 with gradient checkpointing
-/// (training-bench memory-worker): peak RSS 3.06 GB with the dynamic threshold, 1.86 GB with a fixed one, the resident
-/// set after the step 2.80 GB against 1.29 GB (docs/benchmarks-training.md).
+/// (training-bench memory-worker): peak RSS 3.0 GB with the dynamic threshold, 1.87 GB with a fixed one of 1 MiB, the
+/// resident set after the step 2.80 GB against 1.29 GB; the price is CPU time (fresh mappings fault their pages in), about
+/// 1.3× per checkpointed step, so the trainer sets it only with gradient checkpointing (docs/benchmarks-training.md).
 /// </summary>
 public static partial class NativeHeap
 {
-    /// <summary>The fixed threshold the trainer sets: blocks of at least this size are mmapped, and unmapped when freed.</summary>
+    /// <summary>The fixed threshold the trainer sets with gradient checkpointing: blocks of at least this size are mmapped, and unmapped when freed.</summary>
     public const int TrainingMmapThreshold = 1 << 20;
 
     // glibc malloc.h: #define M_MMAP_THRESHOLD -3. Setting it with mallopt also turns the dynamic threshold off.

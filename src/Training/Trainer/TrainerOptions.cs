@@ -66,7 +66,8 @@ public sealed record TrainerOptions
     /// Recompute each decoder/encoder layer's forward during backward instead of keeping its activations
     /// (transformers' <c>gradient_checkpointing_enable()</c>, PyTorch's reentrant checkpoint): less memory for
     /// about one more forward per step. Dropout replays the same masks, so losses and gradients are those of a
-    /// run without it. Default false.
+    /// run without it. It also fixes the process's glibc mmap threshold (<see cref="Core.NativeHeap"/>) so that freed
+    /// activation buffers go back to the system. Default false.
     /// </summary>
     public bool GradientCheckpointing { get; init; }
 
