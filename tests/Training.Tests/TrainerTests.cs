@@ -177,6 +177,12 @@ public sealed partial class TrainerTests
             Quick with { Steps = 2, BatchSize = 4, ResumeFrom = Path.Combine(dir.File("ckpt"), "step-000001") }));
         StringAssert.Contains(e.Message, "BatchSize: found 4, expected 8");
         Assert.IsFalse(Directory.Exists(dir.File("b")));
+
+        // A bf16 base changes the losses: resuming an fp32 run with it is refused too.
+        var bf16 = BadInput.Throws(() => Trainer.Train(model, data, dir.File("c"),
+            Quick with { Steps = 2, BaseDType = Core.DType.BF16, ResumeFrom = Path.Combine(dir.File("ckpt"), "step-000001") }));
+        StringAssert.Contains(bf16.Message, "BaseDType: found BF16, expected F32");
+        Assert.IsFalse(Directory.Exists(dir.File("c")));
     }
 
     [TestMethod]

@@ -117,6 +117,7 @@ public static class Trainer
             LearningRate = options.LearningRate,
             WarmupSteps = options.WarmupSteps,
             TargetModules = model.AdapterConfig.TargetModules!.ToString(),
+            BaseDType = options.BaseDType.ToString(),
         };
         if (options.ResumeFrom is not null)
         {

@@ -24,6 +24,10 @@ internal sealed record TrainerState
     public double LearningRate { get; init; }
     public int WarmupSteps { get; init; }
     public string TargetModules { get; init; } = "";
+
+    /// <summary>How the frozen base weights were stored (<see cref="TrainerOptions.BaseDType"/>): it changes the losses, so a
+    /// resumed run must use the same. Checkpoints written before the option existed have none and were fp32.</summary>
+    public string BaseDType { get; init; } = nameof(DType.F32);
     public byte[] RngState { get; init; } = [];
     public IReadOnlyList<double> LossHistory { get; init; } = [];
 
@@ -42,6 +46,7 @@ internal sealed record TrainerState
         yield return ("LearningRate", LearningRate.ToString("R", c));
         yield return ("WarmupSteps", WarmupSteps.ToString(c));
         yield return ("Targets", TargetModules);
+        yield return ("BaseDType", BaseDType);
     }
 }
 
@@ -109,6 +114,7 @@ internal static class TrainerCheckpoint
                 LearningRate = r.GetProperty("learning_rate").GetDouble(),
                 WarmupSteps = r.GetProperty("warmup_steps").GetInt32(),
                 TargetModules = r.GetProperty("target_modules").GetString() ?? "",
+                BaseDType = r.TryGetProperty("base_dtype", out var baseDType) ? baseDType.GetString() ?? "" : nameof(DType.F32),
                 RngState = r.GetProperty("rng_state").GetBytesFromBase64(),
                 LossHistory = [.. r.GetProperty("loss_history").EnumerateArray().Select(e => e.GetDouble())],
             };
@@ -165,6 +171,7 @@ internal static class TrainerCheckpoint
             w.WriteNumber("learning_rate", s.LearningRate);
             w.WriteNumber("warmup_steps", s.WarmupSteps);
             w.WriteString("target_modules", s.TargetModules);
+            w.WriteString("base_dtype", s.BaseDType);
             w.WriteBase64String("rng_state", s.RngState);
             w.WriteStartArray("loss_history");
             foreach (double l in s.LossHistory)
