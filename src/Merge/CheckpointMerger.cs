@@ -80,7 +80,7 @@ public static class CheckpointMerger
                 long offset = shard.DataStart + t.DataOffset;
                 if (plan.Touches(t.Name))
                 {
-                    MergeTensor(plan, checkpoint.Directory, handle, offset, t, spec, writer, behind, copyBuffer);
+                    MergeTensor(plan, checkpoint.Directory, handle, offset, t, spec, writer, behind);
                     if (plan.ReplacementFor(t.Name) is not null)
                     {
                         replaced++;
@@ -122,10 +122,11 @@ public static class CheckpointMerger
     private static DType OutputTypeOf(DType input, DType? output) => !input.IsFloat() ? input : output ?? input;
 
     private static void MergeTensor(MergePlan plan, string where, SafeFileHandle handle, long offset, TensorInfo t, TensorSpec spec, SafetensorsWriter writer,
-        WriteBehind behind, byte[] chunk)
+        WriteBehind behind)
     {
         // The merge works on the whole tensor in fp32 (ΔW spans it); its bytes are read, decoded, encoded and written in
-        // chunks, so no byte array holds a whole tensor and tensors over 2 GiB (fp32 embeddings of large vocabularies) merge.
+        // chunks on all cores (TensorBytes), so no byte array holds a whole tensor and tensors over 2 GiB (fp32 embeddings of
+        // large vocabularies) merge.
         if (t.ElementCount > Array.MaxLength)
         {
             throw MergeThrow.Invalid(where, $"tensor '{t.Name}'", $"{t.ElementCount} elements", $"at most {Array.MaxLength} elements to merge in one piece");
@@ -137,26 +138,12 @@ public static class CheckpointMerger
         try
         {
             var span = values.AsSpan(0, n);
-            int inSize = t.DType.SizeOf(), outSize = spec.DType.SizeOf();
-            int perChunk = chunk.Length / Math.Max(inSize, outSize);
-            for (long done = 0; done < n; done += perChunk)
-            {
-                int k = (int)Math.Min(perChunk, n - done);
-                FileRange.ReadExactly(handle, chunk.AsSpan(0, k * inSize), offset + (done * inSize));
-                FloatCodec.Decode(t.DType, chunk.AsSpan(0, k * inSize), span.Slice((int)done, k));
-            }
+            TensorBytes.ReadDecoded(handle, offset, t.DType, span);
             plan.ApplyTo(t.Name, span);
-            int perWrite = behind.BufferBytes / outSize;
-            for (long done = 0; done < n; done += perWrite)
+            long overflow = TensorBytes.EncodeBehind(spec.DType, span, behind, (_, data) => writer.Write(t.Name, data.Span));
+            if (plan.Options.SafeMode && overflow >= 0)
             {
-                int k = (int)Math.Min(perWrite, n - done);
-                byte[] encoded = behind.RentBuffer();
-                long overflow = FloatCodec.Encode(spec.DType, span.Slice((int)done, k), encoded.AsSpan(0, k * outSize));
-                if (plan.Options.SafeMode && overflow >= 0)
-                {
-                    throw MergeThrow.NonFinite(where, t.Name, done + overflow, values[done + overflow], $"overflowing {spec.DType} after merging");
-                }
-                behind.EnqueueWrite(encoded, k * outSize, data => writer.Write(t.Name, data.Span));
+                throw MergeThrow.NonFinite(where, t.Name, overflow, values[overflow], $"overflowing {spec.DType} after merging");
             }
             if (n == 0)
             {

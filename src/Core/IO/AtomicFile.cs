@@ -8,8 +8,12 @@ namespace OnnxLora.Core.IO;
 /// </summary>
 public sealed class AtomicFile : IDisposable
 {
+    /// <summary>Bytes written between two requests to start write-back (<see cref="NoteWritten"/>).</summary>
+    private const long WritebackEveryBytes = 64L << 20;
+
     private readonly bool _overwrite;
     private bool _committed;
+    private long _sinceWriteback;
 
     private AtomicFile(string finalPath, string tempPath, FileStream stream, bool overwrite)
     {
@@ -49,6 +53,23 @@ public sealed class AtomicFile : IDisposable
     {
         string dir = System.IO.Path.GetDirectoryName(System.IO.Path.GetFullPath(finalPath))!;
         return System.IO.Path.Combine(dir, $".{System.IO.Path.GetFileName(finalPath)}.{Guid.NewGuid():N}.partial");
+    }
+
+    /// <summary>
+    /// Counts <paramref name="bytes"/> just written (by <see cref="Stream"/> or through its handle); every 64 MiB asks the
+    /// kernel to start writing the file's dirty pages to disk (<see cref="FileRange.StartWriteback"/>), so a large file's
+    /// write-back overlaps the work that produces it instead of all waiting for <see cref="Commit"/>'s fsync. Call it from
+    /// one thread at a time (the one writing).
+    /// </summary>
+    public void NoteWritten(long bytes)
+    {
+        _sinceWriteback += bytes;
+        if (_sinceWriteback >= WritebackEveryBytes)
+        {
+            _sinceWriteback = 0;
+            Stream.Flush();
+            FileRange.StartWriteback(Stream.SafeFileHandle);
+        }
     }
 
     /// <summary>Flushes to disk, closes and renames to the final name.</summary>

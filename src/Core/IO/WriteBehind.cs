@@ -25,10 +25,14 @@ public sealed class WriteBehind : IDisposable
         ArgumentOutOfRangeException.ThrowIfLessThan(capacity, 1);
         ArgumentOutOfRangeException.ThrowIfLessThan(bufferBytes, 1);
         BufferBytes = bufferBytes;
+        Capacity = capacity;
         _bufferCount = capacity + 1;
         _queue = Channel.CreateBounded<Action>(new BoundedChannelOptions(capacity) { SingleReader = true, SingleWriter = true, FullMode = BoundedChannelFullMode.Wait });
         _worker = Task.Factory.StartNew(Run, CancellationToken.None, TaskCreationOptions.LongRunning, TaskScheduler.Default);
     }
+
+    /// <summary>How many writes may wait while one runs (the pipeline has one buffer more than that).</summary>
+    public int Capacity { get; }
 
     /// <summary>The size of each buffer <see cref="RentBuffer"/> gives.</summary>
     public int BufferBytes { get; }

@@ -1,4 +1,3 @@
-using System.Buffers;
 using Microsoft.Win32.SafeHandles;
 using Onnx;
 using OnnxLora.Core.Internals;
@@ -19,7 +18,6 @@ public sealed record OnnxExternalRange(TensorProto Tensor, string Location, long
 public sealed class OnnxExternalDataFiles : IDisposable
 {
     private readonly Dictionary<TensorProto, (OnnxExternalRange Range, string RealPath)> _byTensor;
-    private const int ChunkBytes = 1 << 20;
 
     private readonly Dictionary<string, SafeFileHandle> _handles = new(StringComparer.Ordinal);
 
@@ -95,22 +93,7 @@ public sealed class OnnxExternalDataFiles : IDisposable
             throw new ArgumentException($"tensor '{range.Tensor.Name}' has {count} elements, the destination {destination.Length}", nameof(destination));
         }
         OnnxTensors.TryFromOnnx(range.Tensor.DataType, out var dtype);
-        int size = dtype.SizeOf();
-        byte[] chunk = ArrayPool<byte>.Shared.Rent(ChunkBytes);
-        try
-        {
-            int perChunk = ChunkBytes / size;
-            for (long done = 0; done < count; done += perChunk)
-            {
-                int k = (int)Math.Min(perChunk, count - done);
-                Read(range, done * size, chunk.AsSpan(0, k * size));
-                FloatCodec.Decode(dtype, chunk.AsSpan(0, k * size), destination.Slice((int)done, k));
-            }
-        }
-        finally
-        {
-            ArrayPool<byte>.Shared.Return(chunk);
-        }
+        IO.TensorBytes.ReadDecoded(HandleOf(range), range.Offset, dtype, destination);
     }
 
     /// <summary>Elements of a floating-point tensor that fits one array.</summary>

@@ -16,6 +16,9 @@ public static class DeltaMath
 {
     private const int ParallelThreshold = 1 << 16;
 
+    /// <summary>Rows per work item of <see cref="AddProduct"/>, and the columns of R each pass over those rows reuses.</summary>
+    private const int RowBlock = 32, ColumnBlock = 256;
+
     /// <summary>
     /// dst[rows, cols] += factor · L[rows, k] · R[k, cols]. LoRA: L = B [out, r], R = A [r, in],
     /// factor = w·s (stored transposed: L = Aᵀ, R = Bᵀ).
@@ -25,7 +28,7 @@ public static class DeltaMath
         CheckLengths(dst.Length, rows, cols, left.Length, right.Length, k);
         double[] r = ToDouble(right);
         double[] l = ToDouble(left);
-        RunRows(dst, rows, cols, (row, span, _) => AddRowProduct(span, l, row * k, r, k, cols, factor));
+        RunRowBlocks(dst, rows, cols, (firstRow, block) => AddBlockProduct(block, firstRow, block.Length / Math.Max(cols, 1), cols, l, r, k, factor));
     }
 
     /// <summary>
@@ -135,53 +138,121 @@ public static class DeltaMath
     }
 
     /// <summary>
-    /// dst[c] = fp32(dst[c] + factor · Σ_kk L[row, kk]·R[kk, c]): columns in groups of four held in
-    /// registers across the whole rank (fp64, fused multiply-add where the CPU has it), four groups at
-    /// a time so the multiply-adds of independent columns overlap instead of waiting on each other.
-    /// Every column's sum runs over kk in the same order with the same operations whatever the grouping,
-    /// so results are bit-identical to a column-at-a-time loop.
+    /// dst[row, c] = fp32(dst[row, c] + factor · Σ_kk L[firstRow + row, kk]·R[kk, c]) for a block of rows. Each column's sum
+    /// runs over kk in order from zero in fp64 (fused multiply-add where the CPU has it, as one vector lane), then one
+    /// multiply and one add, rounded to fp32 once; the last cols mod 4 columns are summed by the scalar loop (multiply, then
+    /// add). That per-element sequence is fixed whatever the blocking, so results are bit-identical to a column-at-a-time
+    /// loop of the same operations. The blocking is for speed only: R is walked in slices of
+    /// <see cref="ColumnBlock"/> columns (k · 256 doubles: level-1/2 cache sized at LoRA ranks) that every row of the
+    /// block reuses, and two rows share each load of R, 16 columns (four vectors per row) held in registers across the
+    /// whole rank.
     /// </summary>
-    private static void AddRowProduct(Span<float> dst, double[] left, int leftOffset, double[] right, int k, int cols, double factor)
+    private static unsafe void AddBlockProduct(Span<float> block, int firstRow, int count, int cols, double[] left, double[] right, int k, double factor)
     {
-        ref double l = ref MemoryMarshal.GetArrayDataReference(left);
-        ref double r = ref MemoryMarshal.GetArrayDataReference(right);
-        int c = 0;
-        if (Vector256.IsHardwareAccelerated)
+        fixed (float* dstBase = block)
+        fixed (double* l = left, r = right)
         {
-            for (; c <= cols - 16; c += 16)
+            for (int c0 = 0; c0 < cols; c0 += ColumnBlock)
             {
-                Vector256<double> a0 = Vector256<double>.Zero, a1 = a0, a2 = a0, a3 = a0;
-                for (int kk = 0; kk < k; kk++)
+                int end = Math.Min(cols, c0 + ColumnBlock);
+                int row = 0;
+                if (Vector256.IsHardwareAccelerated)
                 {
-                    var lv = Vector256.Create(Unsafe.Add(ref l, leftOffset + kk));
-                    nuint at = (nuint)(((long)kk * cols) + c);
-                    a0 = MultiplyAdd(lv, Vector256.LoadUnsafe(ref r, at), a0);
-                    a1 = MultiplyAdd(lv, Vector256.LoadUnsafe(ref r, at + 4), a1);
-                    a2 = MultiplyAdd(lv, Vector256.LoadUnsafe(ref r, at + 8), a2);
-                    a3 = MultiplyAdd(lv, Vector256.LoadUnsafe(ref r, at + 12), a3);
+                    for (; row + 1 < count; row += 2)
+                    {
+                        AddTwoRows(dstBase + ((long)row * cols), dstBase + ((long)(row + 1) * cols), l + ((long)(firstRow + row) * k),
+                            l + ((long)(firstRow + row + 1) * k), r, k, cols, c0, end, factor);
+                    }
                 }
-                AddScaled(dst.Slice(c, 4), a0, factor);
-                AddScaled(dst.Slice(c + 4, 4), a1, factor);
-                AddScaled(dst.Slice(c + 8, 4), a2, factor);
-                AddScaled(dst.Slice(c + 12, 4), a3, factor);
-            }
-            for (; c <= cols - 4; c += 4)
-            {
-                var acc = Vector256<double>.Zero;
-                for (int kk = 0; kk < k; kk++)
+                for (; row < count; row++)
                 {
-                    var lv = Vector256.Create(Unsafe.Add(ref l, leftOffset + kk));
-                    acc = MultiplyAdd(lv, Vector256.LoadUnsafe(ref r, (nuint)(((long)kk * cols) + c)), acc);
+                    AddOneRow(dstBase + ((long)row * cols), l + ((long)(firstRow + row) * k), r, k, cols, c0, end, factor);
                 }
-                AddScaled(dst.Slice(c, 4), acc, factor);
             }
         }
-        for (; c < cols; c++)
+    }
+
+    /// <summary>Columns [c0, end) of two rows sharing each load of R, 16 columns at a time (see <see cref="AddBlockProduct"/>).</summary>
+    private static unsafe void AddTwoRows(float* dst0, float* dst1, double* l0, double* l1, double* r, int k, int cols, int c0, int end, double factor)
+    {
+        int c = c0;
+        for (; c <= end - 16; c += 16)
+        {
+            Vector256<double> a0 = Vector256<double>.Zero, a1 = a0, a2 = a0, a3 = a0, b0 = a0, b1 = a0, b2 = a0, b3 = a0;
+            double* at = r + c;
+            for (int kk = 0; kk < k; kk++, at += cols)
+            {
+                var r0 = Vector256.Load(at);
+                var r1 = Vector256.Load(at + 4);
+                var r2 = Vector256.Load(at + 8);
+                var r3 = Vector256.Load(at + 12);
+                var x = Vector256.Create(l0[kk]);
+                var y = Vector256.Create(l1[kk]);
+                a0 = MultiplyAdd(x, r0, a0);
+                a1 = MultiplyAdd(x, r1, a1);
+                a2 = MultiplyAdd(x, r2, a2);
+                a3 = MultiplyAdd(x, r3, a3);
+                b0 = MultiplyAdd(y, r0, b0);
+                b1 = MultiplyAdd(y, r1, b1);
+                b2 = MultiplyAdd(y, r2, b2);
+                b3 = MultiplyAdd(y, r3, b3);
+            }
+            AddScaled(dst0 + c, a0, factor);
+            AddScaled(dst0 + c + 4, a1, factor);
+            AddScaled(dst0 + c + 8, a2, factor);
+            AddScaled(dst0 + c + 12, a3, factor);
+            AddScaled(dst1 + c, b0, factor);
+            AddScaled(dst1 + c + 4, b1, factor);
+            AddScaled(dst1 + c + 8, b2, factor);
+            AddScaled(dst1 + c + 12, b3, factor);
+        }
+        if (c < end)
+        {
+            AddOneRow(dst0, l0, r, k, cols, c, end, factor);
+            AddOneRow(dst1, l1, r, k, cols, c, end, factor);
+        }
+    }
+
+    /// <summary>Columns [c0, end) of one row: 16, then 4 columns per vector group where vectors run, the rest scalar.</summary>
+    private static unsafe void AddOneRow(float* dst, double* l, double* r, int k, int cols, int c0, int end, double factor)
+    {
+        int c = c0;
+        if (Vector256.IsHardwareAccelerated)
+        {
+            for (; c <= end - 16; c += 16)
+            {
+                Vector256<double> a0 = Vector256<double>.Zero, a1 = a0, a2 = a0, a3 = a0;
+                double* at = r + c;
+                for (int kk = 0; kk < k; kk++, at += cols)
+                {
+                    var x = Vector256.Create(l[kk]);
+                    a0 = MultiplyAdd(x, Vector256.Load(at), a0);
+                    a1 = MultiplyAdd(x, Vector256.Load(at + 4), a1);
+                    a2 = MultiplyAdd(x, Vector256.Load(at + 8), a2);
+                    a3 = MultiplyAdd(x, Vector256.Load(at + 12), a3);
+                }
+                AddScaled(dst + c, a0, factor);
+                AddScaled(dst + c + 4, a1, factor);
+                AddScaled(dst + c + 8, a2, factor);
+                AddScaled(dst + c + 12, a3, factor);
+            }
+            for (; c <= end - 4; c += 4)
+            {
+                var acc = Vector256<double>.Zero;
+                double* at = r + c;
+                for (int kk = 0; kk < k; kk++, at += cols)
+                {
+                    acc = MultiplyAdd(Vector256.Create(l[kk]), Vector256.Load(at), acc);
+                }
+                AddScaled(dst + c, acc, factor);
+            }
+        }
+        for (; c < end; c++)
         {
             double sum = 0;
             for (int kk = 0; kk < k; kk++)
             {
-                sum += Unsafe.Add(ref l, leftOffset + kk) * Unsafe.Add(ref r, (nint)(((long)kk * cols) + c));
+                sum += l[kk] * r[((long)kk * cols) + c];
             }
             dst[c] = (float)(dst[c] + (factor * sum));
         }
@@ -193,14 +264,13 @@ public static class DeltaMath
 
     /// <summary>dst[i] = fp32(dst[i] + factor · sums[i]) for four elements, each operation as the scalar code does it.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void AddScaled(Span<float> dst, Vector256<double> sums, double factor)
+    private static unsafe void AddScaled(float* dst, Vector256<double> sums, double factor)
     {
-        if (Avx.IsSupported && dst.Length >= 4)
+        if (Avx.IsSupported)
         {
             // The scalar lines below, four at a time: widen, multiply then add (two roundings, no FMA), round to fp32 nearest-even.
-            ref float d = ref MemoryMarshal.GetReference(dst);
-            var widened = Avx.ConvertToVector256Double(Vector128.LoadUnsafe(ref d));
-            Avx.ConvertToVector128Single(Avx.Add(widened, Avx.Multiply(Vector256.Create(factor), sums))).StoreUnsafe(ref d);
+            var widened = Avx.ConvertToVector256Double(Vector128.Load(dst));
+            Avx.ConvertToVector128Single(Avx.Add(widened, Avx.Multiply(Vector256.Create(factor), sums))).Store(dst);
             return;
         }
         dst[0] = (float)(dst[0] + (factor * sums.GetElement(0)));
@@ -258,6 +328,31 @@ public static class DeltaMath
             }, _ => { });
         }
     }
+
+    /// <summary>
+    /// Runs <paramref name="action"/>(first row, rows) over blocks of <see cref="RowBlock"/> rows, on all cores when the product is
+    /// large enough to pay for it (a block per work item: each reuses a slice of R across its rows).
+    /// </summary>
+    private static unsafe void RunRowBlocks(Span<float> dst, int rows, int cols, BlockAction action)
+    {
+        int blocks = (rows + RowBlock - 1) / RowBlock;
+        if ((long)rows * cols < ParallelThreshold || Environment.ProcessorCount == 1 || blocks == 1)
+        {
+            action(0, dst);
+            return;
+        }
+        fixed (float* p = dst)
+        {
+            float* basePtr = p;
+            Parallel.For(0, blocks, b =>
+            {
+                int first = b * RowBlock, count = Math.Min(RowBlock, rows - first);
+                action(first, new Span<float>(basePtr + ((long)first * cols), count * cols));
+            });
+        }
+    }
+
+    private delegate void BlockAction(int firstRow, Span<float> rows);
 
     private static double[] ToDouble(ReadOnlySpan<float> values)
     {

@@ -113,6 +113,7 @@ public sealed class SafetensorsWriter : IDisposable
     {
         Reserve(name, data.Length);
         _file.Stream.Write(data);
+        _file.NoteWritten(data.Length);
     }
 
     /// <summary>
@@ -128,6 +129,7 @@ public sealed class SafetensorsWriter : IDisposable
         long position = stream.Position;
         FileRange.Copy(source, offset, stream.SafeFileHandle, position, length);
         stream.Position = position + length;
+        _file.NoteWritten(length);
     }
 
     /// <summary>Checks that <paramref name="length"/> more bytes of tensor <paramref name="name"/> come next, and counts them.</summary>

@@ -1,7 +1,6 @@
 using System.Buffers;
 using System.Globalization;
 using Google.Protobuf;
-using Microsoft.Win32.SafeHandles;
 using Onnx;
 using OnnxLora.Core;
 using OnnxLora.Core.IO;
@@ -130,11 +129,10 @@ public static class OnnxModelMerger
         int merged = 0, replaced = 0;
         using var dataFile = AtomicFile.Create(dataPath, overwrite);
         using var modelFile = AtomicFile.Create(output, overwrite);
-        var target = dataFile.Stream.SafeFileHandle;
         // Writes (kernel copies included) run behind on their own thread: the next tensor is read and merged meanwhile.
         using (var behind = new WriteBehind(WritesInFlight, WriteChunkBytes))
         {
-            WriteRanges(plan, data, bases, location, initializers, target, behind, ref merged, ref replaced);
+            WriteRanges(plan, data, bases, location, initializers, dataFile, behind, ref merged, ref replaced);
             behind.Complete();
         }
         dataFile.Stream.SetLength(end);
@@ -159,8 +157,9 @@ public static class OnnxModelMerger
     /// </summary>
     /// <summary>Each external range to its place in the output data file: merged tensors re-encoded, the others copied by the kernel.</summary>
     private static void WriteRanges(OnnxMergePlan plan, OnnxExternalDataFiles data, Dictionary<string, long> bases, string location, HashSet<object?> initializers,
-        SafeFileHandle target, WriteBehind behind, ref int merged, ref int replaced)
+        AtomicFile target, WriteBehind behind, ref int merged, ref int replaced)
     {
+        var handle = target.Stream.SafeFileHandle;
         foreach (var range in data.Ranges)
         {
             var tensor = range.Tensor;
@@ -185,7 +184,11 @@ public static class OnnxModelMerger
             {
                 var source = data.HandleOf(range);
                 long from = range.Offset, length = range.Length;
-                behind.Enqueue(() => FileRange.Copy(source, from, target, offset, length));
+                behind.Enqueue(() =>
+                {
+                    FileRange.Copy(source, from, handle, offset, length);
+                    target.NoteWritten(length);
+                });
             }
             tensor.ExternalData.Clear();
             tensor.ExternalData.Add(new StringStringEntryProto { Key = "location", Value = location });
@@ -371,21 +374,18 @@ public static class OnnxModelMerger
     }
 
     /// <summary>Encodes merged values to the initializer's dtype and queues their writes at <paramref name="offset"/>, in the pipeline's buffers.</summary>
-    private static void WriteEncoded(OnnxMergePlan plan, TensorProto tensor, ReadOnlySpan<float> values, SafeFileHandle file, long offset, WriteBehind behind)
+    private static void WriteEncoded(OnnxMergePlan plan, TensorProto tensor, ReadOnlySpan<float> values, AtomicFile file, long offset, WriteBehind behind)
     {
         OnnxTensors.TryFromOnnx(tensor.DataType, out var dtype);
-        int size = dtype.SizeOf(), perChunk = behind.BufferBytes / size;
-        for (long done = 0; done < values.Length; done += perChunk)
+        int size = dtype.SizeOf();
+        long overflow = TensorBytes.EncodeBehind(dtype, values, behind, (first, data) =>
         {
-            int k = (int)Math.Min(perChunk, values.Length - done);
-            byte[] chunk = behind.RentBuffer();
-            long overflow = FloatCodec.Encode(dtype, values.Slice((int)done, k), chunk.AsSpan(0, k * size));
-            if (plan.Merge.Options.SafeMode && overflow >= 0)
-            {
-                throw OnnxMergeThrow.NonFinite(plan.ModelPath, tensor.Name, done + overflow, values[(int)(done + overflow)], $"overflowing {dtype} after merging");
-            }
-            long at = offset + (done * size);
-            behind.EnqueueWrite(chunk, k * size, data => RandomAccess.Write(file, data.Span, at));
+            RandomAccess.Write(file.Stream.SafeFileHandle, data.Span, offset + (first * size));
+            file.NoteWritten(data.Length);
+        });
+        if (plan.Merge.Options.SafeMode && overflow >= 0)
+        {
+            throw OnnxMergeThrow.NonFinite(plan.ModelPath, tensor.Name, overflow, values[(int)overflow], $"overflowing {dtype} after merging");
         }
     }
 }

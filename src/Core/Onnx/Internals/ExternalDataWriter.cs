@@ -76,6 +76,7 @@ internal static class ExternalDataWriter
                 reference.ExternalData.Add(new StringStringEntryProto { Key = "offset", Value = offset.ToString(CultureInfo.InvariantCulture) });
                 reference.ExternalData.Add(new StringStringEntryProto { Key = "length", Value = length.ToString(CultureInfo.InvariantCulture) });
                 offset += length;
+                dataFile.NoteWritten(pad + length);
                 written++;
                 replaced.Add((i, tensor));
                 graph.Initializer[i] = reference;

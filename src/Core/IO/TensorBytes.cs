@@ -1,0 +1,117 @@
+using System.Buffers;
+using System.Runtime.ExceptionServices;
+using Microsoft.Win32.SafeHandles;
+
+namespace OnnxLora.Core.IO;
+
+/// <summary>
+/// A floating-point tensor's stored bytes to fp32 values and back, on all cores: the read-and-decode and the
+/// encode-and-write halves of every streamed merge. Both work in chunks of <see cref="ChunkBytes"/>, so no byte array
+/// holds a whole tensor (tensors over 2 GiB of bytes pass), and the conversions are <see cref="FloatCodec"/>'s, so the
+/// values and bytes are exactly those of a one-chunk-at-a-time loop.
+/// </summary>
+public static class TensorBytes
+{
+    /// <summary>Bytes per chunk: each core reads and decodes one at a time.</summary>
+    public const int ChunkBytes = 4 << 20;
+
+    /// <summary>
+    /// Reads the <paramref name="dtype"/> bytes at <paramref name="offset"/> of <paramref name="handle"/> (positioned reads, so
+    /// several threads read at once) and decodes them into <paramref name="destination"/>, chunks in parallel.
+    /// </summary>
+    /// <exception cref="EndOfStreamException">The file ends before the tensor does.</exception>
+    public static unsafe void ReadDecoded(SafeFileHandle handle, long offset, DType dtype, Span<float> destination)
+    {
+        int size = dtype.SizeOf(), perChunk = ChunkBytes / size;
+        int chunks = (int)(((long)destination.Length + perChunk - 1) / perChunk);
+        fixed (float* start = destination)
+        {
+            float* values = start;
+            int count = destination.Length;
+            Run(chunks, c =>
+            {
+                int first = c * perChunk, n = Math.Min(perChunk, count - first);
+                byte[] buffer = ArrayPool<byte>.Shared.Rent(n * size);
+                try
+                {
+                    FileRange.ReadExactly(handle, buffer.AsSpan(0, n * size), offset + ((long)first * size));
+                    FloatCodec.Decode(dtype, buffer.AsSpan(0, n * size), new Span<float>(values + first, n));
+                }
+                finally
+                {
+                    ArrayPool<byte>.Shared.Return(buffer);
+                }
+            });
+        }
+    }
+
+    /// <summary>
+    /// Encodes <paramref name="values"/> as <paramref name="dtype"/> into <paramref name="behind"/>'s buffers, a few chunks at a
+    /// time in parallel, and queues <paramref name="write"/>(first element, bytes) for each chunk in order. Returns the index
+    /// of the first value that overflowed the encoding (finite in fp32, ±Inf after; see <see cref="FloatCodec.Encode"/>), or
+    /// -1; chunks are still written after one overflows, so a caller that refuses overflow throws and discards the output.
+    /// </summary>
+    public static unsafe long EncodeBehind(DType dtype, ReadOnlySpan<float> values, WriteBehind behind, Action<long, ReadOnlyMemory<byte>> write)
+    {
+        ArgumentNullException.ThrowIfNull(behind);
+        ArgumentNullException.ThrowIfNull(write);
+        int size = dtype.SizeOf(), perChunk = behind.BufferBytes / size;
+        int count = values.Length;
+        int chunks = (int)(((long)count + perChunk - 1) / perChunk);
+        // At most as many buffers at once as the pipeline lets wait, so renting a group never waits on itself.
+        int group = Math.Max(1, Math.Min(Environment.ProcessorCount, behind.Capacity));
+        var buffers = new byte[group][];
+        var overflows = new long[group];
+        long first = -1;
+        fixed (float* start = values)
+        {
+            float* source = start;
+            for (int g = 0; g < chunks; g += group)
+            {
+                int inGroup = Math.Min(group, chunks - g);
+                for (int i = 0; i < inGroup; i++)
+                {
+                    buffers[i] = behind.RentBuffer();
+                }
+                Run(inGroup, i =>
+                {
+                    int at = (g + i) * perChunk, n = Math.Min(perChunk, count - at);
+                    long overflow = FloatCodec.Encode(dtype, new ReadOnlySpan<float>(source + at, n), buffers[i].AsSpan(0, n * size));
+                    overflows[i] = overflow < 0 ? -1 : at + overflow;
+                });
+                for (int i = 0; i < inGroup; i++)
+                {
+                    long at = (long)(g + i) * perChunk;
+                    int n = (int)Math.Min(perChunk, count - at);
+                    if (first < 0 && overflows[i] >= 0)
+                    {
+                        first = overflows[i];
+                    }
+                    behind.EnqueueWrite(buffers[i], n * size, data => write(at, data));
+                }
+            }
+        }
+        return first;
+    }
+
+    /// <summary>Runs <paramref name="body"/>(0 … count − 1), in parallel when there is more than one; the first exception is rethrown as thrown.</summary>
+    private static void Run(int count, Action<int> body)
+    {
+        if (count == 1 || Environment.ProcessorCount == 1)
+        {
+            for (int i = 0; i < count; i++)
+            {
+                body(i);
+            }
+            return;
+        }
+        try
+        {
+            Parallel.For(0, count, body);
+        }
+        catch (AggregateException e) when (e.InnerExceptions.Count > 0)
+        {
+            ExceptionDispatchInfo.Throw(e.InnerExceptions[0]);
+        }
+    }
+}
