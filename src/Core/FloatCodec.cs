@@ -110,6 +110,11 @@ public static class FloatCodec
     /// <summary>Index of the first NaN or ±Inf, or -1.</summary>
     public static long FirstNonFinite(ReadOnlySpan<float> values)
     {
+        // MaxMagnitude is NaN when any value is NaN and ±Inf when any is infinite (vectorised): scan only then.
+        if (values.IsEmpty || float.IsFinite(TensorPrimitives.MaxMagnitude(values)))
+        {
+            return -1;
+        }
         for (int i = 0; i < values.Length; i++)
         {
             if (!float.IsFinite(values[i]))

@@ -94,6 +94,41 @@ public static class TensorBytes
         return first;
     }
 
+    /// <summary>
+    /// Encodes <paramref name="values"/> as <paramref name="dtype"/> into <paramref name="destination"/>, chunks in parallel; returns
+    /// the index of the first value that overflowed the encoding, or -1 (as <see cref="FloatCodec.Encode"/>).
+    /// </summary>
+    public static unsafe long Encode(DType dtype, ReadOnlySpan<float> values, Span<byte> destination)
+    {
+        int size = dtype.SizeOf(), perChunk = ChunkBytes / size, count = values.Length;
+        if (destination.Length < (long)count * size)
+        {
+            throw new ArgumentException($"{count} {dtype} values need {(long)count * size} bytes, the destination has {destination.Length}", nameof(destination));
+        }
+        int chunks = (int)(((long)count + perChunk - 1) / perChunk);
+        var overflows = new long[chunks];
+        fixed (float* source = values)
+        fixed (byte* target = destination)
+        {
+            float* from = source;
+            byte* to = target;
+            Run(chunks, c =>
+            {
+                int first = c * perChunk, n = Math.Min(perChunk, count - first);
+                long overflow = FloatCodec.Encode(dtype, new ReadOnlySpan<float>(from + first, n), new Span<byte>(to + ((long)first * size), n * size));
+                overflows[c] = overflow < 0 ? -1 : first + overflow;
+            });
+        }
+        foreach (long overflow in overflows)
+        {
+            if (overflow >= 0)
+            {
+                return overflow;
+            }
+        }
+        return -1;
+    }
+
     /// <summary>Runs <paramref name="body"/>(0 … count − 1), in parallel when there is more than one; the first exception is rethrown as thrown.</summary>
     private static void Run(int count, Action<int> body)
     {

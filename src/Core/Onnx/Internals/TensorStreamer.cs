@@ -1,6 +1,7 @@
 using System.Buffers;
 using Microsoft.Win32.SafeHandles;
 using OnnxLora.Core.Internals;
+using OnnxLora.Core.IO;
 using OnnxLora.Core.Safetensors;
 
 namespace OnnxLora.Core.Onnx.Internals;
@@ -158,21 +159,7 @@ internal sealed class TensorStreamer : OnnxTensorSource
         // Pooled: the same few arrays serve every rewritten tensor of a model (not one large-object-heap array each).
         int count = (int)_stored.ElementCount;
         var values = ArrayPool<float>.Shared.Rent(count);
-        int inSize = _stored.DType.SizeOf();
-        byte[] raw = ArrayPool<byte>.Shared.Rent(ConvertElements * inSize);
-        try
-        {
-            for (long e = 0; e < count; e += ConvertElements)
-            {
-                int n = (int)Math.Min(ConvertElements, count - e);
-                reader.Read(e * inSize, raw.AsSpan(0, n * inSize));
-                FloatCodec.Decode(_stored.DType, raw.AsSpan(0, n * inSize), values.AsSpan((int)e, n));
-            }
-        }
-        finally
-        {
-            ArrayPool<byte>.Shared.Return(raw);
-        }
+        reader.ReadDecoded(_stored.DType, values.AsSpan(0, count));
         return values;
     }
 
@@ -196,7 +183,7 @@ internal sealed class TensorStreamer : OnnxTensorSource
                 var part = target.Slice(done * outSize, n * outSize);
                 if (values is not null)
                 {
-                    FloatCodec.Encode(output, values.AsSpan((int)(element + done), n), part);
+                    TensorBytes.Encode(output, values.AsSpan((int)(element + done), n), part);
                     continue;
                 }
                 _raw ??= ArrayPool<byte>.Shared.Rent(ConvertElements * inSize);
@@ -233,6 +220,26 @@ internal sealed class TensorStreamer : OnnxTensorSource
         public abstract string Describe { get; }
 
         public abstract void Read(long offset, Span<byte> destination);
+
+        /// <summary>The whole tensor (stored as <paramref name="dtype"/>) decoded to fp32, a chunk at a time.</summary>
+        public virtual void ReadDecoded(DType dtype, Span<float> destination)
+        {
+            int size = dtype.SizeOf();
+            byte[] raw = ArrayPool<byte>.Shared.Rent(ConvertElements * size);
+            try
+            {
+                for (int e = 0; e < destination.Length; e += ConvertElements)
+                {
+                    int n = Math.Min(ConvertElements, destination.Length - e);
+                    Read((long)e * size, raw.AsSpan(0, n * size));
+                    FloatCodec.Decode(dtype, raw.AsSpan(0, n * size), destination.Slice(e, n));
+                }
+            }
+            finally
+            {
+                ArrayPool<byte>.Shared.Return(raw);
+            }
+        }
 
         public virtual void Dispose()
         {
@@ -293,6 +300,24 @@ internal sealed class TensorStreamer : OnnxTensorSource
                     }
                     offset += read;
                     destination = destination[read..];
+                }
+            }
+
+            /// <summary>Read and decoded on all cores (<see cref="TensorBytes.ReadDecoded"/>).</summary>
+            public override void ReadDecoded(DType dtype, Span<float> destination)
+            {
+                if ((long)destination.Length * dtype.SizeOf() != _tensor.ByteLength)
+                {
+                    throw new ArgumentException($"tensor '{_tensor.Name}' has {_tensor.ByteLength} bytes, not {destination.Length} {dtype} values", nameof(destination));
+                }
+                try
+                {
+                    TensorBytes.ReadDecoded(_handle, _start, dtype, destination);
+                }
+                catch (EndOfStreamException)
+                {
+                    throw FormatThrow.Invalid(_path, $"tensor '{_tensor.Name}'", "the file ends before the tensor does",
+                        $"{_tensor.ByteLength} bytes from byte {_start} (the file was truncated after it was opened)");
                 }
             }
 
