@@ -230,8 +230,11 @@ public sealed class MergePlan
     /// Turns the base value of <paramref name="tensorName"/> (fp32, stored layout, row-major) into the
     /// merged value in place: replacement first, then the combined module updates, then lora_B biases. With
     /// <see cref="MergeOptions.SafeMode"/>, a NaN/Inf result is an error naming the tensor.
+    /// <paramref name="transposed"/>: <paramref name="weight"/> holds the transpose of the stored 2-D tensor (an ONNX
+    /// MatMul initializer Wᵀ); the updates are then formed in that layout from transposed factors, which gives the same
+    /// bits as transposing, merging and transposing back, without the two copies.
     /// </summary>
-    public void ApplyTo(string tensorName, Span<float> weight)
+    public void ApplyTo(string tensorName, Span<float> weight, bool transposed = false)
     {
         if (_replacements.TryGetValue(tensorName, out var rep))
         {
@@ -240,11 +243,16 @@ public sealed class MergePlan
             {
                 throw new ArgumentException($"tensor '{tensorName}': {weight.Length} values given, the replacement has {values.Length}", nameof(weight));
             }
-            values.CopyTo(weight);
+            var shape = rep.Extra.Tensor.Spec.Shape;
+            if (transposed && shape.Count != 2)
+            {
+                throw new ArgumentException($"tensor '{tensorName}': a transposed layout needs a 2-D replacement, found {rep.Extra.Tensor.Spec.ShapeText}", nameof(transposed));
+            }
+            (transposed ? DeltaMath.Transpose(values, (int)shape[0], (int)shape[1]) : values).CopyTo(weight);
         }
         if (_byTensor.TryGetValue(tensorName, out var entries))
         {
-            TensorCombiner.Apply(this, entries, weight);
+            TensorCombiner.Apply(this, entries, weight, transposed);
         }
         if (_biases.TryGetValue(tensorName, out var biasEntries))
         {

@@ -14,6 +14,7 @@ public sealed class AtomicFile : IDisposable
     private readonly bool _overwrite;
     private bool _committed;
     private long _sinceWriteback;
+    private int _writebackRunning;
 
     private AtomicFile(string finalPath, string tempPath, FileStream stream, bool overwrite)
     {
@@ -58,18 +59,34 @@ public sealed class AtomicFile : IDisposable
     /// <summary>
     /// Counts <paramref name="bytes"/> just written (by <see cref="Stream"/> or through its handle); every 64 MiB asks the
     /// kernel to start writing the file's dirty pages to disk (<see cref="FileRange.StartWriteback"/>), so a large file's
-    /// write-back overlaps the work that produces it instead of all waiting for <see cref="Commit"/>'s fsync. Call it from
-    /// one thread at a time (the one writing).
+    /// write-back overlaps the work that produces it instead of all waiting for <see cref="Commit"/>'s fsync. The request
+    /// runs on a thread-pool thread (the kernel allocates blocks and queues the I/O in the caller's time: tens of
+    /// milliseconds per request, measured), one at a time; call this from one thread at a time (the one writing).
     /// </summary>
     public void NoteWritten(long bytes)
     {
         _sinceWriteback += bytes;
-        if (_sinceWriteback >= WritebackEveryBytes)
+        if (_sinceWriteback < WritebackEveryBytes || Interlocked.CompareExchange(ref _writebackRunning, 1, 0) != 0)
         {
-            _sinceWriteback = 0;
-            Stream.Flush();
-            FileRange.StartWriteback(Stream.SafeFileHandle);
+            return;
         }
+        _sinceWriteback = 0;
+        Stream.Flush();
+        var handle = Stream.SafeFileHandle;
+        bool added = false;
+        handle.DangerousAddRef(ref added);
+        ThreadPool.UnsafeQueueUserWorkItem(_ =>
+        {
+            try
+            {
+                FileRange.StartWriteback(handle);
+            }
+            finally
+            {
+                handle.DangerousRelease();
+                Volatile.Write(ref _writebackRunning, 0);
+            }
+        }, null);
     }
 
     /// <summary>Flushes to disk, closes and renames to the final name.</summary>

@@ -140,9 +140,10 @@ public static class DeltaMath
     /// <summary>
     /// dst[row, c] = fp32(dst[row, c] + factor · Σ_kk L[firstRow + row, kk]·R[kk, c]) for a block of rows. Each column's sum
     /// runs over kk in order from zero in fp64 (fused multiply-add where the CPU has it, as one vector lane), then one
-    /// multiply and one add, rounded to fp32 once; the last cols mod 4 columns are summed by the scalar loop (multiply, then
-    /// add). That per-element sequence is fixed whatever the blocking, so results are bit-identical to a column-at-a-time
-    /// loop of the same operations. The blocking is for speed only: R is walked in slices of
+    /// multiply and one add, rounded to fp32 once; the last cols mod 4 columns are summed by the scalar loop with the same
+    /// operations. That per-element sequence is fixed whatever the blocking and wherever the element sits (so a transposed
+    /// destination with transposed factors gives the same bits as the plain layout), so results are bit-identical to a
+    /// column-at-a-time loop of the same operations. The blocking is for speed only: R is walked in slices of
     /// <see cref="ColumnBlock"/> columns (k · 256 doubles: level-1/2 cache sized at LoRA ranks) that every row of the
     /// block reuses, and two rows share each load of R, 16 columns (four vectors per row) held in registers across the
     /// whole rank.
@@ -252,7 +253,9 @@ public static class DeltaMath
             double sum = 0;
             for (int kk = 0; kk < k; kk++)
             {
-                sum += l[kk] * r[((long)kk * cols) + c];
+                // Fused where the vector lanes fuse, so every element's sum is the same operations wherever it sits in a row
+                // (a transposed destination puts it elsewhere).
+                sum = Fma.IsSupported ? Math.FusedMultiplyAdd(l[kk], r[((long)kk * cols) + c], sum) : sum + (l[kk] * r[((long)kk * cols) + c]);
             }
             dst[c] = (float)(dst[c] + (factor * sum));
         }

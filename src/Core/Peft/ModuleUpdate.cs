@@ -112,26 +112,28 @@ public sealed class ModuleUpdate
     }
 
     /// <summary>
-    /// Merges into the base weight in place (stored layout): W ← W + w·(W_merged − W). For additive
-    /// kinds that is W + w·ΔW; for DoRA W_merged = m ⊙ (W + ΔW)/‖W + ΔW‖, so w = 1 gives exactly that.
+    /// Merges into the base weight in place (stored layout; its transpose when <paramref name="transposed"/>): W ← W +
+    /// w·(W_merged − W). For additive kinds that is W + w·ΔW; for DoRA W_merged = m ⊙ (W + ΔW)/‖W + ΔW‖, so w = 1 gives
+    /// exactly that. Every element gets the same operations in either layout, so the two give the same bits.
     /// </summary>
-    public void MergeInto(Span<float> weight, double adapterWeight = 1.0)
+    public void MergeInto(Span<float> weight, double adapterWeight = 1.0, bool transposed = false)
     {
         CheckWeight(weight.Length);
+        bool layout = WeightIsTransposed ^ transposed;
         if (!IsDora)
         {
-            AddDelta(weight, WeightIsTransposed, adapterWeight);
+            AddDelta(weight, layout, adapterWeight);
             return;
         }
         if (adapterWeight == 1.0)
         {
             // The DoRA weight itself, rounded once (not W + (DoRA(W) − W), which rounds twice).
             var delta = new float[weight.Length];
-            AddDelta(delta, WeightIsTransposed, 1.0);
-            DeltaMath.ApplyDora(weight, delta, _factors[AdapterTensorRole.Magnitude].Values, OutFeatures, InFeatures, WeightIsTransposed);
+            AddDelta(delta, layout, 1.0);
+            DeltaMath.ApplyDora(weight, delta, _factors[AdapterTensorRole.Magnitude].Values, OutFeatures, InFeatures, layout);
             return;
         }
-        var task = TaskTensor(weight);
+        var task = TaskTensor(weight, transposed);
         for (int i = 0; i < weight.Length; i++)
         {
             weight[i] = (float)(weight[i] + adapterWeight * task[i]);
@@ -174,18 +176,22 @@ public sealed class ModuleUpdate
         AddDelta(weight, WeightIsTransposed, -adapterWeight);
     }
 
-    /// <summary>The task tensor τ = W_merged − W in stored layout: ΔW for additive kinds, DoRA(W) − W for DoRA.</summary>
-    public float[] TaskTensor(ReadOnlySpan<float> baseWeight)
+    /// <summary>
+    /// The task tensor τ = W_merged − W in stored layout (its transpose when <paramref name="transposed"/>): ΔW for additive
+    /// kinds, DoRA(W) − W for DoRA.
+    /// </summary>
+    public float[] TaskTensor(ReadOnlySpan<float> baseWeight, bool transposed = false)
     {
         CheckWeight(baseWeight.Length);
+        bool layout = WeightIsTransposed ^ transposed;
         var delta = new float[baseWeight.Length];
-        AddDelta(delta, WeightIsTransposed, 1.0);
+        AddDelta(delta, layout, 1.0);
         if (!IsDora)
         {
             return delta;
         }
         var merged = baseWeight.ToArray();
-        DeltaMath.ApplyDora(merged, delta, _factors[AdapterTensorRole.Magnitude].Values, OutFeatures, InFeatures, WeightIsTransposed);
+        DeltaMath.ApplyDora(merged, delta, _factors[AdapterTensorRole.Magnitude].Values, OutFeatures, InFeatures, layout);
         for (int i = 0; i < merged.Length; i++)
         {
             delta[i] = (float)((double)merged[i] - baseWeight[i]);

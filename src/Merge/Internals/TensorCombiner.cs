@@ -14,13 +14,14 @@ namespace OnnxLora.Merge.Internals;
 /// </remarks>
 internal static class TensorCombiner
 {
-    public static void Apply(MergePlan plan, IReadOnlyList<MergePlanEntry> entries, Span<float> weight)
+    /// <summary>Merges <paramref name="entries"/> into <paramref name="weight"/> (stored layout, or its transpose when <paramref name="transposed"/>).</summary>
+    public static void Apply(MergePlan plan, IReadOnlyList<MergePlanEntry> entries, Span<float> weight, bool transposed)
     {
         if (plan.AppliedCombination == Combination.DeltaSum)
         {
             foreach (var e in entries)
             {
-                Adapter(plan, e).ReadUpdate(e.Module).MergeInto(weight, e.Weight);
+                Adapter(plan, e).ReadUpdate(e.Module).MergeInto(weight, e.Weight, transposed);
             }
             return;
         }
@@ -30,7 +31,7 @@ internal static class TensorCombiner
         var combined = first.Kind == AdapterModuleKind.LoraEmbedding
             ? ModuleUpdate.LoraEmbedding(first.ModulePath, a, b, rank, 1.0, first.InFeatures, first.OutFeatures)
             : ModuleUpdate.Lora(first.ModulePath, a, b, null, rank, 1.0, first.InFeatures, first.OutFeatures, first.WeightIsTransposed);
-        combined.MergeInto(weight);
+        combined.MergeInto(weight, 1.0, transposed);
     }
 
     private static PeftAdapter Adapter(MergePlan plan, MergePlanEntry e) => plan.Adapters[e.AdapterIndex].Adapter;

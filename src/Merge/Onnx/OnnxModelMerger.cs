@@ -340,21 +340,14 @@ public static class OnnxModelMerger
     }
 
     /// <summary>
-    /// Merges an initializer's values (its own layout) in place when it holds the parameter as is; a transposed
-    /// initializer [a, b] holds the parameter [b, a], so the merge runs on a transposed copy, returned transposed back.
+    /// Merges an initializer's values in place, in its own layout: a transposed initializer [a, b] holds the parameter
+    /// [b, a], which the plan merges from transposed factors (<see cref="MergePlan.ApplyTo"/>).
     /// </summary>
     private static ReadOnlySpan<float> Merged(OnnxMergePlan plan, TensorProto tensor, Span<float> values)
     {
         var (key, layout) = plan.TargetOf(tensor.Name);
-        if (layout != OnnxWeightLayout.Transposed)
-        {
-            plan.Merge.ApplyTo(key, values);
-            return values;
-        }
-        var dims = tensor.Dims.ToArray();
-        var param = DeltaMath.Transpose(values, (int)dims[0], (int)dims[1]);
-        plan.Merge.ApplyTo(key, param);
-        return DeltaMath.Transpose(param, (int)dims[1], (int)dims[0]);
+        plan.Merge.ApplyTo(key, values, transposed: layout == OnnxWeightLayout.Transposed);
+        return values;
     }
 
     private static TensorProto MergeInitializer(OnnxMergePlan plan, TensorProto tensor)

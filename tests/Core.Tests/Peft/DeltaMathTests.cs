@@ -1,4 +1,3 @@
-using System.Runtime.Intrinsics;
 using System.Runtime.Intrinsics.X86;
 using OnnxLora.Core.Peft;
 
@@ -6,8 +5,8 @@ namespace OnnxLora.Core.Tests.Peft;
 
 /// <summary>
 /// <see cref="DeltaMath.AddProduct"/> against a plain column-at-a-time loop written here from its documented arithmetic
-/// (each column's fp64 sum over the rank in order, fused multiply-add in the vector lanes where the CPU has FMA, multiply
-/// then add in the last cols mod 4 scalar columns; then one multiply, one add and one rounding to fp32): the outputs must
+/// (each element's fp64 sum over the rank in order, fused multiply-add where the CPU has FMA; then one multiply, one add
+/// and one rounding to fp32): the outputs must
 /// be the same bits whatever the blocking (row pairs, column slices, row blocks on several threads), and within fp32
 /// rounding of an fp64 product computed here.
 /// </summary>
@@ -71,8 +70,6 @@ public sealed class DeltaMathTests
 
     private static void ColumnAtATime(float[] dst, int rows, int cols, float[] left, float[] right, int k, double factor)
     {
-        bool vectorLanes = Vector256.IsHardwareAccelerated;
-        int vectorColumns = vectorLanes ? cols - (cols % 4) : 0;
         for (int i = 0; i < rows; i++)
         {
             for (int j = 0; j < cols; j++)
@@ -81,7 +78,7 @@ public sealed class DeltaMathTests
                 for (int kk = 0; kk < k; kk++)
                 {
                     double a = left[(i * k) + kk], b = right[(kk * cols) + j];
-                    sum = j < vectorColumns && Fma.IsSupported ? Math.FusedMultiplyAdd(a, b, sum) : sum + (a * b);
+                    sum = Fma.IsSupported ? Math.FusedMultiplyAdd(a, b, sum) : sum + (a * b);
                 }
                 dst[(i * cols) + j] = (float)(dst[(i * cols) + j] + (factor * sum));
             }
