@@ -20,7 +20,10 @@ using OnnxLora.Merge.Onnx;
 // Cases run one after another, deleting between, so the disk holds at most an input and one output.
 //
 //   dotnet run -c Release --project bench/MergeBench -- [--layers 32] [--pairs 5] [--dir /tmp/mergebench] [--out docs/benchmarks-merge.md]
-//       [--no-onnx]
+//       [--no-onnx] [--ckpt DIR --adapter DIR] [--onnx-base MODEL.onnx]
+//   --ckpt/--adapter: use that checkpoint and adapter (e.g. from `generate`) instead of generating them; left in place.
+//   --onnx-base: merge into that ONNX model (e.g. the exporter's base export of the checkpoint, whose MatMul weights are
+//   stored transposed) instead of the stand-in graph written from the checkpoint; left in place.
 //   (child modes, also usable alone on any model, e.g. one the exporter wrote:
 //    merge <ckpt> <adapter> <out> | onnxmerge <model.onnx> <adapter> <out.onnx> | copy <dir> <out>;
 //    and by hand: generate <dir> <layers> (writes <dir>/ckpt and <dir>/adapter) | profile <ckpt> <adapter> <scratch dir>: seconds per phase)
@@ -130,6 +133,14 @@ int pairs = Arg("--pairs", 5);
 string root = Path.GetFullPath(ArgS("--dir", "/tmp/mergebench"));
 string report = ArgS("--out", "docs/benchmarks-merge.md");
 bool withOnnx = !args.Contains("--no-onnx");
+string? givenCkpt = Array.IndexOf(args, "--ckpt") >= 0 ? Path.GetFullPath(ArgS("--ckpt", "")) : null;
+string? givenAdapter = Array.IndexOf(args, "--adapter") >= 0 ? Path.GetFullPath(ArgS("--adapter", "")) : null;
+string? givenOnnx = Array.IndexOf(args, "--onnx-base") >= 0 ? Path.GetFullPath(ArgS("--onnx-base", "")) : null;
+if ((givenCkpt is null) != (givenAdapter is null))
+{
+    Console.Error.WriteLine("--ckpt and --adapter go together");
+    return 2;
+}
 
 if (Directory.Exists(root))
 {
@@ -147,12 +158,20 @@ var results = new List<(string Case, string Name, List<(double Seconds, long Kb)
 long checkpointBytes = 0, onnxBytes = 0;
 try
 {
-    string ckpt = Path.Combine(root, "ckpt");
-    string adapterDir = Path.Combine(root, "adapter");
+    string ckpt = givenCkpt ?? Path.Combine(root, "ckpt");
+    string adapterDir = givenAdapter ?? Path.Combine(root, "adapter");
     var watch = Stopwatch.StartNew();
-    checkpointBytes = WriteCheckpoint(ckpt, layers);
-    WriteAdapter(adapterDir, layers);
-    Note(string.Create(inv, $"generated checkpoint {checkpointBytes / 1e9:F2} GB + adapter in {watch.Elapsed.TotalSeconds:F0} s; free disk {FreeGb(root):F1} GB"));
+    if (givenCkpt is null)
+    {
+        checkpointBytes = WriteCheckpoint(ckpt, layers);
+        WriteAdapter(adapterDir, layers);
+        Note(string.Create(inv, $"generated checkpoint {checkpointBytes / 1e9:F2} GB + adapter in {watch.Elapsed.TotalSeconds:F0} s; free disk {FreeGb(root):F1} GB"));
+    }
+    else
+    {
+        checkpointBytes = Directory.GetFiles(ckpt, "*.safetensors").Sum(f => new FileInfo(f).Length);
+        Note(string.Create(inv, $"checkpoint {ckpt} ({checkpointBytes / 1e9:F2} GB), adapter {adapterDir}; free disk {FreeGb(root):F1} GB"));
+    }
 
     results.Add(("checkpoint", "merge (CheckpointMerger, streamed)", []));
     results.Add(("checkpoint", "File.Copy of the checkpoint files", []));
@@ -169,11 +188,23 @@ try
 
     if (withOnnx)
     {
-        string onnxDir = Path.Combine(root, "onnx");
+        string onnxDir = givenOnnx is null ? Path.Combine(root, "onnx") : Path.GetDirectoryName(givenOnnx)!;
+        string onnxModel = givenOnnx ?? Path.Combine(onnxDir, "model.onnx");
         watch.Restart();
-        onnxBytes = WriteOnnx(ckpt, Path.Combine(onnxDir, "model.onnx"));
-        Directory.Delete(ckpt, recursive: true);
-        Note(string.Create(inv, $"wrote base ONNX model {onnxBytes / 1e9:F2} GB (external data) in {watch.Elapsed.TotalSeconds:F0} s, deleted the checkpoint; free disk {FreeGb(root):F1} GB"));
+        if (givenOnnx is null)
+        {
+            onnxBytes = WriteOnnx(ckpt, onnxModel);
+            if (givenCkpt is null)
+            {
+                Directory.Delete(ckpt, recursive: true);
+            }
+            Note(string.Create(inv, $"wrote the stand-in base ONNX model {onnxBytes / 1e9:F2} GB (external data) in {watch.Elapsed.TotalSeconds:F0} s; free disk {FreeGb(root):F1} GB"));
+        }
+        else
+        {
+            onnxBytes = Directory.GetFiles(onnxDir).Sum(f => new FileInfo(f).Length);
+            Note(string.Create(inv, $"ONNX base model {givenOnnx} ({onnxBytes / 1e9:F2} GB with its data)"));
+        }
         results.Add(("onnx", "ONNX→ONNX merge (OnnxModelMerger, streamed)", []));
         results.Add(("onnx", "File.Copy of the ONNX files", []));
         load0 = Load();
@@ -181,7 +212,7 @@ try
         {
             string outDir = Path.Combine(root, "out");
             Directory.CreateDirectory(outDir);
-            results[2].Trials.Add(ChildTrial.Run("onnxmerge", Path.Combine(onnxDir, "model.onnx"), adapterDir, Path.Combine(outDir, "merged.onnx")));
+            results[2].Trials.Add(ChildTrial.Run("onnxmerge", onnxModel, adapterDir, Path.Combine(outDir, "merged.onnx")));
             Directory.Delete(outDir, recursive: true);
             results[3].Trials.Add(ChildTrial.Run("copy", onnxDir, outDir));
             Directory.Delete(outDir, recursive: true);
