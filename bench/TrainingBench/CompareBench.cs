@@ -59,10 +59,15 @@ internal static class CompareBench
     {
         string[] parts = mode.Split('-');
         bool lora = parts[0] == "lora";
-        // As the trainer does with --gradient-checkpointing (Trainer.Train), unless the bench is asked for glibc's default to compare.
+        // As the trainer does with --gradient-checkpointing (Trainer.Train), unless the bench is asked for glibc's default
+        // (ONNXLORA_DEFAULT_MALLOC=1) or for no huge pages (ONNXLORA_NO_TORCH_HUGEPAGES=1) to compare.
         if (parts.Contains("ckpt") && Environment.GetEnvironmentVariable("ONNXLORA_DEFAULT_MALLOC") != "1")
         {
             NativeHeap.UseFixedMmapThreshold();
+            if (Environment.GetEnvironmentVariable("ONNXLORA_NO_TORCH_HUGEPAGES") != "1")
+            {
+                NativeHeap.UseHugePagesForTorchBuffers();
+            }
         }
         long rss0 = ProcessMemory.RssKiB();
         using var model = LlamaForCausalLM.CreateRandom(config, seed: 1);

@@ -67,7 +67,8 @@ public sealed record TrainerOptions
     /// (transformers' <c>gradient_checkpointing_enable()</c>, PyTorch's reentrant checkpoint): less memory for
     /// about one more forward per step. Dropout replays the same masks, so losses and gradients are those of a
     /// run without it. It also fixes the process's glibc mmap threshold (<see cref="Core.NativeHeap"/>) so that freed
-    /// activation buffers go back to the system. Default false.
+    /// activation buffers go back to the system, and asks libtorch for transparent huge pages on buffers of 2 MiB and more
+    /// so that those fresh mappings fault in faster (effective when the run allocates the process's first tensor). Default false.
     /// </summary>
     public bool GradientCheckpointing { get; init; }
 
