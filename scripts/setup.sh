@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs the system packages OnnxLora's build and tests use, when missing (Debian/Ubuntu):
-#   g++, patchelf   the TorchSharp compat step (build/torchsharp-compat) on pre-GCC-13 C++ runtimes
+#   g++, patchelf   the TorchSharp compat step (build/torchsharp-compat) on pre-GCC-13 C++ runtimes, and its MKL CPU
+#                   shim (mkl_cpu.sh, gcc: g++ brings it) on x86-64
 #   python3-onnx    the reference ONNX checker used by the export tests
 #   chromium        renders the HTML validation report in a test
 #   time            /usr/bin/time, which the hostile-input tests use to bound peak memory

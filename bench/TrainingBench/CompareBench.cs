@@ -59,15 +59,25 @@ internal static class CompareBench
     {
         string[] parts = mode.Split('-');
         bool lora = parts[0] == "lora";
-        // As the trainer does with --gradient-checkpointing (Trainer.Train), unless the bench is asked for glibc's default to compare.
-        if (parts.Contains("ckpt") && Environment.GetEnvironmentVariable("ONNXLORA_DEFAULT_MALLOC") != "1")
+        // As the trainer does with --gradient-checkpointing (Trainer.Train), unless the bench is asked for glibc's default
+        // (ONNXLORA_DEFAULT_MALLOC=1) or for no huge pages (ONNXLORA_NO_TORCH_HUGEPAGES=1) to compare.
+        // "ckptN": checkpoint only the first N layers (TrainerOptions.GradientCheckpointingLayers).
+        int? checkpointLayers = parts.Where(x => x.StartsWith("ckpt", StringComparison.Ordinal) && x.Length > 4)
+            .Select(x => (int?)int.Parse(x.AsSpan(4), CultureInfo.InvariantCulture)).FirstOrDefault();
+        bool checkpointing = parts.Contains("ckpt") || checkpointLayers is not null;
+        if (checkpointing && Environment.GetEnvironmentVariable("ONNXLORA_DEFAULT_MALLOC") != "1")
         {
             NativeHeap.UseFixedMmapThreshold();
+            if (Environment.GetEnvironmentVariable("ONNXLORA_NO_TORCH_HUGEPAGES") != "1")
+            {
+                NativeHeap.UseHugePagesForTorchBuffers();
+            }
         }
         long rss0 = ProcessMemory.RssKiB();
         using var model = LlamaForCausalLM.CreateRandom(config, seed: 1);
         long rss1 = ProcessMemory.RssKiB();
-        model.Model.GradientCheckpointing = parts.Contains("ckpt");
+        model.Model.GradientCheckpointing = checkpointing;
+        model.Model.GradientCheckpointingLayers = checkpointLayers;
         List<Parameter> trainable;
         if (lora)
         {

@@ -201,20 +201,28 @@ internal static class VersusBench
 
     /// <summary>
     /// The BLAS of our libtorch: the official libtorch CPU build links oneMKL statically into libtorch_cpu.so;
-    /// its version string comes from MKL's own C entry point, which is there only if MKL is.
+    /// its version string comes from MKL's own C entry point, which is there only if MKL is. The code path is the one
+    /// MKL chose at its first GEMM (<c>mkl_serv_cpu_detect</c>; on non-Intel CPUs it is the generic one unless
+    /// build/torchsharp-compat/mkl_cpu.sh put its shim in the output).
     /// </summary>
     private static string LibtorchBlas(int threads)
     {
         var buffer = new byte[256];
         MklGetVersionString(buffer, buffer.Length);
         string version = Encoding.ASCII.GetString(buffer).TrimEnd('\0', ' ');
-        return $"libtorch {TorchVersion()} with {version} (statically linked in libtorch_cpu.so), {threads} thread(s)";
+        int path = MklCpuDetect();
+        // Numbers read off MKL 2024.2 by forcing MKL_ENABLE_INSTRUCTIONS: 0 generic, 3 SSE4.2, 5 AVX2, above that AVX-512.
+        string kernels = path switch { 0 => "generic (\"def\")", 3 => "SSE4.2", 5 => "AVX2", > 5 => "AVX-512", _ => "other" };
+        return $"libtorch {TorchVersion()} with {version} (statically linked in libtorch_cpu.so; MKL kernels: {kernels}, mkl_serv_cpu_detect {path}), {threads} thread(s)";
     }
 
     private static string TorchVersion() => "2.10.0 (libtorch-cpu-linux-x64)";
 
     [DllImport("libtorch_cpu", EntryPoint = "MKL_Get_Version_String")]
     private static extern void MklGetVersionString(byte[] buffer, int length);
+
+    [DllImport("libtorch_cpu", EntryPoint = "mkl_serv_cpu_detect")]
+    private static extern int MklCpuDetect();
 
     private static SideResult Child(string exe, string[] arguments, bool prependEntry)
     {
@@ -239,12 +247,13 @@ internal static class VersusBench
         var r = json.RootElement;
         string blas = string.Join(", ", r.GetProperty("blas").EnumerateArray().Select(e => e.GetString()));
         string info = string.Join(", ", r.GetProperty("blas_info").EnumerateArray().Select(e => e.GetString()));
+        string core = r.TryGetProperty("blas_core", out var c) && c.GetString() is { Length: > 0 } name ? $" (OpenBLAS kernels: {name})" : "";
         return new SideResult(
             [.. r.GetProperty("step_seconds").EnumerateArray().Select(e => e.GetDouble())],
             [.. r.GetProperty("step_cpu_seconds").EnumerateArray().Select(e => e.GetDouble())],
             [.. r.GetProperty("tokens").EnumerateArray().Select(e => e.GetInt64())],
             [.. r.GetProperty("losses").EnumerateArray().Select(e => e.GetDouble())],
-            $"torch {r.GetProperty("torch").GetString()} ({info}) with {(blas.Length > 0 ? blas : "no BLAS library mapped")}, {r.GetProperty("threads").GetInt32()} torch thread(s), OPENBLAS_NUM_THREADS={r.GetProperty("openblas_threads").GetString()}",
+            $"torch {r.GetProperty("torch").GetString()} ({info}) with {(blas.Length > 0 ? blas : "no BLAS library mapped")}{core}, {r.GetProperty("threads").GetInt32()} torch thread(s), OPENBLAS_NUM_THREADS={r.GetProperty("openblas_threads").GetString()}",
             r.GetProperty("peak_kib").GetInt64());
     }
 

@@ -42,6 +42,40 @@ public static partial class NativeHeap
         }
     }
 
+    /// <summary>
+    /// Asks libtorch's CPU allocator to back its buffers of 2 MiB and more with transparent huge pages
+    /// (<c>madvise(MADV_HUGEPAGE)</c>), by setting <c>THP_MEM_ALLOC_ENABLE=1</c> in the process environment, which c10's
+    /// allocator reads once, at its first allocation: call it before the process's first torch tensor, or it changes nothing.
+    /// With <see cref="UseFixedMmapThreshold"/> every such buffer is a fresh mapping, and a huge page faults in 2 MiB at once
+    /// instead of 4 KiB: measured −13 % CPU per checkpointed step at hidden 1024 / 16 layers / seq 1024, same peak
+    /// (docs/benchmarks-training.md §10). An explicit THP_MEM_ALLOC_ENABLE already in the environment is left as it is.
+    /// A no-op where the system is not Linux.
+    /// </summary>
+    /// <returns>True when the variable is set (by this call or before it).</returns>
+    public static bool UseHugePagesForTorchBuffers()
+    {
+        if (!OperatingSystem.IsLinux())
+        {
+            return false;
+        }
+        try
+        {
+            // The C library's setenv, not Environment.SetEnvironmentVariable, which on Unix changes only .NET's own copy.
+            return SetEnv(TorchHugePagesVariable, "1", overwrite: 0) == 0;
+        }
+        catch (Exception e) when (e is DllNotFoundException or EntryPointNotFoundException)
+        {
+            return false;
+        }
+    }
+
+    /// <summary>The variable libtorch's c10 CPU allocator reads (c10/core/impl/alloc_cpu.cpp, libtorch ≥ 2.3).</summary>
+    public const string TorchHugePagesVariable = "THP_MEM_ALLOC_ENABLE";
+
+    // int setenv(const char *name, const char *value, int overwrite); 0 on success.
+    [LibraryImport("libc", EntryPoint = "setenv", StringMarshalling = StringMarshalling.Utf8)]
+    private static partial int SetEnv(string name, string value, int overwrite);
+
     // int mallopt(int param, int value); returns 1 on success (glibc), 0 on error.
     [LibraryImport("libc", EntryPoint = "mallopt")]
     private static partial int MallOpt(int param, int value);

@@ -63,12 +63,19 @@ public sealed class PipelineCommandTests
         var plain = CliHarness.Run([.. common, "--out", dir.File("plain")]);
         var checkpointed = CliHarness.Run([.. common, "--out", dir.File("ckpt"), "--gradient-checkpointing"]);
         var bf16 = CliHarness.Run([.. common, "--out", dir.File("bf16"), "--base-dtype", "bf16"]);
+        var firstLayer = CliHarness.Run([.. common, "--out", dir.File("ckpt1"), "--gradient-checkpointing-layers", "1"]);
+        var zeroLayers = CliHarness.Run([.. common, "--out", dir.File("ckpt0"), "--gradient-checkpointing-layers", "0"]);
 
         Assert.AreEqual(0, plain.ExitCode, plain.Err);
         Assert.AreEqual(0, checkpointed.ExitCode, checkpointed.Err);
         Assert.AreEqual(0, bf16.ExitCode, bf16.Err);
+        Assert.AreEqual(0, firstLayer.ExitCode, firstLayer.Err);
+        Assert.AreEqual(2, zeroLayers.ExitCode, zeroLayers.Err);
+        StringAssert.Contains(zeroLayers.Err, "--gradient-checkpointing-layers");
         CollectionAssert.AreEqual(File.ReadAllBytes(Path.Combine(dir.File("plain"), PeftAdapter.WeightsFileName)),
             File.ReadAllBytes(Path.Combine(dir.File("ckpt"), PeftAdapter.WeightsFileName)));
+        CollectionAssert.AreEqual(File.ReadAllBytes(Path.Combine(dir.File("plain"), PeftAdapter.WeightsFileName)),
+            File.ReadAllBytes(Path.Combine(dir.File("ckpt1"), PeftAdapter.WeightsFileName)));
         using var adapter = PeftAdapter.Load(dir.File("bf16"));
         Assert.IsTrue(adapter.Weights.Tensors.All(t => t.DType == DType.F32));
     }

@@ -12,7 +12,7 @@ public sealed class TorchSharpCompatTests
 {
     private const string Version = "GLIBCXX_3.4.32";
 
-    private static string RepoRoot()
+    internal static string RepoRoot()
     {
         string? dir = AppContext.BaseDirectory;
         while (dir is not null && !File.Exists(Path.Combine(dir, "OnnxLora.sln")))
@@ -34,7 +34,7 @@ public sealed class TorchSharpCompatTests
         return lib;
     }
 
-    private static (int ExitCode, string Output) Run(string file, string args, IDictionary<string, string>? env = null)
+    internal static (int ExitCode, string Output) Run(string file, string args, IDictionary<string, string>? env = null)
     {
         var psi = new ProcessStartInfo(file, args) { RedirectStandardOutput = true, RedirectStandardError = true };
         if (env is not null)
@@ -50,7 +50,7 @@ public sealed class TorchSharpCompatTests
         return (p.ExitCode, output);
     }
 
-    private static string Sha(string path) => Convert.ToHexString(SHA256.HashData(File.ReadAllBytes(path)));
+    internal static string Sha(string path) => Convert.ToHexString(SHA256.HashData(File.ReadAllBytes(path)));
 
     private static string NewOutputDir(string pristine)
     {

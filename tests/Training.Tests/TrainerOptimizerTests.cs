@@ -107,6 +107,8 @@ public sealed class TrainerOptimizerTests
     [DataRow(nameof(TrainerOptions.EvalFraction))]
     [DataRow(nameof(TrainerOptions.Device))]
     [DataRow(nameof(TrainerOptions.CheckpointDirectory))]
+    [DataRow(nameof(TrainerOptions.GradientCheckpointingLayers))]
+    [DataRow(nameof(TrainerOptions.GradientCheckpointingLayers) + " without checkpointing")]
     public void Validate_BadOption_IsBadInputNamingIt(string name)
     {
         var o = name switch
@@ -115,9 +117,11 @@ public sealed class TrainerOptimizerTests
             nameof(TrainerOptions.LearningRate) => new TrainerOptions { LearningRate = double.NaN },
             nameof(TrainerOptions.EvalFraction) => new TrainerOptions { EvalFraction = 1 },
             nameof(TrainerOptions.Device) => new TrainerOptions { Device = "cuda" },
+            nameof(TrainerOptions.GradientCheckpointingLayers) => new TrainerOptions { GradientCheckpointing = true, GradientCheckpointingLayers = 0 },
+            nameof(TrainerOptions.GradientCheckpointingLayers) + " without checkpointing" => new TrainerOptions { GradientCheckpointingLayers = 4 },
             _ => new TrainerOptions { CheckpointEverySteps = 5 },
         };
         var e = BadInput.Throws(o.Validate);
-        StringAssert.Contains(e.Message, "TrainerOptions." + name);
+        StringAssert.Contains(e.Message, "TrainerOptions." + name.Split(' ')[0]);
     }
 }

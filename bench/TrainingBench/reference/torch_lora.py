@@ -13,6 +13,7 @@ Usage: torch_lora.py --model DIR --data FILE.jsonl --steps N --batch B --rank R 
 Prints one JSON line: per-step seconds, tokens per step, losses, torch version, BLAS in use.
 """
 import argparse
+import ctypes
 import json
 import math
 import os
@@ -149,6 +150,16 @@ def blas_in_use():
     return sorted(libs)
 
 
+def openblas_core(libs):
+    """The kernel set OpenBLAS chose for this CPU (its own openblas_get_corename), or "" without OpenBLAS."""
+    for path in libs:
+        if "openblas" in os.path.basename(path):
+            lib = ctypes.CDLL(path)
+            lib.openblas_get_corename.restype = ctypes.c_char_p
+            return lib.openblas_get_corename().decode()
+    return ""
+
+
 def peak_kib():
     with open("/proc/self/status") as f:
         for line in f:
@@ -214,6 +225,7 @@ def main():
         "threads": torch.get_num_threads(),
         "openblas_threads": os.environ.get("OPENBLAS_NUM_THREADS", "unset"),
         "blas": blas_in_use(),
+        "blas_core": openblas_core(blas_in_use()),
         "blas_info": re.findall(r"BLAS_INFO=\w+", torch.__config__.show()),
         "trainable": sum(p.numel() for p in trainable),
         "peak_kib": peak_kib(),

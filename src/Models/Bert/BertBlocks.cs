@@ -167,13 +167,18 @@ public sealed partial class BertEncoder : nn.Module<Tensor, Tensor?, Tensor>
     /// </summary>
     public bool GradientCheckpointing { get; set; }
 
+    /// <summary>With <see cref="GradientCheckpointing"/>: checkpoint only the first this many layers (as <c>LlamaModel.GradientCheckpointingLayers</c>); null (default) for all.</summary>
+    public int? GradientCheckpointingLayers { get; set; }
+
     public override Tensor forward(Tensor hidden, Tensor? mask)
     {
         using var scope = NewDisposeScope();
         bool checkpointing = GradientCheckpointing && training && is_grad_enabled();
-        foreach (var layer in Layer)
+        int checkpointed = checkpointing ? Math.Min(GradientCheckpointingLayers ?? Layer.Count, Layer.Count) : 0;
+        for (int i = 0; i < Layer.Count; i++)
         {
-            hidden = checkpointing
+            var layer = Layer[i];
+            hidden = i < checkpointed
                 ? GradientCheckpoint.Apply((x, c) => layer.call(x, c[0]), hidden, mask)
                 : layer.call(hidden, mask);
         }

@@ -47,6 +47,14 @@ public sealed partial class LlamaModel : nn.Module<Tensor, Tensor?, Tensor?, Ten
     /// </summary>
     public bool GradientCheckpointing { get; set; }
 
+    /// <summary>
+    /// With <see cref="GradientCheckpointing"/>: checkpoint only the first this many decoder layers and keep the activations
+    /// of the rest (Megatron-LM's "block" recomputation): less recomputation for more memory. Null (default) or a count at
+    /// least the number of layers checkpoints every layer. The last layers are the ones left out: backward reaches them
+    /// first, so their activations are freed soonest.
+    /// </summary>
+    public int? GradientCheckpointingLayers { get; set; }
+
     /// <summary>The input embedding matrix [vocab, hidden] (the base weight when embed_tokens is wrapped).</summary>
     public Parameter EmbeddingWeight => EmbedTokens switch
     {
@@ -87,10 +95,11 @@ public sealed partial class LlamaModel : nn.Module<Tensor, Tensor?, Tensor?, Ten
         var mask = BuildAttentionMask(attentionMask, batch, seq, past, Config.SlidingWindow, inputIds.device);
         var h = EmbedTokens.call(inputIds);
         bool checkpointing = GradientCheckpointing && training && is_grad_enabled() && cache is null;
+        int checkpointed = checkpointing ? Math.Min(GradientCheckpointingLayers ?? Layers.Count, Layers.Count) : 0;
         for (int i = 0; i < Layers.Count; i++)
         {
             var layer = Layers[i];
-            h = checkpointing
+            h = i < checkpointed
                 ? GradientCheckpoint.Apply((x, c) => layer.call(x, c[0]!, c[1]!, c[2]), h, cos, sin, mask)
                 : layer.forward(h, cos, sin, mask, cache, i);
         }

@@ -67,9 +67,17 @@ public sealed record TrainerOptions
     /// (transformers' <c>gradient_checkpointing_enable()</c>, PyTorch's reentrant checkpoint): less memory for
     /// about one more forward per step. Dropout replays the same masks, so losses and gradients are those of a
     /// run without it. It also fixes the process's glibc mmap threshold (<see cref="Core.NativeHeap"/>) so that freed
-    /// activation buffers go back to the system. Default false.
+    /// activation buffers go back to the system, and asks libtorch for transparent huge pages on buffers of 2 MiB and more
+    /// so that those fresh mappings fault in faster (effective when the run allocates the process's first tensor). Default false.
     /// </summary>
     public bool GradientCheckpointing { get; init; }
+
+    /// <summary>
+    /// With <see cref="GradientCheckpointing"/>: checkpoint only the first this many layers and keep the activations of the
+    /// others (Megatron-LM's "block" recomputation), trading memory back for time; a count at least the model's layer
+    /// count means all. Null (default): all layers. Losses and gradients are those of a run without checkpointing either way.
+    /// </summary>
+    public int? GradientCheckpointingLayers { get; init; }
 
     /// <summary>
     /// How the frozen base weights are stored: F32 (default) or BF16, QLoRA-style: the frozen Linear and
@@ -113,6 +121,10 @@ public sealed record TrainerOptions
         Require(Lora.InitWeights is "true" or "gaussian", "Lora.InitWeights", Lora.InitWeights, "\"true\" or \"gaussian\" (other PEFT initialisations are not implemented by the trainer)");
         Require(BaseDType is DType.F32 or DType.BF16, nameof(BaseDType), BaseDType, "F32 or BF16");
         Require(BaseDType == DType.F32 || !Lora.UseDora, nameof(BaseDType), BaseDType, "F32 with DoRA (a DoRA layer recomputes the base product from the weight)");
+        Require(GradientCheckpointingLayers is null or > 0, nameof(GradientCheckpointingLayers),
+            GradientCheckpointingLayers?.ToString(System.Globalization.CultureInfo.InvariantCulture) ?? "null", "null or a positive integer");
+        Require(GradientCheckpointingLayers is null || GradientCheckpointing, nameof(GradientCheckpointingLayers),
+            GradientCheckpointingLayers?.ToString(System.Globalization.CultureInfo.InvariantCulture) ?? "null", "null unless GradientCheckpointing is on");
         Require(Epochs > 0, nameof(Epochs), Epochs, "a positive integer");
         Require(Steps is null or > 0, nameof(Steps), Steps?.ToString(System.Globalization.CultureInfo.InvariantCulture) ?? "null", "null or a positive integer");
         Require(LearningRate > 0 && double.IsFinite(LearningRate), nameof(LearningRate), LearningRate, "a positive finite number");

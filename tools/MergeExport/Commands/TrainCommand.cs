@@ -117,6 +117,8 @@ internal sealed class TrainOptionSet
 
     public Option<bool> GradientCheckpointing { get; } = new("--gradient-checkpointing") { Description = "Recompute each layer's forward in backward instead of keeping its activations (less memory, about one more forward per step; same losses and gradients)." };
 
+    public Option<int?> GradientCheckpointingLayers { get; } = new("--gradient-checkpointing-layers") { Description = "Checkpoint only the first N layers and keep the others' activations (implies --gradient-checkpointing; less recomputation, more memory; default: all layers)." };
+
     public ChoiceOption<DType> BaseDType { get; } = new("--base-dtype", "Storage of the frozen base weights: fp32, or bf16 (QLoRA-style: frozen Linear/Embedding weights in bf16 computing in bf16; LoRA factors, optimizer state and the saved adapter stay fp32; not with --dora).",
         DType.F32, ("fp32", DType.F32), ("bf16", DType.BF16));
 
@@ -131,6 +133,13 @@ internal sealed class TrainOptionSet
                 r.AddError("--threads must be at least 1.");
             }
         });
+        GradientCheckpointingLayers.Validators.Add(r =>
+        {
+            if (r.GetValueOrDefault<int?>() is < 1)
+            {
+                r.AddError("--gradient-checkpointing-layers must be at least 1.");
+            }
+        });
         Steps.Validators.Add(r =>
         {
             if (r.GetValueOrDefault<int?>() is < 1)
@@ -142,7 +151,7 @@ internal sealed class TrainOptionSet
 
     public void AddTo(Command command)
     {
-        foreach (Option o in new Option[] { Rank, Alpha, Targets, RsLora, Dora, Dropout, Epochs, Steps, Lr, Batch, Seed, Threads, GradientCheckpointing, BaseDType, Device })
+        foreach (Option o in new Option[] { Rank, Alpha, Targets, RsLora, Dora, Dropout, Epochs, Steps, Lr, Batch, Seed, Threads, GradientCheckpointing, GradientCheckpointingLayers, BaseDType, Device })
         {
             command.Options.Add(o);
         }
@@ -165,7 +174,8 @@ internal sealed class TrainOptionSet
         BatchSize = parse.GetValue(Batch),
         Seed = parse.GetValue(Seed),
         Threads = parse.GetValue(Threads),
-        GradientCheckpointing = parse.GetValue(GradientCheckpointing),
+        GradientCheckpointing = parse.GetValue(GradientCheckpointing) || parse.GetValue(GradientCheckpointingLayers) is not null,
+        GradientCheckpointingLayers = parse.GetValue(GradientCheckpointingLayers),
         BaseDType = BaseDType.Read(parse),
         Device = Device.Read(parse),
     };

@@ -64,6 +64,7 @@ internal static class TaskModels
             try
             {
                 model.Model.GradientCheckpointing = options.GradientCheckpointing;
+                model.Model.GradientCheckpointingLayers = options.GradientCheckpointingLayers;
                 var report = LoraInjection.Apply(model, config, options.Seed);
                 NarrowBase(model, options);
                 return new CausalLmTaskModel(model, Saved(report));
@@ -86,6 +87,7 @@ internal static class TaskModels
                 throw OnnxLoraException.Invalid(modelDir, $"the checkpoint's classifier has {classifier.NumLabels} labels, the data or NumLabels {numLabels}; expected the same count.");
             }
             classifier.Bert.Encoder.GradientCheckpointing = options.GradientCheckpointing;
+            classifier.Bert.Encoder.GradientCheckpointingLayers = options.GradientCheckpointingLayers;
             var report = LoraInjection.Apply(classifier, config, options.Seed);
             NarrowBase(classifier, options);
             return new ClassificationTaskModel(classifier, Saved(report));
