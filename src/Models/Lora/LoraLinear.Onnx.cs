@@ -54,7 +54,7 @@ public sealed partial class LoraLinear : IOnnxExportable
                 using var w = context.ParameterValues(context.ParameterName("weight"), Weight);
                 using var a = context.ParameterValues(context.PeftName("lora_A.weight"), LoraA);
                 using var b = context.ParameterValues(context.PeftName("lora_B.weight"), LoraB);
-                using var norm = RowNorm(w, a, b, Scaling);
+                using var norm = RowNormFp64(w, a, b, Scaling);
                 string magnitude = context.ParameterInitializer(context.PeftName("lora_magnitude_vector"), Magnitude!);
                 string scale = context.Op("Div", magnitude, context.TensorInitializer(context.PeftName("lora_weight_norm"), norm));
                 y = context.Op("Mul", y, scale);

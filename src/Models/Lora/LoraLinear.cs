@@ -121,6 +121,19 @@ public sealed partial class LoraLinear : LoraLayer
     /// <summary>‖W + s·B·A‖ per output row [out], without gradient.</summary>
     internal Tensor WeightRowNorm() => RowNorm(Weight, LoraA, LoraB, Scaling);
 
+    /// <summary>
+    /// ‖<paramref name="weight"/> + s·B·A‖ per output row computed in fp64 and rounded to fp32 once, without gradient: the
+    /// constant an export writes. fp64 so that its bits do not depend on which fp32 GEMM kernels the BLAS picks on this CPU
+    /// (MKL's AVX2 / AVX-512 / generic paths round differently), only on the weights.
+    /// </summary>
+    internal static Tensor RowNormFp64(Tensor weight, Tensor loraA, Tensor loraB, double scaling)
+    {
+        using var noGrad = no_grad();
+        using var scope = NewDisposeScope();
+        var combined = weight.to_type(ScalarType.Float64) + (loraB.to_type(ScalarType.Float64).matmul(loraA.to_type(ScalarType.Float64)) * scaling);
+        return combined.pow(2).sum(1).sqrt().to_type(ScalarType.Float32).detach().MoveToOuterDisposeScope();
+    }
+
     /// <summary>‖<paramref name="weight"/> + s·B·A‖ per output row, without gradient.</summary>
     private static Tensor RowNorm(Tensor weight, Tensor loraA, Tensor loraB, double scaling)
     {
