@@ -109,7 +109,7 @@ public static partial class ReportWriter
         }
         else
         {
-            h.AppendLine($"<p>{l.Rounds} interleaved rounds after {l.Warmup} warm-up runs per model ({(l.Mode == "duration" ? $"duration {E(Fmt.Num(l.DurationSeconds ?? 0))} s" : "fixed count")}); batch {l.BatchSize}, {E(Fmt.Int(l.TokensPerRun))} tokens per run. {E(l.Binding)}.</p>");
+            h.AppendLine($"<p>{l.Rounds} interleaved rounds after {l.Warmup} warm-up runs per model ({(l.Mode == "duration" ? $"duration {E(Fmt.Num(l.DurationSeconds ?? 0))} s" : "fixed count")}); batch {l.BatchSize}, {E(Fmt.Int(l.TokensPerRun))} tokens per run. {E(l.Binding)}.{E(SampleGrouping(l))}</p>");
             HtmlTable(h, ["Model", "Mean ms", "Std", "Min", "p50", "p90", "p95", "p99", "Max", "Seq/s", "Tokens/s"], l.Models.Select(m => new[]
             {
                 E(Fmt.Role(m.Role)), E(Fmt.Ms(m.Stats.MeanMs)), E(Fmt.Ms(m.Stats.StdMs)), E(Fmt.Ms(m.Stats.MinMs)), E(Fmt.Ms(m.Stats.P50Ms)),

@@ -94,7 +94,7 @@ public static partial class ReportWriter
         }
         else
         {
-            sb.AppendLine($"{l.Rounds} interleaved rounds after {l.Warmup} warm-up runs per model ({(l.Mode == "duration" ? $"duration {Fmt.Num(l.DurationSeconds ?? 0)} s" : "fixed count")}); batch {l.BatchSize}, {Fmt.Int(l.TokensPerRun)} tokens per run. {Cell(l.Binding)}.");
+            sb.AppendLine($"{l.Rounds} interleaved rounds after {l.Warmup} warm-up runs per model ({(l.Mode == "duration" ? $"duration {Fmt.Num(l.DurationSeconds ?? 0)} s" : "fixed count")}); batch {l.BatchSize}, {Fmt.Int(l.TokensPerRun)} tokens per run. {Cell(l.Binding)}.{SampleGrouping(l)}");
             sb.AppendLine();
             Table(sb, ["Model", "Mean ms", "Std", "Min", "p50", "p90", "p95", "p99", "Max", "Seq/s", "Tokens/s"],
                 l.Models.Select(m => new[]

@@ -43,6 +43,10 @@ public static partial class ReportWriter
         return paths;
     }
 
+    /// <summary>What one latency sample is, when it is more than one run (plain text, nothing to escape); empty otherwise.</summary>
+    private static string SampleGrouping(LatencyReport l) => l.RunsPerSample <= 1 ? ""
+        : $" Each sample is the mean of {l.RunsPerSample} runs timed together (the fastest model's sample lasts at least {Internals.Fmt.Num(Internals.LatencyBench.MinSampleMs)} ms, so one preemption by the scheduler cannot decide it); statistics are per run.";
+
     private static void Write(string path, string text, bool overwrite)
     {
         using var file = AtomicFile.Create(path, overwrite);

@@ -90,7 +90,10 @@ public sealed record ValidationOptions
     /// <summary>Untimed runs of each model before timing. Default 3.</summary>
     public int Warmup { get; init; } = 3;
 
-    /// <summary>Timed runs of each model (interleaved rounds). 0 with no <see cref="Duration"/> skips latency. Default 20.</summary>
+    /// <summary>
+    /// Timed rounds (interleaved; each times every model once — a group of runs for a model under 10 ms, see
+    /// <see cref="LatencyReport.RunsPerSample"/>). 0 with no <see cref="Duration"/> skips latency. Default 20.
+    /// </summary>
     public int Runs { get; init; } = 20;
 
     /// <summary>When set, timed rounds continue until this much time has passed (at least one round) instead of <see cref="Runs"/>.</summary>

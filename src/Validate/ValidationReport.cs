@@ -254,7 +254,7 @@ public sealed record OutputComparison
 /// <summary>Latency of every ONNX model, measured in interleaved rounds (each round runs each model once, in rotating order).</summary>
 /// <param name="Mode">"runs" (a fixed count) or "duration" (rounds until a time budget is spent).</param>
 /// <param name="Warmup">Untimed runs per model before timing.</param>
-/// <param name="Rounds">Timed rounds (runs per model).</param>
+/// <param name="Rounds">Timed rounds (samples per model).</param>
 /// <param name="DurationSeconds">The budget in duration mode, else null.</param>
 /// <param name="BatchSize">Sequences per run.</param>
 /// <param name="TokensPerRun">Tokens per run (batch × sequence of input_ids, padding included).</param>
@@ -270,7 +270,15 @@ public sealed record LatencyReport(
     long TokensPerRun,
     string Binding,
     IReadOnlyList<ModelLatency> Models,
-    IReadOnlyList<LatencyRatio> Ratios);
+    IReadOnlyList<LatencyRatio> Ratios)
+{
+    /// <summary>
+    /// Runs timed together as one sample, the same for every model; samples and statistics are per run (the group's mean).
+    /// Above 1 when the fastest model runs in under 10 ms, so one scheduler preemption cannot decide a sample. 1 in reports
+    /// written before it.
+    /// </summary>
+    public int RunsPerSample { get; init; } = 1;
+}
 
 /// <summary>One model's latency: statistics, throughput and the samples in round order.</summary>
 public sealed record ModelLatency(ModelRole Role, LatencyStats Stats, double SequencesPerSecond, double TokensPerSecond, IReadOnlyList<double> SamplesMs);

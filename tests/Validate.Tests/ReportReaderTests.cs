@@ -64,6 +64,16 @@ public sealed class ReportReaderTests
     }
 
     [TestMethod]
+    public void Load_ReportWrittenBeforeRunsPerSample_ReadsOneRunPerSample()
+    {
+        using var f = new TestFiles();
+        Assert.AreEqual(7, ValidationReport.Load(Write(f, ReportWriter.ToJson(ReportWriterTests.KnownReport()))).Latency!.RunsPerSample);
+        string older = Edited(r => Assert.IsTrue(r["latency"]!.AsObject().Remove("runsPerSample"), "the field must be there to be removed"));
+
+        Assert.AreEqual(1, ValidationReport.Load(Write(f, older)).Latency!.RunsPerSample);
+    }
+
+    [TestMethod]
     public void Load_SchemaVersionTwo_ReadsWithoutDecodeAndWithTheDecodeDefaults()
     {
         using var f = new TestFiles();

@@ -113,7 +113,10 @@ public sealed partial class ReportWriterTests
             ],
             [
                 new LatencyRatio("merged/base", ModelRole.Merged, ModelRole.Base, 3, 1.5, double.NaN, 1.1, 1.9, 1.2, 1.8),
-            ]),
+            ])
+            {
+                RunsPerSample = 7,
+            },
             Baseline = new BaselineComparison("/runs/previous/validation.json", new DateTimeOffset(2026, 11, 28, 23, 0, 0, TimeSpan.Zero), 0.05, 0.95, 2000, 1,
             [
                 new SettingDifference("this run", "machine.cpuModel", DifferenceKind.Machine, "Intel Xeon", "AMD EPYC 7763 64-Core Processor"),

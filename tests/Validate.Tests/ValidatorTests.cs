@@ -357,6 +357,42 @@ public sealed class ValidatorTests
     }
 
     [TestMethod]
+    public void Run_ModelFasterThanTheShortestSample_TimesGroupsOfRuns_AndSaysSo()
+    {
+        using var f = new TestFiles();
+        var request = new ValidationRequest(f.Merged(), f.Unmerged()) { BasePath = f.Base() };
+
+        var report = Validator.Run(request, TestFiles.Cpu with { Warmup = 2, Runs = 3 });
+
+        // The test model runs in well under a millisecond: a sample of one run would be at the scheduler's mercy.
+        var l = report.Latency!;
+        Assert.IsGreaterThan(1, l.RunsPerSample);
+        Assert.AreEqual(3, l.Rounds);
+        Assert.IsTrue(l.Models.All(m => m.SamplesMs.Count == 3), "one sample (a group's mean) per round");
+        StringAssert.Contains(ReportWriter.ToMarkdown(report), $"Each sample is the mean of {l.RunsPerSample} runs timed together");
+        StringAssert.Contains(ReportWriter.ToJson(report), $"\"runsPerSample\": {l.RunsPerSample}");
+
+        var cold = Validator.Run(request, TestFiles.Cpu with { Warmup = 0, Runs = 2 });
+        Assert.AreEqual(1, cold.Latency!.RunsPerSample, "no warm-up run, nothing to size the group by: one run per sample");
+        Assert.DoesNotContain("Each sample is the mean", ReportWriter.ToMarkdown(cold));
+    }
+
+    [TestMethod]
+    [DataRow(0.1, 100)]
+    [DataRow(3.0, 4)]
+    [DataRow(9.99, 2)]
+    [DataRow(10.0, 1)]
+    [DataRow(250.0, 1)]
+    [DataRow(1e-9, 10_000)]
+    [DataRow(0.0, 1)]
+    [DataRow(double.NaN, 1)]
+    [DataRow(double.PositiveInfinity, 1)]
+    public void RunsPerSample_IsEnoughForTenMilliseconds_WithinOneAndTheCap(double fastestRunMs, int expected)
+    {
+        Assert.AreEqual(expected, Internals.LatencyBench.RunsPerSample(fastestRunMs));
+    }
+
+    [TestMethod]
     public void Run_LatencyRatioAboveLimit_FailsLatencyGate()
     {
         using var f = new TestFiles();

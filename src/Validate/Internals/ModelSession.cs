@@ -165,14 +165,18 @@ internal sealed class ModelSession : IDisposable
         _binding.SynchronizeBoundInputs();
     }
 
-    /// <summary>One bound run; returns its wall time in milliseconds, device work included.</summary>
-    public double TimedRun()
+    /// <summary><paramref name="runs"/> bound runs back to back; returns their mean wall time in milliseconds, device work included.</summary>
+    public double TimedRun(int runs = 1)
     {
+        ArgumentOutOfRangeException.ThrowIfLessThan(runs, 1);
         var binding = _binding ?? throw new InvalidOperationException("Bind must be called before timed runs.");
         long start = Stopwatch.GetTimestamp();
-        _session.RunWithBinding(_runOptions, binding);
-        binding.SynchronizeBoundOutputs();
-        return Stopwatch.GetElapsedTime(start).TotalMilliseconds;
+        for (int i = 0; i < runs; i++)
+        {
+            _session.RunWithBinding(_runOptions, binding);
+            binding.SynchronizeBoundOutputs();
+        }
+        return Stopwatch.GetElapsedTime(start).TotalMilliseconds / runs;
     }
 
     public void Dispose()

@@ -222,17 +222,29 @@ internal sealed record LatencyJson(
     IReadOnlyList<ModelLatencyJson> Models,
     IReadOnlyList<LatencyRatio> Ratios)
 {
+    /// <summary>
+    /// <c>runsPerSample</c>: written always; optional when read (1), as reports written before it lack it. Nullable because the
+    /// source-generated reader sets a missing init-only property to its type's default, not to the initializer's value.
+    /// </summary>
+    public int? RunsPerSample { get; init; }
+
     public static LatencyJson From(LatencyReport l) => new(
         l.Mode, l.Warmup, l.Rounds, l.DurationSeconds, l.BatchSize, l.TokensPerRun, l.Binding,
         [.. l.Models.Select(m => new ModelLatencyJson(m.Role, m.Stats.Count, m.Stats.MeanMs, m.Stats.StdMs, m.Stats.MinMs, m.Stats.P50Ms,
             m.Stats.P90Ms, m.Stats.P95Ms, m.Stats.P99Ms, m.Stats.MaxMs, m.SequencesPerSecond, m.TokensPerSecond, m.SamplesMs))],
-        l.Ratios);
+        l.Ratios)
+    {
+        RunsPerSample = l.RunsPerSample,
+    };
 
     public LatencyReport ToReport() => new(
         Mode, Warmup, Rounds, DurationSeconds, BatchSize, TokensPerRun, Binding,
         [.. Models.Select(m => new ModelLatency(m.Role, new LatencyStats(m.Count, m.MeanMs, m.StdMs, m.MinMs, m.P50Ms, m.P90Ms, m.P95Ms, m.P99Ms, m.MaxMs),
             m.SequencesPerSecond, m.TokensPerSecond, m.SamplesMs))],
-        Ratios);
+        Ratios)
+    {
+        RunsPerSample = RunsPerSample ?? 1,
+    };
 }
 
 /// <summary><c>baseline</c>: <see cref="BaselineComparison"/> with its time as text and differences without the report label.</summary>
