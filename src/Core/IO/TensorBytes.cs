@@ -129,6 +129,70 @@ public static class TensorBytes
         return -1;
     }
 
+    /// <summary>
+    /// Encodes <paramref name="values"/> as the 2- or 4-byte <paramref name="dtype"/> in their own memory: element i's bytes end up at
+    /// [i·size, (i + 1)·size) of the span's bytes (fp32 is left as it is), so a caller that no longer needs the fp32 values gets the
+    /// encoded tensor without a second buffer of its size. Returns the index of the first value that overflowed, or -1 (as
+    /// <see cref="FloatCodec.Encode"/>, whose conversion it uses). Chunks run on all cores in waves — chunk 0, then chunks
+    /// [m, 2m) for m = 1, 2, 4, …: chunk j's output ends at 2(j + 1)·C bytes, at or below where the input of chunk m begins
+    /// (4m·C), so a wave only overwrites input that earlier waves have encoded. Within a chunk, slices are copied out before
+    /// they are encoded, so the conversion never reads bytes it has written.
+    /// </summary>
+    public static unsafe long EncodeInPlace(DType dtype, Span<float> values)
+    {
+        int size = dtype.SizeOf();
+        if (size == 4)
+        {
+            return dtype == DType.F32 ? -1 : throw new ArgumentException($"dtype {dtype} is not a floating-point type", nameof(dtype));
+        }
+        if (size != 2)
+        {
+            throw new ArgumentException($"{dtype} values take more bytes than fp32: they cannot be encoded in place", nameof(dtype));
+        }
+        const int Slice = 4096;
+        int perChunk = ChunkBytes / sizeof(float), count = values.Length;
+        int chunks = (int)(((long)count + perChunk - 1) / perChunk);
+        var overflows = new long[chunks];
+        fixed (float* start = values)
+        {
+            float* from = start;
+            byte* to = (byte*)start;
+            void Chunk(int c)
+            {
+                int first = c * perChunk, n = Math.Min(perChunk, count - first);
+                overflows[c] = -1;
+                Span<float> scratch = stackalloc float[Slice];
+                for (int done = 0; done < n; done += Slice)
+                {
+                    int m = Math.Min(Slice, n - done);
+                    new ReadOnlySpan<float>(from + first + done, m).CopyTo(scratch);
+                    long overflow = FloatCodec.Encode(dtype, scratch[..m], new Span<byte>(to + ((long)(first + done) * size), m * size));
+                    if (overflow >= 0 && overflows[c] < 0)
+                    {
+                        overflows[c] = first + done + overflow;
+                    }
+                }
+            }
+            if (chunks > 0)
+            {
+                Chunk(0);
+            }
+            for (int m = 1; m < chunks; m *= 2)
+            {
+                int wave = m;
+                Run(Math.Min(wave, chunks - wave), i => Chunk(wave + i));
+            }
+        }
+        foreach (long overflow in overflows)
+        {
+            if (overflow >= 0)
+            {
+                return overflow;
+            }
+        }
+        return -1;
+    }
+
     /// <summary>Runs <paramref name="body"/>(0 … count − 1), in parallel when there is more than one; the first exception is rethrown as thrown.</summary>
     private static void Run(int count, Action<int> body)
     {

@@ -19,22 +19,32 @@ internal static class Transposer
     private const long ParallelElements = 1 << 20;
 
     /// <summary>destination [cols, rows] = sourceᵀ for source [rows, cols].</summary>
-    public static void Transpose(ReadOnlySpan<byte> source, Span<byte> destination, int rows, int cols, int elementSize)
+    public static void Transpose(ReadOnlySpan<byte> source, Span<byte> destination, int rows, int cols, int elementSize) =>
+        Transpose(source, destination, rows, cols, elementSize, cols);
+
+    /// <summary>
+    /// destination [cols, rows] = sourceᵀ for a source of <paramref name="rows"/> rows of <paramref name="cols"/> elements each
+    /// <paramref name="sourceStride"/> elements apart: with a stride wider than <paramref name="cols"/>, a band of columns of a
+    /// larger matrix (source starting at the band's first column), so a transposed matrix can be produced a band of its rows
+    /// at a time.
+    /// </summary>
+    public static void Transpose(ReadOnlySpan<byte> source, Span<byte> destination, int rows, int cols, int elementSize, int sourceStride)
     {
         switch (elementSize)
         {
-            case 2: Run(MemoryMarshal.Cast<byte, ushort>(source), MemoryMarshal.Cast<byte, ushort>(destination), rows, cols); break;
-            case 4: Run(MemoryMarshal.Cast<byte, uint>(source), MemoryMarshal.Cast<byte, uint>(destination), rows, cols); break;
-            case 8: Run(MemoryMarshal.Cast<byte, ulong>(source), MemoryMarshal.Cast<byte, ulong>(destination), rows, cols); break;
+            case 2: Run(MemoryMarshal.Cast<byte, ushort>(source), MemoryMarshal.Cast<byte, ushort>(destination), rows, cols, sourceStride); break;
+            case 4: Run(MemoryMarshal.Cast<byte, uint>(source), MemoryMarshal.Cast<byte, uint>(destination), rows, cols, sourceStride); break;
+            case 8: Run(MemoryMarshal.Cast<byte, ulong>(source), MemoryMarshal.Cast<byte, ulong>(destination), rows, cols, sourceStride); break;
             default: throw new ArgumentOutOfRangeException(nameof(elementSize), elementSize, "expected 2, 4 or 8");
         }
     }
 
-    private static unsafe void Run<T>(ReadOnlySpan<T> source, Span<T> destination, int rows, int cols) where T : unmanaged
+    private static unsafe void Run<T>(ReadOnlySpan<T> source, Span<T> destination, int rows, int cols, int stride) where T : unmanaged
     {
-        if (source.Length != (long)rows * cols || destination.Length != source.Length)
+        long needed = rows == 0 || cols == 0 ? 0 : ((long)(rows - 1) * stride) + cols;
+        if (stride < cols || source.Length < needed || destination.Length != (long)rows * cols || (stride == cols && source.Length != needed))
         {
-            throw new ArgumentException($"transpose: {source.Length} → {destination.Length} elements for [{rows}, {cols}]");
+            throw new ArgumentException($"transpose: {source.Length} → {destination.Length} elements for [{rows}, {cols}] with source stride {stride}");
         }
         int bands = (rows + Block - 1) / Block;
         fixed (T* from = source, to = destination)
@@ -43,20 +53,20 @@ internal static class Transposer
             // Bands of Block source rows write disjoint destination elements, so they run on all cores when the matrix is large.
             if ((long)rows * cols >= ParallelElements && bands > 1 && Environment.ProcessorCount > 1)
             {
-                Parallel.For(0, bands, band => Band(s, d, rows, cols, band * Block));
+                Parallel.For(0, bands, band => Band(s, d, rows, cols, stride, band * Block));
             }
             else
             {
                 for (int band = 0; band < bands; band++)
                 {
-                    Band(s, d, rows, cols, band * Block);
+                    Band(s, d, rows, cols, stride, band * Block);
                 }
             }
         }
     }
 
     /// <summary>Source rows [r0, r0 + Block): whole register blocks first, then the edge rows and columns element by element.</summary>
-    private static unsafe void Band<T>(T* source, T* destination, int rows, int cols, int r0) where T : unmanaged
+    private static unsafe void Band<T>(T* source, T* destination, int rows, int cols, long stride, int r0) where T : unmanaged
     {
         int r1 = Math.Min(r0 + Block, rows);
         int side = !Sse2.IsSupported ? 0 : sizeof(T) == 2 ? 8 : sizeof(T) == 4 ? 4 : 0;
@@ -74,23 +84,23 @@ internal static class Transposer
                     {
                         if (side == 8)
                         {
-                            Block8((ushort*)source + ((long)r * cols) + c, cols, (ushort*)destination + ((long)c * rows) + r, rows);
+                            Block8((ushort*)source + (r * stride) + c, stride, (ushort*)destination + ((long)c * rows) + r, rows);
                         }
                         else
                         {
-                            Block4((uint*)source + ((long)r * cols) + c, cols, (uint*)destination + ((long)c * rows) + r, rows);
+                            Block4((uint*)source + (r * stride) + c, stride, (uint*)destination + ((long)c * rows) + r, rows);
                         }
                     }
                 }
             }
         }
         // Columns [0, fullCols) of rows [fullRows, r1), then columns [fullCols, cols) of every row in the band.
-        Elements(source, destination, rows, cols, fullRows, r1, 0, fullCols);
-        Elements(source, destination, rows, cols, r0, r1, fullCols, cols);
+        Elements(source, destination, rows, stride, fullRows, r1, 0, fullCols);
+        Elements(source, destination, rows, stride, r0, r1, fullCols, cols);
     }
 
     /// <summary>Element by element over rows [r0, r1) × columns [c0, c1), in tiles; destination rows written contiguously.</summary>
-    private static unsafe void Elements<T>(T* source, T* destination, int rows, int cols, int r0, int r1, int c0, int c1) where T : unmanaged
+    private static unsafe void Elements<T>(T* source, T* destination, int rows, long stride, int r0, int r1, int c0, int c1) where T : unmanaged
     {
         for (int t0 = c0; t0 < c1; t0 += Block)
         {
@@ -101,7 +111,7 @@ internal static class Transposer
                 T* column = source + c;
                 for (int r = r0; r < r1; r++)
                 {
-                    target[r] = column[(long)r * cols];
+                    target[r] = column[r * stride];
                 }
             }
         }

@@ -66,4 +66,45 @@ public sealed class TransposerTests
 
         CollectionAssert.AreEqual(source, twice);
     }
+
+    [TestMethod]
+    [DataRow(37, 23, 0, 23)]
+    [DataRow(37, 23, 5, 9)]
+    [DataRow(37, 23, 22, 1)]
+    [DataRow(130, 70, 8, 16)]
+    [DataRow(1029, 1030, 3, 517)]
+    public void Transpose_BandOfColumns_WithTheSourceStride_EqualsTheDefinition(int rows, int stride, int c0, int cols)
+    {
+        foreach (int size in new[] { 2, 4, 8 })
+        {
+            var matrix = new byte[rows * stride * size];
+            new Random((rows * 1000) + stride + c0 + size).NextBytes(matrix);
+            var destination = new byte[rows * cols * size];
+
+            Transposer.Transpose(matrix.AsSpan(c0 * size), destination, rows, cols, size, stride);
+
+            for (int r = 0; r < rows; r++)
+            {
+                for (int c = 0; c < cols; c++)
+                {
+                    var want = matrix.AsSpan(((r * stride) + c0 + c) * size, size);
+                    var got = destination.AsSpan(((c * rows) + r) * size, size);
+                    if (!want.SequenceEqual(got))
+                    {
+                        Assert.Fail($"{size}-byte elements, [{rows}, {cols}] stride {stride} from column {c0}: destination[{c}, {r}] is {Convert.ToHexString(got)}, matrix[{r}, {c0 + c}] is {Convert.ToHexString(want)}");
+                    }
+                }
+            }
+        }
+    }
+
+    [TestMethod]
+    public void Transpose_SourceShorterThanTheStridedRowsNeed_IsRefused()
+    {
+        var source = new byte[((3 * 10) + 3) * 2];
+        var destination = new byte[4 * 4 * 2];
+
+        Assert.ThrowsExactly<ArgumentException>(() => Transposer.Transpose(source, destination, 4, 4, 2, 10));
+        Assert.ThrowsExactly<ArgumentException>(() => Transposer.Transpose(new byte[64], destination, 4, 4, 2, 3));
+    }
 }

@@ -85,6 +85,113 @@ public sealed class OnnxTensorSourceTests
     }
 
     [TestMethod]
+    [DataRow(1 << 20, DisplayName = "one band")]
+    [DataRow(5 * Rows * 2, DisplayName = "bands of 5 output rows")]
+    [DataRow(2, DisplayName = "one output row per band")]
+    public void FromSafetensors_RewrittenAndTransposed_InAnyBandSize_IsTheRoundedTransposeOfTheRewrittenValues(int blockBytes)
+    {
+        using var dir = new TempDir();
+        var (path, values) = Checkpoint(dir);
+        using var file = SafetensorsFile.Open(path);
+        var tensor = file.Get("w");
+        static void Rewrite(Span<float> w)
+        {
+            for (int i = 0; i < w.Length; i++)
+            {
+                w[i] = (w[i] * 3) + 0.001f;
+            }
+        }
+
+        foreach (var dtype in new[] { DType.F16, DType.BF16, DType.F32 })
+        {
+            // Written in order: a destination that cannot seek takes it.
+            byte[] bytes = Write(new TensorStreamer(new TensorStreamer.FileInput(file, tensor), tensor.Spec, dtype, transpose: true, Rewrite, blockBytes), seekable: false);
+
+            Assert.HasCount(Rows * Cols * dtype.SizeOf(), bytes);
+            for (int r = 0; r < Rows; r++)
+            {
+                for (int c = 0; c < Cols; c++)
+                {
+                    float v = (values[(r * Cols) + c] * 3) + 0.001f;
+                    int at = ((c * Rows) + r) * dtype.SizeOf();
+                    if (dtype == DType.F32)
+                    {
+                        Assert.AreEqual(BitConverter.SingleToInt32Bits(v), BinaryPrimitives.ReadInt32LittleEndian(bytes.AsSpan(at)), $"{dtype} [{c}, {r}]");
+                    }
+                    else
+                    {
+                        ushort expected = (dtype == DType.F16 ? NearestEven.F16 : NearestEven.BF16).Encode(v);
+                        Assert.AreEqual(expected, BinaryPrimitives.ReadUInt16LittleEndian(bytes.AsSpan(at)), $"{dtype} [{c}, {r}]");
+                    }
+                }
+            }
+        }
+    }
+
+    /// <summary>
+    /// The external data pipeline (<see cref="ExternalDataStream"/>) takes every path in its own buffers — transposed blocks
+    /// written piece by piece behind, rewritten bands, converted runs, a kernel copy of same-type bytes — and must give the bytes
+    /// a plain stream gets, at the position it was at, with the position left after the tensor.
+    /// </summary>
+    [TestMethod]
+    [DataRow(DType.F16, true, false, DisplayName = "converted, transposed in blocks of 5 rows (pieces written behind)")]
+    [DataRow(DType.BF16, true, true, DisplayName = "rewritten, transposed in bands")]
+    [DataRow(DType.F16, false, false, DisplayName = "converted in order")]
+    [DataRow(DType.F32, false, false, DisplayName = "same type: copied by the kernel")]
+    [DataRow(DType.F32, false, true, DisplayName = "rewritten in order")]
+    public void FromSafetensors_ThroughTheExternalDataPipeline_InSmallBuffers_GivesTheBytesOfAPlainStream(DType dtype, bool transpose, bool rewrite)
+    {
+        using var dir = new TempDir();
+        var (path, _) = Checkpoint(dir);
+        using var file = SafetensorsFile.Open(path);
+        var tensor = file.Get("w");
+        Action<Span<float>>? change = rewrite ? w => w.Reverse() : null;
+        int blockBytes = 5 * Math.Max(Rows, Cols) * dtype.SizeOf();
+        TensorStreamer Source() => new(new TensorStreamer.FileInput(file, tensor), tensor.Spec, dtype, transpose, change, blockBytes);
+        byte[] expected = Write(Source());
+        string output = dir.File("data.bin");
+
+        using (var atomic = OnnxLora.Core.IO.AtomicFile.Create(output))
+        {
+            using (var pipe = new ExternalDataStream(atomic, bufferBytes: blockBytes))
+            {
+                pipe.Write(new byte[] { 1, 2, 3, 4, 5 });
+                Source().WriteTo(pipe);
+                Assert.AreEqual(5 + expected.Length, pipe.Position, "the position is left after the tensor");
+                pipe.Complete();
+            }
+            atomic.Commit();
+        }
+
+        byte[] written = File.ReadAllBytes(output);
+        CollectionAssert.AreEqual(new byte[] { 1, 2, 3, 4, 5 }, written[..5]);
+        CollectionAssert.AreEqual(expected, written[5..]);
+    }
+
+    [TestMethod]
+    public void FromSafetensors_CheckpointTruncatedAfterOpening_KernelCopyBehind_FailsNamingTheFileAndTensor()
+    {
+        using var dir = new TempDir();
+        var (path, _) = Checkpoint(dir);
+        using var file = SafetensorsFile.Open(path);
+        var tensor = file.Get("w");
+        var source = new TensorStreamer(new TensorStreamer.FileInput(file, tensor), tensor.Spec, DType.F32, transpose: false, rewrite: null);
+        using (var stream = new FileStream(path, FileMode.Open, FileAccess.Write, FileShare.ReadWrite))
+        {
+            stream.SetLength(stream.Length - 100);
+        }
+
+        using var atomic = OnnxLora.Core.IO.AtomicFile.Create(dir.File("data.bin"));
+        using var pipe = new ExternalDataStream(atomic);
+        source.WriteTo(pipe);
+        var e = Assert.ThrowsExactly<OnnxLoraException>(pipe.Complete);
+
+        StringAssert.Contains(e.Message, path);
+        StringAssert.Contains(e.Message, "tensor 'w'");
+        StringAssert.Contains(e.Message, "truncated after it was opened");
+    }
+
+    [TestMethod]
     public void FromSafetensors_SameType_CopiesTheBytes_AndBlocksNeedASeekableDestinationOnlyToTranspose()
     {
         using var dir = new TempDir();

@@ -25,6 +25,8 @@ internal static class ExternalDataWriter
         int written = 0;
         using var dataFile = AtomicFile.Create(dataPath, options.Overwrite);
         using var modelFile = AtomicFile.Create(modelPath, options.Overwrite);
+        // Writes run behind on their own thread (positioned, kernel copies for unchanged bytes): the next tensor is produced meanwhile.
+        using var data = new ExternalDataStream(dataFile);
         try
         {
             long offset = 0;
@@ -48,18 +50,18 @@ internal static class ExternalDataWriter
                     continue;
                 }
                 int pad = (int)((OnnxFile.ExternalDataAlignment - (offset % OnnxFile.ExternalDataAlignment)) % OnnxFile.ExternalDataAlignment);
-                dataFile.Stream.Write(padding, 0, pad);
+                data.Write(padding, 0, pad);
                 offset += pad;
                 if (source is null)
                 {
-                    dataFile.Stream.Write(raw!.Span);
+                    data.Write(raw!.Span);
                 }
                 else
                 {
-                    source.WriteTo(dataFile.Stream);
-                    if (dataFile.Stream.Position != offset + length)
+                    source.WriteTo(data);
+                    if (data.Position != offset + length)
                     {
-                        throw new InvalidOperationException($"initializer '{tensor.Name}': its source wrote {dataFile.Stream.Position - offset} bytes, expected {length}.");
+                        throw new InvalidOperationException($"initializer '{tensor.Name}': its source wrote {data.Position - offset} bytes, expected {length}.");
                     }
                 }
 
@@ -76,12 +78,12 @@ internal static class ExternalDataWriter
                 reference.ExternalData.Add(new StringStringEntryProto { Key = "offset", Value = offset.ToString(CultureInfo.InvariantCulture) });
                 reference.ExternalData.Add(new StringStringEntryProto { Key = "length", Value = length.ToString(CultureInfo.InvariantCulture) });
                 offset += length;
-                dataFile.NoteWritten(pad + length);
                 written++;
                 replaced.Add((i, tensor));
                 graph.Initializer[i] = reference;
             }
             model.WriteTo(modelFile.Stream);
+            data.Complete();
         }
         finally
         {

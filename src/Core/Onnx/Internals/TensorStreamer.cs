@@ -9,9 +9,14 @@ namespace OnnxLora.Core.Onnx.Internals;
 /// <summary>
 /// Streams one stored float tensor into an ONNX data stream: read slice by slice, converted to the
 /// output type (via fp32, nearest-even, as <see cref="FloatCodec"/> does; a plain copy when the types
-/// match and nothing is rewritten), optionally rewritten whole in fp32 first (a merge), and transposed
-/// block by block: each block of source rows is transposed in memory and its pieces are written at
-/// their places in the output range, so no block holds more than <see cref="BlockBytes"/> bytes.
+/// match and nothing is rewritten), optionally rewritten whole in fp32 first (a merge), and transposed.
+/// A rewritten tensor is whole in memory anyway: it is encoded whole in place and written in order, a band of output
+/// rows at a time (each band a strided transpose of a band of source columns), with one sequential write per
+/// band. A tensor read as it is streams block by block: each block of source rows is transposed in memory
+/// and its pieces (one per output row) are written at their places in the output range, so no block holds
+/// more than <see cref="BlockBytes"/> bytes. Bands are the better way whenever the source is in memory: the
+/// pieces of a block are a few KB each, one positioned write apiece (measured on a 2.97 GB export: 311,344
+/// writes, 6.8 s of the process's 13 CPU seconds in the kernel).
 /// </summary>
 internal sealed class TensorStreamer : OnnxTensorSource
 {
@@ -43,6 +48,10 @@ internal sealed class TensorStreamer : OnnxTensorSource
         _rewrite = rewrite;
     }
 
+    /// <summary>Output bytes per block or band for <paramref name="destination"/>: no more than the external data pipeline's buffers.</summary>
+    private int BlockBytesFor(Stream destination) =>
+        destination is ExternalDataStream pipe ? Math.Min(_blockBytes, pipe.BufferBytes) : _blockBytes;
+
     private static long[] TransposedShape(TensorSpec stored) => stored.Shape.Count == 2
         ? [stored.Shape[1], stored.Shape[0]]
         : throw new ArgumentException($"{stored.Name}: only 2-D tensors can be stored transposed; found {stored.Shape.Count} dims.", nameof(stored));
@@ -61,13 +70,17 @@ internal sealed class TensorStreamer : OnnxTensorSource
         var fill = new Filler(reader, _stored.DType, DType, values);
         try
         {
-            if (_transpose)
+            if (_transpose && values is not null && ByteLength <= Array.MaxLength)
+            {
+                WriteTransposedBands(destination, values);
+            }
+            else if (_transpose)
             {
                 WriteTransposed(destination, start, fill);
             }
             else
             {
-                WriteInOrder(destination, fill);
+                WriteInOrder(destination, fill, copy: values is null && _stored.DType == DType);
             }
         }
         finally
@@ -80,11 +93,80 @@ internal sealed class TensorStreamer : OnnxTensorSource
         }
     }
 
-    private void WriteInOrder(Stream destination, Filler fill)
+    /// <summary>
+    /// The transpose of the rewritten <paramref name="values"/>, written in order: encoded whole in their own memory (fp32 output is
+    /// the values' own bytes), then bands of output rows — source columns [c0, c0 + k) — transposed with the source's row stride into
+    /// one buffer each and written with one call.
+    /// </summary>
+    private void WriteTransposedBands(Stream destination, float[] values)
     {
         int size = DType.SizeOf();
-        long step = _blockBytes / size;
-        byte[] block = ArrayPool<byte>.Shared.Rent(_blockBytes);
+        int rows = checked((int)_stored.Shape[0]), cols = checked((int)_stored.Shape[1]);
+        if (rows == 0 || cols == 0)
+        {
+            return;
+        }
+        int total = checked((int)ByteLength);
+        long bandRowBytes = (long)rows * size;
+        int blockBytes = BlockBytesFor(destination);
+        int bandRows = (int)Math.Clamp(blockBytes / bandRowBytes, 1, cols);
+        int bandBytes = checked((int)(bandRows * bandRowBytes));
+        // Bands go to the pipeline in its own buffers when they fit one; otherwise through one buffer of ours, written in place.
+        var pipe = destination as ExternalDataStream;
+        pipe = pipe is not null && bandBytes <= pipe.BufferBytes ? pipe : null;
+        byte[]? own = pipe is null ? ArrayPool<byte>.Shared.Rent(Math.Max(blockBytes, bandBytes)) : null;
+        try
+        {
+            // The fp32 values are not needed after this: encoded in their own memory (fp32 output is already their bytes).
+            TensorBytes.EncodeInPlace(DType, values.AsSpan(0, rows * cols));
+            ReadOnlySpan<byte> source = System.Runtime.InteropServices.MemoryMarshal.AsBytes(values.AsSpan(0, (total + 3) / 4))[..total];
+            for (int c0 = 0; c0 < cols; c0 += bandRows)
+            {
+                int k = Math.Min(bandRows, cols - c0);
+                int bytes = checked((int)(k * bandRowBytes));
+                byte[] band = own ?? pipe!.RentBuffer();
+                Transposer.Transpose(source[(c0 * size)..], band.AsSpan(0, bytes), rows, k, size, cols);
+                if (pipe is not null)
+                {
+                    pipe.WriteBuffer(band, bytes);
+                }
+                else
+                {
+                    destination.Write(band, 0, bytes);
+                }
+            }
+        }
+        finally
+        {
+            if (own is not null)
+            {
+                ArrayPool<byte>.Shared.Return(own);
+            }
+        }
+    }
+
+    private void WriteInOrder(Stream destination, Filler fill, bool copy)
+    {
+        int size = DType.SizeOf();
+        int blockBytes = BlockBytesFor(destination);
+        long step = blockBytes / size;
+        if (destination is ExternalDataStream pipe)
+        {
+            if (copy && _input.CopySource() is var (path, offset, truncated))
+            {
+                pipe.CopyFrom(path, offset, ByteLength, truncated);
+                return;
+            }
+            for (long e = 0; e < ElementCount; e += step)
+            {
+                int n = (int)Math.Min(step, ElementCount - e);
+                byte[] buffer = pipe.RentBuffer();
+                fill.Fill(e, n, buffer.AsSpan(0, n * size));
+                pipe.WriteBuffer(buffer, n * size);
+            }
+            return;
+        }
+        byte[] block = ArrayPool<byte>.Shared.Rent(blockBytes);
         try
         {
             for (long e = 0; e < ElementCount; e += step)
@@ -111,15 +193,19 @@ internal sealed class TensorStreamer : OnnxTensorSource
             return;
         }
         long rowBytes = (long)cols * size;
-        int blockRows = (int)Math.Clamp(_blockBytes / rowBytes, 1, rows);
+        int blockBytes = BlockBytesFor(destination);
+        int blockRows = (int)Math.Clamp(blockBytes / rowBytes, 1, rows);
         if (blockRows < rows && !destination.CanSeek)
         {
-            throw new InvalidOperationException($"{_stored.Name}: a transposed tensor over {_blockBytes} bytes needs a seekable destination.");
+            throw new InvalidOperationException($"{_stored.Name}: a transposed tensor over {blockBytes} bytes needs a seekable destination.");
         }
         // Always whole-block buffers, so every tensor reuses the same two pooled arrays (pages beyond a small tensor stay untouched).
-        int blockBytes = Math.Max(_blockBytes, checked((int)(blockRows * rowBytes)));
+        blockBytes = Math.Max(blockBytes, checked((int)(blockRows * rowBytes)));
+        // A transposed block goes to the pipeline in its own buffer when it fits one, its pieces written behind.
+        var pipe = destination as ExternalDataStream;
+        pipe = pipe is not null && blockBytes <= pipe.BufferBytes ? pipe : null;
         byte[] block = ArrayPool<byte>.Shared.Rent(blockBytes);
-        byte[] transposed = ArrayPool<byte>.Shared.Rent(blockBytes);
+        byte[]? own = pipe is null ? ArrayPool<byte>.Shared.Rent(blockBytes) : null;
         try
         {
             for (long r0 = 0; r0 < rows; r0 += blockRows)
@@ -127,7 +213,26 @@ internal sealed class TensorStreamer : OnnxTensorSource
                 int n = (int)Math.Min(blockRows, rows - r0);
                 int bytes = checked((int)(n * rowBytes));
                 fill.Fill(r0 * cols, n * cols, block.AsSpan(0, bytes));
+                byte[] transposed = own ?? pipe!.RentBuffer();
                 Transposer.Transpose(block.AsSpan(0, bytes), transposed.AsSpan(0, bytes), n, cols, size);
+                if (pipe is not null)
+                {
+                    if (n == rows)
+                    {
+                        pipe.WriteBuffer(transposed, bytes);
+                        continue;
+                    }
+                    long first = r0, total = rows;
+                    pipe.WriteBufferPieces(transposed, bytes, (handle, data) =>
+                    {
+                        int length = n * size;
+                        for (int c = 0; c < cols; c++)
+                        {
+                            RandomAccess.Write(handle, data.Slice(c * length, length), start + ((((long)c * total) + first) * size));
+                        }
+                    });
+                    continue;
+                }
                 if (n == rows)
                 {
                     destination.Write(transposed, 0, bytes);
@@ -146,7 +251,10 @@ internal sealed class TensorStreamer : OnnxTensorSource
         finally
         {
             ArrayPool<byte>.Shared.Return(block);
-            ArrayPool<byte>.Shared.Return(transposed);
+            if (own is not null)
+            {
+                ArrayPool<byte>.Shared.Return(own);
+            }
         }
     }
 
@@ -211,6 +319,9 @@ internal sealed class TensorStreamer : OnnxTensorSource
     internal abstract class Input
     {
         public abstract Reader Open();
+
+        /// <summary>The file, offset and truncation error of stored bytes that can be copied file to file by the kernel; null in memory.</summary>
+        public virtual (string Path, long Offset, Func<Exception> Truncated)? CopySource() => null;
     }
 
     /// <summary>Reads stored bytes at offsets relative to the tensor's first byte.</summary>
@@ -266,6 +377,13 @@ internal sealed class TensorStreamer : OnnxTensorSource
     internal sealed class FileInput(SafetensorsFile file, TensorInfo tensor) : Input
     {
         public override Reader Open() => new FileReader(file, tensor);
+
+        public override (string Path, long Offset, Func<Exception> Truncated)? CopySource()
+        {
+            long start = file.DataStart + tensor.DataOffset;
+            return (file.Path, start, () => FormatThrow.Invalid(file.Path, $"tensor '{tensor.Name}'", "the file ends before the tensor does",
+                $"{tensor.ByteLength} bytes from byte {start} (the file was truncated after it was opened)"));
+        }
 
         private sealed class FileReader : Reader
         {
