@@ -78,6 +78,11 @@ public static class CheckpointMerger
                 var t = shard.Tensors[i];
                 var spec = specs[i];
                 long offset = shard.DataStart + t.DataOffset;
+                if (i + 1 < shard.Tensors.Count)
+                {
+                    // The next tensor's bytes come from the disk while this one is merged (a model larger than the page cache).
+                    FileRange.StartPrefetch(shard.Path, shard.DataStart + shard.Tensors[i + 1].DataOffset, shard.Tensors[i + 1].ByteLength);
+                }
                 if (plan.Touches(t.Name))
                 {
                     MergeTensor(plan, checkpoint.Directory, handle, offset, t, spec, writer, behind);

@@ -34,6 +34,11 @@ public static partial class FileRange
 
     private static volatile bool _writebackUnavailable = !OperatingSystem.IsLinux();
 
+    private static volatile bool _prefetchUnavailable = !OperatingSystem.IsLinux();
+
+    // POSIX_FADV_WILLNEED on Linux.
+    private const int PosixFadvWillNeed = 3;
+
     /// <summary>
     /// Copies <paramref name="length"/> bytes at <paramref name="sourceOffset"/> of <paramref name="source"/>
     /// to <paramref name="destinationOffset"/> of <paramref name="destination"/>.
@@ -177,6 +182,55 @@ public static partial class FileRange
             }
         }
     }
+
+    /// <summary>
+    /// Asks the kernel to start reading <paramref name="length"/> bytes at <paramref name="offset"/> of the file at
+    /// <paramref name="path"/> into the page cache, on a thread-pool thread, and returns at once: Linux's
+    /// <c>posix_fadvise(POSIX_FADV_WILLNEED)</c>, which queues the reads (and may block while the device's queue is full —
+    /// hence the pool thread). A streaming merge or export that asks for its next tensor's bytes this way keeps the disk reading
+    /// while it computes the current one, instead of waiting for each read in turn when the input is not cached (a model larger
+    /// than the page cache). A hint only: errors and platforms without the call are ignored.
+    /// </summary>
+    public static void StartPrefetch(string path, long offset, long length)
+    {
+        if (_prefetchUnavailable || length <= 0)
+        {
+            return;
+        }
+        ThreadPool.UnsafeQueueUserWorkItem(_ =>
+        {
+            try
+            {
+                using var handle = File.OpenHandle(path, FileMode.Open, FileAccess.Read, FileShare.ReadWrite | FileShare.Delete);
+                bool added = false;
+                handle.DangerousAddRef(ref added);
+                try
+                {
+                    // Returns the error number itself (not errno); any error leaves only a hint unheeded.
+                    _ = PosixFadvise((int)handle.DangerousGetHandle(), offset, length, PosixFadvWillNeed);
+                }
+                finally
+                {
+                    if (added)
+                    {
+                        handle.DangerousRelease();
+                    }
+                }
+            }
+            catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+            {
+                // The file is gone or unreadable: the read that follows reports it.
+            }
+            catch (Exception e) when (e is EntryPointNotFoundException or DllNotFoundException)
+            {
+                _prefetchUnavailable = true;
+            }
+        }, null);
+    }
+
+    // int posix_fadvise(int fd, off_t offset, off_t len, int advice); off_t is 64-bit on the 64-bit Linux targets.
+    [LibraryImport("libc", EntryPoint = "posix_fadvise")]
+    private static partial int PosixFadvise(int fd, long offset, long length, int advice);
 
     // int sync_file_range(int fd, off64_t offset, off64_t nbytes, unsigned int flags); nbytes 0 = to the end of the file.
     [LibraryImport("libc", EntryPoint = "sync_file_range", SetLastError = true)]

@@ -62,6 +62,9 @@ public sealed class OnnxExternalDataFiles : IDisposable
         return handle;
     }
 
+    /// <summary>Starts reading <paramref name="range"/>'s bytes into the page cache in the background (<see cref="IO.FileRange.StartPrefetch"/>): the next tensor, while this one is worked on.</summary>
+    public void StartPrefetch(OnnxExternalRange range) => IO.FileRange.StartPrefetch(_byTensor[range.Tensor].RealPath, range.Offset, range.Length);
+
     /// <summary>Reads <paramref name="destination"/>.Length bytes of the tensor starting <paramref name="byteOffset"/> bytes into its range.</summary>
     public void Read(OnnxExternalRange range, long byteOffset, Span<byte> destination)
     {

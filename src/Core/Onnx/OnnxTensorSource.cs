@@ -47,6 +47,11 @@ public abstract class OnnxTensorSource
     /// <exception cref="OnnxLoraException">Bad input: the checkpoint changed or was truncated since it was opened.</exception>
     public abstract void WriteTo(Stream destination);
 
+    /// <summary>Starts reading the stored bytes into the page cache in the background, when they are in a file: the next tensor, while one is written.</summary>
+    internal virtual void StartPrefetch()
+    {
+    }
+
     /// <summary>The bytes in one array (a tensor under 2 GiB, for models whose data stays inside the .onnx file).</summary>
     public byte[] ToArray()
     {

@@ -160,8 +160,14 @@ public static class OnnxModelMerger
         AtomicFile target, WriteBehind behind, ref int merged, ref int replaced)
     {
         var handle = target.Stream.SafeFileHandle;
-        foreach (var range in data.Ranges)
+        for (int i = 0; i < data.Ranges.Count; i++)
         {
+            var range = data.Ranges[i];
+            if (i + 1 < data.Ranges.Count)
+            {
+                // The next range's bytes come from the disk while this one is merged (a model larger than the page cache).
+                data.StartPrefetch(data.Ranges[i + 1]);
+            }
             var tensor = range.Tensor;
             long offset = bases[range.Location] + range.Offset;
             if (initializers.Contains(tensor) && plan.Touches(tensor.Name))

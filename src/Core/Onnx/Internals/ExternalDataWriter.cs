@@ -35,6 +35,11 @@ internal static class ExternalDataWriter
             {
                 var tensor = tensors[i];
                 var source = deferredData.GetValueOrDefault(tensor.Name);
+                if (i + 1 < tensors.Count && deferredData.GetValueOrDefault(tensors[i + 1].Name) is { } next)
+                {
+                    // The next tensor's bytes come from the disk while this one is produced (a checkpoint larger than the page cache).
+                    next.StartPrefetch();
+                }
                 ByteString? raw = source is null ? OnnxTensors.RawBytes(tensor) : null;
                 long length = source?.ByteLength ?? raw?.Length ?? 0;
                 if ((source is null && raw is null) || length < options.ExternalThresholdBytes)

@@ -56,6 +56,14 @@ internal sealed class TensorStreamer : OnnxTensorSource
         ? [stored.Shape[1], stored.Shape[0]]
         : throw new ArgumentException($"{stored.Name}: only 2-D tensors can be stored transposed; found {stored.Shape.Count} dims.", nameof(stored));
 
+    internal override void StartPrefetch()
+    {
+        if (_input.CopySource() is var (path, offset, _))
+        {
+            FileRange.StartPrefetch(path, offset, _stored.ByteLength);
+        }
+    }
+
     public override void WriteTo(Stream destination)
     {
         ArgumentNullException.ThrowIfNull(destination);
