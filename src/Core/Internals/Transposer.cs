@@ -1,3 +1,4 @@
+using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
 using System.Runtime.Intrinsics;
 using System.Runtime.Intrinsics.X86;
@@ -65,7 +66,11 @@ internal static class Transposer
         }
     }
 
-    /// <summary>Source rows [r0, r0 + Block): whole register blocks first, then the edge rows and columns element by element.</summary>
+    /// <summary>
+    /// Source rows [r0, r0 + Block): whole register blocks first, then the edge rows and columns element by element. Fully
+    /// optimised from the first call (tier 0 would call each SSE2 intrinsic as a function).
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static unsafe void Band<T>(T* source, T* destination, int rows, int cols, long stride, int r0) where T : unmanaged
     {
         int r1 = Math.Min(r0 + Block, rows);
@@ -100,6 +105,7 @@ internal static class Transposer
     }
 
     /// <summary>Element by element over rows [r0, r1) × columns [c0, c1), in tiles; destination rows written contiguously.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static unsafe void Elements<T>(T* source, T* destination, int rows, long stride, int r0, int r1, int c0, int c1) where T : unmanaged
     {
         for (int t0 = c0; t0 < c1; t0 += Block)

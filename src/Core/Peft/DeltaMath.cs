@@ -148,6 +148,9 @@ public static class DeltaMath
     /// block reuses, and two rows share each load of R, 16 columns (four vectors per row) held in registers across the
     /// whole rank.
     /// </summary>
+    // Fully optimised from the first call: a tier-0 body of this loop (what tiered compilation runs first) calls every vector
+    // intrinsic as a function and showed up in profiles of short merges.
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static unsafe void AddBlockProduct(Span<float> block, int firstRow, int count, int cols, double[] left, double[] right, int k, double factor)
     {
         fixed (float* dstBase = block)
@@ -174,6 +177,7 @@ public static class DeltaMath
     }
 
     /// <summary>Columns [c0, end) of two rows sharing each load of R, 16 columns at a time (see <see cref="AddBlockProduct"/>).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static unsafe void AddTwoRows(float* dst0, float* dst1, double* l0, double* l1, double* r, int k, int cols, int c0, int end, double factor)
     {
         int c = c0;
@@ -215,6 +219,7 @@ public static class DeltaMath
     }
 
     /// <summary>Columns [c0, end) of one row: 16, then 4 columns per vector group where vectors run, the rest scalar.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static unsafe void AddOneRow(float* dst, double* l, double* r, int k, int cols, int c0, int end, double factor)
     {
         int c = c0;
