@@ -1,3 +1,4 @@
+using OnnxLora.Models;
 using OnnxLora.Training.TrainerInternals;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
@@ -109,6 +110,8 @@ public sealed class TrainerOptimizerTests
     [DataRow(nameof(TrainerOptions.CheckpointDirectory))]
     [DataRow(nameof(TrainerOptions.GradientCheckpointingLayers))]
     [DataRow(nameof(TrainerOptions.GradientCheckpointingLayers) + " without checkpointing")]
+    [DataRow(nameof(TrainerOptions.GradientCheckpointingGranularity) + " without checkpointing")]
+    [DataRow(nameof(TrainerOptions.GradientCheckpointingGranularity) + " undefined")]
     public void Validate_BadOption_IsBadInputNamingIt(string name)
     {
         var o = name switch
@@ -119,6 +122,8 @@ public sealed class TrainerOptimizerTests
             nameof(TrainerOptions.Device) => new TrainerOptions { Device = "cuda" },
             nameof(TrainerOptions.GradientCheckpointingLayers) => new TrainerOptions { GradientCheckpointing = true, GradientCheckpointingLayers = 0 },
             nameof(TrainerOptions.GradientCheckpointingLayers) + " without checkpointing" => new TrainerOptions { GradientCheckpointingLayers = 4 },
+            nameof(TrainerOptions.GradientCheckpointingGranularity) + " without checkpointing" => new TrainerOptions { GradientCheckpointingGranularity = GradientCheckpointingGranularity.Selective },
+            nameof(TrainerOptions.GradientCheckpointingGranularity) + " undefined" => new TrainerOptions { GradientCheckpointing = true, GradientCheckpointingGranularity = (GradientCheckpointingGranularity)7 },
             _ => new TrainerOptions { CheckpointEverySteps = 5 },
         };
         var e = BadInput.Throws(o.Validate);
