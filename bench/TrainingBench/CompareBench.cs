@@ -7,6 +7,7 @@ using OnnxLora.Core.Peft;
 using OnnxLora.Models;
 using OnnxLora.Models.Llama;
 using OnnxLora.Models.Lora;
+using OnnxLora.Training;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
 
@@ -102,7 +103,10 @@ internal static class CompareBench
             }
         }
         model.train();
-        using var optimizer = new AdamW(trainable, lr: 1e-4, beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.01);
+        // The trainer's optimizer; "tsadamw": TorchSharp's own AdamW, whose step keeps every parameter's temporaries to its end.
+        using var optimizer = parts.Contains("tsadamw")
+            ? new AdamW(trainable, lr: 1e-4, beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.01)
+            : new ScopedAdamW(trainable, lr: 1e-4, beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 0.01);
         using var generator = new Generator(7);
         long vocab = config.VocabSize;
         using var ids = randint(3, vocab, [batch, seq], ScalarType.Int64, generator: generator);

@@ -7,7 +7,7 @@ namespace OnnxLora.TrainingBench;
 /// <summary>
 /// <c>memory</c>: peak RSS and step time of LoRA and full fine-tuning, each without and with gradient checkpointing,
 /// and LoRA with a bf16 base (modes lora, full, -ckpt, -ckptN for the first N layers only, -sel / -selN for selective checkpointing, -mmap for
-/// checkpointing's heap settings without checkpointing, -bf16), on one LLaMA shape (default hidden 1024, 16 layers, 16 heads, intermediate 2816,
+/// checkpointing's heap settings without checkpointing, -tsadamw for TorchSharp's AdamW instead of the trainer's ScopedAdamW, -bf16), on one LLaMA shape (default hidden 1024, 16 layers, 16 heads, intermediate 2816,
 /// vocab 32000, seq 1024, batch 1). Every run is a fresh child process (its VmHWM is its own); the modes run in an
 /// order rotated each trial (interleaved). Step time is the last step's (the first pays for first-touch allocation),
 /// wall and process CPU time, since the machine is shared.
@@ -67,7 +67,7 @@ internal static class MemoryBench
         {
             var r = results[mode];
             string versus = "";
-            string plain = System.Text.RegularExpressions.Regex.Replace(mode, "-(ckpt|sel)[0-9]*|-mmap", "");
+            string plain = System.Text.RegularExpressions.Regex.Replace(mode, "-(ckpt|sel)[0-9]*|-mmap|-tsadamw", "");
             if (plain != mode && results.TryGetValue(plain, out var p))
             {
                 // Paired by trial: the two runs of one trial ran within the same rotation of modes.
