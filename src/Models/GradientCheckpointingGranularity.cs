@@ -10,11 +10,12 @@ public enum GradientCheckpointingGranularity
     Full,
 
     /// <summary>
-    /// Only the feed-forward block up to its activation: the norm before it (LLaMA), the up-projections (LLaMA's gate_proj
-    /// and up_proj, BERT's intermediate.dense) and the activation (silu(gate)·up, GELU); the attention's activations and the
-    /// down-projection are kept. Those are the largest of a layer's saved tensors (the intermediate size is ~2.75–4× the
-    /// hidden size, and LLaMA keeps three of them), while their recomputation is one or two of the layer's GEMMs, so about
-    /// half of the memory for about two fifths of the recomputation (docs/benchmarks-training.md §12).
+    /// Only the feed-forward block up to its activation: the up-projections (LLaMA's gate_proj and up_proj, BERT's
+    /// intermediate.dense) and the activation (silu(gate)·up, GELU), from the block's input, which is kept; the attention's
+    /// activations, the norms and the down-projection are not recomputed. Those are the largest of a layer's saved tensors
+    /// (the intermediate size is ~2.75–4× the hidden size, and LLaMA keeps three of them), while their recomputation is one
+    /// or two of the layer's GEMMs: measured at hidden 1024 / seq 1024, half of the memory whole-layer recomputation saves
+    /// for about two fifths of its extra compute (docs/benchmarks-training.md §12).
     /// </summary>
     Selective,
 }
