@@ -4,8 +4,10 @@ using System.Text.Json;
 using OnnxLora.Core;
 using OnnxLora.Core.HuggingFace;
 using OnnxLora.Core.Peft;
+using OnnxLora.Models;
 using OnnxLora.Models.Llama;
 using OnnxLora.Models.Lora;
+using OnnxLora.Training;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
 
@@ -13,7 +15,7 @@ namespace OnnxLora.TrainingBench;
 
 /// <summary>One worker process's measurements.</summary>
 internal sealed record WorkerResult(string Mode, double[] StepMs, long RssBeforeModelKiB, long RssAfterModelKiB, long RssEndKiB, long PeakKiB,
-    long TrainableParameters, long TotalParameters, long OptimizerStateBytes, double[]? StepCpuMs = null);
+    long TrainableParameters, long TotalParameters, long OptimizerStateBytes, double[]? StepCpuMs = null, double[]? StepSystemCpuMs = null);
 
 /// <summary>
 /// LoRA vs full fine-tuning of the same model and batch: each run is a fresh child process (so its
@@ -62,10 +64,13 @@ internal static class CompareBench
         // As the trainer does with --gradient-checkpointing (Trainer.Train), unless the bench is asked for glibc's default
         // (ONNXLORA_DEFAULT_MALLOC=1) or for no huge pages (ONNXLORA_NO_TORCH_HUGEPAGES=1) to compare.
         // "ckptN": checkpoint only the first N layers (TrainerOptions.GradientCheckpointingLayers).
-        int? checkpointLayers = parts.Where(x => x.StartsWith("ckpt", StringComparison.Ordinal) && x.Length > 4)
-            .Select(x => (int?)int.Parse(x.AsSpan(4), CultureInfo.InvariantCulture)).FirstOrDefault();
-        bool checkpointing = parts.Contains("ckpt") || checkpointLayers is not null;
-        if (checkpointing && Environment.GetEnvironmentVariable("ONNXLORA_DEFAULT_MALLOC") != "1")
+        // "sel", "selN": the same with selective granularity (TrainerOptions.GradientCheckpointingGranularity).
+        // "mmap": no checkpointing, but the heap settings checkpointing brings (to tell the two apart).
+        bool selective = parts.Any(x => x.StartsWith("sel", StringComparison.Ordinal));
+        int? checkpointLayers = parts.Where(x => (x.StartsWith("ckpt", StringComparison.Ordinal) && x.Length > 4) || (x.StartsWith("sel", StringComparison.Ordinal) && x.Length > 3))
+            .Select(x => (int?)int.Parse(x.AsSpan(selective ? 3 : 4), CultureInfo.InvariantCulture)).FirstOrDefault();
+        bool checkpointing = parts.Contains("ckpt") || parts.Contains("sel") || checkpointLayers is not null;
+        if ((checkpointing || parts.Contains("mmap")) && Environment.GetEnvironmentVariable("ONNXLORA_DEFAULT_MALLOC") != "1")
         {
             NativeHeap.UseFixedMmapThreshold();
             if (Environment.GetEnvironmentVariable("ONNXLORA_NO_TORCH_HUGEPAGES") != "1")
@@ -78,6 +83,7 @@ internal static class CompareBench
         long rss1 = ProcessMemory.RssKiB();
         model.Model.GradientCheckpointing = checkpointing;
         model.Model.GradientCheckpointingLayers = checkpointLayers;
+        model.Model.GradientCheckpointingGranularity = selective ? GradientCheckpointingGranularity.Selective : GradientCheckpointingGranularity.Full;
         List<Parameter> trainable;
         if (lora)
         {
@@ -97,18 +103,23 @@ internal static class CompareBench
             }
         }
         model.train();
-        using var optimizer = new AdamW(trainable, lr: 1e-4, beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.01);
+        // The trainer's optimizer; "tsadamw": TorchSharp's own AdamW, whose step keeps every parameter's temporaries to its end.
+        using var optimizer = parts.Contains("tsadamw")
+            ? new AdamW(trainable, lr: 1e-4, beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.01)
+            : new ScopedAdamW(trainable, lr: 1e-4, beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 0.01);
         using var generator = new Generator(7);
         long vocab = config.VocabSize;
         using var ids = randint(3, vocab, [batch, seq], ScalarType.Int64, generator: generator);
         using var mask = ones(batch, seq, ScalarType.Int64);
         var times = new double[steps];
         var cpu = new double[steps];
+        var system = new double[steps];
         using var self = Process.GetCurrentProcess();
         for (int s = 0; s < steps; s++)
         {
             self.Refresh();
             var cpu0 = self.TotalProcessorTime;
+            var system0 = self.PrivilegedProcessorTime;
             long t0 = Stopwatch.GetTimestamp();
             using (var scope = NewDisposeScope())
             {
@@ -121,10 +132,11 @@ internal static class CompareBench
             times[s] = Stopwatch.GetElapsedTime(t0).TotalMilliseconds;
             self.Refresh();
             cpu[s] = (self.TotalProcessorTime - cpu0).TotalMilliseconds;
+            system[s] = (self.PrivilegedProcessorTime - system0).TotalMilliseconds;
         }
         long trainableCount = trainable.Sum(p => p.numel());
         var result = new WorkerResult(mode, times, rss0, rss1, ProcessMemory.RssKiB(), ProcessMemory.PeakKiB(),
-            trainableCount, model.parameters().Sum(p => p.numel()), 2 * trainableCount * sizeof(float), cpu);
+            trainableCount, model.parameters().Sum(p => p.numel()), 2 * trainableCount * sizeof(float), cpu, system);
         Console.WriteLine(JsonSerializer.Serialize(result));
         return 0;
     }

@@ -6,7 +6,8 @@ namespace OnnxLora.TrainingBench;
 
 /// <summary>
 /// <c>memory</c>: peak RSS and step time of LoRA and full fine-tuning, each without and with gradient checkpointing,
-/// and LoRA with a bf16 base (modes lora, full, -ckpt, -ckptN for the first N layers only, -bf16), on one LLaMA shape (default hidden 1024, 16 layers, 16 heads, intermediate 2816,
+/// and LoRA with a bf16 base (modes lora, full, -ckpt, -ckptN for the first N layers only, -sel / -selN for selective checkpointing, -mmap for
+/// checkpointing's heap settings without checkpointing, -tsadamw for TorchSharp's AdamW instead of the trainer's ScopedAdamW, -bf16), on one LLaMA shape (default hidden 1024, 16 layers, 16 heads, intermediate 2816,
 /// vocab 32000, seq 1024, batch 1). Every run is a fresh child process (its VmHWM is its own); the modes run in an
 /// order rotated each trial (interleaved). Step time is the last step's (the first pays for first-touch allocation),
 /// wall and process CPU time, since the machine is shared.
@@ -39,7 +40,7 @@ internal static class MemoryBench
                 var r = CompareBench.RunWorker(args);
                 results[mode].Add(r);
                 Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
-                    $"trial {t + 1} {mode,-15} peak {r.PeakKiB / 1024,6} MiB  steps s [{string.Join(", ", r.StepMs.Select(x => (x / 1000).ToString("F1", CultureInfo.InvariantCulture)))}]  CPU s [{string.Join(", ", r.StepCpuMs!.Select(x => (x / 1000).ToString("F1", CultureInfo.InvariantCulture)))}]  load {File.ReadAllText("/proc/loadavg").Split(' ')[0]}"));
+                    $"trial {t + 1} {mode,-15} peak {r.PeakKiB / 1024,6} MiB  steps s [{string.Join(", ", r.StepMs.Select(x => (x / 1000).ToString("F1", CultureInfo.InvariantCulture)))}]  CPU s [{string.Join(", ", r.StepCpuMs!.Select(x => (x / 1000).ToString("F1", CultureInfo.InvariantCulture)))}] of which system [{string.Join(", ", (r.StepSystemCpuMs ?? []).Select(x => (x / 1000).ToString("F1", CultureInfo.InvariantCulture)))}]  load {File.ReadAllText("/proc/loadavg").Split(' ')[0]}"));
             }
             // After every trial, so that a run stopped early still leaves the trials it finished.
             string table = Table(results, modes);
@@ -66,7 +67,7 @@ internal static class MemoryBench
         {
             var r = results[mode];
             string versus = "";
-            string plain = System.Text.RegularExpressions.Regex.Replace(mode, "-ckpt[0-9]*", "");
+            string plain = System.Text.RegularExpressions.Regex.Replace(mode, "-(ckpt|sel)[0-9]*|-mmap|-tsadamw", "");
             if (plain != mode && results.TryGetValue(plain, out var p))
             {
                 // Paired by trial: the two runs of one trial ran within the same rotation of modes.

@@ -65,6 +65,8 @@ public sealed class PipelineCommandTests
         var bf16 = CliHarness.Run([.. common, "--out", dir.File("bf16"), "--base-dtype", "bf16"]);
         var firstLayer = CliHarness.Run([.. common, "--out", dir.File("ckpt1"), "--gradient-checkpointing-layers", "1"]);
         var zeroLayers = CliHarness.Run([.. common, "--out", dir.File("ckpt0"), "--gradient-checkpointing-layers", "0"]);
+        var selective = CliHarness.Run([.. common, "--out", dir.File("sel"), "--gradient-checkpointing-granularity", "selective"]);
+        var unknownGranularity = CliHarness.Run([.. common, "--out", dir.File("bad"), "--gradient-checkpointing-granularity", "attention"]);
 
         Assert.AreEqual(0, plain.ExitCode, plain.Err);
         Assert.AreEqual(0, checkpointed.ExitCode, checkpointed.Err);
@@ -72,6 +74,11 @@ public sealed class PipelineCommandTests
         Assert.AreEqual(0, firstLayer.ExitCode, firstLayer.Err);
         Assert.AreEqual(2, zeroLayers.ExitCode, zeroLayers.Err);
         StringAssert.Contains(zeroLayers.Err, "--gradient-checkpointing-layers");
+        Assert.AreEqual(0, selective.ExitCode, selective.Err);
+        Assert.AreEqual(2, unknownGranularity.ExitCode, unknownGranularity.Err);
+        StringAssert.Contains(unknownGranularity.Err, "--gradient-checkpointing-granularity");
+        CollectionAssert.AreEqual(File.ReadAllBytes(Path.Combine(dir.File("plain"), PeftAdapter.WeightsFileName)),
+            File.ReadAllBytes(Path.Combine(dir.File("sel"), PeftAdapter.WeightsFileName)));
         CollectionAssert.AreEqual(File.ReadAllBytes(Path.Combine(dir.File("plain"), PeftAdapter.WeightsFileName)),
             File.ReadAllBytes(Path.Combine(dir.File("ckpt"), PeftAdapter.WeightsFileName)));
         CollectionAssert.AreEqual(File.ReadAllBytes(Path.Combine(dir.File("plain"), PeftAdapter.WeightsFileName)),

@@ -1,3 +1,4 @@
+using OnnxLora.Models;
 using OnnxLora.Training.TrainerInternals;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
@@ -109,6 +110,8 @@ public sealed class TrainerOptimizerTests
     [DataRow(nameof(TrainerOptions.CheckpointDirectory))]
     [DataRow(nameof(TrainerOptions.GradientCheckpointingLayers))]
     [DataRow(nameof(TrainerOptions.GradientCheckpointingLayers) + " without checkpointing")]
+    [DataRow(nameof(TrainerOptions.GradientCheckpointingGranularity) + " without checkpointing")]
+    [DataRow(nameof(TrainerOptions.GradientCheckpointingGranularity) + " undefined")]
     public void Validate_BadOption_IsBadInputNamingIt(string name)
     {
         var o = name switch
@@ -119,9 +122,73 @@ public sealed class TrainerOptimizerTests
             nameof(TrainerOptions.Device) => new TrainerOptions { Device = "cuda" },
             nameof(TrainerOptions.GradientCheckpointingLayers) => new TrainerOptions { GradientCheckpointing = true, GradientCheckpointingLayers = 0 },
             nameof(TrainerOptions.GradientCheckpointingLayers) + " without checkpointing" => new TrainerOptions { GradientCheckpointingLayers = 4 },
+            nameof(TrainerOptions.GradientCheckpointingGranularity) + " without checkpointing" => new TrainerOptions { GradientCheckpointingGranularity = GradientCheckpointingGranularity.Selective },
+            nameof(TrainerOptions.GradientCheckpointingGranularity) + " undefined" => new TrainerOptions { GradientCheckpointing = true, GradientCheckpointingGranularity = (GradientCheckpointingGranularity)7 },
             _ => new TrainerOptions { CheckpointEverySteps = 5 },
         };
         var e = BadInput.Throws(o.Validate);
         StringAssert.Contains(e.Message, "TrainerOptions." + name.Split(' ')[0]);
+    }
+
+    /// <summary>
+    /// <see cref="ScopedAdamW"/> against TorchSharp's AdamW (bit for bit: the same operations in the same order) and against a
+    /// plain fp64 AdamW written out here (PyTorch's documented update), over four steps with weight decay, two parameters of
+    /// different shapes and one parameter without a gradient (skipped, as PyTorch does).
+    /// </summary>
+    [TestMethod]
+    public void ScopedAdamW_MatchesTorchSharpsAdamWBitForBit_AndAnFp64Reference()
+    {
+        const double Lr = 0.05, Beta1 = 0.9, Beta2 = 0.999, Eps = 1e-8, Decay = 0.1;
+        const int Steps = 4;
+        using var generator = new Generator(3);
+        long[][] shapes = [[3, 5], [7], [2]];
+        var initial = shapes.Select(s => randn(s, generator: generator)).ToArray();
+        var grads = Enumerable.Range(0, Steps).Select(_ => shapes.Take(2).Select(s => randn(s, generator: generator)).ToArray()).ToArray();
+
+        Parameter[] Run(Func<Parameter[], AdamW> create)
+        {
+            var parameters = initial.Select(t => new Parameter(t.clone())).ToArray();
+            using var optimizer = create(parameters);
+            for (int step = 0; step < Steps; step++)
+            {
+                for (int i = 0; i < 2; i++)
+                {
+                    parameters[i].grad = grads[step][i].clone();
+                }
+                optimizer.step();
+            }
+            return parameters;
+        }
+
+        var scoped = Run(p => new ScopedAdamW(p, Lr, Beta1, Beta2, Eps, Decay));
+        var torchSharps = Run(p => new AdamW(p, Lr, Beta1, Beta2, Eps, Decay));
+        for (int i = 0; i < shapes.Length; i++)
+        {
+            CollectionAssert.AreEqual(torchSharps[i].data<float>().ToArray(), scoped[i].data<float>().ToArray(), $"parameter {i}");
+        }
+
+        // fp64 reference: p ← p(1 − lr·λ); m ← β₁m + (1 − β₁)g; v ← β₂v + (1 − β₂)g²; p ← p − lr/(1 − β₁ᵗ) · m / (√v / √(1 − β₂ᵗ) + ε).
+        for (int i = 0; i < 2; i++)
+        {
+            double[] p = [.. initial[i].data<float>().ToArray().Select(x => (double)x)];
+            double[] m = new double[p.Length], v = new double[p.Length];
+            for (int step = 1; step <= Steps; step++)
+            {
+                float[] g = grads[step - 1][i].data<float>().ToArray();
+                for (int k = 0; k < p.Length; k++)
+                {
+                    p[k] *= 1 - (Lr * Decay);
+                    m[k] = (Beta1 * m[k]) + ((1 - Beta1) * g[k]);
+                    v[k] = (Beta2 * v[k]) + ((1 - Beta2) * g[k] * g[k]);
+                    p[k] -= Lr / (1 - Math.Pow(Beta1, step)) * m[k] / ((Math.Sqrt(v[k]) / Math.Sqrt(1 - Math.Pow(Beta2, step))) + Eps);
+                }
+            }
+            float[] actual = scoped[i].data<float>().ToArray();
+            for (int k = 0; k < p.Length; k++)
+            {
+                Assert.AreEqual(p[k], actual[k], 1e-5 * Math.Max(1, Math.Abs(p[k])), $"parameter {i}[{k}]");
+            }
+        }
+        CollectionAssert.AreEqual(initial[2].data<float>().ToArray(), scoped[2].data<float>().ToArray(), "the parameter without a gradient");
     }
 }

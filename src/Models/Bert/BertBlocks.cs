@@ -147,6 +147,19 @@ public sealed partial class BertLayer : nn.Module<Tensor, Tensor?, Tensor>
         var attended = Attention.call(hidden, mask);
         return Output.call(Intermediate.call(attended), attended).MoveToOuterDisposeScope();
     }
+
+    /// <summary>
+    /// As <see cref="forward"/> with <see cref="GradientCheckpointingGranularity.Selective"/> checkpointing: intermediate
+    /// (dense and GELU) is recomputed in backward from the attention output, which is kept anyway (the residual of the output
+    /// block's LayerNorm), instead of keeping the dense output [.., intermediate] for GELU's backward.
+    /// </summary>
+    internal Tensor ForwardRecomputingIntermediate(Tensor hidden, Tensor? mask)
+    {
+        using var scope = NewDisposeScope();
+        var attended = Attention.call(hidden, mask);
+        var intermediate = GradientCheckpoint.Apply((x, _) => Intermediate.call(x), attended);
+        return Output.call(intermediate, attended).MoveToOuterDisposeScope();
+    }
 }
 
 /// <summary><c>encoder</c>: the stack of <see cref="BertLayer"/>s, registered as <c>layer.{i}</c>.</summary>
@@ -170,6 +183,9 @@ public sealed partial class BertEncoder : nn.Module<Tensor, Tensor?, Tensor>
     /// <summary>With <see cref="GradientCheckpointing"/>: checkpoint only the first this many layers (as <c>LlamaModel.GradientCheckpointingLayers</c>); null (default) for all.</summary>
     public int? GradientCheckpointingLayers { get; set; }
 
+    /// <summary>With <see cref="GradientCheckpointing"/>: what a checkpointed layer recomputes (selective: intermediate.dense and its GELU). Default <see cref="GradientCheckpointingGranularity.Full"/>.</summary>
+    public GradientCheckpointingGranularity GradientCheckpointingGranularity { get; set; }
+
     public override Tensor forward(Tensor hidden, Tensor? mask)
     {
         using var scope = NewDisposeScope();
@@ -178,9 +194,9 @@ public sealed partial class BertEncoder : nn.Module<Tensor, Tensor?, Tensor>
         for (int i = 0; i < Layer.Count; i++)
         {
             var layer = Layer[i];
-            hidden = i < checkpointed
-                ? GradientCheckpoint.Apply((x, c) => layer.call(x, c[0]), hidden, mask)
-                : layer.call(hidden, mask);
+            hidden = i >= checkpointed ? layer.call(hidden, mask)
+                : GradientCheckpointingGranularity == GradientCheckpointingGranularity.Selective ? layer.ForwardRecomputingIntermediate(hidden, mask)
+                : GradientCheckpoint.Apply((x, c) => layer.call(x, c[0]), hidden, mask);
         }
         return hidden.MoveToOuterDisposeScope();
     }

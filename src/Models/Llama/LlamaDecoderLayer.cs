@@ -1,4 +1,5 @@
 using OnnxLora.Core.HuggingFace;
+using OnnxLora.Models.Internals;
 using TorchSharp.Utils;
 using static TorchSharp.torch;
 
@@ -39,6 +40,23 @@ public sealed partial class LlamaDecoderLayer : nn.Module<Tensor, Tensor, Tensor
         using var scope = NewDisposeScope();
         var h = hidden + SelfAttn.forward(InputLayernorm.call(hidden), cos, sin, mask, cache, layerIndex);
         var output = h + Mlp.call(PostAttentionLayernorm.call(h));
+        return output.MoveToOuterDisposeScope();
+    }
+
+    /// <summary>
+    /// As <see cref="forward(Tensor, Tensor, Tensor, Tensor?)"/> with <see cref="GradientCheckpointingGranularity.Selective"/>
+    /// checkpointing: gate_proj, up_proj and silu·up are recomputed in backward from the normed input, which is kept instead
+    /// of the two [.., intermediate] projections and the silu output; down_proj runs outside (a frozen down_proj keeps nothing
+    /// for backward). The same operations in the same order as the plain forward. The norm stays outside the recomputation:
+    /// inside it, the gradient reaching h would be summed in another order than in the plain backward (h feeds the norm twice
+    /// and the residual once), a few 1e-6 apart after some steps, for a saving of one [.., hidden] tensor per layer.
+    /// </summary>
+    internal Tensor ForwardRecomputingMlp(Tensor hidden, Tensor cos, Tensor sin, Tensor? mask)
+    {
+        using var scope = NewDisposeScope();
+        var h = hidden + SelfAttn.forward(InputLayernorm.call(hidden), cos, sin, mask, null, 0);
+        var activation = GradientCheckpoint.Apply((x, _) => Mlp.Activation(x), PostAttentionLayernorm.call(h));
+        var output = h + Mlp.DownProj.call(activation);
         return output.MoveToOuterDisposeScope();
     }
 }

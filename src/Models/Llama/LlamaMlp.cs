@@ -31,8 +31,14 @@ public sealed partial class LlamaMlp : nn.Module<Tensor, Tensor>, IChildReplacea
     public override Tensor forward(Tensor input)
     {
         using var scope = NewDisposeScope();
-        var gated = nn.functional.silu(GateProj.call(input)) * UpProj.call(input);
-        return DownProj.call(gated).MoveToOuterDisposeScope();
+        return DownProj.call(Activation(input)).MoveToOuterDisposeScope();
+    }
+
+    /// <summary>silu(gate_proj(x)) ⊙ up_proj(x) [.., intermediate]: the block without its down-projection (what selective checkpointing recomputes).</summary>
+    internal Tensor Activation(Tensor input)
+    {
+        using var scope = NewDisposeScope();
+        return (nn.functional.silu(GateProj.call(input)) * UpProj.call(input)).MoveToOuterDisposeScope();
     }
 
     void IChildReplaceable.ReplaceChild(string name, nn.Module<Tensor, Tensor> replacement)

@@ -55,6 +55,9 @@ public sealed partial class LlamaModel : nn.Module<Tensor, Tensor?, Tensor?, Ten
     /// </summary>
     public int? GradientCheckpointingLayers { get; set; }
 
+    /// <summary>With <see cref="GradientCheckpointing"/>: what a checkpointed layer recomputes. Default <see cref="GradientCheckpointingGranularity.Full"/>.</summary>
+    public GradientCheckpointingGranularity GradientCheckpointingGranularity { get; set; }
+
     /// <summary>The input embedding matrix [vocab, hidden] (the base weight when embed_tokens is wrapped).</summary>
     public Parameter EmbeddingWeight => EmbedTokens switch
     {
@@ -99,9 +102,9 @@ public sealed partial class LlamaModel : nn.Module<Tensor, Tensor?, Tensor?, Ten
         for (int i = 0; i < Layers.Count; i++)
         {
             var layer = Layers[i];
-            h = i < checkpointed
-                ? GradientCheckpoint.Apply((x, c) => layer.call(x, c[0]!, c[1]!, c[2]), h, cos, sin, mask)
-                : layer.forward(h, cos, sin, mask, cache, i);
+            h = i >= checkpointed ? layer.forward(h, cos, sin, mask, cache, i)
+                : GradientCheckpointingGranularity == GradientCheckpointingGranularity.Selective ? layer.ForwardRecomputingMlp(h, cos, sin, mask)
+                : GradientCheckpoint.Apply((x, c) => layer.call(x, c[0]!, c[1]!, c[2]), h, cos, sin, mask);
         }
         return Norm.call(h).MoveToOuterDisposeScope();
     }

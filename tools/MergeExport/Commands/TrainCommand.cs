@@ -119,6 +119,10 @@ internal sealed class TrainOptionSet
 
     public Option<int?> GradientCheckpointingLayers { get; } = new("--gradient-checkpointing-layers") { Description = "Checkpoint only the first N layers and keep the others' activations (implies --gradient-checkpointing; less recomputation, more memory; default: all layers)." };
 
+    public ChoiceOption<OnnxLora.Models.GradientCheckpointingGranularity> GradientCheckpointingGranularity { get; } = new("--gradient-checkpointing-granularity",
+        "What a checkpointed layer recomputes: full (the whole layer, least memory) or selective (only the feed-forward block up to its activation: about half the memory saving for less recomputation); implies --gradient-checkpointing.",
+        OnnxLora.Models.GradientCheckpointingGranularity.Full, ("full", OnnxLora.Models.GradientCheckpointingGranularity.Full), ("selective", OnnxLora.Models.GradientCheckpointingGranularity.Selective));
+
     public ChoiceOption<DType> BaseDType { get; } = new("--base-dtype", "Storage of the frozen base weights: fp32, or bf16 (QLoRA-style: frozen Linear/Embedding weights in bf16 computing in bf16; LoRA factors, optimizer state and the saved adapter stay fp32; not with --dora).",
         DType.F32, ("fp32", DType.F32), ("bf16", DType.BF16));
 
@@ -151,7 +155,7 @@ internal sealed class TrainOptionSet
 
     public void AddTo(Command command)
     {
-        foreach (Option o in new Option[] { Rank, Alpha, Targets, RsLora, Dora, Dropout, Epochs, Steps, Lr, Batch, Seed, Threads, GradientCheckpointing, GradientCheckpointingLayers, BaseDType, Device })
+        foreach (Option o in new Option[] { Rank, Alpha, Targets, RsLora, Dora, Dropout, Epochs, Steps, Lr, Batch, Seed, Threads, GradientCheckpointing, GradientCheckpointingLayers, GradientCheckpointingGranularity, BaseDType, Device })
         {
             command.Options.Add(o);
         }
@@ -174,8 +178,9 @@ internal sealed class TrainOptionSet
         BatchSize = parse.GetValue(Batch),
         Seed = parse.GetValue(Seed),
         Threads = parse.GetValue(Threads),
-        GradientCheckpointing = parse.GetValue(GradientCheckpointing) || parse.GetValue(GradientCheckpointingLayers) is not null,
+        GradientCheckpointing = parse.GetValue(GradientCheckpointing) || parse.GetValue(GradientCheckpointingLayers) is not null || parse.GetResult(GradientCheckpointingGranularity) is not null,
         GradientCheckpointingLayers = parse.GetValue(GradientCheckpointingLayers),
+        GradientCheckpointingGranularity = GradientCheckpointingGranularity.Read(parse),
         BaseDType = BaseDType.Read(parse),
         Device = Device.Read(parse),
     };

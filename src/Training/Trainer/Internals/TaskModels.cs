@@ -65,6 +65,7 @@ internal static class TaskModels
             {
                 model.Model.GradientCheckpointing = options.GradientCheckpointing;
                 model.Model.GradientCheckpointingLayers = options.GradientCheckpointingLayers;
+                model.Model.GradientCheckpointingGranularity = options.GradientCheckpointingGranularity;
                 var report = LoraInjection.Apply(model, config, options.Seed);
                 NarrowBase(model, options);
                 return new CausalLmTaskModel(model, Saved(report));
@@ -88,6 +89,7 @@ internal static class TaskModels
             }
             classifier.Bert.Encoder.GradientCheckpointing = options.GradientCheckpointing;
             classifier.Bert.Encoder.GradientCheckpointingLayers = options.GradientCheckpointingLayers;
+            classifier.Bert.Encoder.GradientCheckpointingGranularity = options.GradientCheckpointingGranularity;
             var report = LoraInjection.Apply(classifier, config, options.Seed);
             NarrowBase(classifier, options);
             return new ClassificationTaskModel(classifier, Saved(report));

@@ -13,8 +13,7 @@ internal static class TrainerOptimizer
     public const double Epsilon = 1e-8;
 
     public static AdamW Create(IEnumerable<Parameter> parameters, TrainerOptions options) =>
-        new(parameters, lr: options.LearningRate, beta1: Beta1, beta2: Beta2, eps: Epsilon,
-            weight_decay: options.WeightDecay, amsgrad: false, maximize: false);
+        new ScopedAdamW(parameters, lr: options.LearningRate, beta1: Beta1, beta2: Beta2, eps: Epsilon, weightDecay: options.WeightDecay);
 
     /// <summary>Sets the learning rate of every parameter group.</summary>
     public static void SetLearningRate(AdamW optimizer, double lr)
