@@ -84,7 +84,6 @@ internal sealed class ExternalDataStream : Stream
             write(_handle, data.Span);
             _file.NoteWritten(data.Length);
         });
-        _length = Math.Max(_length, _position);
     }
 
     /// <summary>
