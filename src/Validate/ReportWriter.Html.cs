@@ -41,7 +41,7 @@ public static partial class ReportWriter
         h.AppendLine($"<h1>OnnxLora validation<span class=\"badge {(report.Passed ? "pass" : "fail")}\">{Fmt.Status(report.Status)}</span></h1>");
         h.AppendLine($"<p class=\"meta\">{E(report.CreatedUtc.UtcDateTime.ToString("yyyy-MM-dd HH:mm:ss", System.Globalization.CultureInfo.InvariantCulture))} UTC · schema <code>{ValidationReport.SchemaId}</code> · OnnxLora.Validate {E(report.ToolVersion)} · ONNX Runtime {E(report.OnnxRuntimeVersion)}</p>");
         h.AppendLine($"<p><b>Provider:</b> <code>{E(p.Used)}</code> (requested {E(p.Requested.ToString().ToLowerInvariant())}, device {p.DeviceId}{(p.AllowCpuFallback ? ", CPU fallback allowed" : "")}). "
-            + $"<b>Session options (all models):</b> intra-op threads {Threads(p.Session.IntraOpThreads)}, inter-op threads {Threads(p.Session.InterOpThreads)}, graph optimisation {E(p.Session.GraphOptimization.ToString().ToLowerInvariant())}, {E(p.Session.ExecutionMode)} execution.</p>");
+            + $"<b>Session options (all models):</b> {E(SessionText(p.Session))}.</p>");
         h.AppendLine($"<p><b>Machine:</b> {E(MachineText(report.Machine))}.</p>");
         if (p.FallbackReason is not null)
         {

@@ -22,7 +22,7 @@ public static partial class ReportWriter
             sb.AppendLine($"**Fallback reason:** {Cell(p.FallbackReason)}");
         }
         sb.AppendLine();
-        sb.AppendLine($"**Session options (all models):** intra-op threads {Threads(p.Session.IntraOpThreads)}, inter-op threads {Threads(p.Session.InterOpThreads)}, graph optimisation {p.Session.GraphOptimization.ToString().ToLowerInvariant()}, {p.Session.ExecutionMode} execution");
+        sb.AppendLine($"**Session options (all models):** {SessionText(p.Session)}");
         sb.AppendLine();
         sb.AppendLine($"**Machine:** {Cell(MachineText(report.Machine))}");
         sb.AppendLine();

@@ -47,6 +47,11 @@ public static partial class ReportWriter
     private static string SampleGrouping(LatencyReport l) => l.RunsPerSample <= 1 ? ""
         : $" Each sample is the mean of {l.RunsPerSample} runs timed together (the fastest model's sample lasts at least {Internals.Fmt.Num(Internals.LatencyBench.MinSampleMs)} ms, so one preemption by the scheduler cannot decide it); statistics are per run.";
 
+    /// <summary>The session options every model shared, as one sentence without its period (plain text, nothing to escape).</summary>
+    private static string SessionText(SessionSettings s) =>
+        $"intra-op threads {Threads(s.IntraOpThreads)}, inter-op threads {Threads(s.InterOpThreads)}, graph optimisation {s.GraphOptimization.ToString().ToLowerInvariant()}, "
+        + $"{s.ExecutionMode} execution{(s.CpuMemArena ? "" : ", CPU memory arena off")}";
+
     private static void Write(string path, string text, bool overwrite)
     {
         using var file = AtomicFile.Create(path, overwrite);

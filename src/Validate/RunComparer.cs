@@ -214,6 +214,7 @@ public static class RunComparer
             ["provider.session.interOpThreads"] = (DifferenceKind.Settings, S(p.Session.InterOpThreads)),
             ["provider.session.graphOptimization"] = (DifferenceKind.Settings, S(p.Session.GraphOptimization)),
             ["provider.session.executionMode"] = (DifferenceKind.Settings, p.Session.ExecutionMode),
+            ["provider.session.cpuMemArena"] = (DifferenceKind.Settings, S(p.Session.CpuMemArena)),
             ["inputs.generated"] = (DifferenceKind.Settings, S(r.Inputs.Generated)),
             ["options.seed"] = (DifferenceKind.Settings, S(r.Options.Seed)),
             ["options.padding"] = (DifferenceKind.Settings, S(r.Options.Padding)),

@@ -155,6 +155,17 @@ public sealed record ValidationOptions
     /// <summary>Graph optimisation level of every session. Default <see cref="GraphOptimization.All"/>.</summary>
     public GraphOptimization GraphOptimization { get; init; } = GraphOptimization.All;
 
+    /// <summary>
+    /// ONNX Runtime's <c>enable_cpu_mem_arena</c> for every session. Default true. Off, memory of the CPU provider is
+    /// returned to the system when a tensor is released instead of being kept in the arena for reuse. With
+    /// <see cref="GraphOptimization.None"/> this is how an fp16 model larger than half the machine's memory is validated
+    /// on CPU: the CPU provider has no fp16 MatMul on x64, so ONNX Runtime puts a Cast to fp32 in front of every weight,
+    /// and constant folding (every optimisation level above none) turns those into fp32 copies of all weights held for
+    /// the session's lifetime; without folding the casts run at inference and the fp16 weights stay in the mapped
+    /// external data files. Measured numbers: docs/benchmarks-merge.md.
+    /// </summary>
+    public bool CpuMemArena { get; init; } = true;
+
     /// <summary>Name of the output whose top-1 agreement is measured. Default "logits".</summary>
     public string LogitsOutput { get; init; } = "logits";
 

@@ -136,7 +136,12 @@ public sealed record MachineReport(string Os, string Architecture, string CpuMod
 public sealed record GpuReport(int DeviceId, string? Name, string? Driver);
 
 /// <summary>The ONNX Runtime session options every model was loaded with.</summary>
-public sealed record SessionSettings(int IntraOpThreads, int InterOpThreads, GraphOptimization GraphOptimization, string ExecutionMode);
+/// <param name="IntraOpThreads">Intra-op threads; 0: ONNX Runtime chose.</param>
+/// <param name="InterOpThreads">Inter-op threads; 0: ONNX Runtime chose.</param>
+/// <param name="GraphOptimization">Graph optimisation level.</param>
+/// <param name="ExecutionMode">"sequential" (the only mode used).</param>
+/// <param name="CpuMemArena">ONNX Runtime's <c>enable_cpu_mem_arena</c> (<see cref="ValidationOptions.CpuMemArena"/>); reports from before it was recorded read as true, the only setting then.</param>
+public sealed record SessionSettings(int IntraOpThreads, int InterOpThreads, GraphOptimization GraphOptimization, string ExecutionMode, bool CpuMemArena = true);
 
 /// <summary>The inputs every model was fed.</summary>
 /// <param name="Generated">True when generated from the graphs' declared inputs, false when read from files.</param>

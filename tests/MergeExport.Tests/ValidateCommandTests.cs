@@ -55,6 +55,23 @@ public sealed class ValidateCommandTests
     }
 
     [TestMethod]
+    public void Validate_GraphOptimizationAndArenaOptions_ReachTheSessionsAndTheReport()
+    {
+        using var dir = new TempDir();
+        string m = TinyLm(dir.File("m.onnx"));
+        string report = dir.File("report");
+
+        var (code, _, err) = CliHarness.Run("validate", "--merged", m, "--unmerged", m, "--device", "cpu", "--runs", "0", "--seq", "4",
+            "--graph-optimization", "none", "--no-cpu-mem-arena", "--report", report);
+
+        Assert.AreEqual(0, code, err);
+        var session = OnnxLora.Validate.ValidationReport.Load(Path.Combine(report, "validation.json")).Provider.Session;
+        Assert.AreEqual(OnnxLora.Validate.GraphOptimization.None, session.GraphOptimization);
+        Assert.IsFalse(session.CpuMemArena);
+        StringAssert.Contains(File.ReadAllText(Path.Combine(report, "validation.md")), "graph optimisation none, sequential execution, CPU memory arena off");
+    }
+
+    [TestMethod]
     public void Validate_WrongMergedModel_ExitsOneNamingTheOutput()
     {
         using var dir = new TempDir();
@@ -142,6 +159,7 @@ public sealed class ValidateCommandTests
     [DataRow("--decode-tokens", "-1")]
     [DataRow("--prompt-tokens", "0")]
     [DataRow("--decode-runs", "0")]
+    [DataRow("--graph-optimization", "max")]
     public void Validate_InvalidOptionValue_ExitsTwoNamingTheOption(string option, string value)
     {
         using var dir = new TempDir();

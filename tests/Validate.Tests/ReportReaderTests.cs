@@ -74,6 +74,18 @@ public sealed class ReportReaderTests
     }
 
     [TestMethod]
+    public void Load_ReportWrittenBeforeCpuMemArena_ReadsArenaOn()
+    {
+        using var f = new TestFiles();
+        var known = ReportWriterTests.KnownReport();
+        var off = known with { Provider = known.Provider with { Session = known.Provider.Session with { CpuMemArena = false } } };
+        Assert.IsFalse(ValidationReport.Load(Write(f, ReportWriter.ToJson(off))).Provider.Session.CpuMemArena);
+        string older = Edited(r => Assert.IsTrue(r["provider"]!["session"]!.AsObject().Remove("cpuMemArena"), "the field must be there to be removed"));
+
+        Assert.IsTrue(ValidationReport.Load(Write(f, older)).Provider.Session.CpuMemArena);
+    }
+
+    [TestMethod]
     public void Load_SchemaVersionTwo_ReadsWithoutDecodeAndWithTheDecodeDefaults()
     {
         using var f = new TestFiles();

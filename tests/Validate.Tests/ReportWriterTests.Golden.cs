@@ -224,6 +224,7 @@ public sealed partial class ReportWriterTests
         Assert.AreEqual("cuda", p.GetProperty("requested").GetString());
         StringAssert.EndsWith(p.GetProperty("fallbackReason").GetString(), "\"x\"\\y");
         Assert.AreEqual("extended", p.GetProperty("session").GetProperty("graphOptimization").GetString());
+        Assert.IsTrue(p.GetProperty("session").GetProperty("cpuMemArena").GetBoolean());
 
         var tensors = root.GetProperty("inputs").GetProperty("tensors");
         CollectionAssert.AreEqual(new[] { "bool", "int64", "bfloat16" },

@@ -206,6 +206,7 @@ public sealed class RunComparerTests
     [DataRow("provider.used")]
     [DataRow("provider.options")]
     [DataRow("provider.session.intraOpThreads")]
+    [DataRow("provider.session.cpuMemArena")]
     [DataRow("inputs.tensors[input_ids]")]
     public void Compare_OtherMachineOrSettings_IsRefusedNamingTheFileAndTheField(string field)
     {
@@ -292,6 +293,7 @@ public sealed class RunComparerTests
         "provider.used" => r with { Provider = r.Provider with { Used = "CUDAExecutionProvider" } },
         "provider.options" => r with { Provider = r.Provider with { Options = [new ProviderOption("device_id", "0")] } },
         "provider.session.intraOpThreads" => r with { Provider = r.Provider with { Session = r.Provider.Session with { IntraOpThreads = 1 } } },
+        "provider.session.cpuMemArena" => r with { Provider = r.Provider with { Session = r.Provider.Session with { CpuMemArena = !r.Provider.Session.CpuMemArena } } },
         "inputs.tensors[input_ids]" => r with
         {
             Inputs = r.Inputs with { Tensors = [.. r.Inputs.Tensors.Select(t => t.Name == "input_ids" ? t with { Shape = [2, 128] } : t)] },

@@ -298,13 +298,13 @@ public sealed class ValidatorTests
     public void Run_SessionSettings_AreRecordedForAllModels()
     {
         using var f = new TestFiles();
-        var options = TestFiles.Cpu with { IntraOpThreads = 1, InterOpThreads = 2, GraphOptimization = GraphOptimization.Basic };
+        var options = TestFiles.Cpu with { IntraOpThreads = 1, InterOpThreads = 2, GraphOptimization = GraphOptimization.Basic, CpuMemArena = false };
 
         var report = Validator.Run(new ValidationRequest(f.Merged(), f.Unmerged()), options);
 
         Assert.AreEqual("CPUExecutionProvider", report.Provider.Used);
         Assert.IsNull(report.Provider.FallbackReason);
-        Assert.AreEqual(new SessionSettings(1, 2, GraphOptimization.Basic, "sequential"), report.Provider.Session);
+        Assert.AreEqual(new SessionSettings(1, 2, GraphOptimization.Basic, "sequential", CpuMemArena: false), report.Provider.Session);
         Assert.IsTrue(report.Models.All(m => m.SessionCreateMs > 0));
     }
 

@@ -36,7 +36,7 @@ internal sealed partial class SessionFactory : IDisposable
     public IReadOnlyList<ProviderOption> ProviderOptions =>
         UsesCuda ? [new ProviderOption("device_id", _options.DeviceId.ToString(System.Globalization.CultureInfo.InvariantCulture))] : [];
 
-    public SessionSettings Settings => new(_options.IntraOpThreads, _options.InterOpThreads, _options.GraphOptimization, "sequential");
+    public SessionSettings Settings => new(_options.IntraOpThreads, _options.InterOpThreads, _options.GraphOptimization, "sequential", _options.CpuMemArena);
 
     /// <summary>Loads a model; the first call decides the provider for all.</summary>
     /// <exception cref="OnnxLoraException">ONNX Runtime cannot load the model (bad input).</exception>
@@ -180,6 +180,7 @@ internal sealed partial class SessionFactory : IDisposable
             IntraOpNumThreads = _options.IntraOpThreads,
             InterOpNumThreads = _options.InterOpThreads,
             ExecutionMode = ExecutionMode.ORT_SEQUENTIAL,
+            EnableCpuMemArena = _options.CpuMemArena,
             GraphOptimizationLevel = _options.GraphOptimization switch
             {
                 GraphOptimization.None => GraphOptimizationLevel.ORT_DISABLE_ALL,

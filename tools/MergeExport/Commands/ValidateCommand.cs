@@ -137,6 +137,13 @@ internal sealed class ValidationOptionSet
 
     public Option<int> Threads { get; } = new Option<int>("--threads") { Description = "Intra-op threads of every session (0: ONNX Runtime decides)." }.AtLeast(0);
 
+    public ChoiceOption<GraphOptimization> GraphOptimization { get; } = new("--graph-optimization",
+        "ONNX Runtime's graph_optimization_level of every session: all, extended, basic or none (ORT_DISABLE_ALL). With none and --no-cpu-mem-arena, fp16 weights are not folded into fp32 copies on CPU (see the README).",
+        Validate.GraphOptimization.All,
+        ("all", Validate.GraphOptimization.All), ("extended", Validate.GraphOptimization.Extended), ("basic", Validate.GraphOptimization.Basic), ("none", Validate.GraphOptimization.None));
+
+    public Option<bool> NoCpuMemArena { get; } = new("--no-cpu-mem-arena") { Description = "Turn ONNX Runtime's CPU memory arena off (enable_cpu_mem_arena = false): released tensors go back to the system instead of staying reserved." };
+
     public Option<int> Seed { get; } = new("--seed") { Description = "Seed of generated inputs.", DefaultValueFactory = _ => 1234 };
 
     public Option<string?> Data { get; } = new("--data") { Description = "Task data (JSON Lines, pre-tokenized: {\"input_ids\": [...], \"label\": k} for classifiers, {\"input_ids\": [...]} for causal LMs): report accuracy or perplexity of merged, unmerged and base." };
@@ -160,7 +167,7 @@ internal sealed class ValidationOptionSet
     {
         foreach (Option o in new Option[]
         {
-            Device, DeviceId, NoFallback, Batch, Seq, Padding, Inputs, Warmup, Runs, Duration, Atol, Rtol, MinTop1, MaxLatencyRatio, Threads, Seed,
+            Device, DeviceId, NoFallback, Batch, Seq, Padding, Inputs, Warmup, Runs, Duration, Atol, Rtol, MinTop1, MaxLatencyRatio, Threads, GraphOptimization, NoCpuMemArena, Seed,
             Data, MaxMetricDelta, DecodeTokens, PromptTokens, DecodeRuns, Baseline, MaxRegression, AllowDifferentMachines,
         })
         {
@@ -185,6 +192,8 @@ internal sealed class ValidationOptionSet
         MinTop1 = parse.GetValue(MinTop1),
         MaxLatencyRatio = parse.GetValue(MaxLatencyRatio),
         IntraOpThreads = parse.GetValue(Threads),
+        GraphOptimization = GraphOptimization.Read(parse),
+        CpuMemArena = !parse.GetValue(NoCpuMemArena),
         Seed = parse.GetValue(Seed),
         BaselineReport = parse.GetValue(Baseline),
         MaxRegression = parse.GetValue(MaxRegression),
