@@ -100,7 +100,7 @@ if (args.Length > 0 && args[0] is "merge" or "onnxmerge" or "copy")
     {
         using var adapter = PeftAdapter.Load(args[2]);
         var result = OnnxModelMerger.Merge(args[1], [new WeightedAdapter(adapter)], args[3]);
-        Console.Error.WriteLine($"merged {result.InitializersMerged} initializers");
+        Console.Error.WriteLine($"merged {result.InitializersMerged} initializers; allocated {GC.GetTotalAllocatedBytes(true) / 1e6:F0} MB, gen2 GCs {GC.CollectionCount(2)}, heap {GC.GetGCMemoryInfo().HeapSizeBytes / 1e6:F0} MB");
     }
     else
     {

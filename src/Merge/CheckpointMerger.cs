@@ -1,4 +1,3 @@
-using System.Buffers;
 using System.Text.Json;
 using Microsoft.Win32.SafeHandles;
 using OnnxLora.Core;
@@ -65,53 +64,64 @@ public static class CheckpointMerger
         long bytes = 0;
         var written = new Dictionary<string, (string Shard, long Bytes)>(StringComparer.Ordinal);
         byte[] copyBuffer = new byte[CopyChunkBytes];
+        // Writes (kernel copies included, in tensor order) run behind on their own thread: the next tensor is read and merged
+        // meanwhile. One pipeline for every shard, so its two whole-tensor buffers are made once.
+        using var behind = new WriteBehind(WritesInFlight, WriteChunkBytes);
         foreach (var shard in checkpoint.Shards)
         {
             string shardName = Path.GetFileName(shard.Path);
             var specs = shard.Tensors.Select(t => new TensorSpec(t.Name, OutputTypeOf(t.DType, options.OutputDType), t.Shape)).ToList();
             using var handle = File.OpenHandle(shard.Path, FileMode.Open, FileAccess.Read, FileShare.Read, FileOptions.SequentialScan);
             using var writer = SafetensorsWriter.Create(Path.Combine(folder.TempPath, shardName), specs, shard.Metadata);
-            // Writes (kernel copies included, in tensor order) run behind on their own thread: the next tensor is read and merged meanwhile.
-            using var behind = new WriteBehind(WritesInFlight, WriteChunkBytes);
-            for (int i = 0; i < shard.Tensors.Count; i++)
+            try
             {
-                var t = shard.Tensors[i];
-                var spec = specs[i];
-                long offset = shard.DataStart + t.DataOffset;
-                if (i + 1 < shard.Tensors.Count)
+                for (int i = 0; i < shard.Tensors.Count; i++)
                 {
-                    // The next tensor's bytes come from the disk while this one is merged (a model larger than the page cache).
-                    FileRange.StartPrefetch(shard.Path, shard.DataStart + shard.Tensors[i + 1].DataOffset, shard.Tensors[i + 1].ByteLength);
-                }
-                if (plan.Touches(t.Name))
-                {
-                    MergeTensor(plan, checkpoint.Directory, handle, offset, t, spec, writer, behind);
-                    if (plan.ReplacementFor(t.Name) is not null)
+                    var t = shard.Tensors[i];
+                    var spec = specs[i];
+                    long offset = shard.DataStart + t.DataOffset;
+                    if (i + 1 < shard.Tensors.Count)
                     {
-                        replaced++;
+                        // The next tensor's bytes come from the disk while this one is merged (a model larger than the page cache).
+                        FileRange.StartPrefetch(shard.Path, shard.DataStart + shard.Tensors[i + 1].DataOffset, shard.Tensors[i + 1].ByteLength);
                     }
-                    if (plan.EntriesFor(t.Name).Count > 0 || plan.BiasEntriesFor(t.Name).Count > 0)
+                    if (plan.Touches(t.Name))
                     {
-                        merged++;
+                        MergeTensor(plan, checkpoint.Directory, handle, offset, t, spec, writer, behind);
+                        if (plan.ReplacementFor(t.Name) is not null)
+                        {
+                            replaced++;
+                        }
+                        if (plan.EntriesFor(t.Name).Count > 0 || plan.BiasEntriesFor(t.Name).Count > 0)
+                        {
+                            merged++;
+                        }
                     }
+                    else if (spec.DType != t.DType)
+                    {
+                        ConvertTensor(checkpoint.Directory, handle, offset, t, spec, writer, behind, options.SafeMode, copyBuffer);
+                        copied++;
+                    }
+                    else
+                    {
+                        // Unchanged bytes: copied file to file by the kernel (copy_file_range), as File.Copy does.
+                        behind.Enqueue(() => writer.CopyFrom(t.Name, handle, offset, t.ByteLength));
+                        copied++;
+                    }
+                    bytes += spec.ByteLength;
+                    written[t.Name] = (shardName, spec.ByteLength);
                 }
-                else if (spec.DType != t.DType)
-                {
-                    ConvertTensor(checkpoint.Directory, handle, offset, t, spec, writer, behind, options.SafeMode, copyBuffer);
-                    copied++;
-                }
-                else
-                {
-                    // Unchanged bytes: copied file to file by the kernel (copy_file_range), as File.Copy does.
-                    behind.Enqueue(() => writer.CopyFrom(t.Name, handle, offset, t.ByteLength));
-                    copied++;
-                }
-                bytes += spec.ByteLength;
-                written[t.Name] = (shardName, spec.ByteLength);
+                behind.Drain();
             }
-            behind.Complete();
+            catch
+            {
+                // Stop the writes before the shard's file and handle are disposed under them.
+                behind.Dispose();
+                throw;
+            }
             writer.Commit();
         }
+        behind.Complete();
         if (checkpoint.IndexPath is not null)
         {
             WriteIndex(checkpoint, Path.Combine(folder.TempPath, SafetensorsCheckpoint.IndexFileName), written);
@@ -136,28 +146,52 @@ public static class CheckpointMerger
         {
             throw MergeThrow.Invalid(where, $"tensor '{t.Name}'", $"{t.ElementCount} elements", $"at most {Array.MaxLength} elements to merge in one piece");
         }
-        // Pooled: merged tensors come in a few sizes, so the pool keeps memory near the largest one
-        // instead of leaving a large-object-heap array behind per tensor.
+        // The whole tensor goes to the writer thread encoded in its own fp32 buffer, so the next tensor is read and merged
+        // while this one is written (two such buffers at most: WriteBehind.RentTensorBuffer).
         int n = (int)t.ElementCount;
-        float[] values = ArrayPool<float>.Shared.Rent(n);
+        float[] values = behind.RentTensorBuffer(n);
+        bool handedOver = false;
         try
         {
             var span = values.AsSpan(0, n);
             TensorBytes.ReadDecoded(handle, offset, t.DType, span);
             plan.ApplyTo(t.Name, span);
-            long overflow = TensorBytes.EncodeBehind(spec.DType, span, behind, (_, data) => writer.Write(t.Name, data.Span));
-            if (plan.Options.SafeMode && overflow >= 0)
+            int size = spec.DType.SizeOf();
+            if (size > sizeof(float))
             {
-                throw MergeThrow.NonFinite(where, t.Name, overflow, values[overflow], $"overflowing {spec.DType} after merging");
+                // Wider than fp32 (an fp64 output): encoded into the pipeline's chunk buffers instead.
+                CheckOverflow(TensorBytes.EncodeBehind(spec.DType, span, behind, (_, data) => writer.Write(t.Name, data.Span)), encodedInPlace: false);
+                if (n == 0)
+                {
+                    behind.Enqueue(() => writer.Write(t.Name, []));
+                }
+                return;
             }
-            if (n == 0)
-            {
-                behind.Enqueue(() => writer.Write(t.Name, []));
-            }
+            CheckOverflow(TensorBytes.EncodeInPlace(spec.DType, span), encodedInPlace: true);
+            behind.EnqueueTensorWrite(values, (long)n * size, (_, bytes) => writer.Write(t.Name, bytes));
+            handedOver = true;
         }
         finally
         {
-            ArrayPool<float>.Shared.Return(values);
+            if (!handedOver)
+            {
+                behind.ReturnTensorBuffer(values);
+            }
+        }
+
+        void CheckOverflow(long overflow, bool encodedInPlace)
+        {
+            if (!plan.Options.SafeMode || overflow < 0)
+            {
+                return;
+            }
+            if (encodedInPlace)
+            {
+                // The fp32 value is gone; merge again to name it (only on the way to the error).
+                TensorBytes.ReadDecoded(handle, offset, t.DType, values.AsSpan(0, n));
+                plan.ApplyTo(t.Name, values.AsSpan(0, n));
+            }
+            throw MergeThrow.NonFinite(where, t.Name, overflow, values[overflow], $"overflowing {spec.DType} after merging");
         }
     }
 

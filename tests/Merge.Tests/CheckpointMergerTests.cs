@@ -156,6 +156,16 @@ public sealed class CheckpointMergerTests
         var e = BadInput.Throws(() => CheckpointMerger.Merge(f.Checkpoint, [new(adapter)], Path.Combine(NewDir(), "o")));
         StringAssert.Contains(e.Message, $"tensor '{Q0}.weight'");
         StringAssert.Contains(e.Message, "overflowing F16");
+        AssertNamesAnOverflowingValue(e.Message);
+    }
+
+    /// <summary>The message's "{value} at element {index}" is the merged fp32 value: finite, beyond fp16's largest (65504).</summary>
+    internal static void AssertNamesAnOverflowingValue(string message)
+    {
+        var m = System.Text.RegularExpressions.Regex.Match(message, @"(\S+) at element \d+");
+        Assert.IsTrue(m.Success, message);
+        float value = float.Parse(m.Groups[1].Value, System.Globalization.CultureInfo.InvariantCulture);
+        Assert.IsTrue(float.IsFinite(value) && Math.Abs(value) > 65504f, message);
     }
 
     [TestMethod]

@@ -172,17 +172,25 @@ public static class OnnxModelMerger
             long offset = bases[range.Location] + range.Offset;
             if (initializers.Contains(tensor) && plan.Touches(tensor.Name))
             {
-                // Pooled, as the checkpoint merge does: merged tensors come in a few sizes, so memory stays near the largest.
+                // The whole tensor goes to the writer thread encoded in its own fp32 buffer, as the checkpoint merge does.
                 int n = (int)data.ElementCount(range);
-                float[] buffer = ArrayPool<float>.Shared.Rent(n);
+                float[] buffer = behind.RentTensorBuffer(n);
+                bool handedOver = false;
                 try
                 {
-                    data.ReadAsSingle(range, buffer.AsSpan(0, n));
-                    WriteEncoded(plan, tensor, Merged(plan, tensor, buffer.AsSpan(0, n)), target, offset, behind);
+                    void ReadMerged()
+                    {
+                        data.ReadAsSingle(range, buffer.AsSpan(0, n));
+                        Merged(plan, tensor, buffer.AsSpan(0, n));
+                    }
+                    handedOver = WriteEncoded(plan, tensor, ReadMerged, buffer.AsSpan(0, n), buffer, target, offset, behind);
                 }
                 finally
                 {
-                    ArrayPool<float>.Shared.Return(buffer);
+                    if (!handedOver)
+                    {
+                        behind.ReturnTensorBuffer(buffer);
+                    }
                 }
                 Count(plan, tensor.Name, ref merged, ref replaced);
             }
@@ -372,19 +380,45 @@ public static class OnnxModelMerger
         return result;
     }
 
-    /// <summary>Encodes merged values to the initializer's dtype and queues their writes at <paramref name="offset"/>, in the pipeline's buffers.</summary>
-    private static void WriteEncoded(OnnxMergePlan plan, TensorProto tensor, ReadOnlySpan<float> values, AtomicFile file, long offset, WriteBehind behind)
+    /// <summary>
+    /// Fills <paramref name="values"/> (the first elements of <paramref name="buffer"/>) with the merged tensor
+    /// (<paramref name="readMerged"/>), encodes them to the initializer's dtype and queues their writes at
+    /// <paramref name="offset"/>: 2- and 4-byte types encoded in place and the whole buffer handed to the pipeline (returns
+    /// true: the buffer is the pipeline's now), wider ones through the pipeline's chunk buffers (returns false).
+    /// </summary>
+    private static bool WriteEncoded(OnnxMergePlan plan, TensorProto tensor, Action readMerged, Span<float> values, float[] buffer, AtomicFile file, long offset,
+        WriteBehind behind)
     {
         OnnxTensors.TryFromOnnx(tensor.DataType, out var dtype);
         int size = dtype.SizeOf();
-        long overflow = TensorBytes.EncodeBehind(dtype, values, behind, (first, data) =>
-        {
-            RandomAccess.Write(file.Stream.SafeFileHandle, data.Span, offset + (first * size));
-            file.NoteWritten(data.Length);
-        });
+        var handle = file.Stream.SafeFileHandle;
+        readMerged();
+        bool inPlace = size <= sizeof(float);
+        long overflow = inPlace
+            ? TensorBytes.EncodeInPlace(dtype, values)
+            : TensorBytes.EncodeBehind(dtype, values, behind, (first, data) =>
+            {
+                RandomAccess.Write(handle, data.Span, offset + (first * size));
+                file.NoteWritten(data.Length);
+            });
         if (plan.Merge.Options.SafeMode && overflow >= 0)
         {
+            if (inPlace)
+            {
+                // The fp32 value is gone; merge again to name it (only on the way to the error).
+                readMerged();
+            }
             throw OnnxMergeThrow.NonFinite(plan.ModelPath, tensor.Name, overflow, values[(int)overflow], $"overflowing {dtype} after merging");
         }
+        if (!inPlace)
+        {
+            return false;
+        }
+        behind.EnqueueTensorWrite(buffer, (long)values.Length * size, (at, bytes) =>
+        {
+            RandomAccess.Write(handle, bytes, offset + at);
+            file.NoteWritten(bytes.Length);
+        });
+        return true;
     }
 }
