@@ -18,8 +18,8 @@ public sealed record CheckpointMergeResult(string OutputDirectory, int TensorsMe
 /// <summary>
 /// Merges adapters into a Hugging Face safetensors checkpoint (one file or shards + index),
 /// streaming tensor by tensor: the output has the same shard files, index, keys, shapes and
-/// metadata (dtypes per <see cref="MergeOptions.OutputDType"/>); peak memory stays near the largest
-/// merged tensor. The output folder is built beside the destination and renamed into place only
+/// metadata (dtypes per <see cref="MergeOptions.OutputDType"/>); peak memory stays near twice the
+/// largest merged tensor in fp32 (one written while the next is merged). The output folder is built beside the destination and renamed into place only
 /// when complete.
 /// </summary>
 /// <remarks>

@@ -49,8 +49,8 @@ public static class OnnxModelMerger
     /// A model that keeps its weights in external data is merged streaming: its graph is read without the data, the
     /// output data file has the input's layout (same offsets; several input data files are laid one after another),
     /// unchanged tensors are copied file to file by the kernel (<see cref="FileRange"/>) and each merged tensor is read,
-    /// merged and written at its place, one at a time, so memory stays near the largest merged tensor whatever the
-    /// model's size, and tensors over 2 GiB merge. A model without external data (under 2 GiB) is merged in memory.
+    /// merged and written at its place (one written while the next is merged), so memory stays near twice the largest
+    /// merged tensor in fp32 whatever the model's size, and tensors over 2 GiB merge. A model without external data (under 2 GiB) is merged in memory.
     /// </remarks>
     /// <exception cref="OnnxLoraException">Bad input: mapping failed, the model is malformed, (safe mode) a merged value is not
     /// finite in the initializer's dtype, the output exists and overwrite is off, or bad options (output equal to the input, an
