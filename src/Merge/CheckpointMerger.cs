@@ -139,60 +139,22 @@ public static class CheckpointMerger
     private static void MergeTensor(MergePlan plan, string where, SafeFileHandle handle, long offset, TensorInfo t, TensorSpec spec, SafetensorsWriter writer,
         WriteBehind behind)
     {
-        // The merge works on the whole tensor in fp32 (ΔW spans it); its bytes are read, decoded, encoded and written in
-        // chunks on all cores (TensorBytes), so no byte array holds a whole tensor and tensors over 2 GiB (fp32 embeddings of
-        // large vocabularies) merge.
+        // The merge works on the whole tensor in fp32 (ΔW spans it); its bytes are read and decoded in chunks on all cores
+        // and written in pieces (TensorBytes), so no byte array holds a whole tensor and tensors over 2 GiB of bytes (fp32
+        // embeddings of large vocabularies) merge.
         if (t.ElementCount > Array.MaxLength)
         {
             throw MergeThrow.Invalid(where, $"tensor '{t.Name}'", $"{t.ElementCount} elements", $"at most {Array.MaxLength} elements to merge in one piece");
         }
-        // The whole tensor goes to the writer thread encoded in its own fp32 buffer, so the next tensor is read and merged
-        // while this one is written (two such buffers at most: WriteBehind.RentTensorBuffer).
-        int n = (int)t.ElementCount;
-        float[] values = behind.RentTensorBuffer(n);
-        bool handedOver = false;
-        try
-        {
-            var span = values.AsSpan(0, n);
-            TensorBytes.ReadDecoded(handle, offset, t.DType, span);
-            plan.ApplyTo(t.Name, span);
-            int size = spec.DType.SizeOf();
-            if (size > sizeof(float))
+        // The whole tensor is merged in fp32 and handed to the writer thread, so the next one is read and merged meanwhile.
+        TensorBytes.EncodeWholeBehind(spec.DType, (int)t.ElementCount, behind,
+            values =>
             {
-                // Wider than fp32 (an fp64 output): encoded into the pipeline's chunk buffers instead.
-                CheckOverflow(TensorBytes.EncodeBehind(spec.DType, span, behind, (_, data) => writer.Write(t.Name, data.Span)), encodedInPlace: false);
-                if (n == 0)
-                {
-                    behind.Enqueue(() => writer.Write(t.Name, []));
-                }
-                return;
-            }
-            CheckOverflow(TensorBytes.EncodeInPlace(spec.DType, span), encodedInPlace: true);
-            behind.EnqueueTensorWrite(values, (long)n * size, (_, bytes) => writer.Write(t.Name, bytes));
-            handedOver = true;
-        }
-        finally
-        {
-            if (!handedOver)
-            {
-                behind.ReturnTensorBuffer(values);
-            }
-        }
-
-        void CheckOverflow(long overflow, bool encodedInPlace)
-        {
-            if (!plan.Options.SafeMode || overflow < 0)
-            {
-                return;
-            }
-            if (encodedInPlace)
-            {
-                // The fp32 value is gone; merge again to name it (only on the way to the error).
-                TensorBytes.ReadDecoded(handle, offset, t.DType, values.AsSpan(0, n));
-                plan.ApplyTo(t.Name, values.AsSpan(0, n));
-            }
-            throw MergeThrow.NonFinite(where, t.Name, overflow, values[overflow], $"overflowing {spec.DType} after merging");
-        }
+                TensorBytes.ReadDecoded(handle, offset, t.DType, values);
+                plan.ApplyTo(t.Name, values);
+            },
+            (_, bytes) => writer.Write(t.Name, bytes),
+            plan.Options.SafeMode ? (index, value) => MergeThrow.NonFinite(where, t.Name, index, value, $"overflowing {spec.DType} after merging") : null);
     }
 
     private static void ConvertTensor(string where, SafeFileHandle handle, long offset, TensorInfo t, TensorSpec spec, SafetensorsWriter writer, WriteBehind behind,

@@ -45,6 +45,64 @@ public static class TensorBytes
         }
     }
 
+    /// <summary>Fills a whole tensor's fp32 values (reads and merges them into <paramref name="values"/>).</summary>
+    public delegate void TensorFiller(Span<float> values);
+
+    /// <summary>
+    /// One whole tensor of <paramref name="count"/> values, filled by <paramref name="fill"/>, encoded as
+    /// <paramref name="dtype"/> and queued on <paramref name="behind"/> as <paramref name="write"/>(byte offset in the tensor,
+    /// bytes), in order. 2- and 4-byte types are encoded in place (<see cref="EncodeInPlace"/>) and the whole buffer goes to
+    /// the writer thread (<see cref="WriteBehind.RentTensorBuffer"/>), so the next tensor is filled while this one is
+    /// written; wider types go through the pipeline's chunk buffers (<see cref="EncodeBehind"/>). With
+    /// <paramref name="refuseOverflow"/>, a value that overflows the encoding throws what it returns for (index, fp32
+    /// value) before anything of the tensor is queued (in place, the tensor is filled again to name the value, which the
+    /// encoding overwrote); without it overflowing values are written as ±Inf.
+    /// </summary>
+    /// <exception cref="Exception">An earlier write failed: its exception, as thrown; or <paramref name="refuseOverflow"/>'s.</exception>
+    public static void EncodeWholeBehind(DType dtype, int count, WriteBehind behind, TensorFiller fill, WriteBehind.PieceWriter write,
+        Func<long, float, Exception>? refuseOverflow)
+    {
+        ArgumentNullException.ThrowIfNull(behind);
+        ArgumentNullException.ThrowIfNull(fill);
+        ArgumentNullException.ThrowIfNull(write);
+        int size = dtype.SizeOf();
+        bool inPlace = size <= sizeof(float);
+        float[] buffer = behind.RentTensorBuffer(count);
+        bool handedOver = false;
+        try
+        {
+            var values = buffer.AsSpan(0, count);
+            fill(values);
+            long overflow = inPlace
+                ? EncodeInPlace(dtype, values)
+                : EncodeBehind(dtype, values, behind, (first, data) => write(first * size, data.Span));
+            if (refuseOverflow is not null && overflow >= 0)
+            {
+                if (inPlace)
+                {
+                    fill(values);
+                }
+                throw refuseOverflow(overflow, values[(int)overflow]);
+            }
+            if (inPlace)
+            {
+                behind.EnqueueTensorWrite(buffer, (long)count * size, write);
+                handedOver = true;
+            }
+            else if (count == 0)
+            {
+                behind.Enqueue(() => write(0, []));
+            }
+        }
+        finally
+        {
+            if (!handedOver)
+            {
+                behind.ReturnTensorBuffer(buffer);
+            }
+        }
+    }
+
     /// <summary>
     /// Encodes <paramref name="values"/> as <paramref name="dtype"/> into <paramref name="behind"/>'s buffers, a few chunks at a
     /// time in parallel, and queues <paramref name="write"/>(first element, bytes) for each chunk in order. Returns the index

@@ -172,26 +172,20 @@ public static class OnnxModelMerger
             long offset = bases[range.Location] + range.Offset;
             if (initializers.Contains(tensor) && plan.Touches(tensor.Name))
             {
-                // The whole tensor goes to the writer thread encoded in its own fp32 buffer, as the checkpoint merge does.
-                int n = (int)data.ElementCount(range);
-                float[] buffer = behind.RentTensorBuffer(n);
-                bool handedOver = false;
-                try
-                {
-                    void ReadMerged()
+                // The whole tensor is merged in fp32 and handed to the writer thread, as the checkpoint merge does.
+                OnnxTensors.TryFromOnnx(tensor.DataType, out var dtype);
+                TensorBytes.EncodeWholeBehind(dtype, (int)data.ElementCount(range), behind,
+                    values =>
                     {
-                        data.ReadAsSingle(range, buffer.AsSpan(0, n));
-                        Merged(plan, tensor, buffer.AsSpan(0, n));
-                    }
-                    handedOver = WriteEncoded(plan, tensor, ReadMerged, buffer.AsSpan(0, n), buffer, target, offset, behind);
-                }
-                finally
-                {
-                    if (!handedOver)
+                        data.ReadAsSingle(range, values);
+                        Merged(plan, tensor, values);
+                    },
+                    (at, bytes) =>
                     {
-                        behind.ReturnTensorBuffer(buffer);
-                    }
-                }
+                        RandomAccess.Write(handle, bytes, offset + at);
+                        target.NoteWritten(bytes.Length);
+                    },
+                    plan.Merge.Options.SafeMode ? (index, value) => OnnxMergeThrow.NonFinite(plan.ModelPath, tensor.Name, index, value, $"overflowing {dtype} after merging") : null);
                 Count(plan, tensor.Name, ref merged, ref replaced);
             }
             else
@@ -378,47 +372,5 @@ public static class OnnxModelMerger
         result.DocString = tensor.DocString;
         result.MetadataProps.Add(tensor.MetadataProps);
         return result;
-    }
-
-    /// <summary>
-    /// Fills <paramref name="values"/> (the first elements of <paramref name="buffer"/>) with the merged tensor
-    /// (<paramref name="readMerged"/>), encodes them to the initializer's dtype and queues their writes at
-    /// <paramref name="offset"/>: 2- and 4-byte types encoded in place and the whole buffer handed to the pipeline (returns
-    /// true: the buffer is the pipeline's now), wider ones through the pipeline's chunk buffers (returns false).
-    /// </summary>
-    private static bool WriteEncoded(OnnxMergePlan plan, TensorProto tensor, Action readMerged, Span<float> values, float[] buffer, AtomicFile file, long offset,
-        WriteBehind behind)
-    {
-        OnnxTensors.TryFromOnnx(tensor.DataType, out var dtype);
-        int size = dtype.SizeOf();
-        var handle = file.Stream.SafeFileHandle;
-        readMerged();
-        bool inPlace = size <= sizeof(float);
-        long overflow = inPlace
-            ? TensorBytes.EncodeInPlace(dtype, values)
-            : TensorBytes.EncodeBehind(dtype, values, behind, (first, data) =>
-            {
-                RandomAccess.Write(handle, data.Span, offset + (first * size));
-                file.NoteWritten(data.Length);
-            });
-        if (plan.Merge.Options.SafeMode && overflow >= 0)
-        {
-            if (inPlace)
-            {
-                // The fp32 value is gone; merge again to name it (only on the way to the error).
-                readMerged();
-            }
-            throw OnnxMergeThrow.NonFinite(plan.ModelPath, tensor.Name, overflow, values[(int)overflow], $"overflowing {dtype} after merging");
-        }
-        if (!inPlace)
-        {
-            return false;
-        }
-        behind.EnqueueTensorWrite(buffer, (long)values.Length * size, (at, bytes) =>
-        {
-            RandomAccess.Write(handle, bytes, offset + at);
-            file.NoteWritten(bytes.Length);
-        });
-        return true;
     }
 }

@@ -74,4 +74,54 @@ public sealed class TensorBytesTests
         CollectionAssert.AreEqual(original, values);
         Assert.ThrowsExactly<ArgumentException>(() => TensorBytes.EncodeInPlace(DType.F64, values));
     }
+
+    [TestMethod]
+    [DataRow(0)]
+    [DataRow(5)]
+    [DataRow((1 << 20) + 3)]
+    public void EncodeWholeBehind_WritesTheEncodedTensorInOrder_InPlaceOrInChunks(int count)
+    {
+        float[] values = Values(count, 11);
+        foreach (var dtype in new[] { DType.F16, DType.F32, DType.F64 })
+        {
+            var expected = new byte[count * dtype.SizeOf()];
+            FloatCodec.Encode(dtype, values, expected);
+            var written = new List<byte>();
+            long next = 0;
+            using (var behind = new WriteBehind(capacity: 2, bufferBytes: 1 << 16))
+            {
+                TensorBytes.EncodeWholeBehind(dtype, count, behind, v => values.CopyTo(v), (offset, bytes) =>
+                {
+                    Assert.AreEqual(next, offset, $"{dtype}: pieces in order");
+                    next += bytes.Length;
+                    written.AddRange(bytes.ToArray());
+                }, refuseOverflow: null);
+                behind.Complete();
+            }
+            CollectionAssert.AreEqual(expected, written.ToArray(), dtype.ToString());
+        }
+    }
+
+    [TestMethod]
+    public void EncodeWholeBehind_RefusedOverflow_NamesTheFp32Value_QueuesNothing_ReturnsTheBuffer()
+    {
+        // Element 3 overflows fp16 (65504 is its largest finite value); in place, its fp32 bytes are overwritten by the encoding.
+        float[] values = [1, 2, 3, 70000.5f, 5, 6, 7, 8];
+        using var behind = new WriteBehind(capacity: 2, bufferBytes: 1 << 16);
+        int writes = 0;
+        // Five refusals in a row: a buffer not given back would make the third wait forever.
+        var refusals = Task.Run(() =>
+        {
+            for (int i = 0; i < 5; i++)
+            {
+                var e = Assert.ThrowsExactly<InvalidDataException>(() => TensorBytes.EncodeWholeBehind(DType.F16, values.Length, behind, v => values.CopyTo(v),
+                    (_, _) => writes++, (index, value) => new InvalidDataException($"{value} at {index}")));
+                Assert.AreEqual("70000.5 at 3", e.Message);
+            }
+        });
+        Assert.IsTrue(refusals.Wait(TimeSpan.FromSeconds(30)), "the buffers are given back after a refusal");
+        refusals.GetAwaiter().GetResult();
+        behind.Complete();
+        Assert.AreEqual(0, writes, "nothing of a refused tensor is written");
+    }
 }
