@@ -1,4 +1,5 @@
 using System.Buffers.Binary;
+using System.Numerics;
 using System.Numerics.Tensors;
 using System.Runtime.InteropServices;
 
@@ -69,9 +70,9 @@ public static class FloatCodec
             case DType.F16:
                 var halves = MemoryMarshal.Cast<byte, Half>(destination[..(n * 2)]);
                 TensorPrimitives.ConvertToHalf(source, halves);
-                // Overflow check only when some value is beyond F16's largest finite magnitude (65504) or a NaN hides the
-                // largest magnitude (MaxMagnitude returns NaN when any value is); MaxMagnitude keeps the sign.
-                if (n > 0 && !(MathF.Abs(TensorPrimitives.MaxMagnitude(source)) < 65504f))
+                // Overflow check only when some output is ±Inf or NaN (exponent all ones): an integer max over the halves
+                // just written, half the bytes of the fp32 values and no NaN handling.
+                if (!AllFiniteHalves(MemoryMarshal.Cast<Half, ushort>(halves)))
                 {
                     for (int i = 0; i < n; i++)
                     {
@@ -107,15 +108,84 @@ public static class FloatCodec
         return overflow;
     }
 
-    /// <summary>Index of the first NaN or ±Inf, or -1.</summary>
+    /// <summary>Index of the first NaN or ±Inf, or -1. Large spans are scanned in chunks on all cores.</summary>
     public static long FirstNonFinite(ReadOnlySpan<float> values)
     {
-        // MaxMagnitude is NaN when any value is NaN and ±Inf when any is infinite (vectorised): scan only then.
-        if (values.IsEmpty || float.IsFinite(TensorPrimitives.MaxMagnitude(values)))
+        const int Chunk = 1 << 20;
+        if (values.Length <= Chunk || Environment.ProcessorCount == 1)
         {
-            return -1;
+            return AllFinite(values) ? -1 : FirstNonFiniteScalar(values, 0);
         }
-        for (int i = 0; i < values.Length; i++)
+        int chunks = (values.Length + Chunk - 1) / Chunk;
+        var flagged = new bool[chunks];
+        unsafe
+        {
+            fixed (float* start = values)
+            {
+                float* p = start;
+                int count = values.Length;
+                Parallel.For(0, chunks, c =>
+                {
+                    int first = c * Chunk;
+                    flagged[c] = !AllFinite(new ReadOnlySpan<float>(p + first, Math.Min(Chunk, count - first)));
+                });
+            }
+        }
+        int bad = Array.IndexOf(flagged, true);
+        return bad < 0 ? -1 : FirstNonFiniteScalar(values, bad * Chunk);
+    }
+
+    /// <summary>
+    /// True when no value is NaN or ±Inf: the largest of the bit patterns without their sign stays below the exponent all
+    /// ones (0x7F800000), an integer max per vector lane (a float max needs NaN handling and is slower).
+    /// </summary>
+    private static bool AllFinite(ReadOnlySpan<float> values)
+    {
+        var bits = MemoryMarshal.Cast<float, uint>(values);
+        var mask = new Vector<uint>(0x7FFF_FFFFu);
+        var max = Vector<uint>.Zero;
+        int i = 0;
+        for (; i <= bits.Length - Vector<uint>.Count; i += Vector<uint>.Count)
+        {
+            max = Vector.Max(max, new Vector<uint>(bits[i..]) & mask);
+        }
+        uint largest = 0;
+        for (int lane = 0; lane < Vector<uint>.Count; lane++)
+        {
+            largest = Math.Max(largest, max[lane]);
+        }
+        for (; i < bits.Length; i++)
+        {
+            largest = Math.Max(largest, bits[i] & 0x7FFF_FFFFu);
+        }
+        return largest < 0x7F80_0000u;
+    }
+
+    /// <summary>True when no fp16 bit pattern has the exponent all ones (±Inf, NaN): their largest without the sign is below 0x7C00.</summary>
+    private static bool AllFiniteHalves(ReadOnlySpan<ushort> bits)
+    {
+        var mask = new Vector<ushort>(0x7FFF);
+        var max = Vector<ushort>.Zero;
+        int i = 0;
+        for (; i <= bits.Length - Vector<ushort>.Count; i += Vector<ushort>.Count)
+        {
+            max = Vector.Max(max, new Vector<ushort>(bits[i..]) & mask);
+        }
+        int largest = 0;
+        for (int lane = 0; lane < Vector<ushort>.Count; lane++)
+        {
+            largest = Math.Max(largest, max[lane]);
+        }
+        for (; i < bits.Length; i++)
+        {
+            largest = Math.Max(largest, bits[i] & 0x7FFF);
+        }
+        return largest < 0x7C00;
+    }
+
+    private static long FirstNonFiniteScalar(ReadOnlySpan<float> values, int from)
+    {
+        for (int i = from; i < values.Length; i++)
         {
             if (!float.IsFinite(values[i]))
             {

@@ -131,6 +131,51 @@ public sealed class FloatCodecTests
     }
 
     [TestMethod]
+    [DataRow(0)]
+    [DataRow(15)]
+    [DataRow(4095)]
+    [DataRow(4096 + 33)]
+    public void Encode_F16Overflow_IsFoundAnywhere_AndTheTopRoundingIsNot(int length)
+    {
+        // The check looks at the halves written (exponent all ones); a value that rounds down to 65504 is no overflow,
+        // the last element (past the last whole vector) is checked like the first.
+        var values = new float[length + 1];
+        Array.Fill(values, 65519.996f);
+        var bytes = new byte[values.Length * 2];
+        Assert.AreEqual(-1L, FloatCodec.Encode(DType.F16, values, bytes), "65519.996 rounds to 65504");
+        values[length] = -65520f;
+        Assert.AreEqual(length, FloatCodec.Encode(DType.F16, values, bytes));
+    }
+
+    [TestMethod]
+    [DataRow(0)]
+    [DataRow(7)]
+    [DataRow((1 << 20) - 1)]
+    [DataRow((1 << 20) + 5)]
+    [DataRow((3 << 20) + 17)]
+    public void FirstNonFinite_FindsTheFirstNaNOrInf_InAnyChunkAndTheTail(int at)
+    {
+        // Spans over 1 Mi values are scanned in chunks on all cores: the answer is still the first index.
+        var values = new float[(3 << 20) + 18];
+        var random = new Random(at);
+        for (int i = 0; i < values.Length; i++)
+        {
+            values[i] = (float)(random.NextDouble() - 0.5) * 1e6f;
+        }
+        values[1] = float.MaxValue;
+        values[2] = -float.Epsilon;
+        Assert.AreEqual(-1L, FloatCodec.FirstNonFinite(values), "largest and smallest finite values");
+        foreach (float bad in new[] { float.NaN, float.PositiveInfinity, float.NegativeInfinity, BitConverter.UInt32BitsToSingle(0xFF800001) })
+        {
+            values[at] = bad;
+            values[^1] = float.NaN;
+            Assert.AreEqual(at, FloatCodec.FirstNonFinite(values), $"{bad} at {at}");
+            values[at] = 1f;
+            values[^1] = 1f;
+        }
+    }
+
+    [TestMethod]
     [DataRow(DType.F16)]
     [DataRow(DType.BF16)]
     public void Decode_EveryBitPattern_IsTheReferenceValue(DType dtype)

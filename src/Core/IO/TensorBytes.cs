@@ -193,8 +193,8 @@ public static class TensorBytes
     /// encoded tensor without a second buffer of its size. Returns the index of the first value that overflowed, or -1 (as
     /// <see cref="FloatCodec.Encode"/>, whose conversion it uses). Chunks run on all cores in waves — chunk 0, then chunks
     /// [m, 2m) for m = 1, 2, 4, …: chunk j's output ends at 2(j + 1)·C bytes, at or below where the input of chunk m begins
-    /// (4m·C), so a wave only overwrites input that earlier waves have encoded. Within a chunk, slices are copied out before
-    /// they are encoded, so the conversion never reads bytes it has written.
+    /// (4m·C), so a wave only overwrites input that earlier waves have encoded. Within a chunk, a slice's output lies below its
+    /// input except for the tensor's first slice, which is copied out before it is encoded, so the conversion never reads bytes it has written.
     /// </summary>
     public static unsafe long EncodeInPlace(DType dtype, Span<float> values)
     {
@@ -223,8 +223,16 @@ public static class TensorBytes
                 for (int done = 0; done < n; done += Slice)
                 {
                     int m = Math.Min(Slice, n - done);
-                    new ReadOnlySpan<float>(from + first + done, m).CopyTo(scratch);
-                    long overflow = FloatCodec.Encode(dtype, scratch[..m], new Span<byte>(to + ((long)(first + done) * size), m * size));
+                    long at = (long)first + done;
+                    // The output [2·at, 2·(at + m)) bytes overlaps the slice's own input [4·at, 4·(at + m)) only when m > at (the
+                    // tensor's first slice): only that one is copied out first.
+                    scoped ReadOnlySpan<float> input = new(from + at, m);
+                    if (m > at)
+                    {
+                        input.CopyTo(scratch);
+                        input = scratch[..m];
+                    }
+                    long overflow = FloatCodec.Encode(dtype, input, new Span<byte>(to + (at * size), m * size));
                     if (overflow >= 0 && overflows[c] < 0)
                     {
                         overflows[c] = first + done + overflow;

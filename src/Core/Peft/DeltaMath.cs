@@ -28,7 +28,8 @@ public static class DeltaMath
         CheckLengths(dst.Length, rows, cols, left.Length, right.Length, k);
         double[] r = ToDouble(right);
         double[] l = ToDouble(left);
-        RunRowBlocks(dst, rows, cols, (firstRow, block) => AddBlockProduct(block, firstRow, block.Length / Math.Max(cols, 1), cols, l, r, k, factor));
+        var packed = new PackedRight(r, k, cols);
+        RunRowBlocks(dst, rows, cols, (firstRow, block) => AddBlockProduct(block, firstRow, block.Length / Math.Max(cols, 1), cols, l, r, packed, k, factor));
     }
 
     /// <summary>
@@ -140,52 +141,105 @@ public static class DeltaMath
     /// <summary>
     /// dst[row, c] = fp32(dst[row, c] + factor · Σ_kk L[firstRow + row, kk]·R[kk, c]) for a block of rows. Each column's sum
     /// runs over kk in order from zero in fp64 (fused multiply-add where the CPU has it, as one vector lane), then one
-    /// multiply and one add, rounded to fp32 once; the last cols mod 4 columns are summed by the scalar loop with the same
-    /// operations. That per-element sequence is fixed whatever the blocking and wherever the element sits (so a transposed
-    /// destination with transposed factors gives the same bits as the plain layout), so results are bit-identical to a
-    /// column-at-a-time loop of the same operations. The blocking is for speed only: R is walked in slices of
-    /// <see cref="ColumnBlock"/> columns (k · 256 doubles: level-1/2 cache sized at LoRA ranks) that every row of the
-    /// block reuses, and two rows share each load of R, 16 columns (four vectors per row) held in registers across the
-    /// whole rank.
+    /// multiply and one add, rounded to fp32 once. That per-element sequence is fixed whatever the blocking, the vector width
+    /// and wherever the element sits (so a transposed destination with transposed factors gives the same bits as the plain
+    /// layout), so results are bit-identical to a column-at-a-time loop of the same operations. The blocking is for speed
+    /// only: the columns that fill whole tiles (<see cref="PackedRight"/>: four vectors wide, 16 columns with 256-bit vectors,
+    /// 32 with 512-bit ones) read R from its packed copy, walked in slices of <see cref="ColumnBlock"/> columns that every row
+    /// of the block reuses, two rows sharing each load, a tile's four vectors per row held in registers across the whole rank;
+    /// the last cols mod tile columns go through <see cref="AddOneRow"/> on the row-major R.
     /// </summary>
     // Fully optimised from the first call: a tier-0 body of this loop (what tiered compilation runs first) calls every vector
     // intrinsic as a function and showed up in profiles of short merges.
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static unsafe void AddBlockProduct(Span<float> block, int firstRow, int count, int cols, double[] left, double[] right, int k, double factor)
+    private static unsafe void AddBlockProduct(Span<float> block, int firstRow, int count, int cols, double[] left, double[] right,
+        PackedRight packed, int k, double factor)
     {
+        int tiled = packed.Tiles * packed.Width;
+        float* scratch = stackalloc float[ColumnBlock];
         fixed (float* dstBase = block)
-        fixed (double* l = left, r = right)
+        fixed (double* l = left, r = right, p = packed.Values)
         {
-            for (int c0 = 0; c0 < cols; c0 += ColumnBlock)
+            for (int c0 = 0; c0 < tiled; c0 += ColumnBlock)
             {
-                int end = Math.Min(cols, c0 + ColumnBlock);
+                int firstTile = c0 / packed.Width, endTile = Math.Min(tiled, c0 + ColumnBlock) / packed.Width;
                 int row = 0;
-                if (Vector256.IsHardwareAccelerated)
+                for (; row + 1 < count; row += 2)
                 {
-                    for (; row + 1 < count; row += 2)
+                    float* dst0 = dstBase + ((long)row * cols), dst1 = dst0 + cols;
+                    double* l0 = l + ((long)(firstRow + row) * k), l1 = l0 + k;
+                    if (packed.Width == 32)
                     {
-                        AddTwoRows(dstBase + ((long)row * cols), dstBase + ((long)(row + 1) * cols), l + ((long)(firstRow + row) * k),
-                            l + ((long)(firstRow + row + 1) * k), r, k, cols, c0, end, factor);
+                        AddTiles512(dst0, dst1, l0, l1, p, k, firstTile, endTile, factor);
+                    }
+                    else
+                    {
+                        AddTiles256(dst0, dst1, l0, l1, p, k, firstTile, endTile, factor);
                     }
                 }
-                for (; row < count; row++)
+                if (row < count)
                 {
-                    AddOneRow(dstBase + ((long)row * cols), l + ((long)(firstRow + row) * k), r, k, cols, c0, end, factor);
+                    // An odd last row: the two-row kernel with the row as both, its second result discarded into scratch.
+                    float* dst = dstBase + ((long)row * cols);
+                    double* l0 = l + ((long)(firstRow + row) * k);
+                    if (packed.Width == 32)
+                    {
+                        AddTiles512(dst, scratch - c0, l0, l0, p, k, firstTile, endTile, factor);
+                    }
+                    else
+                    {
+                        AddTiles256(dst, scratch - c0, l0, l0, p, k, firstTile, endTile, factor);
+                    }
+                }
+            }
+            if (tiled < cols)
+            {
+                for (int row = 0; row < count; row++)
+                {
+                    AddOneRow(dstBase + ((long)row * cols), l + ((long)(firstRow + row) * k), r, k, cols, tiled, cols, factor);
                 }
             }
         }
     }
 
-    /// <summary>Columns [c0, end) of two rows sharing each load of R, 16 columns at a time (see <see cref="AddBlockProduct"/>).</summary>
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static unsafe void AddTwoRows(float* dst0, float* dst1, double* l0, double* l1, double* r, int k, int cols, int c0, int end, double factor)
+    /// <summary>
+    /// R [k, cols] repacked tile by tile: tile t holds columns [t·Width, (t + 1)·Width) of every row kk, rows one after the
+    /// other (Values[(t·k + kk)·Width + j] = R[kk, t·Width + j]), so the rank loop reads one contiguous run instead of k
+    /// loads a whole row of R apart (a power-of-two row length puts those k lines in one cache set, which holds fewer).
+    /// Width is four vectors of doubles (16 or 32 columns), or no tiles without 256-bit vectors.
+    /// </summary>
+    private sealed class PackedRight
     {
-        int c = c0;
-        for (; c <= end - 16; c += 16)
+        public PackedRight(double[] right, int k, int cols)
+        {
+            Width = Vector512.IsHardwareAccelerated && Avx512F.IsSupported ? 32 : Vector256.IsHardwareAccelerated ? 16 : 0;
+            Tiles = Width == 0 ? 0 : cols / Width;
+            Values = new double[(long)Tiles * Width * k];
+            for (int t = 0; t < Tiles; t++)
+            {
+                for (int kk = 0; kk < k; kk++)
+                {
+                    Array.Copy(right, ((long)kk * cols) + ((long)t * Width), Values, ((long)t * k + kk) * Width, Width);
+                }
+            }
+        }
+
+        public int Width { get; }
+
+        public int Tiles { get; }
+
+        public double[] Values { get; }
+    }
+
+    /// <summary>Tiles [firstTile, endTile) of two rows, 16 columns per tile as four 256-bit vectors (see <see cref="AddBlockProduct"/>).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static unsafe void AddTiles256(float* dst0, float* dst1, double* l0, double* l1, double* packed, int k, int firstTile, int endTile, double factor)
+    {
+        for (int t = firstTile; t < endTile; t++)
         {
             Vector256<double> a0 = Vector256<double>.Zero, a1 = a0, a2 = a0, a3 = a0, b0 = a0, b1 = a0, b2 = a0, b3 = a0;
-            double* at = r + c;
-            for (int kk = 0; kk < k; kk++, at += cols)
+            double* at = packed + ((long)t * k * 16);
+            for (int kk = 0; kk < k; kk++, at += 16)
             {
                 var r0 = Vector256.Load(at);
                 var r1 = Vector256.Load(at + 4);
@@ -202,6 +256,7 @@ public static class DeltaMath
                 b2 = MultiplyAdd(y, r2, b2);
                 b3 = MultiplyAdd(y, r3, b3);
             }
+            int c = t * 16;
             AddScaled(dst0 + c, a0, factor);
             AddScaled(dst0 + c + 4, a1, factor);
             AddScaled(dst0 + c + 8, a2, factor);
@@ -211,10 +266,42 @@ public static class DeltaMath
             AddScaled(dst1 + c + 8, b2, factor);
             AddScaled(dst1 + c + 12, b3, factor);
         }
-        if (c < end)
+    }
+
+    /// <summary>Tiles [firstTile, endTile) of two rows, 32 columns per tile as four 512-bit vectors (see <see cref="AddBlockProduct"/>).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static unsafe void AddTiles512(float* dst0, float* dst1, double* l0, double* l1, double* packed, int k, int firstTile, int endTile, double factor)
+    {
+        for (int t = firstTile; t < endTile; t++)
         {
-            AddOneRow(dst0, l0, r, k, cols, c, end, factor);
-            AddOneRow(dst1, l1, r, k, cols, c, end, factor);
+            Vector512<double> a0 = Vector512<double>.Zero, a1 = a0, a2 = a0, a3 = a0, b0 = a0, b1 = a0, b2 = a0, b3 = a0;
+            double* at = packed + ((long)t * k * 32);
+            for (int kk = 0; kk < k; kk++, at += 32)
+            {
+                var r0 = Vector512.Load(at);
+                var r1 = Vector512.Load(at + 8);
+                var r2 = Vector512.Load(at + 16);
+                var r3 = Vector512.Load(at + 24);
+                var x = Vector512.Create(l0[kk]);
+                var y = Vector512.Create(l1[kk]);
+                a0 = Avx512F.FusedMultiplyAdd(x, r0, a0);
+                a1 = Avx512F.FusedMultiplyAdd(x, r1, a1);
+                a2 = Avx512F.FusedMultiplyAdd(x, r2, a2);
+                a3 = Avx512F.FusedMultiplyAdd(x, r3, a3);
+                b0 = Avx512F.FusedMultiplyAdd(y, r0, b0);
+                b1 = Avx512F.FusedMultiplyAdd(y, r1, b1);
+                b2 = Avx512F.FusedMultiplyAdd(y, r2, b2);
+                b3 = Avx512F.FusedMultiplyAdd(y, r3, b3);
+            }
+            int c = t * 32;
+            AddScaled512(dst0 + c, a0, factor);
+            AddScaled512(dst0 + c + 8, a1, factor);
+            AddScaled512(dst0 + c + 16, a2, factor);
+            AddScaled512(dst0 + c + 24, a3, factor);
+            AddScaled512(dst1 + c, b0, factor);
+            AddScaled512(dst1 + c + 8, b1, factor);
+            AddScaled512(dst1 + c + 16, b2, factor);
+            AddScaled512(dst1 + c + 24, b3, factor);
         }
     }
 
@@ -285,6 +372,14 @@ public static class DeltaMath
         dst[1] = (float)(dst[1] + (factor * sums.GetElement(1)));
         dst[2] = (float)(dst[2] + (factor * sums.GetElement(2)));
         dst[3] = (float)(dst[3] + (factor * sums.GetElement(3)));
+    }
+
+    /// <summary><see cref="AddScaled"/> for eight elements: widen, multiply then add (no FMA), round to fp32 nearest-even.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static unsafe void AddScaled512(float* dst, Vector512<double> sums, double factor)
+    {
+        var widened = Avx512F.ConvertToVector512Double(Vector256.Load(dst));
+        Avx512F.ConvertToVector256Single(Avx512F.Add(widened, Avx512F.Multiply(Vector512.Create(factor), sums))).Store(dst);
     }
 
     private static void Accumulate(double[] acc, ReadOnlySpan<float> leftRow, double[] right, int cols)
