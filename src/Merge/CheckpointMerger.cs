@@ -146,14 +146,26 @@ public static class CheckpointMerger
         {
             throw MergeThrow.Invalid(where, $"tensor '{t.Name}'", $"{t.ElementCount} elements", $"at most {Array.MaxLength} elements to merge in one piece");
         }
-        // The whole tensor is merged in fp32 and handed to the writer thread, so the next one is read and merged meanwhile.
+        // The merged tensor is handed whole to the writer thread, so the next one is read and merged meanwhile. A merge formed
+        // row by row (LoRA updates) goes through the cache a block of rows at a time; the others are merged in one fp32 copy.
+        WriteBehind.PieceWriter write = (_, bytes) => writer.Write(t.Name, bytes);
+        if (plan.RowUpdateFor(t.Name) is { } rows && spec.DType.SizeOf() <= sizeof(float) && rows.Cols <= TensorBytes.MaxRowValues
+            && (long)rows.Rows * rows.Cols == t.ElementCount)
+        {
+            TensorBytes.MergeRowsBehind(handle, offset, t.DType, spec.DType, rows, behind, write, plan.Options.SafeMode
+                ? (index, value) => float.IsFinite(value)
+                    ? MergeThrow.NonFinite(where, t.Name, index, value, $"overflowing {spec.DType} after merging")
+                    : plan.NonFiniteAfterMerging(t.Name, index, value)
+                : null);
+            return;
+        }
         TensorBytes.EncodeWholeBehind(spec.DType, (int)t.ElementCount, behind,
             values =>
             {
                 TensorBytes.ReadDecoded(handle, offset, t.DType, values);
                 plan.ApplyTo(t.Name, values);
             },
-            (_, bytes) => writer.Write(t.Name, bytes),
+            write,
             plan.Options.SafeMode ? (index, value) => MergeThrow.NonFinite(where, t.Name, index, value, $"overflowing {spec.DType} after merging") : null);
     }
 

@@ -266,10 +266,25 @@ public sealed class MergePlan
             long bad = FloatCodec.FirstNonFinite(weight);
             if (bad >= 0)
             {
-                throw MergeThrow.NonFinite(Target, tensorName, bad, weight[(int)bad], "after merging");
+                throw NonFiniteAfterMerging(tensorName, bad, weight[(int)bad]);
             }
         }
     }
+
+    /// <summary>
+    /// <see cref="ApplyTo"/> for <paramref name="tensorName"/> as a <see cref="RowUpdate"/> (row blocks of the stored layout, or
+    /// of its transpose when <paramref name="transposed"/>), giving the same bits, so a streamed merge can form the tensor block
+    /// by block; or null when the tensor's merge is not formed row by row (a replacement, a bias, a DoRA, LoHa or LoKr update:
+    /// use <see cref="ApplyTo"/>). Safe mode's check is the caller's: every value finite (<see cref="FloatCodec.FirstNonFinite"/>).
+    /// </summary>
+    public RowUpdate? RowUpdateFor(string tensorName, bool transposed = false) =>
+        _replacements.ContainsKey(tensorName) || _biases.ContainsKey(tensorName) || !_byTensor.TryGetValue(tensorName, out var entries)
+            ? null
+            : TensorCombiner.RowUpdate(this, entries, transposed);
+
+    /// <summary>Safe mode's error for a merged value that is NaN or ±Inf (<paramref name="index"/> in the layout merged).</summary>
+    public Exception NonFiniteAfterMerging(string tensorName, long index, float value) =>
+        MergeThrow.NonFinite(Target, tensorName, index, value, "after merging");
 
     /// <summary>W_merged − W for one tensor (stored layout), without changing <paramref name="baseWeight"/>.</summary>
     public float[] DeltaFor(string tensorName, ReadOnlySpan<float> baseWeight)

@@ -26,10 +26,54 @@ public static class DeltaMath
     public static void AddProduct(Span<float> dst, int rows, int cols, ReadOnlySpan<float> left, ReadOnlySpan<float> right, int k, double factor)
     {
         CheckLengths(dst.Length, rows, cols, left.Length, right.Length, k);
-        double[] r = ToDouble(right);
-        double[] l = ToDouble(left);
-        var packed = new PackedRight(r, k, cols);
-        RunRowBlocks(dst, rows, cols, (firstRow, block) => AddBlockProduct(block, firstRow, block.Length / Math.Max(cols, 1), cols, l, r, packed, k, factor));
+        new Product(left, right, rows, cols, k, factor).Add(dst);
+    }
+
+    /// <summary>
+    /// factor · L[rows, k] · R[k, cols] prepared once (factors in fp64, R tile-packed) and added to the destination a block of
+    /// rows at a time (<see cref="AddRows"/>), by <see cref="AddProduct"/> on all cores or by a caller that streams a tensor
+    /// through the cache row block by row block. Any blocking gives the same bits (see <see cref="AddBlockProduct"/>).
+    /// </summary>
+    public sealed class Product
+    {
+        private readonly double[] _left, _right;
+        private readonly PackedRight _packed;
+        private readonly int _k;
+        private readonly double _factor;
+
+        public Product(ReadOnlySpan<float> left, ReadOnlySpan<float> right, int rows, int cols, int k, double factor)
+        {
+            CheckLengths(checked(rows * cols), rows, cols, left.Length, right.Length, k);
+            Rows = rows;
+            Cols = cols;
+            _k = k;
+            _factor = factor;
+            _left = ToDouble(left);
+            _right = ToDouble(right);
+            _packed = new PackedRight(_right, k, cols);
+        }
+
+        public int Rows { get; }
+
+        public int Cols { get; }
+
+        /// <summary>dst [rows, cols] += factor · L · R, row blocks on all cores when it is large enough to pay for it.</summary>
+        public void Add(Span<float> dst)
+        {
+            CheckLengths(dst.Length, Rows, Cols, _left.Length, _right.Length, _k);
+            RunRowBlocks(dst, Rows, Cols, (firstRow, block) => AddRows(block, firstRow));
+        }
+
+        /// <summary>dst (whole rows firstRow, firstRow + 1, …, row-major) += factor · L[those rows] · R, on this thread.</summary>
+        public void AddRows(Span<float> dst, int firstRow)
+        {
+            int count = Cols == 0 ? 0 : dst.Length / Cols;
+            if (dst.Length != (long)count * Cols || firstRow < 0 || firstRow + count > Rows)
+            {
+                throw new ArgumentException($"product: {dst.Length} values from row {firstRow} are not whole rows of [{Rows}, {Cols}]", nameof(dst));
+            }
+            AddBlockProduct(dst, firstRow, count, Cols, _left, _right, _packed, _k, _factor);
+        }
     }
 
     /// <summary>

@@ -209,19 +209,8 @@ public sealed class ModuleUpdate
         {
             case AdapterModuleKind.Lora:
             case AdapterModuleKind.LoraEmbedding:
-                {
-                    var a = Values(AdapterTensorRole.LoraA);
-                    var b = Values(AdapterTensorRole.LoraB);
-                    if (transposed)
-                    {
-                        DeltaMath.AddProduct(dst, rows, cols, DeltaMath.Transpose(a, r, inF), DeltaMath.Transpose(b, outF, r), r, s);
-                    }
-                    else
-                    {
-                        DeltaMath.AddProduct(dst, rows, cols, b, a, r, s);
-                    }
-                    break;
-                }
+                LoraProduct(transposed, s).Add(dst);
+                break;
             case AdapterModuleKind.LoHa:
                 {
                     var w1a = Values(AdapterTensorRole.HadaW1A);
@@ -257,6 +246,27 @@ public sealed class ModuleUpdate
                 }
         }
     }
+
+    /// <summary>s·B·A in [out, in], or (transposed) s·(B·A)ᵀ = s·Aᵀ·Bᵀ in [in, out], prepared for adding.</summary>
+    private DeltaMath.Product LoraProduct(bool transposed, double s)
+    {
+        int outF = OutFeatures, inF = InFeatures, r = Rank;
+        var a = Values(AdapterTensorRole.LoraA);
+        var b = Values(AdapterTensorRole.LoraB);
+        return transposed
+            ? new DeltaMath.Product(DeltaMath.Transpose(a, r, inF), DeltaMath.Transpose(b, outF, r), inF, outF, r, s)
+            : new DeltaMath.Product(b, a, outF, inF, r, s);
+    }
+
+    /// <summary>
+    /// <see cref="MergeInto"/> as a <see cref="Peft.RowUpdate"/> (row blocks of the stored layout, or of its transpose when
+    /// <paramref name="transposed"/>), the same bits; null for the kinds whose update is not formed row by row here (DoRA,
+    /// LoHa, LoKr: those merge whole tensors).
+    /// </summary>
+    public RowUpdate? RowUpdate(double adapterWeight = 1.0, bool transposed = false) =>
+        IsDora || Kind is not (AdapterModuleKind.Lora or AdapterModuleKind.LoraEmbedding)
+            ? null
+            : new RowUpdate([LoraProduct(WeightIsTransposed ^ transposed, adapterWeight * Scaling)]);
 
     /// <summary>LoKr's w1 (or w2): stored whole, or as the product of its two low-rank factors.</summary>
     private Factor LoKrFactor(AdapterTensorRole full, AdapterTensorRole left, AdapterTensorRole right)

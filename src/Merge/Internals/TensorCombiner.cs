@@ -25,13 +25,24 @@ internal static class TensorCombiner
             }
             return;
         }
+        Combined(plan, entries).MergeInto(weight, 1.0, transposed);
+    }
+
+    /// <summary><see cref="Apply"/> as a <see cref="RowUpdate"/> (same bits), or null when some update is not formed row by row.</summary>
+    public static RowUpdate? RowUpdate(MergePlan plan, IReadOnlyList<MergePlanEntry> entries, bool transposed) =>
+        plan.AppliedCombination == Combination.DeltaSum
+            ? Core.Peft.RowUpdate.Sequence(entries.Select(e => Adapter(plan, e).ReadUpdate(e.Module).RowUpdate(e.Weight, transposed)))
+            : Combined(plan, entries).RowUpdate(1.0, transposed);
+
+    /// <summary>The combined adapter PEFT's <c>add_weighted_adapter</c> builds for this module, as a LoRA update with scaling 1.</summary>
+    private static ModuleUpdate Combined(MergePlan plan, IReadOnlyList<MergePlanEntry> entries)
+    {
         var first = entries[0].Module;
         var parts = entries.Select(e => new ModulePart(e.AdapterIndex, Adapter(plan, e), e.Module, e.Weight)).ToList();
         var (a, b, rank) = FactorCombiner.Combine(first.ModulePath, parts, plan.AppliedCombination, plan.Options, plan.NewRank);
-        var combined = first.Kind == AdapterModuleKind.LoraEmbedding
+        return first.Kind == AdapterModuleKind.LoraEmbedding
             ? ModuleUpdate.LoraEmbedding(first.ModulePath, a, b, rank, 1.0, first.InFeatures, first.OutFeatures)
             : ModuleUpdate.Lora(first.ModulePath, a, b, null, rank, 1.0, first.InFeatures, first.OutFeatures, first.WeightIsTransposed);
-        combined.MergeInto(weight, 1.0, transposed);
     }
 
     private static PeftAdapter Adapter(MergePlan plan, MergePlanEntry e) => plan.Adapters[e.AdapterIndex].Adapter;

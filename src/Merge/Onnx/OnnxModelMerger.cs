@@ -172,20 +172,35 @@ public static class OnnxModelMerger
             long offset = bases[range.Location] + range.Offset;
             if (initializers.Contains(tensor) && plan.Touches(tensor.Name))
             {
-                // The whole tensor is merged in fp32 and handed to the writer thread, as the checkpoint merge does.
+                // The merged tensor is handed whole to the writer thread, as the checkpoint merge does: row by row through the
+                // cache when its merge is formed that way (LoRA updates), else in one fp32 copy.
                 OnnxTensors.TryFromOnnx(tensor.DataType, out var dtype);
-                TensorBytes.EncodeWholeBehind(dtype, (int)data.ElementCount(range), behind,
-                    values =>
-                    {
-                        data.ReadAsSingle(range, values);
-                        Merged(plan, tensor, values);
-                    },
-                    (at, bytes) =>
-                    {
-                        RandomAccess.Write(handle, bytes, offset + at);
-                        target.NoteWritten(bytes.Length);
-                    },
-                    plan.Merge.Options.SafeMode ? (index, value) => OnnxMergeThrow.NonFinite(plan.ModelPath, tensor.Name, index, value, $"overflowing {dtype} after merging") : null);
+                WriteBehind.PieceWriter write = (at, bytes) =>
+                {
+                    RandomAccess.Write(handle, bytes, offset + at);
+                    target.NoteWritten(bytes.Length);
+                };
+                var (key, layout) = plan.TargetOf(tensor.Name);
+                if (plan.Merge.RowUpdateFor(key, transposed: layout == OnnxWeightLayout.Transposed) is { } rows && dtype.SizeOf() <= sizeof(float)
+                    && rows.Cols <= TensorBytes.MaxRowValues && (long)rows.Rows * rows.Cols == data.ElementCount(range))
+                {
+                    TensorBytes.MergeRowsBehind(data.HandleOf(range), range.Offset, dtype, dtype, rows, behind, write, plan.Merge.Options.SafeMode
+                        ? (index, value) => float.IsFinite(value)
+                            ? OnnxMergeThrow.NonFinite(plan.ModelPath, tensor.Name, index, value, $"overflowing {dtype} after merging")
+                            : plan.Merge.NonFiniteAfterMerging(key, index, value)
+                        : null);
+                }
+                else
+                {
+                    TensorBytes.EncodeWholeBehind(dtype, (int)data.ElementCount(range), behind,
+                        values =>
+                        {
+                            data.ReadAsSingle(range, values);
+                            Merged(plan, tensor, values);
+                        },
+                        write,
+                        plan.Merge.Options.SafeMode ? (index, value) => OnnxMergeThrow.NonFinite(plan.ModelPath, tensor.Name, index, value, $"overflowing {dtype} after merging") : null);
+                }
                 Count(plan, tensor.Name, ref merged, ref replaced);
             }
             else

@@ -1,6 +1,7 @@
 using System.Buffers.Binary;
 using System.Runtime.InteropServices;
 using OnnxLora.Core.IO;
+using OnnxLora.Core.Peft;
 
 namespace OnnxLora.Core.Tests.IO;
 
@@ -123,5 +124,96 @@ public sealed class TensorBytesTests
         refusals.GetAwaiter().GetResult();
         behind.Complete();
         Assert.AreEqual(0, writes, "nothing of a refused tensor is written");
+    }
+
+    [TestMethod]
+    [DataRow(DType.F16, DType.F16, 300, 1000)]
+    [DataRow(DType.F32, DType.F16, 7, 3)]
+    [DataRow(DType.F16, DType.F32, 140, 1000)]
+    [DataRow(DType.BF16, DType.BF16, 1, 200_000)]
+    [DataRow(DType.F16, DType.F16, 0, 5)]
+    public void MergeRowsBehind_WritesWhatTheWholeTensorMergeWrites(DType input, DType output, int rows, int cols)
+    {
+        // Blocks of 131072 values: 300 × 1000 is three blocks, the last short; a 200000-value row is a block of its own.
+        const int k = 4, header = 13;
+        var update = new RowUpdate([new DeltaMath.Product(Values(rows * k, 1), Values(k * cols, 2), rows, cols, k, 0.25)]);
+        var stored = new byte[rows * cols * input.SizeOf()];
+        FloatCodec.Encode(input, Values(rows * cols, 3), stored);
+        var expected = new byte[rows * cols * output.SizeOf()];
+        var whole = new float[rows * cols];
+        FloatCodec.Decode(input, stored, whole);
+        update.Apply(whole, 0);
+        FloatCodec.Encode(output, whole, expected);
+        string path = Path.GetTempFileName();
+        try
+        {
+            File.WriteAllBytes(path, [.. new byte[header], .. stored]);
+            using var handle = File.OpenHandle(path);
+            var written = new byte[expected.Length];
+            long pieces = 0;
+            using (var behind = new WriteBehind(capacity: 2, bufferBytes: 1 << 16))
+            {
+                TensorBytes.MergeRowsBehind(handle, header, input, output, update, behind, (offset, bytes) =>
+                {
+                    bytes.CopyTo(written.AsSpan((int)offset));
+                    pieces++;
+                }, refuse: null);
+                behind.Complete();
+            }
+            CollectionAssert.AreEqual(expected, written, $"{input} → {output}");
+            Assert.IsGreaterThan(0L, pieces, "the tensor was written");
+        }
+        finally
+        {
+            File.Delete(path);
+        }
+    }
+
+    [TestMethod]
+    public void MergeRowsBehind_RefusesTheLowestBadIndexOfAnyBlock_QueuesNothing_AndEndsAtTheFileEnd()
+    {
+        // [600, 1000] in five blocks: an fp16 overflow in the last block, a NaN in the third, a larger NaN index in the fourth.
+        const int rows = 600, cols = 1000;
+        var update = new RowUpdate([new DeltaMath.Product(new float[rows], new float[cols], rows, cols, 1, 1.0)]);
+        var values = Values(rows * cols, 4);
+        values[550_000] = 70000f;
+        values[300_007] = float.NaN;
+        values[400_000] = float.NegativeInfinity;
+        var stored = new byte[values.Length * 4];
+        FloatCodec.Encode(DType.F32, values, stored);
+        string path = Path.GetTempFileName();
+        try
+        {
+            File.WriteAllBytes(path, stored);
+            using var handle = File.OpenHandle(path);
+            using var behind = new WriteBehind(capacity: 2, bufferBytes: 1 << 16);
+            int writes = 0;
+            // Five refusals in a row: a buffer not given back would make the third wait forever.
+            var refusals = Task.Run(() =>
+            {
+                for (int i = 0; i < 5; i++)
+                {
+                    var e = Assert.ThrowsExactly<InvalidDataException>(() => TensorBytes.MergeRowsBehind(handle, 0, DType.F32, DType.F16, update, behind,
+                        (_, _) => writes++, (index, value) => new InvalidDataException($"{value} at {index}")));
+                    Assert.AreEqual("NaN at 300007", e.Message);
+                }
+            });
+            Assert.IsTrue(refusals.Wait(TimeSpan.FromSeconds(60)), "the buffers are given back after a refusal");
+            refusals.GetAwaiter().GetResult();
+            values[300_007] = 1f;
+            values[400_000] = 1f;
+            FloatCodec.Encode(DType.F32, values, stored);
+            File.WriteAllBytes(path, stored);
+            var overflow = Assert.ThrowsExactly<InvalidDataException>(() => TensorBytes.MergeRowsBehind(handle, 0, DType.F32, DType.F16, update, behind,
+                (_, _) => writes++, (index, value) => new InvalidDataException($"{value} at {index}")));
+            Assert.AreEqual("70000 at 550000", overflow.Message);
+            Assert.ThrowsExactly<EndOfStreamException>(() => TensorBytes.MergeRowsBehind(handle, 4, DType.F32, DType.F16, update, behind, (_, _) => writes++, refuse: null));
+            behind.Complete();
+            Assert.AreEqual(0, writes, "nothing of a refused or short tensor is written");
+        }
+        finally
+        {
+            File.Delete(path);
+        }
     }
 }
