@@ -34,6 +34,17 @@ public sealed class ExportSettingsTests
     }
 
     [TestMethod]
+    public void ToolArguments_WithSessionOptions_PassesGraphOptimizationAndNoCpuMemArena()
+    {
+        var settings = Sample with { GraphOptimization = "none", CpuMemArena = false };
+
+        string[] args = [.. settings.ToolArguments("/w/out")];
+
+        CollectionAssert.AreEqual(new[] { "--max-latency-ratio", "1.05", "--graph-optimization", "none", "--no-cpu-mem-arena" }, args[^5..]);
+        CollectionAssert.DoesNotContain((Sample with { GraphOptimization = "basic" }).ToolArguments("/w/out").ToArray(), "--no-cpu-mem-arena", "the arena is on unless CpuMemArena is false");
+    }
+
+    [TestMethod]
     [DataRow("5%", "5%")]
     [DataRow(" 2.5 % ", "2.5 %")]
     [DataRow("5", "5")]
@@ -76,6 +87,9 @@ public sealed class ExportSettingsTests
             Sample with { BaselineReport = "/p/baselines/x.json" },
             Sample with { MaxRegression = "5%" },
             Sample with { AllowDifferentMachines = true },
+            Sample with { GraphOptimization = "none" },
+            Sample with { GraphOptimization = "basic" },
+            Sample with { CpuMemArena = false },
         ];
 
         foreach (ExportSettings settings in changed)
@@ -84,6 +98,59 @@ public sealed class ExportSettingsTests
         }
         Assert.AreNotEqual(stamp, Sample.StampText("/tools/merge-export.dll"));
         Assert.AreEqual(stamp, Sample.StampText("merge-export"));
+    }
+
+    [TestMethod]
+    public void StampText_WithoutSessionOptions_IsTheStampWrittenBeforeTheyExisted()
+    {
+        // Items that set neither GraphOptimization nor CpuMemArena=false keep their stamp (and are not re-run).
+        const string before =
+            "tool=merge-export\nmodel=/p/base\nadapter=/p/adapters/x\noutput=/p/out/x.onnx\nreports=/p/out/x.onnx.report\n"
+            + "validate=true\natol=1e-4\nrtol=\nmin-top1=\nmax-latency-ratio=1.05\nbaseline=\nmax-regression=\n"
+            + "allow-different-machines=false\nonnx-adapter=\nadapters-model=\n";
+
+        Assert.AreEqual(before, Sample.StampText("merge-export"));
+        Assert.AreEqual(before, (Sample with { CpuMemArena = true }).StampText("merge-export"));
+    }
+
+    [TestMethod]
+    [DataRow("all", "all")]
+    [DataRow(" none ", "none")]
+    [DataRow("extended", "extended")]
+    [DataRow("basic", "basic")]
+    [DataRow("", null)]
+    public void TryParseGraphOptimization_AcceptsTheToolsWords(string text, string? expected)
+    {
+        Assert.IsTrue(ExportSettings.TryParseGraphOptimization(text, out string? value));
+        Assert.AreEqual(expected, value);
+    }
+
+    [TestMethod]
+    [DataRow("None")]
+    [DataRow("ALL")]
+    [DataRow("off")]
+    [DataRow("0")]
+    [DataRow("ORT_DISABLE_ALL")]
+    public void TryParseGraphOptimization_RejectsOtherWords(string text) => Assert.IsFalse(ExportSettings.TryParseGraphOptimization(text, out _));
+
+    [TestMethod]
+    public void GraphOptimizationLevels_AreTheValidatorsLevels()
+    {
+        // merge-export's --graph-optimization words are the lowercase names of Validate's GraphOptimization.
+        string[] levels = [.. Enum.GetNames<OnnxLora.Validate.GraphOptimization>().Select(name => name.ToLowerInvariant())];
+
+        CollectionAssert.AreEquivalent(levels, ExportSettings.GraphOptimizationLevels.ToArray());
+    }
+
+    [TestMethod]
+    [DataRow("", true, true)]
+    [DataRow("", false, false)]
+    [DataRow(" false ", true, false)]
+    [DataRow("TRUE", false, true)]
+    public void TryParseBoolean_ReadsBooleansAndTheDefaultWhenEmpty(string text, bool whenEmpty, bool expected)
+    {
+        Assert.IsTrue(ExportSettings.TryParseBoolean(text, whenEmpty, out bool value));
+        Assert.AreEqual(expected, value);
     }
 
     [TestMethod]

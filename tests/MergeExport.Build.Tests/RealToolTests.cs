@@ -73,6 +73,22 @@ public sealed partial class RealToolTests
         CollectionAssert.AreEqual(File.ReadAllBytes(Path.Combine(work, "out", "adapters.onnx")), File.ReadAllBytes(Path.Combine(project.Root, "out", "adapters.onnx")));
     }
 
+    [TestMethod]
+    public void Build_WithGraphOptimizationNoneAndCpuMemArenaFalse_ValidatesWithThemAsTheReportRecords()
+    {
+        using var project = ConsumerProject.Create($"Model=\"{ConsumerProject.SampleModel}\" OutputFile=\"out/x.onnx\" GraphOptimization=\"none\" CpuMemArena=\"false\"");
+        project.UseSampleAdapter();
+
+        BuildOutcome build = project.Build(toolPath: ConsumerProject.RealToolDll);
+
+        Assert.IsTrue(build.Succeeded, build.Shown);
+        using var report = System.Text.Json.JsonDocument.Parse(File.ReadAllText(Path.Combine(project.ReportFolder, "validation.json")));
+        // docs/report-schema.md: provider.session is what the sessions ran with.
+        System.Text.Json.JsonElement session = report.RootElement.GetProperty("provider").GetProperty("session");
+        Assert.AreEqual("none", session.GetProperty("graphOptimization").GetString());
+        Assert.IsFalse(session.GetProperty("cpuMemArena").GetBoolean());
+    }
+
     private static string FirstLineWith(BuildOutcome build, string text) =>
         build.Log.Split('\n').Select(line => line.TrimEnd('\r')).FirstOrDefault(line => line.Contains(text, StringComparison.Ordinal))
         ?? throw new AssertFailedException($"no line with '{text}' in the build log:\n{build.Shown}");

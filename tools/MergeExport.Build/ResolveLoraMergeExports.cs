@@ -111,6 +111,19 @@ public sealed class ResolveLoraMergeExports : Microsoft.Build.Utilities.Task
         ok &= Gate(item, adapter, ExportSettings.Metadata.MinTop1, 0, 1, false, "a fraction in [0, 1] (e.g. 0.99)", out string? minTop1);
         ok &= Gate(item, adapter, ExportSettings.Metadata.MaxLatencyRatio, 0, double.MaxValue, true, "a number > 0 (e.g. 1.05)", out string? maxLatencyRatio);
 
+        string graphOptimizationText = item.GetMetadata(ExportSettings.Metadata.GraphOptimization);
+        if (!ExportSettings.TryParseGraphOptimization(graphOptimizationText, out string? graphOptimization))
+        {
+            ok = LogError(BuildDiagnostics.MetadataInvalid, adapter, BuildDiagnostics.MetadataNotValid(adapter, ExportSettings.Metadata.GraphOptimization,
+                graphOptimizationText, $"one of {string.Join(", ", ExportSettings.GraphOptimizationLevels)} (lowercase, as merge-export --graph-optimization takes it)"));
+        }
+        string cpuMemArenaText = item.GetMetadata(ExportSettings.Metadata.CpuMemArena);
+        if (!ExportSettings.TryParseBoolean(cpuMemArenaText, whenEmpty: true, out bool cpuMemArena))
+        {
+            ok = LogError(BuildDiagnostics.MetadataInvalid, adapter,
+                BuildDiagnostics.MetadataNotValid(adapter, ExportSettings.Metadata.CpuMemArena, cpuMemArenaText, "true or false (false turns ONNX Runtime's CPU memory arena off)"));
+        }
+
         string maxRegressionText = item.GetMetadata(ExportSettings.Metadata.MaxRegression);
         if (!ExportSettings.TryParsePercent(maxRegressionText, out string? maxRegression))
         {
@@ -155,7 +168,7 @@ public sealed class ResolveLoraMergeExports : Microsoft.Build.Utilities.Task
         }
         return ok
             ? new ExportSettings(adapter, adapterPath, modelPath, outputPath, reportPath, validate, atol, rtol, minTop1, maxLatencyRatio,
-                baselinePath, maxRegression, allowDifferentMachines, onnxAdapterPath, adaptersModelPath)
+                baselinePath, maxRegression, allowDifferentMachines, onnxAdapterPath, adaptersModelPath, graphOptimization, cpuMemArena)
             : null;
     }
 
@@ -212,6 +225,8 @@ public sealed class ResolveLoraMergeExports : Microsoft.Build.Utilities.Task
         export.SetMetadata(ExportSettings.Metadata.AllowDifferentMachines, settings.AllowDifferentMachines ? "true" : "false");
         export.SetMetadata(ExportSettings.Metadata.OnnxAdapterFile, MSBuildText.Escape(settings.OnnxAdapterPath ?? ""));
         export.SetMetadata(ExportSettings.Metadata.AdaptersModelFile, MSBuildText.Escape(settings.AdaptersModelPath ?? ""));
+        export.SetMetadata(ExportSettings.Metadata.GraphOptimization, settings.GraphOptimization ?? "");
+        export.SetMetadata(ExportSettings.Metadata.CpuMemArena, settings.CpuMemArena ? "true" : "false");
         export.SetMetadata("WorkDirectory", MSBuildText.Escape(workDir));
         export.SetMetadata("StampFile", MSBuildText.Escape(stamp));
         export.SetMetadata("InputFiles", string.Join(";", inputs.Select(MSBuildText.Escape)));

@@ -82,6 +82,12 @@ public sealed partial class RunMergeExport : ToolTask
     /// <summary>Full path the run's adapter-ready graph is copied to, or empty.</summary>
     public string AdaptersModelFile { get; set; } = "";
 
+    /// <summary>ONNX Runtime's graph optimisation level of the validation (all, extended, basic, none), or empty: the tool's default.</summary>
+    public string GraphOptimization { get; set; } = "";
+
+    /// <summary>False turns ONNX Runtime's CPU memory arena off in the validation (<c>--no-cpu-mem-arena</c>); default true.</summary>
+    public bool CpuMemArena { get; set; } = true;
+
     /// <summary>Importance of the tool's stderr lines in the build log: high, normal (default) or low.</summary>
     public string ToolLogImportance { get; set; } = "normal";
 
@@ -166,7 +172,7 @@ public sealed partial class RunMergeExport : ToolTask
 
     protected override string GenerateFullPathToTool() => _executable ?? ToolName;
 
-    /// <summary>[merge-export.dll] run --model M --adapter A --out O --json --force [gates]: every argument quoted as needed.</summary>
+    /// <summary>[merge-export.dll] run --model M --adapter A --out O --json --force [gates] [session options]: every argument quoted as needed.</summary>
     protected override string GenerateCommandLineCommands()
     {
         var line = new ArgumentLine();
@@ -176,7 +182,7 @@ public sealed partial class RunMergeExport : ToolTask
         }
         var settings = new ExportSettings(Adapter, AdapterPath, ModelPath, OutputPath, ReportDirectory, Validate,
             Blank(Atol), Blank(Rtol), Blank(MinTop1), Blank(MaxLatencyRatio), Blank(BaselineReport), Blank(MaxRegression), AllowDifferentMachines,
-            Blank(OnnxAdapterFile), Blank(AdaptersModelFile));
+            Blank(OnnxAdapterFile), Blank(AdaptersModelFile), Blank(GraphOptimization), CpuMemArena);
         foreach (string argument in settings.ToolArguments(OutDirectory))
         {
             line.Add(argument);

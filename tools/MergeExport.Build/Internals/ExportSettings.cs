@@ -9,6 +9,8 @@ namespace OnnxLora.MergeExport.Build.Internals;
 /// <see cref="BaselineReport"/> is the full path of an existing report (null when none is set or the file is
 /// missing); <see cref="MaxRegression"/> is kept as written ("5%"). <see cref="OnnxAdapterPath"/> and
 /// <see cref="AdaptersModelPath"/> are where the run's <c>.onnx_adapter</c> and adapter-ready graph are copied (null: not kept).
+/// <see cref="GraphOptimization"/> (one of <see cref="GraphOptimizationLevels"/>; null: the tool's default, all) and
+/// <see cref="CpuMemArena"/> (false: the CPU memory arena off) are ONNX Runtime session options of the validation.
 /// </summary>
 internal sealed record ExportSettings(
     string Adapter,
@@ -25,8 +27,13 @@ internal sealed record ExportSettings(
     string? MaxRegression = null,
     bool AllowDifferentMachines = false,
     string? OnnxAdapterPath = null,
-    string? AdaptersModelPath = null)
+    string? AdaptersModelPath = null,
+    string? GraphOptimization = null,
+    bool CpuMemArena = true)
 {
+    /// <summary>The words <c>merge-export --graph-optimization</c> takes (lowercase only, as the tool reads them).</summary>
+    public static readonly IReadOnlyList<string> GraphOptimizationLevels = ["all", "extended", "basic", "none"];
+
     /// <summary>The item metadata names, as written in project files.</summary>
     public static class Metadata
     {
@@ -46,6 +53,10 @@ internal sealed record ExportSettings(
         public const string OnnxAdapterFile = "OnnxAdapterFile";
         /// <summary>Where the adapter-ready graph (LoRA factors as inputs) that the .onnx_adapter fits goes; empty: not kept.</summary>
         public const string AdaptersModelFile = "AdaptersModelFile";
+        /// <summary>ONNX Runtime's graph optimisation level of the validation sessions: all, extended, basic or none; empty: the tool's default.</summary>
+        public const string GraphOptimization = "GraphOptimization";
+        /// <summary>ONNX Runtime's CPU memory arena of the validation sessions: true (default) or false.</summary>
+        public const string CpuMemArena = "CpuMemArena";
     }
 
     /// <summary>The arguments of <c>merge-export run</c> for this item, writing into <paramref name="outDirectory"/>.</summary>
@@ -59,15 +70,20 @@ internal sealed record ExportSettings(
         {
             args.Add("--no-validate");
         }
-        AddGate(args, "--atol", Atol);
-        AddGate(args, "--rtol", Rtol);
-        AddGate(args, "--min-top1", MinTop1);
-        AddGate(args, "--max-latency-ratio", MaxLatencyRatio);
+        AddIfSet(args, "--atol", Atol);
+        AddIfSet(args, "--rtol", Rtol);
+        AddIfSet(args, "--min-top1", MinTop1);
+        AddIfSet(args, "--max-latency-ratio", MaxLatencyRatio);
+        AddIfSet(args, "--graph-optimization", GraphOptimization);
+        if (!CpuMemArena)
+        {
+            args.Add("--no-cpu-mem-arena");
+        }
         if (Validate && BaselineReport is not null)
         {
             args.Add("--baseline");
             args.Add(BaselineReport);
-            AddGate(args, "--max-regression", MaxRegression);
+            AddIfSet(args, "--max-regression", MaxRegression);
             if (AllowDifferentMachines)
             {
                 args.Add("--allow-different-machines");
@@ -78,7 +94,8 @@ internal sealed record ExportSettings(
 
     /// <summary>
     /// What the stamp file records: everything besides the input files' contents that changes the
-    /// result. A different text rewrites the stamp, which makes the item out of date.
+    /// result. A different text rewrites the stamp, which makes the item out of date. Settings added later are
+    /// recorded only when set, so that the stamps of items that do not set them stay as they were (no re-run).
     /// </summary>
     public string StampText(string tool)
     {
@@ -98,19 +115,50 @@ internal sealed record ExportSettings(
         text.Append("allow-different-machines=").Append(AllowDifferentMachines ? "true" : "false").Append('\n');
         text.Append("onnx-adapter=").Append(OnnxAdapterPath).Append('\n');
         text.Append("adapters-model=").Append(AdaptersModelPath).Append('\n');
+        if (GraphOptimization is not null)
+        {
+            text.Append("graph-optimization=").Append(GraphOptimization).Append('\n');
+        }
+        if (!CpuMemArena)
+        {
+            text.Append("cpu-mem-arena=false\n");
+        }
         return text.ToString();
     }
 
     /// <summary>Reads Validate: empty means true; otherwise true or false (any case).</summary>
-    public static bool TryParseValidate(string text, out bool value)
+    public static bool TryParseValidate(string text, out bool value) => TryParseBoolean(text, whenEmpty: true, out value);
+
+    /// <summary>Reads a boolean setting: empty means <paramref name="whenEmpty"/>; otherwise true or false (any case).</summary>
+    public static bool TryParseBoolean(string text, bool whenEmpty, out bool value)
     {
         text = text.Trim();
         if (text.Length == 0)
         {
-            value = true;
+            value = whenEmpty;
             return true;
         }
         return bool.TryParse(text, out value);
+    }
+
+    /// <summary>
+    /// Reads GraphOptimization: empty means not set (the tool's default); otherwise one of
+    /// <see cref="GraphOptimizationLevels"/>, lowercase as the tool takes it.
+    /// </summary>
+    public static bool TryParseGraphOptimization(string text, out string? value)
+    {
+        text = text.Trim();
+        value = null;
+        if (text.Length == 0)
+        {
+            return true;
+        }
+        if (!GraphOptimizationLevels.Contains(text, StringComparer.Ordinal))
+        {
+            return false;
+        }
+        value = text;
+        return true;
     }
 
     /// <summary>
@@ -156,7 +204,7 @@ internal sealed record ExportSettings(
         return true;
     }
 
-    private static void AddGate(List<string> args, string option, string? value)
+    private static void AddIfSet(List<string> args, string option, string? value)
     {
         if (value is not null)
         {
