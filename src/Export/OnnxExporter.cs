@@ -101,7 +101,7 @@ public static class OnnxExporter
             var plan = MergePlan.Create(adapters, pretrained.Weights.Specs, pretrained.Directory, mergeOptions, pretrained.Config.ModelType);
             foreach (string name in plan.TargetTensors)
             {
-                pretrained.Weights.Rewrite(name, weight => plan.ApplyTo(name, weight));
+                pretrained.Weights.Rewrite(name, plan.RewriteFor(name));
             }
             warnings = plan.Warnings;
             if (adapters.Count == 1)

@@ -149,8 +149,8 @@ public static class CheckpointMerger
         // The merged tensor is handed whole to the writer thread, so the next one is read and merged meanwhile. A merge formed
         // row by row (LoRA updates) goes through the cache a block of rows at a time; the others are merged in one fp32 copy.
         WriteBehind.PieceWriter write = (_, bytes) => writer.Write(t.Name, bytes);
-        if (plan.RowUpdateFor(t.Name) is { } rows && spec.DType.SizeOf() <= sizeof(float) && rows.Cols <= TensorBytes.MaxRowValues
-            && (long)rows.Rows * rows.Cols == t.ElementCount)
+        var rows = plan.RowUpdateFor(t.Name);
+        if (TensorBytes.FitsRowMerge(rows, t.ElementCount, spec.DType))
         {
             TensorBytes.MergeRowsBehind(handle, offset, t.DType, spec.DType, rows, behind, write, plan.Options.SafeMode
                 ? (index, value) => float.IsFinite(value)

@@ -1,6 +1,7 @@
 using System.Globalization;
 using System.Text;
 using OnnxLora.Core;
+using OnnxLora.Core.Onnx;
 using OnnxLora.Core.Peft;
 using OnnxLora.Core.Safetensors;
 using OnnxLora.Merge.Internals;
@@ -281,6 +282,14 @@ public sealed class MergePlan
         _replacements.ContainsKey(tensorName) || _biases.ContainsKey(tensorName) || !_byTensor.TryGetValue(tensorName, out var entries)
             ? null
             : TensorCombiner.RowUpdate(this, entries, transposed);
+
+    /// <summary>
+    /// The merge of <paramref name="tensorName"/> (stored layout) as a rewrite for the exporter's tensor writer: <see cref="ApplyTo"/>,
+    /// its row form (<see cref="RowUpdateFor"/>) when it has one, and safe mode's refusal of non-finite results.
+    /// </summary>
+    public TensorRewrite RewriteFor(string tensorName) =>
+        new(weight => ApplyTo(tensorName, weight), RowUpdateFor(tensorName),
+            Options.SafeMode ? (index, value) => NonFiniteAfterMerging(tensorName, index, value) : null);
 
     /// <summary>Safe mode's error for a merged value that is NaN or ±Inf (<paramref name="index"/> in the layout merged).</summary>
     public Exception NonFiniteAfterMerging(string tensorName, long index, float value) =>

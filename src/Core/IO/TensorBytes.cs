@@ -1,5 +1,7 @@
 using System.Buffers;
+using System.Diagnostics.CodeAnalysis;
 using System.Runtime.ExceptionServices;
+using System.Runtime.InteropServices;
 using Microsoft.Win32.SafeHandles;
 using OnnxLora.Core.Peft;
 
@@ -109,85 +111,127 @@ public static class TensorBytes
     private const int RowBlockValues = 1 << 17;
 
     /// <summary>The longest row <see cref="MergeRowsBehind"/> takes (a block holds at least one row).</summary>
-    public const int MaxRowValues = 1 << 24;
+    private const int MaxRowValues = 1 << 24;
 
     /// <summary>
-    /// One tensor of <paramref name="update"/>'s shape, stored as <paramref name="input"/> at <paramref name="offset"/> of
-    /// <paramref name="handle"/>, merged and encoded as <paramref name="output"/> (2 or 4 bytes) into a whole-tensor buffer of
-    /// <paramref name="behind"/> and queued there as <paramref name="write"/>(byte offset, bytes), like
-    /// <see cref="EncodeWholeBehind"/>. The difference is where the values live: each core reads a block of whole rows
-    /// (about <see cref="RowBlockValues"/> values), decodes, merges, checks and encodes it while it is in its cache, so no
-    /// fp32 copy of the tensor is made and passed over once per step (that memory traffic was a third of a merge's CPU
-    /// time). Values and bytes are those of reading, <see cref="RowUpdate.Apply"/> on the whole tensor and encoding.
-    /// With <paramref name="refuse"/>, the first value (lowest index) that is not finite after merging or overflows the
-    /// encoding throws what it returns for (index, fp32 value), and nothing is queued; without it such values are written.
+    /// True when <see cref="MergeRows"/> takes a tensor of <paramref name="elementCount"/> values merged by <paramref name="rows"/>
+    /// (the same count) into <paramref name="output"/>: at most 4 bytes a value, rows of at most <see cref="MaxRowValues"/>, the
+    /// encoded tensor within one byte span. Other tensors are merged whole (<see cref="EncodeWholeBehind"/>).
     /// </summary>
-    /// <exception cref="EndOfStreamException">The file ends before the tensor does.</exception>
-    public static unsafe void MergeRowsBehind(SafeFileHandle handle, long offset, DType input, DType output, RowUpdate update, WriteBehind behind,
-        WriteBehind.PieceWriter write, Func<long, float, Exception>? refuse)
+    public static bool FitsRowMerge([NotNullWhen(true)] RowUpdate? rows, long elementCount, DType output) =>
+        rows is not null && (long)rows.Rows * rows.Cols == elementCount && output.SizeOf() <= sizeof(float) && rows.Cols <= MaxRowValues
+        && elementCount * output.SizeOf() <= Array.MaxLength;
+
+    /// <summary>Reads stored bytes of one tensor into <paramref name="destination"/>, from byte <paramref name="offset"/> of the tensor.</summary>
+    public delegate void TensorReader(long offset, Span<byte> destination);
+
+    /// <summary>
+    /// What a checked <see cref="MergeRows"/> found: the lowest index whose merged value is NaN or ±Inf, and the lowest whose
+    /// finite value overflowed the encoding (−1 when none), with their fp32 values.
+    /// </summary>
+    public readonly record struct RowMergeFaults(long NonFinite, float NonFiniteValue, long Overflow, float OverflowValue);
+
+    /// <summary>
+    /// One tensor of <paramref name="update"/>'s shape, stored as <paramref name="input"/> (read by <paramref name="read"/>), merged
+    /// and encoded as <paramref name="output"/> into <paramref name="destination"/> in the same row-major layout. Each core reads a
+    /// block of whole rows (about <see cref="RowBlockValues"/> values), decodes, merges, checks and encodes it while it is in its
+    /// cache, so no fp32 copy of the tensor is made and passed over once per step (that memory traffic was a third of a
+    /// merge's CPU time). Values and bytes are those of reading, <see cref="RowUpdate.Apply"/> on the whole tensor and
+    /// encoding. With <paramref name="check"/>, the faults found (else none are looked for).
+    /// </summary>
+    public static unsafe RowMergeFaults MergeRows(TensorReader read, DType input, DType output, RowUpdate update, Span<byte> destination, bool check)
     {
+        ArgumentNullException.ThrowIfNull(read);
         ArgumentNullException.ThrowIfNull(update);
-        ArgumentNullException.ThrowIfNull(behind);
-        ArgumentNullException.ThrowIfNull(write);
         int inSize = input.SizeOf(), outSize = output.SizeOf(), rows = update.Rows, cols = update.Cols;
-        if (outSize > sizeof(float))
+        if (!FitsRowMerge(update, (long)rows * cols, output))
         {
-            throw new ArgumentException($"{output} values take more bytes than fp32: merge them with EncodeWholeBehind", nameof(output));
+            throw new ArgumentException($"[{rows}, {cols}] {output}: not a tensor merged by rows (see FitsRowMerge): merge it whole", nameof(update));
         }
-        if (cols > MaxRowValues)
+        if (destination.Length != (long)rows * cols * outSize)
         {
-            throw new ArgumentException($"rows of {cols} values are longer than {MaxRowValues}: merge them with EncodeWholeBehind", nameof(update));
+            throw new ArgumentException($"[{rows}, {cols}] {output} values take {(long)rows * cols * outSize} bytes, the destination has {destination.Length}", nameof(destination));
         }
-        long bytes = (long)rows * cols * outSize;
-        float[] buffer = behind.RentTensorBuffer(checked((int)((bytes + sizeof(float) - 1) / sizeof(float))));
         int blockRows = Math.Clamp(RowBlockValues / Math.Max(cols, 1), 1, Math.Max(rows, 1));
         int blocks = (rows + blockRows - 1) / blockRows;
-        long firstBad = long.MaxValue;
-        float badValue = 0;
+        long nonFinite = long.MaxValue, overflow = long.MaxValue;
+        float nonFiniteValue = 0, overflowValue = 0;
         var gate = new object();
-        bool handedOver = false;
-        try
+        fixed (byte* target = destination)
         {
-            fixed (float* start = buffer)
+            byte* to = target;
+            Run(blocks, b =>
             {
-                byte* target = (byte*)start;
-                Run(blocks, b =>
+                int firstRow = b * blockRows, n = Math.Min(blockRows, rows - firstRow) * cols;
+                long first = (long)firstRow * cols;
+                float[] values = ArrayPool<float>.Shared.Rent(n);
+                byte[] stored = ArrayPool<byte>.Shared.Rent(n * inSize);
+                try
                 {
-                    int firstRow = b * blockRows, n = Math.Min(blockRows, rows - firstRow) * cols;
-                    long first = (long)firstRow * cols;
-                    float[] values = ArrayPool<float>.Shared.Rent(n);
-                    byte[] stored = ArrayPool<byte>.Shared.Rent(n * inSize);
-                    try
+                    var block = values.AsSpan(0, n);
+                    read(first * inSize, stored.AsSpan(0, n * inSize));
+                    FloatCodec.Decode(input, stored.AsSpan(0, n * inSize), block);
+                    update.Apply(block, firstRow);
+                    long bad = check ? FloatCodec.FirstNonFinite(block) : -1;
+                    long over = FloatCodec.Encode(output, block, new Span<byte>(to + (first * outSize), n * outSize));
+                    if (check && (bad >= 0 || over >= 0))
                     {
-                        var block = values.AsSpan(0, n);
-                        FileRange.ReadExactly(handle, stored.AsSpan(0, n * inSize), offset + (first * inSize));
-                        FloatCodec.Decode(input, stored.AsSpan(0, n * inSize), block);
-                        update.Apply(block, firstRow);
-                        long nonFinite = refuse is null ? -1 : FloatCodec.FirstNonFinite(block);
-                        long overflow = FloatCodec.Encode(output, block, new Span<byte>(target + (first * outSize), n * outSize));
-                        long bad = nonFinite < 0 ? overflow : overflow < 0 ? nonFinite : Math.Min(nonFinite, overflow);
-                        if (refuse is not null && bad >= 0)
+                        lock (gate)
                         {
-                            lock (gate)
+                            if (bad >= 0 && first + bad < nonFinite)
                             {
-                                if (first + bad < firstBad)
-                                {
-                                    firstBad = first + bad;
-                                    badValue = block[(int)bad];
-                                }
+                                (nonFinite, nonFiniteValue) = (first + bad, block[(int)bad]);
+                            }
+                            if (over >= 0 && first + over < overflow)
+                            {
+                                (overflow, overflowValue) = (first + over, block[(int)over]);
                             }
                         }
                     }
-                    finally
-                    {
-                        ArrayPool<float>.Shared.Return(values);
-                        ArrayPool<byte>.Shared.Return(stored);
-                    }
-                });
-            }
-            if (refuse is not null && firstBad != long.MaxValue)
+                }
+                finally
+                {
+                    ArrayPool<float>.Shared.Return(values);
+                    ArrayPool<byte>.Shared.Return(stored);
+                }
+            });
+        }
+        return new RowMergeFaults(nonFinite == long.MaxValue ? -1 : nonFinite, nonFiniteValue, overflow == long.MaxValue ? -1 : overflow, overflowValue);
+    }
+
+    /// <summary>
+    /// <see cref="MergeRows"/> from <paramref name="handle"/> at <paramref name="offset"/> into a whole-tensor buffer of
+    /// <paramref name="behind"/> (<paramref name="output"/> of 2 or 4 bytes), queued there as <paramref name="write"/>(byte offset,
+    /// bytes) like <see cref="EncodeWholeBehind"/>, so the next tensor is merged while this one is written. With
+    /// <paramref name="refuse"/>, the first value that is not finite after merging, else the first that overflows the
+    /// encoding, throws what it returns for (index, fp32 value), and nothing is queued; without it such values are written.
+    /// </summary>
+    /// <exception cref="EndOfStreamException">The file ends before the tensor does.</exception>
+    public static void MergeRowsBehind(SafeFileHandle handle, long offset, DType input, DType output, RowUpdate update, WriteBehind behind,
+        WriteBehind.PieceWriter write, Func<long, float, Exception>? refuse)
+    {
+        ArgumentNullException.ThrowIfNull(handle);
+        ArgumentNullException.ThrowIfNull(update);
+        ArgumentNullException.ThrowIfNull(behind);
+        ArgumentNullException.ThrowIfNull(write);
+        long bytes = (long)update.Rows * update.Cols * output.SizeOf();
+        if (!FitsRowMerge(update, (long)update.Rows * update.Cols, output))
+        {
+            throw new ArgumentException($"[{update.Rows}, {update.Cols}] {output}: not a tensor merged by rows (see FitsRowMerge): merge it with EncodeWholeBehind", nameof(update));
+        }
+        float[] buffer = behind.RentTensorBuffer(checked((int)((bytes + sizeof(float) - 1) / sizeof(float))));
+        bool handedOver = false;
+        try
+        {
+            var faults = MergeRows((at, destination) => FileRange.ReadExactly(handle, destination, offset + at), input, output, update,
+                MemoryMarshal.AsBytes(buffer.AsSpan())[..(int)bytes], check: refuse is not null);
+            if (refuse is not null && faults.NonFinite >= 0)
             {
-                throw refuse(firstBad, badValue);
+                throw refuse(faults.NonFinite, faults.NonFiniteValue);
+            }
+            if (refuse is not null && faults.Overflow >= 0)
+            {
+                throw refuse(faults.Overflow, faults.OverflowValue);
             }
             behind.EnqueueTensorWrite(buffer, bytes, write);
             handedOver = true;

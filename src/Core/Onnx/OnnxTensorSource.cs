@@ -83,13 +83,14 @@ public abstract class OnnxTensorSource
     /// <summary>
     /// A float tensor of a safetensors file, stored as <paramref name="dtype"/> (one rounding from fp32,
     /// nearest-even; a plain copy when the types match and nothing is rewritten), transposed when
-    /// <paramref name="transpose"/> (2-D only). <paramref name="rewrite"/>, when given, receives the whole
-    /// tensor as fp32 in its stored layout and changes it in place before the conversion (a merge: W + ΔW).
+    /// <paramref name="transpose"/> (2-D only). <paramref name="rewrite"/>, when given, changes the tensor as fp32 in its stored
+    /// layout before the conversion (a merge: W + ΔW): the whole tensor in place, or block by block of rows when it has a row form
+    /// and the output is transposed.
     /// The bytes are read from the file with positioned reads, not through its memory mapping, so they
     /// do not stay resident in this process; <paramref name="file"/> must stay open until the source is written.
     /// </summary>
     /// <exception cref="OnnxLoraException">Bad input: the tensor is not floating-point.</exception>
-    public static OnnxTensorSource FromSafetensors(SafetensorsFile file, TensorInfo tensor, DType dtype, bool transpose = false, Action<Span<float>>? rewrite = null)
+    public static OnnxTensorSource FromSafetensors(SafetensorsFile file, TensorInfo tensor, DType dtype, bool transpose = false, TensorRewrite? rewrite = null)
     {
         ArgumentNullException.ThrowIfNull(file);
         ArgumentNullException.ThrowIfNull(tensor);

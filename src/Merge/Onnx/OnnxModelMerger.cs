@@ -181,8 +181,8 @@ public static class OnnxModelMerger
                     target.NoteWritten(bytes.Length);
                 };
                 var (key, layout) = plan.TargetOf(tensor.Name);
-                if (plan.Merge.RowUpdateFor(key, transposed: layout == OnnxWeightLayout.Transposed) is { } rows && dtype.SizeOf() <= sizeof(float)
-                    && rows.Cols <= TensorBytes.MaxRowValues && (long)rows.Rows * rows.Cols == data.ElementCount(range))
+                var rows = plan.Merge.RowUpdateFor(key, transposed: layout == OnnxWeightLayout.Transposed);
+                if (TensorBytes.FitsRowMerge(rows, data.ElementCount(range), dtype))
                 {
                     TensorBytes.MergeRowsBehind(data.HandleOf(range), range.Offset, dtype, dtype, rows, behind, write, plan.Merge.Options.SafeMode
                         ? (index, value) => float.IsFinite(value)

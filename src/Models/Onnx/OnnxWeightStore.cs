@@ -17,7 +17,7 @@ public sealed class OnnxWeightStore
     private readonly Dictionary<string, Entry> _entries = new(StringComparer.Ordinal);
     private readonly List<string> _names = [];
 
-    private sealed record Entry(string Key, SafetensorsFile File, TensorInfo Tensor, Action<Span<float>>? Rewrite);
+    private sealed record Entry(string Key, SafetensorsFile File, TensorInfo Tensor, TensorRewrite? Rewrite);
 
     /// <summary>The stored parameters (aliases excluded), in the order added, with their stored specs.</summary>
     public IReadOnlyDictionary<string, TensorSpec> Specs => _names.ToDictionary(n => n, n => _entries[n].Tensor.Spec, StringComparer.Ordinal);
@@ -55,7 +55,7 @@ public sealed class OnnxWeightStore
     /// Parameter <paramref name="name"/> is written as <paramref name="rewrite"/> makes it from its fp32 values
     /// (stored layout, row-major). It no longer shares storage with its aliases, which keep the stored value.
     /// </summary>
-    public void Rewrite(string name, Action<Span<float>> rewrite)
+    public void Rewrite(string name, TensorRewrite rewrite)
     {
         ArgumentNullException.ThrowIfNull(rewrite);
         var entry = _entries[name];
@@ -91,7 +91,7 @@ public sealed class OnnxWeightStore
     {
         var entry = Get(name);
         float[] values = entry.File.ReadSingles(entry.Tensor);
-        entry.Rewrite?.Invoke(values);
+        entry.Rewrite?.Whole(values);
         return values;
     }
 

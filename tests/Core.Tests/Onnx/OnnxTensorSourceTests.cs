@@ -1,6 +1,7 @@
 using System.Buffers.Binary;
 using OnnxLora.Core.Onnx;
 using OnnxLora.Core.Onnx.Internals;
+using OnnxLora.Core.Peft;
 using OnnxLora.Core.Safetensors;
 
 namespace OnnxLora.Core.Tests.Onnx;
@@ -68,13 +69,13 @@ public sealed class OnnxTensorSourceTests
         var (path, values) = Checkpoint(dir);
         using var file = SafetensorsFile.Open(path);
 
-        var source = OnnxTensorSource.FromSafetensors(file, file.Get("w"), DType.BF16, rewrite: w =>
+        var source = OnnxTensorSource.FromSafetensors(file, file.Get("w"), DType.BF16, rewrite: new(w =>
         {
             for (int i = 0; i < w.Length; i++)
             {
                 w[i] = (w[i] * 3) + 0.001f;
             }
-        });
+        }));
         byte[] bytes = Write(source);
 
         CollectionAssert.AreEqual(new long[] { Rows, Cols }, source.Shape.ToArray());
@@ -105,7 +106,7 @@ public sealed class OnnxTensorSourceTests
         foreach (var dtype in new[] { DType.F16, DType.BF16, DType.F32 })
         {
             // Written in order: a destination that cannot seek takes it.
-            byte[] bytes = Write(new TensorStreamer(new TensorStreamer.FileInput(file, tensor), tensor.Spec, dtype, transpose: true, Rewrite, blockBytes), seekable: false);
+            byte[] bytes = Write(new TensorStreamer(new TensorStreamer.FileInput(file, tensor), tensor.Spec, dtype, transpose: true, new TensorRewrite(Rewrite), blockBytes), seekable: false);
 
             Assert.HasCount(Rows * Cols * dtype.SizeOf(), bytes);
             for (int r = 0; r < Rows; r++)
@@ -145,7 +146,7 @@ public sealed class OnnxTensorSourceTests
         var (path, _) = Checkpoint(dir);
         using var file = SafetensorsFile.Open(path);
         var tensor = file.Get("w");
-        Action<Span<float>>? change = rewrite ? w => w.Reverse() : null;
+        TensorRewrite? change = rewrite ? new(w => w.Reverse()) : null;
         int blockBytes = 5 * Math.Max(Rows, Cols) * dtype.SizeOf();
         TensorStreamer Source() => new(new TensorStreamer.FileInput(file, tensor), tensor.Spec, dtype, transpose, change, blockBytes);
         byte[] expected = Write(Source());
@@ -166,6 +167,56 @@ public sealed class OnnxTensorSourceTests
         byte[] written = File.ReadAllBytes(output);
         CollectionAssert.AreEqual(new byte[] { 1, 2, 3, 4, 5 }, written[..5]);
         CollectionAssert.AreEqual(expected, written[5..]);
+    }
+
+    [TestMethod]
+    [DataRow(1 << 20)]
+    [DataRow(2)]
+    public void FromSafetensors_RewrittenByRows_WritesTheBytesOfTheWholeRewrite_AndRefusesNonFiniteResults(int blockBytes)
+    {
+        // A rank-2 product as the rewrite: whole (fp32 copy) and by rows (read, merged and encoded a block of rows at a time).
+        using var dir = new TempDir();
+        var (path, _) = Checkpoint(dir);
+        using var file = SafetensorsFile.Open(path);
+        var tensor = file.Get("w");
+        var random = new Random(5);
+        float[] left = [.. Enumerable.Range(0, Rows * 2).Select(_ => (float)random.NextDouble() - 0.5f)];
+        float[] right = [.. Enumerable.Range(0, 2 * Cols).Select(_ => (float)random.NextDouble() - 0.5f)];
+        var product = new DeltaMath.Product(left, right, Rows, Cols, 2, 0.75);
+        var rows = new RowUpdate([product]);
+        foreach (var dtype in new[] { DType.F16, DType.BF16, DType.F32 })
+        {
+            byte[] whole = Write(new TensorStreamer(new TensorStreamer.FileInput(file, tensor), tensor.Spec, dtype, transpose: true, new TensorRewrite(product.Add), blockBytes));
+            byte[] byRows = Write(new TensorStreamer(new TensorStreamer.FileInput(file, tensor), tensor.Spec, dtype, transpose: true,
+                new TensorRewrite(_ => Assert.Fail("the row form is used"), rows, (i, v) => new InvalidDataException($"{v} at {i}")), blockBytes), seekable: false);
+            CollectionAssert.AreEqual(whole, byRows, dtype.ToString());
+        }
+        left[(5 * 2) + 1] = float.NaN;
+        var nan = new RowUpdate([new DeltaMath.Product(left, right, Rows, Cols, 2, 0.75)]);
+        var e = Assert.ThrowsExactly<InvalidDataException>(() => Write(new TensorStreamer(new TensorStreamer.FileInput(file, tensor), tensor.Spec, DType.F16,
+            transpose: true, new TensorRewrite(_ => { }, nan, (i, v) => new InvalidDataException($"{v} at {i}")), blockBytes)));
+        Assert.AreEqual($"NaN at {5 * Cols}", e.Message, "row 5's first value, in the stored layout");
+    }
+
+    [TestMethod]
+    public void FromSafetensors_RewrittenByRows_CheckpointTruncatedAfterOpening_FailsNamingTheFileAndTensor()
+    {
+        using var dir = new TempDir();
+        var (path, _) = Checkpoint(dir);
+        using var file = SafetensorsFile.Open(path);
+        var tensor = file.Get("w");
+        var rows = new RowUpdate([new DeltaMath.Product(new float[Rows], new float[Cols], Rows, Cols, 1, 1.0)]);
+        var source = new TensorStreamer(new TensorStreamer.FileInput(file, tensor), tensor.Spec, DType.F16, transpose: true, new TensorRewrite(_ => { }, rows));
+        using (var stream = new FileStream(path, FileMode.Open, FileAccess.Write, FileShare.ReadWrite))
+        {
+            stream.SetLength(stream.Length - 100);
+        }
+
+        var e = Assert.ThrowsExactly<OnnxLoraException>(() => Write(source));
+
+        StringAssert.Contains(e.Message, path);
+        StringAssert.Contains(e.Message, "tensor 'w'");
+        StringAssert.Contains(e.Message, "truncated after it was opened");
     }
 
     [TestMethod]

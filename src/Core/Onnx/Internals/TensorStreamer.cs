@@ -2,6 +2,7 @@ using System.Buffers;
 using Microsoft.Win32.SafeHandles;
 using OnnxLora.Core.Internals;
 using OnnxLora.Core.IO;
+using OnnxLora.Core.Peft;
 using OnnxLora.Core.Safetensors;
 
 namespace OnnxLora.Core.Onnx.Internals;
@@ -29,16 +30,16 @@ internal sealed class TensorStreamer : OnnxTensorSource
     private readonly Input _input;
     private readonly TensorSpec _stored;
     private readonly bool _transpose;
-    private readonly Action<Span<float>>? _rewrite;
+    private readonly TensorRewrite? _rewrite;
     private readonly int _blockBytes;
 
     /// <param name="input">Where the stored bytes are.</param>
     /// <param name="stored">The stored tensor's name, type and shape.</param>
     /// <param name="dtype">The output type.</param>
     /// <param name="transpose">Write the transpose of the 2-D tensor.</param>
-    /// <param name="rewrite">Changes the whole tensor in fp32 (stored layout) before it is converted.</param>
+    /// <param name="rewrite">Changes the tensor in fp32 (stored layout) before it is converted: whole, or row by row when it can.</param>
     /// <param name="blockBytes">Output bytes per block; smaller only in tests, to exercise the block paths on small tensors.</param>
-    public TensorStreamer(Input input, TensorSpec stored, DType dtype, bool transpose, Action<Span<float>>? rewrite, int blockBytes = BlockBytes)
+    public TensorStreamer(Input input, TensorSpec stored, DType dtype, bool transpose, TensorRewrite? rewrite, int blockBytes = BlockBytes)
         : base(dtype, transpose ? TransposedShape(stored) : stored.Shape)
     {
         _blockBytes = blockBytes;
@@ -69,11 +70,16 @@ internal sealed class TensorStreamer : OnnxTensorSource
         ArgumentNullException.ThrowIfNull(destination);
         long start = destination.CanSeek ? destination.Position : 0;
         using var reader = _input.Open();
+        if (_transpose && _rewrite?.Rows is { } rows && TensorBytes.FitsRowMerge(rows, _stored.ElementCount, DType))
+        {
+            WriteMergedByRows(destination, reader, rows);
+            return;
+        }
         float[]? values = null;
         if (_rewrite is not null)
         {
             values = ReadAll(reader);
-            _rewrite(values.AsSpan(0, (int)_stored.ElementCount));
+            _rewrite.Whole(values.AsSpan(0, (int)_stored.ElementCount));
         }
         var fill = new Filler(reader, _stored.DType, DType, values);
         try
@@ -102,11 +108,45 @@ internal sealed class TensorStreamer : OnnxTensorSource
     }
 
     /// <summary>
-    /// The transpose of the rewritten <paramref name="values"/>, written in order: encoded whole in their own memory (fp32 output is
-    /// the values' own bytes), then bands of output rows — source columns [c0, c0 + k) — transposed with the source's row stride into
-    /// one buffer each and written with one call.
+    /// The transpose of a tensor rewritten row by row: read, merged and encoded a block of rows at a time in the cache into one
+    /// encoded copy (<see cref="TensorBytes.MergeRows"/>; no fp32 copy of the tensor), then written in bands.
     /// </summary>
+    private void WriteMergedByRows(Stream destination, Reader reader, RowUpdate rows)
+    {
+        int total = checked((int)ByteLength);
+        byte[] encoded = ArrayPool<byte>.Shared.Rent(total);
+        try
+        {
+            var refuse = _rewrite!.RefuseNonFinite;
+            var faults = TensorBytes.MergeRows(reader.Read, _stored.DType, DType, rows, encoded.AsSpan(0, total), check: refuse is not null);
+            if (refuse is not null && faults.NonFinite >= 0)
+            {
+                throw refuse(faults.NonFinite, faults.NonFiniteValue);
+            }
+            WriteTransposedBands(destination, encoded.AsSpan(0, total));
+        }
+        finally
+        {
+            ArrayPool<byte>.Shared.Return(encoded);
+        }
+    }
+
+    /// <summary>The transpose of the rewritten <paramref name="values"/>, written in order: encoded whole in their own memory (fp32 output is
+    /// the values' own bytes), then written in bands (<see cref="WriteTransposedBands(Stream, ReadOnlySpan{byte})"/>).</summary>
     private void WriteTransposedBands(Stream destination, float[] values)
+    {
+        int rows = checked((int)_stored.Shape[0]), cols = checked((int)_stored.Shape[1]);
+        int total = checked((int)ByteLength);
+        // The fp32 values are not needed after this: encoded in their own memory (fp32 output is already their bytes).
+        TensorBytes.EncodeInPlace(DType, values.AsSpan(0, rows * cols));
+        WriteTransposedBands(destination, System.Runtime.InteropServices.MemoryMarshal.AsBytes(values.AsSpan(0, (total + 3) / 4))[..total]);
+    }
+
+    /// <summary>
+    /// The transpose of the encoded tensor <paramref name="source"/> (stored layout), written in order: bands of output rows — source
+    /// columns [c0, c0 + k) — transposed with the source's row stride into one buffer each and written with one call.
+    /// </summary>
+    private void WriteTransposedBands(Stream destination, ReadOnlySpan<byte> source)
     {
         int size = DType.SizeOf();
         int rows = checked((int)_stored.Shape[0]), cols = checked((int)_stored.Shape[1]);
@@ -114,7 +154,6 @@ internal sealed class TensorStreamer : OnnxTensorSource
         {
             return;
         }
-        int total = checked((int)ByteLength);
         long bandRowBytes = (long)rows * size;
         int blockBytes = BlockBytesFor(destination);
         int bandRows = (int)Math.Clamp(blockBytes / bandRowBytes, 1, cols);
@@ -125,9 +164,6 @@ internal sealed class TensorStreamer : OnnxTensorSource
         byte[]? own = pipe is null ? ArrayPool<byte>.Shared.Rent(Math.Max(blockBytes, bandBytes)) : null;
         try
         {
-            // The fp32 values are not needed after this: encoded in their own memory (fp32 output is already their bytes).
-            TensorBytes.EncodeInPlace(DType, values.AsSpan(0, rows * cols));
-            ReadOnlySpan<byte> source = System.Runtime.InteropServices.MemoryMarshal.AsBytes(values.AsSpan(0, (total + 3) / 4))[..total];
             for (int c0 = 0; c0 < cols; c0 += bandRows)
             {
                 int k = Math.Min(bandRows, cols - c0);
