@@ -139,48 +139,32 @@ public static class FloatCodec
     /// True when no value is NaN or ±Inf: the largest of the bit patterns without their sign stays below the exponent all
     /// ones (0x7F800000), an integer max per vector lane (a float max needs NaN handling and is slower).
     /// </summary>
-    private static bool AllFinite(ReadOnlySpan<float> values)
-    {
-        var bits = MemoryMarshal.Cast<float, uint>(values);
-        var mask = new Vector<uint>(0x7FFF_FFFFu);
-        var max = Vector<uint>.Zero;
-        int i = 0;
-        for (; i <= bits.Length - Vector<uint>.Count; i += Vector<uint>.Count)
-        {
-            max = Vector.Max(max, new Vector<uint>(bits[i..]) & mask);
-        }
-        uint largest = 0;
-        for (int lane = 0; lane < Vector<uint>.Count; lane++)
-        {
-            largest = Math.Max(largest, max[lane]);
-        }
-        for (; i < bits.Length; i++)
-        {
-            largest = Math.Max(largest, bits[i] & 0x7FFF_FFFFu);
-        }
-        return largest < 0x7F80_0000u;
-    }
+    private static bool AllFinite(ReadOnlySpan<float> values) => MaskedMaxBelow(MemoryMarshal.Cast<float, uint>(values), 0x7FFF_FFFFu, 0x7F80_0000u);
 
     /// <summary>True when no fp16 bit pattern has the exponent all ones (±Inf, NaN): their largest without the sign is below 0x7C00.</summary>
-    private static bool AllFiniteHalves(ReadOnlySpan<ushort> bits)
+    private static bool AllFiniteHalves(ReadOnlySpan<ushort> bits) => MaskedMaxBelow(bits, (ushort)0x7FFF, (ushort)0x7C00);
+
+    /// <summary>max(bits[i] &amp; mask) &lt; limit, vectorised.</summary>
+    private static bool MaskedMaxBelow<T>(ReadOnlySpan<T> bits, T mask, T limit)
+        where T : unmanaged, IBinaryInteger<T>, IUnsignedNumber<T>
     {
-        var mask = new Vector<ushort>(0x7FFF);
-        var max = Vector<ushort>.Zero;
+        var masks = new Vector<T>(mask);
+        var max = Vector<T>.Zero;
         int i = 0;
-        for (; i <= bits.Length - Vector<ushort>.Count; i += Vector<ushort>.Count)
+        for (; i <= bits.Length - Vector<T>.Count; i += Vector<T>.Count)
         {
-            max = Vector.Max(max, new Vector<ushort>(bits[i..]) & mask);
+            max = Vector.Max(max, new Vector<T>(bits[i..]) & masks);
         }
-        int largest = 0;
-        for (int lane = 0; lane < Vector<ushort>.Count; lane++)
+        T largest = T.Zero;
+        for (int lane = 0; lane < Vector<T>.Count; lane++)
         {
-            largest = Math.Max(largest, max[lane]);
+            largest = T.Max(largest, max[lane]);
         }
         for (; i < bits.Length; i++)
         {
-            largest = Math.Max(largest, bits[i] & 0x7FFF);
+            largest = T.Max(largest, bits[i] & mask);
         }
-        return largest < 0x7C00;
+        return largest < limit;
     }
 
     private static long FirstNonFiniteScalar(ReadOnlySpan<float> values, int from)
