@@ -52,6 +52,8 @@ if (args.Length > 0 && args[0] is "export" or "memory" or "copy")
         {
             using var adapter = args[2] == "-" ? null : PeftAdapter.Load(args[2]);
             OnnxExporter.ExportPretrained(args[1], adapter is null ? [] : [new WeightedAdapter(adapter)], args[3], options);
+            var gc = GC.GetGCMemoryInfo();
+            Console.Error.WriteLine($"allocated {GC.GetTotalAllocatedBytes(true) / 1e6:F0} MB, gen2 GCs {GC.CollectionCount(2)}, heap {gc.HeapSizeBytes / 1e6:F0} MB, committed {gc.TotalCommittedBytes / 1e6:F0} MB, memory load at the last GC {gc.MemoryLoadBytes / 1e6:F0} MB");
         }
         else
         {

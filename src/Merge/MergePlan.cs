@@ -285,10 +285,11 @@ public sealed class MergePlan
 
     /// <summary>
     /// The merge of <paramref name="tensorName"/> (stored layout) as a rewrite for the exporter's tensor writer: <see cref="ApplyTo"/>,
-    /// its row form (<see cref="RowUpdateFor"/>) when it has one, and safe mode's refusal of non-finite results.
+    /// its row form (<see cref="RowUpdateFor"/>, made when the writer asks for it) when it has one, and safe mode's refusal of
+    /// non-finite results.
     /// </summary>
     public TensorRewrite RewriteFor(string tensorName) =>
-        new(weight => ApplyTo(tensorName, weight), RowUpdateFor(tensorName),
+        new(weight => ApplyTo(tensorName, weight), () => RowUpdateFor(tensorName),
             Options.SafeMode ? (index, value) => NonFiniteAfterMerging(tensorName, index, value) : null);
 
     /// <summary>Safe mode's error for a merged value that is NaN or ±Inf (<paramref name="index"/> in the layout merged).</summary>

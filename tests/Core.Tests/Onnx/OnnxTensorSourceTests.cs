@@ -188,13 +188,13 @@ public sealed class OnnxTensorSourceTests
         {
             byte[] whole = Write(new TensorStreamer(new TensorStreamer.FileInput(file, tensor), tensor.Spec, dtype, transpose: true, new TensorRewrite(product.Add), blockBytes));
             byte[] byRows = Write(new TensorStreamer(new TensorStreamer.FileInput(file, tensor), tensor.Spec, dtype, transpose: true,
-                new TensorRewrite(_ => Assert.Fail("the row form is used"), rows, (i, v) => new InvalidDataException($"{v} at {i}")), blockBytes), seekable: false);
+                new TensorRewrite(_ => Assert.Fail("the row form is used"), () => rows, (i, v) => new InvalidDataException($"{v} at {i}")), blockBytes), seekable: false);
             CollectionAssert.AreEqual(whole, byRows, dtype.ToString());
         }
         left[(5 * 2) + 1] = float.NaN;
         var nan = new RowUpdate([new DeltaMath.Product(left, right, Rows, Cols, 2, 0.75)]);
         var e = Assert.ThrowsExactly<InvalidDataException>(() => Write(new TensorStreamer(new TensorStreamer.FileInput(file, tensor), tensor.Spec, DType.F16,
-            transpose: true, new TensorRewrite(_ => { }, nan, (i, v) => new InvalidDataException($"{v} at {i}")), blockBytes)));
+            transpose: true, new TensorRewrite(_ => { }, () => nan, (i, v) => new InvalidDataException($"{v} at {i}")), blockBytes)));
         Assert.AreEqual($"NaN at {5 * Cols}", e.Message, "row 5's first value, in the stored layout");
     }
 
@@ -206,7 +206,7 @@ public sealed class OnnxTensorSourceTests
         using var file = SafetensorsFile.Open(path);
         var tensor = file.Get("w");
         var rows = new RowUpdate([new DeltaMath.Product(new float[Rows], new float[Cols], Rows, Cols, 1, 1.0)]);
-        var source = new TensorStreamer(new TensorStreamer.FileInput(file, tensor), tensor.Spec, DType.F16, transpose: true, new TensorRewrite(_ => { }, rows));
+        var source = new TensorStreamer(new TensorStreamer.FileInput(file, tensor), tensor.Spec, DType.F16, transpose: true, new TensorRewrite(_ => { }, () => rows));
         using (var stream = new FileStream(path, FileMode.Open, FileAccess.Write, FileShare.ReadWrite))
         {
             stream.SetLength(stream.Length - 100);

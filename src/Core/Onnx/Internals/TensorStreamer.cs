@@ -70,7 +70,7 @@ internal sealed class TensorStreamer : OnnxTensorSource
         ArgumentNullException.ThrowIfNull(destination);
         long start = destination.CanSeek ? destination.Position : 0;
         using var reader = _input.Open();
-        if (_transpose && _rewrite?.Rows is { } rows && TensorBytes.FitsRowMerge(rows, _stored.ElementCount, DType))
+        if (_transpose && _rewrite?.Rows?.Invoke() is { } rows && TensorBytes.FitsRowMerge(rows, _stored.ElementCount, DType))
         {
             WriteMergedByRows(destination, reader, rows);
             return;
