@@ -149,14 +149,16 @@ public static class CheckpointMerger
         // The merged tensor is handed whole to the writer thread, so the next one is read and merged meanwhile. A merge formed
         // row by row (LoRA updates) goes through the cache a block of rows at a time; the others are merged in one fp32 copy.
         WriteBehind.PieceWriter write = (_, bytes) => writer.Write(t.Name, bytes);
+        // Safe mode: a finite value refused overflowed the encoding; a NaN/Inf one (row path only) came out of the merge.
+        Func<long, float, Exception>? refuse = plan.Options.SafeMode
+            ? (index, value) => float.IsFinite(value)
+                ? MergeThrow.NonFinite(where, t.Name, index, value, $"overflowing {spec.DType} after merging")
+                : plan.NonFiniteAfterMerging(t.Name, index, value)
+            : null;
         var rows = plan.RowUpdateFor(t.Name);
         if (TensorBytes.FitsRowMerge(rows, t.ElementCount, spec.DType))
         {
-            TensorBytes.MergeRowsBehind(handle, offset, t.DType, spec.DType, rows, behind, write, plan.Options.SafeMode
-                ? (index, value) => float.IsFinite(value)
-                    ? MergeThrow.NonFinite(where, t.Name, index, value, $"overflowing {spec.DType} after merging")
-                    : plan.NonFiniteAfterMerging(t.Name, index, value)
-                : null);
+            TensorBytes.MergeRowsBehind(handle, offset, t.DType, spec.DType, rows, behind, write, refuse);
             return;
         }
         TensorBytes.EncodeWholeBehind(spec.DType, (int)t.ElementCount, behind,
@@ -166,7 +168,7 @@ public static class CheckpointMerger
                 plan.ApplyTo(t.Name, values);
             },
             write,
-            plan.Options.SafeMode ? (index, value) => MergeThrow.NonFinite(where, t.Name, index, value, $"overflowing {spec.DType} after merging") : null);
+            refuse);
     }
 
     private static void ConvertTensor(string where, SafeFileHandle handle, long offset, TensorInfo t, TensorSpec spec, SafetensorsWriter writer, WriteBehind behind,

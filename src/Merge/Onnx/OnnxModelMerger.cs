@@ -181,14 +181,16 @@ public static class OnnxModelMerger
                     target.NoteWritten(bytes.Length);
                 };
                 var (key, layout) = plan.TargetOf(tensor.Name);
+                // Safe mode: a finite value refused overflowed the encoding; a NaN/Inf one (row path only) came out of the merge.
+                Func<long, float, Exception>? refuse = plan.Merge.Options.SafeMode
+                    ? (index, value) => float.IsFinite(value)
+                        ? OnnxMergeThrow.NonFinite(plan.ModelPath, tensor.Name, index, value, $"overflowing {dtype} after merging")
+                        : plan.Merge.NonFiniteAfterMerging(key, index, value)
+                    : null;
                 var rows = plan.Merge.RowUpdateFor(key, transposed: layout == OnnxWeightLayout.Transposed);
                 if (TensorBytes.FitsRowMerge(rows, data.ElementCount(range), dtype))
                 {
-                    TensorBytes.MergeRowsBehind(data.HandleOf(range), range.Offset, dtype, dtype, rows, behind, write, plan.Merge.Options.SafeMode
-                        ? (index, value) => float.IsFinite(value)
-                            ? OnnxMergeThrow.NonFinite(plan.ModelPath, tensor.Name, index, value, $"overflowing {dtype} after merging")
-                            : plan.Merge.NonFiniteAfterMerging(key, index, value)
-                        : null);
+                    TensorBytes.MergeRowsBehind(data.HandleOf(range), range.Offset, dtype, dtype, rows, behind, write, refuse);
                 }
                 else
                 {
@@ -199,7 +201,7 @@ public static class OnnxModelMerger
                             Merged(plan, tensor, values);
                         },
                         write,
-                        plan.Merge.Options.SafeMode ? (index, value) => OnnxMergeThrow.NonFinite(plan.ModelPath, tensor.Name, index, value, $"overflowing {dtype} after merging") : null);
+                        refuse);
                 }
                 Count(plan, tensor.Name, ref merged, ref replaced);
             }
